@@ -1,0 +1,47 @@
+"""Errors cutover raises: each names what is wrong and how to fix it, in one sentence."""
+
+from __future__ import annotations
+
+
+class CutoverError(Exception):
+    """Base class of every error cutover raises on purpose."""
+
+
+class InvalidInput(CutoverError, ValueError):
+    """A value a user gave (argument, flag, URL, file) is wrong; the message says how to fix it."""
+
+
+class UnknownMigration(CutoverError, LookupError):
+    """The named migration has no stored state and no recorded telemetry."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"no migration named {name!r} in the store; check the name with `cutover status`"
+            " or create it with `cutover set`"
+        )
+        self.name = name
+
+
+class ConflictError(CutoverError):
+    """A compare-and-set lost: the state changed since the caller read it."""
+
+    def __init__(
+        self, name: str, expected: int, current: int, updated_by: str | None = None
+    ) -> None:
+        who = f" by {updated_by}" if updated_by else ""
+        super().__init__(
+            f"migration {name!r} is at version {current} (written{who}), not {expected};"
+            " read the current state and retry"
+        )
+        self.name = name
+        self.expected = expected
+        self.current = current
+        self.updated_by = updated_by
+
+
+class StoreError(CutoverError):
+    """The store could not be reached or refused an operation."""
+
+
+class ArmTimeout(CutoverError, TimeoutError):
+    """The serving arm did not answer within the migration's timeout and no fallback applied."""

@@ -1,0 +1,97 @@
+"""Shared fixtures: stores on SQLite and on the real PostgreSQL, and a fresh runtime per test."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import cutover
+from cutover import runtime as rt
+
+PG_HOST = os.environ.get("CUTOVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE = os.environ.get("CUTOVER_REQUIRE_SERVICES") == "1"
+
+
+def _pg_reason() -> str | None:
+    """Why PostgreSQL cannot be used here, or None when it can."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'cutover[postgres]')"
+    try:
+        with psycopg.connect(PG_HOST, connect_timeout=3):
+            return None
+    except psycopg.OperationalError as error:
+        return f"PostgreSQL is not reachable at {PG_HOST}: {str(error).strip().splitlines()[0]}"
+
+
+_PG_REASON = _pg_reason()
+
+
+def need_postgres() -> None:
+    if _PG_REASON is not None:
+        if REQUIRE:
+            pytest.fail(f"CUTOVER_REQUIRE_SERVICES=1 but {_PG_REASON}")
+        pytest.skip(_PG_REASON)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A store URL on the real PostgreSQL, in a schema of its own that is dropped afterwards."""
+    need_postgres()
+    import psycopg
+
+    schema = f"cutover_test_{secrets.token_hex(5)}"
+    with psycopg.connect(PG_HOST, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_HOST}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_HOST, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cutover.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every store test runs on both backends."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'cutover.db'}"
+    else:
+        yield request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def clock() -> cutover.ManualClock:
+    return cutover.ManualClock()
+
+
+@pytest.fixture
+def runtime(sqlite_url: str, clock: cutover.ManualClock) -> Iterator[rt.Runtime]:
+    """A runtime on a fresh SQLite file with a manual clock; background flushing effectively off."""
+    configured = cutover.configure(
+        sqlite_url, clock=clock, flush_interval=3600, refresh_interval=3600, wait=0
+    )
+    try:
+        yield configured
+    finally:
+        rt.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test sees another's runtime or kill switches, or writes a store outside its tmp dir."""
+    for key in list(os.environ):
+        if key.startswith(("CUTOVER_FORCE_", "CUTOVER_ACTOR")) or key == "CUTOVER_EVENTS":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("CUTOVER_STORE", f"sqlite:///{tmp_path / 'default.db'}")
+    yield
+    rt.shutdown()

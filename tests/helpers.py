@@ -1,0 +1,33 @@
+"""Small helpers the tests share: set a state as an operator would, read what the store counted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cutover import operations
+from cutover.model import State
+from cutover.runtime import Runtime
+from cutover.stats import MigrationStats
+
+
+def put(runtime: Runtime, name: str, **fields: Any) -> State:
+    """Store a state for ``name`` by compare-and-set and make the runtime pick it up now."""
+    current = runtime.store.state(name)
+    state = (current or State()).evolve(**fields)
+    decision = runtime.store.write_state(
+        name,
+        state,
+        expected_version=current.version if current else 0,
+        actor="tests",
+        reason="test setup",
+        at=runtime.clock(),
+    )
+    runtime.refresh()
+    return decision.new
+
+
+def stored(runtime: Runtime, name: str) -> MigrationStats:
+    """Flush (draining off-path work) and report everything the store holds for ``name``."""
+    assert runtime.flush(drain_timeout=10), "flush must reach the store"
+    now = runtime.clock()
+    return operations.stats(runtime.store, name, 10 * 365 * 86400, now + 3600)
