@@ -1,0 +1,1 @@
+"""In-process telemetry: windows, histograms, drift samples, Prometheus, the event log."""

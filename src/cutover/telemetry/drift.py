@@ -1,0 +1,180 @@
+"""Drift samples: a bounded number of redacted, size-capped examples of each migration's drifts."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import reprlib
+import threading
+from collections.abc import Callable, Mapping, Sequence, Set
+from dataclasses import dataclass
+from typing import Any
+
+from cutover.compare import MISSING, Diff
+from cutover.model import Comparison
+
+Redactor = Callable[[str, Any], Any]
+"""``redact(kind, value) -> value`` with kind ``"input"`` (the call's arguments) or
+``"output"`` (each arm's value and every value in the diff). Return a safe stand-in."""
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = 200
+_REPR.maxother = 200
+_REPR.maxlevel = 4
+
+
+@dataclass(frozen=True, slots=True)
+class DriftSample:
+    """A kept example of a drift: redacted input, both outputs, the diff, its fingerprint."""
+
+    migration: str
+    at: float
+    unit: str | None
+    fingerprint: str
+    input: Any
+    legacy: Any
+    new: Any
+    diff: list[dict[str, Any]]
+    truncated: bool = False
+    id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "migration": self.migration,
+            "at": self.at,
+            "unit": self.unit,
+            "fingerprint": self.fingerprint,
+            "input": self.input,
+            "legacy": self.legacy,
+            "new": self.new,
+            "diff": self.diff,
+            "truncated": self.truncated,
+        }
+
+
+def jsonable(value: Any, depth: int = 0, items: int = 50) -> Any:
+    """A JSON-safe copy of ``value`` that cannot grow without bound: deep or wide values are cut."""
+    if value is None or isinstance(value, bool | int | str):
+        return value if not isinstance(value, str) or len(value) <= 4096 else value[:4096] + "…"
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if value is MISSING:
+        return "<missing>"
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value[:256])
+        return {"bytes": raw.hex(), "length": len(value)}
+    if depth >= 8:
+        return _REPR.repr(value)
+    if isinstance(value, Mapping):
+        out = {}
+        for position, (key, item) in enumerate(value.items()):
+            if position >= items:
+                out["…"] = f"{len(value) - items} more"
+                break
+            out[key if isinstance(key, str) else repr(key)] = jsonable(item, depth + 1, items)
+        return out
+    if isinstance(value, Sequence | Set) and not isinstance(value, str):
+        listed = list(itertools.islice(value, items))
+        out_list = [jsonable(item, depth + 1, items) for item in listed]
+        if len(value) > items:
+            out_list.append(f"… {len(value) - items} more")
+        return out_list
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return {"__type__": type(value).__name__, **jsonable(fields, depth + 1, items)}
+    return _REPR.repr(value)
+
+
+def capped(value: Any, limit: int) -> tuple[Any, bool]:
+    """``value`` if its JSON fits in ``limit`` characters, else a preview; and if it was cut."""
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    if len(text) <= limit:
+        return value, False
+    return {"truncated": True, "preview": text[:limit]}, True
+
+
+class DriftSampler:
+    """Keeps at most ``per_minute`` drift samples per migration per minute of the clock."""
+
+    def __init__(
+        self,
+        per_minute: int = 10,
+        max_chars: int = 8192,
+        redact: Redactor | None = None,
+    ) -> None:
+        self.per_minute = per_minute
+        self.max_chars = max_chars
+        self.redact = redact
+        self._lock = threading.Lock()
+        self._minute: dict[str, int] = {}
+        self._taken: dict[str, int] = {}
+
+    def admit(self, migration: str, at: float) -> bool:
+        minute = int(at // 60)
+        with self._lock:
+            if self._minute.get(migration) != minute:
+                self._minute[migration] = minute
+                self._taken[migration] = 0
+            if self._taken[migration] >= self.per_minute:
+                return False
+            self._taken[migration] += 1
+            return True
+
+    def sample(self, comparison: Comparison, redact: Redactor | None = None) -> DriftSample:
+        """Build the sample; a redactor that raises propagates so nothing unredacted is kept."""
+        redactor = redact or self.redact
+        diff: Diff = comparison.diff or Diff()
+        legacy_value = (
+            comparison.legacy.exception
+            if comparison.legacy.exception is not None
+            else comparison.legacy.value
+        )
+        new_value = (
+            comparison.new.exception
+            if comparison.new.exception is not None
+            else comparison.new.value
+        )
+        call_input: Any = {"args": list(comparison.args), "kwargs": dict(comparison.kwargs)}
+        if redactor is not None:
+            call_input = redactor("input", call_input)
+            legacy_value = redactor("output", legacy_value)
+            new_value = redactor("output", new_value)
+        entries = []
+        for difference in diff.differences:
+            left, right = difference.legacy, difference.new
+            if redactor is not None:
+                left = left if left is MISSING else redactor("output", left)
+                right = right if right is MISSING else redactor("output", right)
+            entries.append(
+                {
+                    "path": difference.path,
+                    "kind": difference.kind,
+                    "legacy": jsonable(left),
+                    "new": jsonable(right),
+                    **({"note": difference.note} if difference.note else {}),
+                }
+            )
+        limit = self.max_chars
+        cut = diff.truncated
+        stored_input, was_cut = capped(jsonable(call_input), limit)
+        cut |= was_cut
+        stored_legacy, was_cut = capped(jsonable(legacy_value), limit)
+        cut |= was_cut
+        stored_new, was_cut = capped(jsonable(new_value), limit)
+        cut |= was_cut
+        stored_diff, was_cut = capped(entries, limit)
+        cut |= was_cut
+        return DriftSample(
+            migration=comparison.migration,
+            at=comparison.at,
+            unit=comparison.unit,
+            fingerprint=diff.fingerprint,
+            input=stored_input,
+            legacy=stored_legacy,
+            new=stored_new,
+            diff=stored_diff if isinstance(stored_diff, list) else [stored_diff],
+            truncated=cut,
+        )

@@ -1,0 +1,148 @@
+"""Prometheus metrics, read at scrape time from the same counters the store receives.
+
+Nothing is updated per call: a collector turns the in-process cumulative counters into
+``cutover_calls_total``, ``cutover_comparisons_total``, ``cutover_fallbacks_total``,
+``cutover_offpath_dropped_total``, ``cutover_duration_seconds``, ``cutover_percent`` and
+``cutover_store_errors_total`` whenever Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from cutover.telemetry import windows as w
+
+DURATION_BUCKETS = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class CutoverCollector(Collector):
+    """Exposes the configured runtime's telemetry; registered once per registry."""
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        from cutover import runtime as rt
+
+        runtime = rt._runtime
+        families = self._families()
+        calls, comparisons, fallbacks, dropped, duration, percent, store_errors = families
+        if runtime is None:
+            return iter(families)
+        with runtime._registry_lock:
+            telemetries = dict(runtime.telemetry)
+            migrations = list(runtime.migrations)
+        for name, telemetry in sorted(telemetries.items()):
+            totals = telemetry.totals()
+            compared = 0
+            drifts = 0
+            broken = 0
+            for arm, counts in totals.items():
+                c = counts.counts
+                ok = c[w.CALLS] - c[w.ERRORS] - c[w.TIMEOUTS]
+                calls.add_metric([name, arm.value, "ok"], ok)
+                calls.add_metric([name, arm.value, "error"], c[w.ERRORS])
+                calls.add_metric([name, arm.value, "timeout"], c[w.TIMEOUTS])
+                compared += c[w.COMPARISONS]
+                drifts += c[w.DRIFTS]
+                broken += c[w.COMPARATOR_ERRORS]
+                hist = counts.histogram
+                cumulative = hist.cumulative(DURATION_BUCKETS)
+                buckets = [(repr(b), n) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)]
+                buckets.append(("+Inf", hist.count))
+                duration.add_metric([name, arm.value], buckets, hist.sum_ns() / 1e9)
+            comparisons.add_metric([name, "match"], compared - drifts)
+            comparisons.add_metric([name, "drift"], drifts)
+            comparisons.add_metric([name, "error"], broken)
+            fallbacks.add_metric([name], totals[w.Arm.NEW].counts[w.FALLBACKS])
+            dropped.add_metric([name], sum(counts.counts[w.DROPPED] for counts in totals.values()))
+        seen = set()
+        for migration in migrations:
+            if migration.name not in seen:
+                seen.add(migration.name)
+                percent.add_metric([migration.name], migration.route.effective_percent)
+        store_errors.add_metric([], runtime._store_errors)
+        return iter(families)
+
+    @staticmethod
+    def _families() -> list[Metric]:
+        return [
+            CounterMetricFamily(
+                "cutover_calls",
+                "Runs of each arm by outcome (ok, error, timeout), serving or off-path.",
+                labels=["migration", "arm", "outcome"],
+            ),
+            CounterMetricFamily(
+                "cutover_comparisons",
+                "Comparisons of the two arms by result (match, drift, error).",
+                labels=["migration", "result"],
+            ),
+            CounterMetricFamily(
+                "cutover_fallbacks",
+                "Calls where new failed and legacy served instead.",
+                labels=["migration"],
+            ),
+            CounterMetricFamily(
+                "cutover_offpath_dropped",
+                "Off-path runs skipped because the off-path queue was full.",
+                labels=["migration"],
+            ),
+            HistogramMetricFamily(
+                "cutover_duration_seconds",
+                "Duration of each arm's runs (from cutover's log-linear histogram).",
+                labels=["migration", "arm"],
+            ),
+            GaugeMetricFamily(
+                "cutover_percent",
+                "Share of units the new arm serves in this process, 0 to 100.",
+                labels=["migration"],
+            ),
+            CounterMetricFamily(
+                "cutover_store_errors",
+                "Failed reads and writes of the cutover store.",
+                labels=[],
+            ),
+        ]
+
+
+_installed: set[int] = set()
+_lock = threading.Lock()
+
+
+def install_collector(registry: CollectorRegistry = REGISTRY) -> None:
+    """Register cutover's collector in ``registry`` (the default one unless told otherwise)."""
+    with _lock:
+        if id(registry) in _installed:
+            return
+        registry.register(CutoverCollector())
+        _installed.add(id(registry))
