@@ -1,0 +1,160 @@
+"""Where states, windows, drift samples and decisions live: the Store protocol and its records."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cutover.errors import InvalidInput
+from cutover.model import Arm, Decision, State
+from cutover.telemetry.drift import DriftSample
+from cutover.telemetry.windows import ArmCounts, WindowDelta
+
+DEFAULT_STORE = "sqlite:///cutover.db"
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    """What one app process last reported: who it is, which states it holds, what it overrides."""
+
+    instance: str
+    host: str
+    pid: int
+    started_at: float
+    last_seen: float
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class FlushBatch:
+    """An instance's telemetry since its previous flush; ``(instance, seq)`` makes it idempotent."""
+
+    instance: str
+    seq: int
+    at: float
+    windows: list[tuple[int, WindowDelta]] = field(default_factory=list)  # (window start, delta)
+    samples: list[DriftSample] = field(default_factory=list)
+    heartbeat: InstanceInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DriftGroup:
+    """Drift samples that share a fingerprint."""
+
+    fingerprint: str
+    count: int
+    first_at: float
+    last_at: float
+    example: DriftSample
+
+
+class Store(Protocol):
+    """What cutover needs from a store; :class:`cutover.store.sql.SqlStore` implements it."""
+
+    url: str
+
+    def states(self) -> dict[str, State]: ...
+
+    def state(self, name: str) -> State | None: ...
+
+    def write_state(
+        self,
+        name: str,
+        state: State,
+        *,
+        expected_version: int,
+        actor: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None = None,
+        at: float,
+    ) -> Decision: ...
+
+    def decisions(self, name: str | None = None, limit: int = 100) -> list[Decision]: ...
+
+    def write_flush(self, batch: FlushBatch) -> bool: ...
+
+    def windows(
+        self, name: str, since: float, until: float | None = None
+    ) -> dict[Arm, ArmCounts]: ...
+
+    def migrations(self) -> list[str]: ...
+
+    def drift_samples(
+        self, name: str, limit: int = 20, since: float | None = None, fingerprint: str | None = None
+    ) -> list[DriftSample]: ...
+
+    def drift_groups(self, name: str, since: float | None = None) -> list[DriftGroup]: ...
+
+    def instances(self) -> list[InstanceInfo]: ...
+
+    def gc(self, before: float) -> dict[str, int]: ...
+
+    def after_fork_in_child(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def normalize_url(url: str | os.PathLike[str]) -> str:
+    """The SQLAlchemy URL for what a user wrote: a path or ``sqlite:///``, or ``postgresql://``."""
+    text = os.fspath(url).strip()
+    if not text:
+        raise InvalidInput("the store URL is empty; give sqlite:///path.db or postgresql://...")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        if text == ":memory:":
+            raise InvalidInput(
+                "an in-memory store is not shared between threads; give a file like sqlite:///cutover.db"
+            )
+        return "sqlite:///" + text  # a plain path is an SQLite file
+    scheme = scheme.lower()
+    if scheme in ("sqlite", "sqlite+pysqlite"):
+        if rest in ("", "/", "/:memory:"):
+            raise InvalidInput(
+                "an in-memory SQLite store is not shared between threads and processes;"
+                " give a file like sqlite:///cutover.db"
+            )
+        return "sqlite:///" + rest[1:] if rest.startswith("/") else text
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise InvalidInput(
+                "a PostgreSQL store needs the driver: pip install 'cutover[postgres]'"
+            ) from None
+        return "postgresql+psycopg://" + rest
+    raise InvalidInput(
+        f"unsupported store URL scheme {scheme!r}; use sqlite:///path.db or postgresql://user@host/db"
+    )
+
+
+def open_store(url: str | os.PathLike[str] | None = None) -> Store:
+    """The store at ``url``, else ``$CUTOVER_STORE``, else ``./cutover.db``; the schema is created
+    on first use."""
+    from cutover.store.sql import SqlStore
+
+    chosen = url if url is not None else os.environ.get("CUTOVER_STORE") or DEFAULT_STORE
+    return SqlStore(os.fspath(chosen))
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and status output."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+__all__: Sequence[str] = [
+    "DEFAULT_STORE",
+    "DriftGroup",
+    "FlushBatch",
+    "InstanceInfo",
+    "Store",
+    "normalize_url",
+    "open_store",
+    "redact_url",
+]

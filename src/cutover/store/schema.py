@@ -1,0 +1,102 @@
+"""The store's tables, as SQLAlchemy Core metadata shared by SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from cutover.telemetry.windows import COUNTERS
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+meta = sa.Table(
+    "cutover_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+)
+
+states = sa.Table(
+    "cutover_states",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("percent", sa.Float, nullable=False),
+    sa.Column("sample", sa.Float, nullable=False),
+    sa.Column("fallback", sa.Boolean, nullable=False),
+    sa.Column("pins", sa.JSON, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+)
+
+decisions = sa.Table(
+    "cutover_decisions",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("migration", sa.String(200), nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("old_state", sa.JSON, nullable=True),
+    sa.Column("new_state", sa.JSON, nullable=False),
+    sa.Column("evidence", sa.JSON, nullable=False),
+    # One decision per accepted change: a version is written once per migration.
+    sa.UniqueConstraint("migration", "version", name="cutover_decisions_one_per_version"),
+)
+
+windows = sa.Table(
+    "cutover_windows",
+    metadata,
+    sa.Column("migration", sa.String(200), primary_key=True),
+    sa.Column("arm", sa.String(8), primary_key=True),
+    sa.Column("start", sa.BigInteger, primary_key=True, autoincrement=False),
+    *(sa.Column(name, sa.BigInteger, nullable=False, server_default="0") for name in COUNTERS),
+)
+
+histograms = sa.Table(
+    "cutover_histograms",
+    metadata,
+    sa.Column("migration", sa.String(200), primary_key=True),
+    sa.Column("arm", sa.String(8), primary_key=True),
+    sa.Column("start", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("bucket", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+
+flushes = sa.Table(
+    "cutover_flushes",
+    metadata,
+    sa.Column("instance", sa.String(120), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.Float, nullable=False),
+)
+
+drift_samples = sa.Table(
+    "cutover_drift_samples",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("migration", sa.String(200), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("unit", sa.String(400), nullable=True),
+    sa.Column("fingerprint", sa.Text, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Index("cutover_drift_samples_by_time", "migration", "at"),
+)
+
+instances = sa.Table(
+    "cutover_instances",
+    metadata,
+    sa.Column("instance", sa.String(120), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+    sa.Column("info", sa.JSON, nullable=False),
+)
+
+sa.Index("cutover_decisions_by_migration", decisions.c.migration, decisions.c.id)
+sa.Index("cutover_windows_by_start", windows.c.start)
+sa.Index("cutover_flushes_by_time", flushes.c.at)

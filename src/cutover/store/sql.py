@@ -1,0 +1,498 @@
+"""The SQL store: SQLite (embedded default) and PostgreSQL through SQLAlchemy Core."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection, Engine
+
+from cutover.errors import ConflictError, InvalidInput, StoreError
+from cutover.model import Arm, Decision, State
+from cutover.store import (
+    DriftGroup,
+    FlushBatch,
+    InstanceInfo,
+    normalize_url,
+    redact_url,
+)
+from cutover.store import schema as t
+from cutover.telemetry.drift import DriftSample
+from cutover.telemetry.windows import COUNTERS, ArmCounts
+
+log = logging.getLogger("cutover")
+
+_SCHEMA_LOCK_KEY = 0x63757430  # "cut0": serializes schema creation across PostgreSQL clients
+
+
+def _state_from_row(row: Any) -> State:
+    pins = row.pins or {}
+    return State(
+        mode=row.mode,
+        percent=row.percent,
+        sample=row.sample,
+        fallback=row.fallback,
+        pins_new=frozenset(pins.get("new", ())),
+        pins_legacy=frozenset(pins.get("legacy", ())),
+        version=row.version,
+        updated_at=row.updated_at,
+        updated_by=row.updated_by,
+    )
+
+
+def _decision_from_row(row: Any) -> Decision:
+    return Decision(
+        id=row.id,
+        migration=row.migration,
+        at=row.at,
+        actor=row.actor,
+        reason=row.reason,
+        old=State.from_dict(row.old_state) if row.old_state else None,
+        new=State.from_dict(row.new_state),
+        evidence=row.evidence or {},
+    )
+
+
+def _sample_from_row(row: Any) -> DriftSample:
+    payload = row.payload or {}
+    return DriftSample(
+        migration=row.migration,
+        at=row.at,
+        unit=row.unit,
+        fingerprint=row.fingerprint,
+        input=payload.get("input"),
+        legacy=payload.get("legacy"),
+        new=payload.get("new"),
+        diff=payload.get("diff") or [],
+        truncated=bool(payload.get("truncated")),
+        id=row.id,
+    )
+
+
+class SqlStore:
+    """A :class:`cutover.store.Store` on one SQLAlchemy engine. Thread-safe; fork-aware."""
+
+    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+        self.url = url
+        self._sa_url = normalize_url(url)
+        self._connect_timeout = connect_timeout
+        self._engine = self._create_engine()
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    # -- connection handling -------------------------------------------------------------
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def _create_engine(self) -> Engine:
+        try:
+            parsed = sa.engine.make_url(self._sa_url)
+        except sa.exc.ArgumentError as error:
+            raise InvalidInput(
+                f"the store URL {redact_url(self.url)!r} is malformed: {error}"
+            ) from None
+        if parsed.get_backend_name() == "sqlite":
+            engine = sa.create_engine(
+                parsed,
+                connect_args={"timeout": 30, "isolation_level": None, "check_same_thread": False},
+                pool_size=4,
+                max_overflow=8,
+            )
+            event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "begin", _sqlite_on_begin)
+            return engine
+        return sa.create_engine(
+            parsed,
+            connect_args={"connect_timeout": max(1, round(self._connect_timeout))},
+            pool_pre_ping=True,
+            pool_size=2,
+            max_overflow=4,
+            pool_recycle=1800,
+        )
+
+    @contextlib.contextmanager
+    def _connect(self, *, write: bool = False) -> Iterator[Connection]:
+        """A transaction; errors of the database become StoreError naming the store."""
+        self._ensure_schema()
+        try:
+            with self._engine.connect() as conn:
+                if write:
+                    conn.execution_options(cutover_write=True)
+                with conn.begin():
+                    yield conn
+        except (ConflictError, InvalidInput):
+            raise
+        except sa.exc.SQLAlchemyError as error:
+            raise StoreError(
+                f"the store at {redact_url(self.url)} failed: {_short(error)}"
+            ) from error
+
+    def _ensure_schema(self) -> None:
+        if self._ready:
+            return
+        with self._ready_lock:
+            if self._ready:
+                return
+            try:
+                with self._engine.connect() as conn:
+                    conn.execution_options(cutover_write=True)
+                    with conn.begin():
+                        if conn.dialect.name == "postgresql":
+                            conn.execute(
+                                sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                                {"key": _SCHEMA_LOCK_KEY},
+                            )
+                        t.metadata.create_all(conn, checkfirst=True)
+                        found = conn.execute(
+                            sa.select(t.meta.c.value).where(t.meta.c.key == "schema_version")
+                        ).scalar()
+                        if found is None:
+                            conn.execute(
+                                sa.insert(t.meta).values(
+                                    key="schema_version", value=str(t.SCHEMA_VERSION)
+                                )
+                            )
+                        elif int(found) > t.SCHEMA_VERSION:
+                            raise StoreError(
+                                f"the store at {redact_url(self.url)} has schema version {found},"
+                                f" newer than this cutover ({t.SCHEMA_VERSION}); upgrade cutover"
+                            )
+            except sa.exc.SQLAlchemyError as error:
+                raise StoreError(
+                    f"cannot open the store at {redact_url(self.url)}: {_short(error)}"
+                ) from error
+            self._ready = True
+
+    def after_fork_in_child(self) -> None:
+        # Connections belong to the parent; drop them without closing the parent's sockets.
+        self._engine.dispose(close=False)
+        self._ready_lock = threading.Lock()
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def _insert(self, table: sa.Table) -> Any:
+        module = pg_dialect if self.dialect == "postgresql" else sqlite_dialect
+        return module.insert(table)
+
+    # -- states and decisions ------------------------------------------------------------
+
+    def states(self) -> dict[str, State]:
+        with self._connect() as conn:
+            rows = conn.execute(sa.select(t.states).order_by(t.states.c.name)).all()
+        return {row.name: _state_from_row(row) for row in rows}
+
+    def state(self, name: str) -> State | None:
+        with self._connect() as conn:
+            row = conn.execute(sa.select(t.states).where(t.states.c.name == name)).first()
+        return _state_from_row(row) if row else None
+
+    def write_state(
+        self,
+        name: str,
+        state: State,
+        *,
+        expected_version: int,
+        actor: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None = None,
+        at: float,
+    ) -> Decision:
+        """Compare-and-set: write ``state`` as version ``expected_version + 1`` and its decision,
+        in one transaction; ConflictError if the stored version is not ``expected_version``."""
+        new_version = expected_version + 1
+        stored = state.evolve(version=new_version, updated_at=at, updated_by=actor)
+        values = {
+            "mode": stored.mode.value,
+            "percent": stored.percent,
+            "sample": stored.sample,
+            "fallback": stored.fallback,
+            "pins": {"new": sorted(stored.pins_new), "legacy": sorted(stored.pins_legacy)},
+            "version": new_version,
+            "updated_at": at,
+            "updated_by": actor,
+        }
+        try:
+            with self._connect(write=True) as conn:
+                row = conn.execute(sa.select(t.states).where(t.states.c.name == name)).first()
+                old = _state_from_row(row) if row else None
+                current = old.version if old else 0
+                if current != expected_version:
+                    raise ConflictError(
+                        name, expected_version, current, old.updated_by if old else None
+                    )
+                if old is None:
+                    conn.execute(sa.insert(t.states).values(name=name, **values))
+                else:
+                    result = conn.execute(
+                        sa.update(t.states)
+                        .where(t.states.c.name == name, t.states.c.version == expected_version)
+                        .values(**values)
+                    )
+                    if result.rowcount != 1:
+                        raise _Lost()
+                decision_id = conn.execute(
+                    sa.insert(t.decisions)
+                    .values(
+                        migration=name,
+                        version=new_version,
+                        at=at,
+                        actor=actor,
+                        reason=reason,
+                        old_state=old.to_dict() if old else None,
+                        new_state=stored.to_dict(),
+                        evidence=dict(evidence or {}),
+                    )
+                    .returning(t.decisions.c.id)
+                ).scalar_one()
+        except (_Lost, StoreError) as error:
+            cause = error.__cause__ if isinstance(error, StoreError) else None
+            if isinstance(error, StoreError) and not isinstance(cause, sa.exc.IntegrityError):
+                raise
+            latest = self.state(name)  # another writer won the race: report who
+            raise ConflictError(
+                name,
+                expected_version,
+                latest.version if latest else 0,
+                latest.updated_by if latest else None,
+            ) from None
+        return Decision(decision_id, name, at, actor, reason, old, stored, dict(evidence or {}))
+
+    def decisions(self, name: str | None = None, limit: int = 100) -> list[Decision]:
+        query = sa.select(t.decisions).order_by(t.decisions.c.id.desc()).limit(limit)
+        if name is not None:
+            query = query.where(t.decisions.c.migration == name)
+        with self._connect() as conn:
+            rows = conn.execute(query).all()
+        return [_decision_from_row(row) for row in reversed(rows)]
+
+    # -- telemetry -----------------------------------------------------------------------
+
+    def write_flush(self, batch: FlushBatch) -> bool:
+        """Apply one flush exactly once; False when this (instance, seq) was applied before."""
+        window_rows = []
+        histogram_rows = []
+        for start, delta in batch.windows:
+            for arm, counts in delta.arms.items():
+                if counts.empty:
+                    continue
+                key = {"migration": delta.migration, "arm": arm.value, "start": start}
+                window_rows.append({**key, **dict(zip(COUNTERS, counts.counts, strict=True))})
+                histogram_rows.extend(
+                    {**key, "bucket": bucket, "count": count}
+                    for bucket, count in counts.histogram.items()
+                )
+        # A fixed order of row locks keeps concurrent flushes from deadlocking on PostgreSQL.
+        window_rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"]))
+        histogram_rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"], r["bucket"]))
+        with self._connect(write=True) as conn:
+            if not window_rows and not batch.samples:
+                self._heartbeat(conn, batch.heartbeat)  # idempotent on its own
+                return True
+            claimed = conn.execute(
+                self._insert(t.flushes)
+                .values(instance=batch.instance, seq=batch.seq, at=batch.at)
+                .on_conflict_do_nothing(index_elements=["instance", "seq"])
+                .returning(t.flushes.c.seq)
+            ).first()
+            if claimed is None:
+                self._heartbeat(conn, batch.heartbeat)
+                return False
+            if window_rows:
+                stmt = self._insert(t.windows)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["migration", "arm", "start"],
+                    set_={name: t.windows.c[name] + stmt.excluded[name] for name in COUNTERS},
+                )
+                conn.execute(stmt, window_rows)
+            if histogram_rows:
+                stmt = self._insert(t.histograms)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["migration", "arm", "start", "bucket"],
+                    set_={"count": t.histograms.c.count + stmt.excluded["count"]},
+                )
+                conn.execute(stmt, histogram_rows)
+            if batch.samples:
+                conn.execute(
+                    sa.insert(t.drift_samples),
+                    [
+                        {
+                            "migration": sample.migration,
+                            "at": sample.at,
+                            "unit": None if sample.unit is None else sample.unit[:400],
+                            "fingerprint": sample.fingerprint,
+                            "payload": {
+                                "input": sample.input,
+                                "legacy": sample.legacy,
+                                "new": sample.new,
+                                "diff": sample.diff,
+                                "truncated": sample.truncated,
+                            },
+                        }
+                        for sample in batch.samples
+                    ],
+                )
+            self._heartbeat(conn, batch.heartbeat)
+        return True
+
+    def _heartbeat(self, conn: Connection, info: InstanceInfo | None) -> None:
+        if info is None:
+            return
+        stmt = self._insert(t.instances).values(
+            instance=info.instance,
+            host=info.host,
+            pid=info.pid,
+            started_at=info.started_at,
+            last_seen=info.last_seen,
+            info=dict(info.info),
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["instance"],
+                set_={"last_seen": stmt.excluded.last_seen, "info": stmt.excluded.info},
+            )
+        )
+
+    def windows(self, name: str, since: float, until: float | None = None) -> dict[Arm, ArmCounts]:
+        """Every instance's windows of ``name`` that start in [since, until), summed per arm."""
+        conditions = [t.windows.c.migration == name, t.windows.c.start >= int(since)]
+        hist_conditions = [t.histograms.c.migration == name, t.histograms.c.start >= int(since)]
+        if until is not None:
+            conditions.append(t.windows.c.start < int(until))
+            hist_conditions.append(t.histograms.c.start < int(until))
+        counters = (
+            sa.select(
+                t.windows.c.arm,
+                *(sa.func.coalesce(sa.func.sum(t.windows.c[n]), 0) for n in COUNTERS),
+            )
+            .where(*conditions)
+            .group_by(t.windows.c.arm)
+        )
+        buckets = (
+            sa.select(t.histograms.c.arm, t.histograms.c.bucket, sa.func.sum(t.histograms.c.count))
+            .where(*hist_conditions)
+            .group_by(t.histograms.c.arm, t.histograms.c.bucket)
+        )
+        out = {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()}
+        with self._connect() as conn:
+            for row in conn.execute(counters):
+                out[Arm(row[0])].counts = [int(value) for value in row[1:]]
+            for arm, bucket, count in conn.execute(buckets):
+                out[Arm(arm)].histogram.add(int(bucket), int(count))
+        return out
+
+    def migrations(self) -> list[str]:
+        """Names with a stored state or any recorded window, sorted."""
+        with self._connect() as conn:
+            named = set(conn.execute(sa.select(t.states.c.name)).scalars())
+            named.update(conn.execute(sa.select(t.windows.c.migration).distinct()).scalars())
+        return sorted(named)
+
+    def drift_samples(
+        self, name: str, limit: int = 20, since: float | None = None, fingerprint: str | None = None
+    ) -> list[DriftSample]:
+        query = (
+            sa.select(t.drift_samples)
+            .where(t.drift_samples.c.migration == name)
+            .order_by(t.drift_samples.c.at.desc(), t.drift_samples.c.id.desc())
+            .limit(limit)
+        )
+        if since is not None:
+            query = query.where(t.drift_samples.c.at >= since)
+        if fingerprint is not None:
+            query = query.where(t.drift_samples.c.fingerprint == fingerprint)
+        with self._connect() as conn:
+            return [_sample_from_row(row) for row in conn.execute(query)]
+
+    def drift_groups(self, name: str, since: float | None = None) -> list[DriftGroup]:
+        conditions = [t.drift_samples.c.migration == name]
+        if since is not None:
+            conditions.append(t.drift_samples.c.at >= since)
+        grouped = (
+            sa.select(
+                t.drift_samples.c.fingerprint,
+                sa.func.count(),
+                sa.func.min(t.drift_samples.c.at),
+                sa.func.max(t.drift_samples.c.at),
+                sa.func.max(t.drift_samples.c.id),
+            )
+            .where(*conditions)
+            .group_by(t.drift_samples.c.fingerprint)
+            .order_by(sa.func.count().desc(), t.drift_samples.c.fingerprint)
+        )
+        with self._connect() as conn:
+            rows = conn.execute(grouped).all()
+            examples = {
+                row.id: _sample_from_row(row)
+                for row in conn.execute(
+                    sa.select(t.drift_samples).where(t.drift_samples.c.id.in_([r[4] for r in rows]))
+                )
+            }
+        return [
+            DriftGroup(fingerprint, int(count), float(first), float(last), examples[example])
+            for fingerprint, count, first, last, example in rows
+        ]
+
+    def instances(self) -> list[InstanceInfo]:
+        with self._connect() as conn:
+            rows = conn.execute(sa.select(t.instances).order_by(t.instances.c.last_seen.desc()))
+            return [
+                InstanceInfo(r.instance, r.host, r.pid, r.started_at, r.last_seen, r.info or {})
+                for r in rows
+            ]
+
+    def gc(self, before: float) -> dict[str, int]:
+        """Delete windows, histograms, drift samples, flush records and silent instances older
+        than ``before``. Decisions and states are never deleted."""
+        removed = {}
+        with self._connect(write=True) as conn:
+            for label, table, column in (
+                ("windows", t.windows, t.windows.c.start),
+                ("histogram_buckets", t.histograms, t.histograms.c.start),
+                ("drift_samples", t.drift_samples, t.drift_samples.c.at),
+                ("flushes", t.flushes, t.flushes.c.at),
+                ("instances", t.instances, t.instances.c.last_seen),
+            ):
+                removed[label] = conn.execute(sa.delete(table).where(column < before)).rowcount
+        return removed
+
+
+class _Lost(Exception):
+    """The conditional update matched no row: a concurrent writer won."""
+
+
+def _short(error: BaseException) -> str:
+    """The first line of a database error, without SQLAlchemy's boilerplate."""
+    original = getattr(error, "orig", None) or error
+    text = str(original).strip().splitlines()
+    return text[0] if text else type(original).__name__
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    # pysqlite runs in autocommit; cutover begins transactions itself. Writers take the write
+    # lock up front (IMMEDIATE) so two processes never deadlock upgrading a read lock.
+    immediate = conn.get_execution_options().get("cutover_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

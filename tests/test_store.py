@@ -1,0 +1,220 @@
+"""The store on SQLite and the real PostgreSQL: compare-and-set, decisions, idempotent windows."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from cutover.errors import ConflictError, InvalidInput, StoreError
+from cutover.model import Arm, Mode, State
+from cutover.store import FlushBatch, InstanceInfo, normalize_url, open_store, redact_url
+from cutover.store.sql import SqlStore
+from cutover.telemetry.drift import DriftSample
+from cutover.telemetry.histogram import Histogram
+from cutover.telemetry.windows import COUNTERS, ArmCounts, WindowDelta
+
+NOW = 1_750_000_000.0
+
+
+def delta(name: str, calls: int, drifts: int = 0, latencies: tuple[int, ...] = ()) -> WindowDelta:
+    legacy = ArmCounts()
+    legacy.counts[COUNTERS.index("calls")] = calls
+    legacy.counts[COUNTERS.index("served")] = calls
+    new = ArmCounts()
+    new.counts[COUNTERS.index("calls")] = calls
+    new.counts[COUNTERS.index("comparisons")] = calls
+    new.counts[COUNTERS.index("drifts")] = drifts
+    for ns in latencies:
+        legacy.histogram.record(ns)
+    return WindowDelta(name, {Arm.LEGACY: legacy, Arm.NEW: new})
+
+
+def test_compare_and_set_and_one_decision_per_change(store_url: str) -> None:
+    store = open_store(store_url)
+    first = store.write_state(
+        "codec", State(mode=Mode.SHADOW), expected_version=0, actor="ana", reason="start", at=NOW
+    )
+    assert first.new.version == 1 and first.old is None
+    with pytest.raises(ConflictError, match=r"'codec' is at version 1 \(written by ana\), not 0"):
+        store.write_state("codec", State(), expected_version=0, actor="bo", reason="x", at=NOW)
+    second = store.write_state(
+        "codec",
+        first.new.evolve(mode=Mode.CANARY, percent=5, pins_new=frozenset({"staff"})),
+        expected_version=1,
+        actor="bo",
+        reason="5% canary",
+        evidence={"drift_rate": 0.0},
+        at=NOW + 10,
+    )
+    assert second.old == first.new
+    state = store.state("codec")
+    assert state is not None
+    assert (state.mode, state.percent, state.version, state.updated_by) == (
+        Mode.CANARY,
+        5.0,
+        2,
+        "bo",
+    )
+    assert state.pins_new == frozenset({"staff"})
+    history = store.decisions("codec")
+    assert [(d.actor, d.reason, d.new.version) for d in history] == [
+        ("ana", "start", 1),
+        ("bo", "5% canary", 2),
+    ]
+    assert history[1].evidence == {"drift_rate": 0.0}
+    assert store.states() == {"codec": state}
+    store.close()
+
+
+def test_concurrent_writers_lose_no_update(store_url: str) -> None:
+    store = open_store(store_url)
+    store.write_state("race", State(), expected_version=0, actor="init", reason="init", at=NOW)
+    accepted: list[int] = []
+    conflicts = 0
+    lock = threading.Lock()
+
+    def writer(number: int) -> None:
+        nonlocal conflicts
+        for _ in range(10):
+            while True:
+                current = store.state("race")
+                assert current is not None
+                bumped = current.evolve(percent=min(100.0, current.percent + 0.01))
+                try:
+                    store.write_state(
+                        "race",
+                        bumped,
+                        expected_version=current.version,
+                        actor=f"writer-{number}",
+                        reason="bump",
+                        at=NOW,
+                    )
+                except ConflictError:
+                    with lock:
+                        conflicts += 1
+                    continue
+                with lock:
+                    accepted.append(current.version + 1)
+                break
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    final = store.state("race")
+    assert final is not None
+    assert final.version == 201
+    assert final.percent == pytest.approx(2.0)
+    assert sorted(accepted) == list(range(2, 202))
+    decisions = store.decisions("race", limit=1000)
+    assert [d.new.version for d in decisions] == list(range(1, 202))
+    store.close()
+
+
+def test_a_flush_is_applied_once_even_when_retried(store_url: str) -> None:
+    store = open_store(store_url)
+    batch = FlushBatch("host:1:aa", 1, NOW, [(1_749_999_960, delta("codec", 10, 2))])
+    assert store.write_flush(batch) is True
+    assert store.write_flush(batch) is False  # the retry after an unknown outcome
+    totals = store.windows("codec", 0)
+    assert totals[Arm.LEGACY]["calls"] == 10 and totals[Arm.NEW]["drifts"] == 2
+    store.close()
+
+
+def test_windows_from_many_instances_sum_and_histograms_merge_exactly(store_url: str) -> None:
+    store = open_store(store_url)
+    expected = Histogram()
+    for instance in range(5):
+        latencies = tuple(1000 * (instance + 1) + n for n in range(50))
+        for seq, start in enumerate((1_749_999_940, 1_750_000_000), start=1):
+            for ns in latencies:
+                expected.record(ns)
+            store.write_flush(
+                FlushBatch(f"host:{instance}", seq, NOW, [(start, delta("codec", 7, 1, latencies))])
+            )
+    both = store.windows("codec", 0)
+    assert both[Arm.LEGACY]["calls"] == 5 * 2 * 7
+    assert both[Arm.NEW]["drifts"] == 10
+    assert both[Arm.LEGACY].histogram == expected
+    recent = store.windows("codec", 1_750_000_000)
+    assert recent[Arm.LEGACY]["calls"] == 35
+    older = store.windows("codec", 0, until=1_750_000_000)
+    assert older[Arm.LEGACY]["calls"] == 35
+    assert store.migrations() == ["codec"]
+    store.close()
+
+
+def test_drift_samples_groups_instances_and_gc(store_url: str) -> None:
+    store = open_store(store_url)
+
+    def sample(at: float, fingerprint: str, unit: str) -> DriftSample:
+        return DriftSample("codec", at, unit, fingerprint, {"args": [1]}, {"v": 1}, {"v": 2},
+                           [{"path": "$.v", "kind": "changed", "legacy": 1, "new": 2}])  # fmt: skip
+
+    heartbeat = InstanceInfo("host:1:aa", "host", 1, NOW - 100, NOW, {"versions": {"codec": 3}})
+    store.write_flush(
+        FlushBatch(
+            "host:1:aa",
+            1,
+            NOW,
+            [(1_749_999_000, delta("codec", 1))],
+            [sample(NOW - 50, "$.v", "u1"), sample(NOW - 40, "$.v", "u2"),
+             sample(NOW - 30, "$.w", "u3")],
+            heartbeat,
+        )
+    )  # fmt: skip
+    store.write_state("codec", State(), expected_version=0, actor="a", reason="r", at=NOW)
+    groups = store.drift_groups("codec")
+    assert [(g.fingerprint, g.count) for g in groups] == [("$.v", 2), ("$.w", 1)]
+    assert groups[0].example.unit == "u2"
+    assert [s.unit for s in store.drift_samples("codec", limit=2)] == ["u3", "u2"]
+    assert [s.unit for s in store.drift_samples("codec", fingerprint="$.w")] == ["u3"]
+    assert store.drift_samples("codec", since=NOW - 35)[0].unit == "u3"
+    [instance] = store.instances()
+    assert instance.info["versions"] == {"codec": 3}
+    removed = store.gc(NOW - 35)
+    assert removed["windows"] == 2 and removed["drift_samples"] == 2
+    assert [s.unit for s in store.drift_samples("codec")] == ["u3"]
+    assert len(store.decisions("codec")) == 1, "decisions are never collected"
+    store.close()
+
+
+def test_two_store_objects_share_one_schema(store_url: str) -> None:
+    first, second = open_store(store_url), open_store(store_url)
+    first.write_state("a", State(), expected_version=0, actor="x", reason="r", at=NOW)
+    assert second.state("a") is not None
+    first.close()
+    second.close()
+
+
+def test_a_newer_schema_is_refused_with_a_fix(sqlite_url: str) -> None:
+    store = SqlStore(sqlite_url)
+    store.states()
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE cutover_meta SET value = '99' WHERE key = 'schema_version'"))
+    store.close()
+    with pytest.raises(StoreError, match="schema version 99, newer than this cutover"):
+        SqlStore(sqlite_url).states()
+
+
+def test_urls_as_users_write_them() -> None:
+    assert normalize_url("cutover.db") == "sqlite:///cutover.db"
+    assert normalize_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert redact_url("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    with pytest.raises(InvalidInput, match="unsupported store URL scheme 'mysql'"):
+        normalize_url("mysql://h/db")
+    with pytest.raises(InvalidInput, match="in-memory SQLite store is not shared"):
+        normalize_url("sqlite://")
+
+
+def test_an_unreachable_store_is_one_sentence() -> None:
+    store = SqlStore("postgresql://postgres@127.0.0.1:1/none", connect_timeout=1)
+    with pytest.raises(
+        StoreError, match=r"cannot open the store at postgresql://postgres@127\.0\.0\.1:1/none"
+    ):
+        store.states()
