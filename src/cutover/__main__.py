@@ -1,0 +1,5 @@
+"""``python -m cutover``: the command line."""
+
+from cutover.cli import main
+
+main()

@@ -1,0 +1,742 @@
+"""Migration and the ``@migration`` decorator: the drop-in wrapper, with sync and async call paths.
+
+The caller's path does only this: read the cached route, find the unit's bucket, call the
+serving arm, count. Running the other arm, comparing, diffing, redacting, publishing and
+flushing all happen off that path, and nothing they do can raise into it or block it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import copy
+import functools
+import inspect
+import logging
+import random
+import re
+import time
+import types
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from cutover import runtime as rt
+from cutover.compare import Comparator, exact, exceptions, judge
+from cutover.errors import ArmTimeout, InvalidInput
+from cutover.model import Arm, Comparison, Mode, Observation, State, Verdict
+from cutover.routing import (
+    BUCKETS,
+    LEGACY_ONLY,
+    NEW_ONLY,
+    Route,
+    compile_route,
+    env_override,
+    serving_arm,
+)
+from cutover.telemetry.drift import Redactor
+from cutover.telemetry.windows import (
+    CALLS,
+    COMPARATOR_ERRORS,
+    COMPARISONS,
+    DRIFTS,
+    DROPPED,
+    ERRORS,
+    FALLBACKS,
+    HOOK_ERRORS,
+    LEGACY_BASE,
+    LEGACY_HIST,
+    NEW_BASE,
+    NEW_HIST,
+    SERVED,
+    TIMEOUTS,
+    MigrationTelemetry,
+)
+
+log = logging.getLogger("cutover")
+
+_now = time.perf_counter_ns  # tests replace this to control measured durations
+_random = random.random
+_randbelow = random.Random().randrange
+_mmh3: Callable[[str, int, bool], int] = __import__("mmh3").hash
+
+# Offsets of the counters the caller's path touches.
+L_CALLS, L_SERVED, L_ERRORS = LEGACY_BASE + CALLS, LEGACY_BASE + SERVED, LEGACY_BASE + ERRORS
+N_CALLS, N_SERVED, N_ERRORS = NEW_BASE + CALLS, NEW_BASE + SERVED, NEW_BASE + ERRORS
+N_TIMEOUTS, N_FALLBACKS = NEW_BASE + TIMEOUTS, NEW_BASE + FALLBACKS
+_BASE = {Arm.LEGACY: LEGACY_BASE, Arm.NEW: NEW_BASE}
+_HIST = {Arm.LEGACY: LEGACY_HIST, Arm.NEW: NEW_HIST}
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}\Z")
+
+_unit: contextvars.ContextVar[str | None] = contextvars.ContextVar("cutover_unit", default=None)
+
+
+@contextlib.contextmanager
+def unit_scope(unit: object) -> Iterator[None]:
+    """Route every migration called inside this block by ``unit`` (a user, tenant, session).
+
+    Meant for web middleware; a migration's own ``unit=`` extractor takes precedence.
+    """
+    token = _unit.set(None if unit is None else str(unit))
+    try:
+        yield
+    finally:
+        _unit.reset(token)
+
+
+def _record(block: list[int], arm: Arm, elapsed: int, counter: int | None = None) -> None:
+    """Count one run of ``arm`` (and ``counter`` if it failed) with its duration."""
+    base = _BASE[arm]
+    block[base + CALLS] += 1
+    if counter is not None:
+        block[base + counter] += 1
+    bits = elapsed.bit_length()
+    bucket = (((bits - 4) << 3) + (elapsed >> (bits - 4))) if bits > 4 else elapsed
+    block[_HIST[arm] + bucket] += 1
+
+
+class _Timeout(Exception):
+    """The serving new arm did not answer in time (internal)."""
+
+
+class _Limited:
+    """Logs a message at most once a minute per key, so a broken hook cannot flood the log."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def error(self, key: str, message: str, *args: Any, exc_info: Any = None) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) >= 60:
+            self._last[key] = now
+            log.error(message, *args, exc_info=exc_info)
+
+
+_limited = _Limited()
+
+
+def _is_async(function: Callable[..., Any]) -> bool:
+    target = function
+    while isinstance(target, functools.partial):
+        target = target.func
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        getattr(target, "__call__", None)  # noqa: B004 - async callable objects
+    )
+
+
+class Migration:
+    """One named switch between a ``legacy`` and a ``new`` implementation of the same callable.
+
+    Call it exactly as you would call ``legacy``. Its mode, percent, sample, fallback and
+    pins come from the store (cached in process); ``default`` applies until a state is stored.
+    """
+
+    def __new__(cls, name: str, legacy: Callable[..., Any], *args: Any, **kwargs: Any) -> Migration:
+        if cls is Migration and callable(legacy) and _is_async(legacy):
+            return super().__new__(AsyncMigration)
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        name: str,
+        legacy: Callable[..., Any],
+        new: Callable[..., Any],
+        *,
+        compare: Comparator | None = None,
+        compare_exceptions: Comparator | None = None,
+        unit: Callable[..., Any] | None = None,
+        default: Mode | str | State = Mode.LEGACY,
+        timeout: float | None = None,
+        copy_args: bool = False,
+        redact: Redactor | None = None,
+        publish: Callable[[Comparison], Any] | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidInput(
+                f"migration name {name!r} must be 1 to 200 letters, digits or _ . : / -,"
+                " starting with a letter or digit"
+            )
+        for label, function in (("legacy", legacy), ("new", new)):
+            if not callable(function):
+                raise InvalidInput(
+                    f"{label} of migration {name!r} must be callable, got {function!r}"
+                )
+        self.is_async = _is_async(legacy)
+        if _is_async(new) and not self.is_async:
+            raise InvalidInput(
+                f"migration {name!r}: new is async but legacy is not, and a sync caller cannot"
+                " await it; make both async or give a sync new"
+            )
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise InvalidInput(
+                f"timeout of migration {name!r} must be a positive number of seconds"
+            )
+        for label, function in (
+            ("compare", compare),
+            ("compare_exceptions", compare_exceptions),
+            ("unit", unit),
+            ("redact", redact),
+            ("publish", publish),
+        ):
+            if function is not None and not callable(function):
+                raise InvalidInput(
+                    f"{label} of migration {name!r} must be callable, got {function!r}"
+                )
+        self.name = name
+        self.legacy = legacy
+        self.new = new
+        self.timeout = None if timeout is None else float(timeout)
+        self.copy_args = copy_args
+        self._timeout_ns = None if timeout is None else int(timeout * 1e9)
+        self._compare: Comparator = compare or exact()
+        self._compare_exceptions: Comparator = compare_exceptions or exceptions()
+        self._unit_fn = unit
+        self._redact = redact
+        self._publish = publish
+        self._arm_is_async = {Arm.LEGACY: self.is_async, Arm.NEW: _is_async(new)}
+        self._default = default if isinstance(default, State) else State(mode=Mode.parse(default))
+        self._override: Mode | None = env_override(name)  # a bad kill switch value fails here
+        self._route: Route = compile_route(self._default, self._override)
+        functools.update_wrapper(self, legacy)
+        self._attach(rt.current())
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _attach(self, runtime: rt.Runtime) -> None:
+        self._runtime = runtime
+        telemetry: MigrationTelemetry = runtime.register(self)
+        self._telemetry = telemetry
+        self._local = telemetry.local
+
+    def _apply(self, state: State | None) -> None:
+        """Recompile the route from a stored state (None: the code's default)."""
+        try:
+            self._override = env_override(self.name)
+        except InvalidInput as error:
+            _limited.error(f"override:{self.name}", "cutover ignores a bad kill switch: %s", error)
+        route = compile_route(state or self._default, self._override)
+        if route != self._route:
+            self._route = route
+
+    @property
+    def route(self) -> Route:
+        """The compiled state this process routes by right now."""
+        return self._route
+
+    @property
+    def state(self) -> State:
+        return self._route.state
+
+    @property
+    def mode(self) -> Mode:
+        """The mode in force here, after any ``CUTOVER_FORCE_<NAME>`` override."""
+        return self._route.mode
+
+    def serving_arm(self, unit: object) -> Arm:
+        """Which arm would serve ``unit`` right now (pins and percent; sampling aside)."""
+        return serving_arm(self.name, self._route, unit)
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        # Decorating a method: bind like a function would.
+        return self if instance is None else types.MethodType(self, instance)
+
+    def __repr__(self) -> str:
+        route = self._route
+        return (
+            f"<Migration {self.name!r} mode={route.mode.value} percent={route.effective_percent:g}>"
+        )
+
+    # -- the caller's path (sync) --------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        route = self._route
+        try:
+            block = self._local.b
+        except AttributeError:
+            block = self._telemetry.block()
+        kind = route.kind
+        if kind == LEGACY_ONLY:
+            start = _now()
+            try:
+                result = self.legacy(*args, **kwargs)
+            except Exception:
+                _record(block, Arm.LEGACY, _now() - start, ERRORS)
+                raise
+            elapsed = _now() - start
+            block[L_CALLS] += 1
+            block[L_SERVED] += 1
+            bits = elapsed.bit_length()  # the bucket, as histogram.index_of computes it
+            bucket = (((bits - 4) << 3) + (elapsed >> (bits - 4))) if bits > 4 else elapsed
+            block[LEGACY_HIST + bucket] += 1
+            return result
+        if kind == NEW_ONLY:
+            start = _now()
+            try:
+                result = self.new(*args, **kwargs)
+            except Exception:
+                _record(block, Arm.NEW, _now() - start, ERRORS)
+                raise
+            elapsed = _now() - start
+            block[N_CALLS] += 1
+            block[N_SERVED] += 1
+            bits = elapsed.bit_length()
+            bucket = (((bits - 4) << 3) + (elapsed >> (bits - 4))) if bits > 4 else elapsed
+            block[NEW_HIST + bucket] += 1
+            return result
+        return self._call_mixed(route, block, args, kwargs)
+
+    def _unit_of(self, block: list[int], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The unit of this call; None routes the call as its own unit. False: extractor broke."""
+        extract = self._unit_fn
+        if extract is not None:
+            try:
+                unit = extract(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - a broken extractor must not break calls
+                block[LEGACY_BASE + HOOK_ERRORS] += 1
+                _limited.error(
+                    f"unit:{self.name}",
+                    "cutover: the unit extractor of %r raised %r; those calls are served by legacy",
+                    self.name,
+                    error,
+                )
+                return False
+            if unit is not None:
+                return unit if type(unit) is str else str(unit)
+        return _unit.get()
+
+    def _serves_new(self, route: Route, unit: Any) -> bool:
+        if unit is False:
+            return False
+        if unit is None:
+            limit = route.threshold
+            return limit >= BUCKETS or (limit > 0 and _randbelow(BUCKETS) < limit)
+        pins = route.pins
+        if pins is not None:
+            pinned = pins.get(unit)
+            if pinned is not None:
+                return pinned
+        limit = route.threshold
+        if limit <= 0:
+            return False
+        if limit >= BUCKETS:
+            return True
+        return _mmh3(f"{self.name}:{unit}", 0, False) % BUCKETS < limit
+
+    def _sampled(self, route: Route) -> bool:
+        share = route.sample
+        return share >= 1.0 or (share > 0.0 and _random() < share)
+
+    def _call_mixed(
+        self, route: Route, block: list[int], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        unit = self._unit_of(block, args, kwargs)
+        sampled = self._sampled(route)
+        if sampled and self.copy_args:
+            offpath_args, offpath_kwargs = copy.deepcopy((args, kwargs))
+        else:
+            offpath_args, offpath_kwargs = args, kwargs
+        if self._serves_new(route, unit):
+            return self._serve_new(
+                route, block, args, kwargs, unit, sampled, offpath_args, offpath_kwargs
+            )
+        start = _now()
+        try:
+            result = self.legacy(*args, **kwargs)
+        except Exception as error:
+            elapsed = _now() - start
+            _record(block, Arm.LEGACY, elapsed, ERRORS)
+            block[L_SERVED] += 1
+            if sampled:
+                observed = Observation(Arm.LEGACY, exception=error, duration_ns=elapsed)
+                self._submit(block, Arm.NEW, observed, offpath_args, offpath_kwargs, unit)
+            raise
+        elapsed = _now() - start
+        _record(block, Arm.LEGACY, elapsed)
+        block[L_SERVED] += 1
+        if sampled:
+            observed = Observation(Arm.LEGACY, value=result, duration_ns=elapsed)
+            self._submit(block, Arm.NEW, observed, offpath_args, offpath_kwargs, unit)
+        return result
+
+    def _serve_new(
+        self,
+        route: Route,
+        block: list[int],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        unit: Any,
+        sampled: bool,
+        offpath_args: tuple[Any, ...],
+        offpath_kwargs: dict[str, Any],
+    ) -> Any:
+        start = _now()
+        try:
+            if self._timeout_ns is None:
+                result = self.new(*args, **kwargs)
+            else:
+                result = self._call_new_bounded(args, kwargs)
+        except _Timeout:
+            _record(block, Arm.NEW, _now() - start, TIMEOUTS)
+            if not route.fallback:
+                block[N_SERVED] += 1
+                raise ArmTimeout(
+                    f"the new arm of {self.name!r} did not answer within {self.timeout:g}s"
+                    " and fallback is off"
+                ) from None
+            return self._fall_back(block, args, kwargs, unit, "timeout")
+        except Exception as error:
+            elapsed = _now() - start
+            _record(block, Arm.NEW, elapsed, ERRORS)
+            if not route.fallback:
+                block[N_SERVED] += 1
+                if sampled:
+                    observed = Observation(Arm.NEW, exception=error, duration_ns=elapsed)
+                    self._submit(block, Arm.LEGACY, observed, offpath_args, offpath_kwargs, unit)
+                raise
+            return self._fall_back(block, args, kwargs, unit, type(error).__name__)
+        elapsed = _now() - start
+        _record(block, Arm.NEW, elapsed)
+        block[N_SERVED] += 1
+        if sampled:
+            observed = Observation(Arm.NEW, value=result, duration_ns=elapsed)
+            self._submit(block, Arm.LEGACY, observed, offpath_args, offpath_kwargs, unit)
+        return result
+
+    def _fall_back(
+        self, block: list[int], args: tuple[Any, ...], kwargs: dict[str, Any], unit: Any, why: str
+    ) -> Any:
+        """New failed: legacy serves this call, whatever it returns or raises."""
+        block[N_FALLBACKS] += 1
+        self._emit({"event": "fallback", "unit": unit, "reason": why})
+        start = _now()
+        try:
+            result = self.legacy(*args, **kwargs)
+        except Exception:
+            _record(block, Arm.LEGACY, _now() - start, ERRORS)
+            block[L_SERVED] += 1
+            raise
+        _record(block, Arm.LEGACY, _now() - start)
+        block[L_SERVED] += 1
+        return result
+
+    def _call_new_bounded(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run new on a serving thread and wait at most the timeout (sync code cannot be
+        interrupted, so a late call finishes in the background and its result is dropped)."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        new = self.new
+
+        def job() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(new(*args, **kwargs))
+            except Exception as error:  # noqa: BLE001 - handed to the caller through the future
+                future.set_exception(error)
+
+        if not self._runtime.serving_pool.submit(job, contextvars.copy_context()):
+            _limited.error(
+                f"serving:{self.name}",
+                "cutover: every serving thread is busy with a slow new arm of %r;"
+                " calls fall back at once",
+                self.name,
+            )
+            raise _Timeout
+        done, _ = concurrent.futures.wait([future], timeout=self.timeout)
+        if not done:
+            future.cancel()
+            raise _Timeout
+        return future.result()
+
+    # -- off the caller's path -----------------------------------------------------------
+
+    def _submit(
+        self,
+        block: list[int],
+        arm: Arm,
+        observed: Observation,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        unit: Any,
+    ) -> None:
+        """Run ``arm`` off-path and compare it with ``observed``; a full pool counts a drop."""
+        runtime = self._runtime
+        at = runtime.clock()
+        job = functools.partial(self._run_offpath, runtime, arm, observed, args, kwargs, unit, at)
+        if not runtime.pool.submit(job, contextvars.copy_context()):
+            block[_BASE[arm] + DROPPED] += 1
+
+    def _run_offpath(
+        self,
+        runtime: rt.Runtime,
+        arm: Arm,
+        observed: Observation,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        unit: Any,
+        at: float,
+    ) -> None:
+        function = self.new if arm is Arm.NEW else self.legacy
+        value: Any = None
+        failure: Exception | None = None
+        start = _now()
+        try:
+            value = function(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - the off-path arm's failure is data
+            failure = error
+        elapsed = _now() - start
+        timed_out = self._timeout_ns is not None and elapsed > self._timeout_ns
+        self._conclude(
+            runtime, arm, observed, value, failure, elapsed, timed_out, args, kwargs, unit, at
+        )
+
+    def _conclude(
+        self,
+        runtime: rt.Runtime,
+        arm: Arm,
+        observed: Observation,
+        value: Any,
+        failure: BaseException | None,
+        elapsed: int,
+        timed_out: bool,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        unit: Any,
+        at: float,
+    ) -> None:
+        """Count the off-path run, compare it, keep a drift sample, publish. Never raises."""
+        telemetry = self._telemetry
+        block = telemetry.block()
+        base = _BASE[arm]
+        if timed_out:
+            _record(block, arm, elapsed, TIMEOUTS)
+            return
+        _record(block, arm, elapsed, ERRORS if failure is not None else None)
+        mine = Observation(arm, value, failure, elapsed)
+        legacy, new = (observed, mine) if arm is Arm.NEW else (mine, observed)
+        verdict, diff, problem = judge(self._compare, self._compare_exceptions, legacy, new)
+        if verdict is Verdict.ERROR:
+            block[base + COMPARATOR_ERRORS] += 1
+            _limited.error(
+                f"compare:{self.name}",
+                "cutover: the comparator of %r raised; counted as a comparator error",
+                self.name,
+                exc_info=problem,
+            )
+        else:
+            block[base + COMPARISONS] += 1
+            if verdict is Verdict.DRIFT:
+                block[base + DRIFTS] += 1
+        comparison = Comparison(
+            migration=self.name,
+            verdict=verdict,
+            legacy=legacy,
+            new=new,
+            unit=None if unit is None or unit is False else unit,
+            diff=diff,
+            error=problem,
+            at=at,
+            args=tuple(args),
+            kwargs=dict(kwargs),
+        )
+        if verdict is Verdict.DRIFT and runtime.sampler.admit(self.name, at):
+            try:
+                runtime.keep_sample(runtime.sampler.sample(comparison, self._redact))
+            except Exception:  # noqa: BLE001 - a broken redactor drops the sample, unredacted never kept
+                block[base + HOOK_ERRORS] += 1
+                _limited.error(
+                    f"redact:{self.name}",
+                    "cutover: building a drift sample of %r failed (redactor?); sample dropped",
+                    self.name,
+                    exc_info=True,
+                )
+        if self._publish is not None:
+            try:
+                self._publish(comparison)
+            except Exception:  # noqa: BLE001 - a publisher cannot break anything
+                block[base + HOOK_ERRORS] += 1
+                _limited.error(
+                    f"publish:{self.name}",
+                    "cutover: the publisher of %r raised",
+                    self.name,
+                    exc_info=True,
+                )
+        if runtime.events is not None:
+            event: dict[str, Any] = {
+                "event": "comparison",
+                "result": verdict.value,
+                "legacy_ms": round(legacy.duration_ns / 1e6, 6),
+                "new_ms": round(new.duration_ns / 1e6, 6),
+                "unit": comparison.unit,
+            }
+            if diff:
+                event["fingerprint"] = diff.fingerprint
+                event["paths"] = diff.paths()[:20]
+            self._emit(event, at)
+
+    def _emit(self, event: dict[str, Any], at: float | None = None) -> None:
+        events = self._runtime.events
+        if events is not None:
+            events.emit(
+                {"at": self._runtime.clock() if at is None else at, "migration": self.name, **event}
+            )
+
+
+class AsyncMigration(Migration):
+    """A migration of coroutine functions: calling it returns an awaitable. Off-path arms run as
+    tracked tasks (context variables carry over); sync arms run in a thread."""
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        route = self._route
+        try:
+            block = self._local.b
+        except AttributeError:
+            block = self._telemetry.block()
+        kind = route.kind
+        if kind in (LEGACY_ONLY, NEW_ONLY):
+            arm = Arm.LEGACY if kind == LEGACY_ONLY else Arm.NEW
+            start = _now()
+            try:
+                result = await self._invoke(arm, args, kwargs)
+            except Exception:
+                _record(block, arm, _now() - start, ERRORS)
+                block[_BASE[arm] + SERVED] += 1
+                raise
+            _record(block, arm, _now() - start)
+            block[_BASE[arm] + SERVED] += 1
+            return result
+        unit = self._unit_of(block, args, kwargs)
+        sampled = self._sampled(route)
+        offpath_args, offpath_kwargs = (
+            copy.deepcopy((args, kwargs)) if sampled and self.copy_args else (args, kwargs)
+        )
+        arm = Arm.NEW if self._serves_new(route, unit) else Arm.LEGACY
+        start = _now()
+        try:
+            result = await self._serve(arm, args, kwargs)
+        except _Timeout:
+            _record(block, Arm.NEW, _now() - start, TIMEOUTS)
+            if not route.fallback:
+                block[N_SERVED] += 1
+                raise ArmTimeout(
+                    f"the new arm of {self.name!r} did not answer within {self.timeout:g}s"
+                    " and fallback is off"
+                ) from None
+            return await self._afall_back(block, args, kwargs, unit, "timeout")
+        except Exception as error:
+            elapsed = _now() - start
+            _record(block, arm, elapsed, ERRORS)
+            if arm is Arm.NEW and route.fallback:
+                return await self._afall_back(block, args, kwargs, unit, type(error).__name__)
+            block[_BASE[arm] + SERVED] += 1
+            if sampled:
+                observed = Observation(arm, exception=error, duration_ns=elapsed)
+                self._spawn(block, arm.other, observed, offpath_args, offpath_kwargs, unit)
+            raise
+        elapsed = _now() - start
+        _record(block, arm, elapsed)
+        block[_BASE[arm] + SERVED] += 1
+        if sampled:
+            observed = Observation(arm, value=result, duration_ns=elapsed)
+            self._spawn(block, arm.other, observed, offpath_args, offpath_kwargs, unit)
+        return result
+
+    async def _serve(self, arm: Arm, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+        """Run the serving arm; a new arm past its timeout is cancelled and raises _Timeout."""
+        if arm is Arm.NEW and self.timeout is not None:
+            try:
+                async with asyncio.timeout(self.timeout) as scope:
+                    return await self._invoke(arm, args, kwargs)
+            except TimeoutError:
+                if scope.expired():
+                    raise _Timeout from None
+                raise
+        return await self._invoke(arm, args, kwargs)
+
+    async def _invoke(self, arm: Arm, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+        function = self.new if arm is Arm.NEW else self.legacy
+        if self._arm_is_async[arm]:
+            return await function(*args, **kwargs)
+        return function(*args, **kwargs)
+
+    async def _afall_back(
+        self, block: list[int], args: tuple[Any, ...], kwargs: dict[str, Any], unit: Any, why: str
+    ) -> Any:
+        block[N_FALLBACKS] += 1
+        self._emit({"event": "fallback", "unit": unit, "reason": why})
+        start = _now()
+        try:
+            result = await self._invoke(Arm.LEGACY, args, kwargs)
+        except Exception:
+            _record(block, Arm.LEGACY, _now() - start, ERRORS)
+            block[L_SERVED] += 1
+            raise
+        _record(block, Arm.LEGACY, _now() - start)
+        block[L_SERVED] += 1
+        return result
+
+    def _spawn(
+        self,
+        block: list[int],
+        arm: Arm,
+        observed: Observation,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        unit: Any,
+    ) -> None:
+        runtime = self._runtime
+        at = runtime.clock()
+        coroutine = self._arun_offpath(runtime, arm, observed, args, kwargs, unit, at)
+        if not runtime.tasks.spawn(coroutine):
+            block[_BASE[arm] + DROPPED] += 1
+
+    async def _arun_offpath(
+        self,
+        runtime: rt.Runtime,
+        arm: Arm,
+        observed: Observation,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        unit: Any,
+        at: float,
+    ) -> None:
+        function = self.new if arm is Arm.NEW else self.legacy
+        value: Any = None
+        failure: Exception | None = None
+        timed_out = False
+        start = _now()
+        try:
+            async with asyncio.timeout(self.timeout) as scope:
+                if self._arm_is_async[arm]:
+                    value = await function(*args, **kwargs)
+                else:
+                    value = await asyncio.to_thread(function, *args, **kwargs)
+        except TimeoutError as error:
+            if scope.expired():
+                timed_out = True
+            else:
+                failure = error
+        except Exception as error:  # noqa: BLE001 - the off-path arm's failure is data
+            failure = error
+        elapsed = _now() - start
+        self._conclude(
+            runtime, arm, observed, value, failure, elapsed, timed_out, args, kwargs, unit, at
+        )
+
+
+def migration(
+    name: str,
+    *,
+    new: Callable[..., Any],
+    **options: Any,
+) -> Callable[[Callable[..., Any]], Migration]:
+    """Decorate the legacy function: ``@cutover.migration("pricing", new=new_price)``."""
+
+    def wrap(legacy: Callable[..., Any]) -> Migration:
+        return Migration(name, legacy, new, **options)
+
+    return wrap
+
+
+__all__ = ["AsyncMigration", "Migration", "migration", "unit_scope"]

@@ -1,0 +1,108 @@
+"""fork(): children re-create threads and connections, count only their own calls, obey changes."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import cutover
+from cutover import operations
+from cutover.model import Mode
+
+from .helpers import put, stored
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def in_child(body: object) -> int:
+    """Run ``body()`` in a forked child; returns the child's exit status (0 when body returned)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            body()  # type: ignore[operator]
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_child_counts_only_its_own_calls_and_parent_keeps_its_pending_work(
+    sqlite_url: str, clock: cutover.ManualClock
+) -> None:
+    runtime = cutover.configure(sqlite_url, clock=clock, flush_interval=3600, wait=0)
+    gate = threading.Event()
+
+    def new(x: int) -> int:
+        gate.wait(10)
+        return x
+
+    codec = cutover.Migration("codec", lambda x: x, new)
+    put(runtime, "codec", mode="shadow")
+    for i in range(30):
+        codec(i)  # unflushed, with off-path runs waiting on the gate
+
+    def child() -> None:
+        gate.set()  # the child's copy of the gate: its own runs must not wait
+        for i in range(50):
+            assert codec(i) == i
+        assert cutover.flush(timeout=10)
+
+    assert in_child(child) == 0
+    gate.set()
+    stats = stored(runtime, "codec")
+    assert stats.legacy.served == 80
+    assert stats.comparisons == 80
+    instances = {i.instance for i in runtime.store.instances()}
+    assert len(instances) == 2, "the child reports as an instance of its own"
+
+
+def test_preloaded_children_follow_a_change_and_flush(sqlite_url: str, tmp_path: Path) -> None:
+    runtime = cutover.configure(sqlite_url, refresh_interval=0.05, flush_interval=0.2, wait=1)
+    codec = cutover.Migration("codec", lambda: "legacy", lambda: "new")
+    put(runtime, "codec", mode="legacy")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def child(number: int) -> None:
+        deadline = time.monotonic() + 10
+        calls = 0
+        while time.monotonic() < deadline:
+            calls += 1
+            if codec() == "new":
+                (marks / f"{number}").write_text(str(calls))
+                break
+            time.sleep(0.005)
+        assert cutover.flush(timeout=5)
+
+    pids = []
+    for number in range(3):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            code = 1
+            try:
+                child(number)
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    time.sleep(0.3)
+    operations.set_state(
+        runtime.store,
+        "codec",
+        operations.Change(mode=Mode.NEW),
+        reason="switch",
+        actor="test",
+        clock=time.time,
+    )
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    assert codes == [0, 0, 0]
+    assert sorted(p.name for p in marks.iterdir()) == ["0", "1", "2"]
+    windows = runtime.store.windows("codec", 0)
+    served_new = windows[cutover.Arm.NEW]["served"]
+    assert served_new == 3, "each child served new exactly once, then flushed"
