@@ -1,0 +1,114 @@
+"""The ``cutover`` command group, its shared options, and how errors leave the process."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.console import Console
+
+from cutover.durations import parse_duration
+from cutover.errors import CutoverError, InvalidInput, UnknownMigration
+from cutover.runtime import __version__
+from cutover.store import Store, open_store
+
+# Piped output is not cut to 80 columns: tables keep their full width.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class Session:
+    """What every command shares: the store it talks to, opened on first use."""
+
+    store_url: str | None
+    _store: Store | None = field(default=None, repr=False)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.store_url)
+        return self._store
+
+    def now(self) -> float:
+        return time.time()
+
+
+pass_session = click.make_pass_decorator(Session)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--store",
+    envvar="CUTOVER_STORE",
+    metavar="URL",
+    help="sqlite:///path.db or postgresql://user@host/db"
+    " (default: $CUTOVER_STORE, else ./cutover.db).",
+)
+@click.version_option(__version__, prog_name="cutover")
+@click.pass_context
+def cli(ctx: click.Context, store: str | None) -> None:
+    """Replace a legacy implementation with a new one without behaviour drift."""
+    ctx.obj = Session(store)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def window_option(default: str = "1h") -> Any:
+    return click.option(
+        "--window",
+        default=default,
+        show_default=True,
+        metavar="DURATION",
+        help="How far back to look: 30s, 5m, 1h, 14d.",
+    )
+
+
+def seconds(text: str, what: str) -> float:
+    return parse_duration(text, what)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def ratio(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value * 100:.{digits}g}%"
+
+
+def millis(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: usage errors and bad input exit 2 with one sentence, failures exit 1."""
+    try:
+        code = cli.main(args=argv, prog_name="cutover", standalone_mode=False)
+    except click.exceptions.UsageError as error:
+        error.show()
+        sys.exit(2)
+    except click.exceptions.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Abort:
+        errors.print("cutover: aborted")
+        sys.exit(1)
+    except (InvalidInput, UnknownMigration) as error:
+        errors.print(f"cutover: {error}", markup=False)
+        sys.exit(2)
+    except CutoverError as error:
+        errors.print(f"cutover: {error}", markup=False)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,95 @@
+"""``cutover drifts``: recent drift samples with their diffs, or counts per fingerprint."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.table import Table
+
+from cutover import operations
+from cutover.cli._app import Session, cli, console, json_option, pass_session, print_json, seconds
+from cutover.cli._app import when as at
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--group", is_flag=True, help="Count drifts per fingerprint (root cause).")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--since", default=None, metavar="DURATION", help="Only drifts this recent (1h, 7d).")
+@click.option("--fingerprint", default=None, help="Only samples with this fingerprint.")
+@json_option
+@pass_session
+def drifts(
+    session: Session,
+    name: str,
+    group: bool,
+    limit: int,
+    since: str | None,
+    fingerprint: str | None,
+    as_json: bool,
+) -> None:
+    """Recent drift samples of a migration with their diffs, or (--group) counts per cause."""
+    store = session.store
+    operations.require_known(store, name)
+    start = None if since is None else session.now() - seconds(since, "--since")
+    if group:
+        groups = store.drift_groups(name, start)[:limit]
+        if as_json:
+            print_json(
+                {
+                    "migration": name,
+                    "groups": [
+                        {
+                            "fingerprint": g.fingerprint,
+                            "count": g.count,
+                            "first_at": g.first_at,
+                            "last_at": g.last_at,
+                            "example": g.example.to_dict(),
+                        }
+                        for g in groups
+                    ],
+                }
+            )
+            return
+        if not groups:
+            console.print(f"{name}: no drift samples{' in that span' if since else ''}.")
+            return
+        table = Table(title=f"drifts by fingerprint · {name}", title_justify="left")
+        for column in ("samples", "fingerprint", "last seen", "example"):
+            table.add_column(column, justify="right" if column == "samples" else "left")
+        for g in groups:
+            first = g.example.diff[0] if g.example.diff else {}
+            example = f"{_short(first.get('legacy'))} -> {_short(first.get('new'))}"
+            table.add_row(str(g.count), g.fingerprint, at(g.last_at), example)
+        console.print(table)
+        console.print(
+            "  Samples are capped per minute, so counts compare causes; `cutover stats` has totals."
+        )
+        return
+    samples = store.drift_samples(name, limit, start, fingerprint)
+    if as_json:
+        print_json({"migration": name, "samples": [s.to_dict() for s in samples]})
+        return
+    if not samples:
+        console.print(f"{name}: no drift samples{' in that span' if since else ''}.")
+        return
+    for sample in samples:
+        console.print(
+            f"[bold]#{sample.id}[/bold] {at(sample.at)}  unit {sample.unit or '-'}"
+            f"  fingerprint {sample.fingerprint}"
+        )
+        console.print(f"  input   {_short(sample.input, 160)}", markup=False)
+        for entry in sample.diff:
+            console.print(
+                f"  {entry.get('path')}: legacy {_short(entry.get('legacy'))}"
+                f"  new {_short(entry.get('new'))}",
+                markup=False,
+            )
+        if sample.truncated:
+            console.print("  (values were cut to the size cap)")
+
+
+def _short(value: object, width: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,178 @@
+"""``cutover stats`` and ``cutover check``: a migration's health over a window, and its gate."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from cutover import operations
+from cutover.cli._app import (
+    Session,
+    cli,
+    console,
+    json_option,
+    millis,
+    pass_session,
+    print_json,
+    ratio,
+    seconds,
+    when,
+    window_option,
+)
+from cutover.durations import format_duration
+from cutover.stats import MigrationStats, check
+
+
+@cli.command()
+@click.argument("name")
+@window_option()
+@json_option
+@pass_session
+def stats(session: Session, name: str, window: str, as_json: bool) -> None:
+    """Calls, errors, latency percentiles of both arms, and the drift rate over a window."""
+    report = operations.stats(session.store, name, seconds(window, "--window"), session.now())
+    if as_json:
+        print_json(report.to_json())
+        return
+    render(report)
+
+
+def render(report: MigrationStats) -> None:
+    """The human table of ``cutover stats`` (also printed by the demo)."""
+    title = (
+        f"{report.migration} · {report.mode.value} {report.percent:g}% · last"
+        f" {format_duration(report.window_seconds)} (since {when(report.since)})"
+    )
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "arm",
+        "calls",
+        "served",
+        "errors",
+        "error rate",
+        "timeouts",
+        "fallbacks",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+    ):
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    for label, arm in (("legacy", report.legacy), ("new", report.new)):
+        table.add_row(
+            label,
+            str(arm.calls),
+            str(arm.served),
+            str(arm.errors),
+            ratio(arm.error_rate),
+            str(arm.timeouts) if label == "new" else "-",
+            str(arm.fallbacks) if label == "new" else "-",
+            millis(arm.p50_ms),
+            millis(arm.p95_ms),
+            millis(arm.p99_ms),
+        )
+    console.print(table)
+    console.print(
+        f"  comparisons {report.comparisons}  drifts {report.drifts}"
+        f"  drift rate {ratio(report.drift_rate)}  off-path dropped {report.offpath_dropped}"
+        f"  comparator errors {report.comparator_errors}  hook errors {report.hook_errors}",
+        markup=False,
+    )
+
+
+@cli.command(name="check")
+@click.argument("name")
+@click.option(
+    "--max-drift-rate",
+    type=float,
+    default=None,
+    metavar="R",
+    help="Fail when drifts/comparisons exceeds R (0.001 = 0.1%).",
+)
+@click.option(
+    "--max-error-rate",
+    type=float,
+    default=None,
+    metavar="R",
+    help="Fail when the new arm's error rate exceeds R.",
+)
+@click.option(
+    "--max-fallback-rate",
+    type=float,
+    default=None,
+    metavar="R",
+    help="Fail when the share of new-routed calls that fell back exceeds R.",
+)
+@click.option(
+    "--max-timeout-rate",
+    type=float,
+    default=None,
+    metavar="R",
+    help="Fail when the new arm's timeout rate exceeds R.",
+)
+@click.option(
+    "--min-comparisons",
+    type=click.IntRange(0),
+    default=None,
+    metavar="N",
+    help="Fail when fewer than N comparisons were made (too little evidence).",
+)
+@window_option()
+@json_option
+@pass_session
+@click.pass_context
+def check_command(
+    ctx: click.Context,
+    session: Session,
+    name: str,
+    max_drift_rate: float | None,
+    max_error_rate: float | None,
+    max_fallback_rate: float | None,
+    max_timeout_rate: float | None,
+    min_comparisons: int | None,
+    window: str,
+    as_json: bool,
+) -> None:
+    """Exit 0 when every threshold holds over the window, 1 when one is breached (for cron/CI)."""
+    given = {
+        "--max-drift-rate": max_drift_rate,
+        "--max-error-rate": max_error_rate,
+        "--max-fallback-rate": max_fallback_rate,
+        "--max-timeout-rate": max_timeout_rate,
+    }
+    for flag, value in given.items():
+        if value is not None and not 0 <= value <= 1:
+            raise click.BadParameter(f"must be a share from 0 to 1, got {value}", param_hint=flag)
+    if all(value is None for value in given.values()) and min_comparisons is None:
+        raise click.UsageError(
+            "give at least one threshold, e.g. --max-drift-rate 0.001 or --max-error-rate 0.05"
+        )
+    report = operations.stats(session.store, name, seconds(window, "--window"), session.now())
+    limits = check(
+        report,
+        max_drift_rate=max_drift_rate,
+        max_error_rate=max_error_rate,
+        max_fallback_rate=max_fallback_rate,
+        max_timeout_rate=max_timeout_rate,
+        min_comparisons=min_comparisons,
+    )
+    breached = [limit for limit in limits if limit.breached]
+    if as_json:
+        print_json(
+            {
+                "migration": name,
+                "window_seconds": report.window_seconds,
+                "ok": not breached,
+                "checks": [limit.to_json() for limit in limits],
+            }
+        )
+    else:
+        for limit in limits:
+            mark = "BREACHED" if limit.breached else "ok"
+            console.print(f"{mark:>8}  {limit.describe()}", markup=False)
+        if breached:
+            console.print(
+                f"{name}: {len(breached)} of {len(limits)} thresholds breached over the last"
+                f" {format_duration(report.window_seconds)}",
+                markup=False,
+            )
+    ctx.exit(1 if breached else 0)

@@ -1,0 +1,211 @@
+"""Reports over stored windows: per-arm rates and latency percentiles, and threshold checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cutover.model import Arm, Mode, State
+from cutover.telemetry import windows as w
+
+
+def rate(numerator: int, denominator: int) -> float | None:
+    """numerator / denominator, or None when there is nothing to divide by."""
+    return numerator / denominator if denominator else None
+
+
+@dataclass(frozen=True, slots=True)
+class ArmStats:
+    """One arm over a window: every run of it (serving or off-path), rates and latency."""
+
+    calls: int
+    errors: int
+    timeouts: int
+    served: int
+    fallbacks: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+    @property
+    def error_rate(self) -> float | None:
+        return rate(self.errors, self.calls)
+
+    @property
+    def timeout_rate(self) -> float | None:
+        return rate(self.timeouts, self.calls)
+
+    @property
+    def fallback_rate(self) -> float | None:
+        """Of the calls routed to this arm to serve, the share that legacy served instead."""
+        return rate(self.fallbacks, self.served + self.fallbacks)
+
+    @classmethod
+    def of(cls, counts: w.ArmCounts) -> ArmStats:
+        c = counts.counts
+        hist = counts.histogram
+        return cls(
+            calls=c[w.CALLS],
+            errors=c[w.ERRORS],
+            timeouts=c[w.TIMEOUTS],
+            served=c[w.SERVED],
+            fallbacks=c[w.FALLBACKS],
+            p50_ms=hist.quantile_ms(0.50),
+            p95_ms=hist.quantile_ms(0.95),
+            p99_ms=hist.quantile_ms(0.99),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationStats:
+    """What ``cutover stats`` reports for one migration over one window."""
+
+    migration: str
+    mode: Mode
+    percent: float
+    window_seconds: float
+    since: float
+    until: float
+    legacy: ArmStats
+    new: ArmStats
+    comparisons: int
+    drifts: int
+    comparator_errors: int
+    offpath_dropped: int
+    hook_errors: int
+
+    @property
+    def drift_rate(self) -> float | None:
+        return rate(self.drifts, self.comparisons)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented shape of ``cutover stats --json``."""
+
+        def arm(stats: ArmStats, extra: bool) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                "calls": stats.calls,
+                "errors": stats.errors,
+                "error_rate": stats.error_rate,
+                "p50_ms": stats.p50_ms,
+                "p95_ms": stats.p95_ms,
+                "p99_ms": stats.p99_ms,
+            }
+            if extra:
+                out["timeouts"] = stats.timeouts
+                out["fallbacks"] = stats.fallbacks
+            return out
+
+        return {
+            "migration": self.migration,
+            "mode": self.mode.value,
+            "percent": self.percent,
+            "window_seconds": self.window_seconds,
+            "legacy": arm(self.legacy, False),
+            "new": arm(self.new, True),
+            "comparisons": self.comparisons,
+            "drifts": self.drifts,
+            "drift_rate": self.drift_rate,
+            "offpath_dropped": self.offpath_dropped,
+        }
+
+
+def summarize(
+    name: str,
+    state: State | None,
+    arms: dict[Arm, w.ArmCounts],
+    *,
+    since: float,
+    until: float,
+) -> MigrationStats:
+    """Fold per-arm window sums into a report; comparisons count wherever the off-path arm ran."""
+    legacy, new = arms[Arm.LEGACY], arms[Arm.NEW]
+    both = [legacy.counts, new.counts]
+    state = state or State()
+    return MigrationStats(
+        migration=name,
+        mode=state.mode,
+        percent=state.effective_percent,
+        window_seconds=until - since,
+        since=since,
+        until=until,
+        legacy=ArmStats.of(legacy),
+        new=ArmStats.of(new),
+        comparisons=sum(c[w.COMPARISONS] for c in both),
+        drifts=sum(c[w.DRIFTS] for c in both),
+        comparator_errors=sum(c[w.COMPARATOR_ERRORS] for c in both),
+        offpath_dropped=sum(c[w.DROPPED] for c in both),
+        hook_errors=sum(c[w.HOOK_ERRORS] for c in both),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One threshold of ``cutover check`` and how the window measured against it."""
+
+    name: str
+    limit: float
+    value: float | None
+    sample: int  # the denominator the value was computed from
+    breached: bool
+
+    def describe(self) -> str:
+        if self.name.startswith("min_"):
+            what = self.name[4:]
+            verdict = "below" if self.breached else "at least"
+            return f"{what} {self.sample} is {verdict} the minimum {self.limit:g}"
+        if self.value is None:
+            return f"{self.name}: no data in the window (limit {self.limit:g})"
+        if self.breached:
+            over = self.value - self.limit
+            return (
+                f"{self.name} {self.value:.6g} exceeds {self.limit:g} by {over:.6g}"
+                f" ({self.value / self.limit:.3g}x, over {self.sample} samples)"
+                if self.limit
+                else f"{self.name} {self.value:.6g} exceeds 0 (over {self.sample} samples)"
+            )
+        return f"{self.name} {self.value:.6g} is within {self.limit:g} (over {self.sample} samples)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "limit": self.limit,
+            "value": self.value,
+            "sample": self.sample,
+            "breached": self.breached,
+            "message": self.describe(),
+        }
+
+
+def check(
+    stats: MigrationStats,
+    *,
+    max_drift_rate: float | None = None,
+    max_error_rate: float | None = None,
+    max_fallback_rate: float | None = None,
+    max_timeout_rate: float | None = None,
+    min_comparisons: int | None = None,
+) -> list[Limit]:
+    """Each given threshold against the window. Rates are of the new arm; with no data a rate
+    threshold holds (nothing breached it) unless a minimum says the data is required."""
+    limits = []
+
+    def over(name: str, limit: float | None, value: float | None, sample: int) -> None:
+        if limit is not None:
+            limits.append(Limit(name, limit, value, sample, value is not None and value > limit))
+
+    new = stats.new
+    over("drift_rate", max_drift_rate, stats.drift_rate, stats.comparisons)
+    over("error_rate", max_error_rate, new.error_rate, new.calls)
+    over("fallback_rate", max_fallback_rate, new.fallback_rate, new.served + new.fallbacks)
+    over("timeout_rate", max_timeout_rate, new.timeout_rate, new.calls)
+    if min_comparisons is not None:
+        limits.append(
+            Limit(
+                "min_comparisons",
+                min_comparisons,
+                stats.comparisons,
+                stats.comparisons,
+                stats.comparisons < min_comparisons,
+            )
+        )
+    return limits
