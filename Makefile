@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/codec/demo.py
+	$(BIN)/python -m examples.codec.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

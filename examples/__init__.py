@@ -1,0 +1,1 @@
+"""Runnable migrations used by the demo and the docs."""

@@ -1,0 +1,1 @@
+"""The codec cutover: a payment-message codec ported with subtle bugs."""
