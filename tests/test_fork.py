@@ -103,6 +103,5 @@ def test_preloaded_children_follow_a_change_and_flush(sqlite_url: str, tmp_path:
     codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
     assert codes == [0, 0, 0]
     assert sorted(p.name for p in marks.iterdir()) == ["0", "1", "2"]
-    windows = runtime.store.windows("codec", 0)
-    served_new = windows[cutover.Arm.NEW]["served"]
-    assert served_new == 3, "each child served new exactly once, then flushed"
+    report = stored(runtime, "codec")
+    assert report.new.served == 3, "each child served new exactly once, then flushed"

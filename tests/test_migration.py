@@ -423,3 +423,37 @@ def test_state_in_code_can_be_a_full_state(runtime: Runtime) -> None:
     )
     codec(5)
     assert arms.ran("new") == [5]
+
+
+def test_the_callers_path_routes_exactly_like_the_documented_rule(runtime: Runtime) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from cutover.routing import compile_route, serving_arm
+
+    served: list[str] = []
+    codec = cutover.Migration(
+        "rule", lambda u: served.append("legacy"), lambda u: served.append("new"), unit=lambda u: u
+    )
+    units = st.one_of(st.integers(-(10**6), 10**6), st.text(max_size=12))
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(units, min_size=1, max_size=30), st.integers(0, 10_000), st.data())
+    def check(batch: list[Any], basis_points: int, data: st.DataObject) -> None:
+        pinned = data.draw(st.lists(st.sampled_from([f"{u}" for u in batch]), max_size=3))
+        state = put(
+            runtime,
+            "rule",
+            mode="canary",
+            percent=basis_points / 100,
+            sample=0,
+            pins_new=frozenset(pinned[:1]),
+            pins_legacy=frozenset(pinned[1:]) - frozenset(pinned[:1]),
+        )
+        route = compile_route(state)
+        for unit in batch:
+            served.clear()
+            codec(unit)
+            assert served == [serving_arm("rule", route, unit).value]
+
+    check()

@@ -21,7 +21,6 @@ NOW = 1_750_000_000.0
 def delta(name: str, calls: int, drifts: int = 0, latencies: tuple[int, ...] = ()) -> WindowDelta:
     legacy = ArmCounts()
     legacy.counts[COUNTERS.index("calls")] = calls
-    legacy.counts[COUNTERS.index("served")] = calls
     new = ArmCounts()
     new.counts[COUNTERS.index("calls")] = calls
     new.counts[COUNTERS.index("comparisons")] = calls

@@ -49,7 +49,7 @@ from cutover.telemetry.windows import (
     LEGACY_HIST,
     NEW_BASE,
     NEW_HIST,
-    SERVED,
+    OFFPATH,
     TIMEOUTS,
     MigrationTelemetry,
 )
@@ -58,19 +58,16 @@ log = logging.getLogger("cutover")
 
 _now = time.perf_counter_ns  # tests replace this to control measured durations
 _random = random.random
-_randbelow = random.Random().randrange
 _mmh3: Callable[[str, int, bool], int] = __import__("mmh3").hash
 
 # Offsets of the counters the caller's path touches.
-L_CALLS, L_SERVED, L_ERRORS = LEGACY_BASE + CALLS, LEGACY_BASE + SERVED, LEGACY_BASE + ERRORS
-N_CALLS, N_SERVED, N_ERRORS = NEW_BASE + CALLS, NEW_BASE + SERVED, NEW_BASE + ERRORS
+L_CALLS, N_CALLS = LEGACY_BASE + CALLS, NEW_BASE + CALLS
 N_TIMEOUTS, N_FALLBACKS = NEW_BASE + TIMEOUTS, NEW_BASE + FALLBACKS
-_BASE = {Arm.LEGACY: LEGACY_BASE, Arm.NEW: NEW_BASE}
-_HIST = {Arm.LEGACY: LEGACY_HIST, Arm.NEW: NEW_HIST}
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}\Z")
 
 _unit: contextvars.ContextVar[str | None] = contextvars.ContextVar("cutover_unit", default=None)
+_unit_get = _unit.get
 
 
 @contextlib.contextmanager
@@ -79,22 +76,33 @@ def unit_scope(unit: object) -> Iterator[None]:
 
     Meant for web middleware; a migration's own ``unit=`` extractor takes precedence.
     """
-    token = _unit.set(None if unit is None else str(unit))
+    token = _unit.set(None if unit is None else f"{unit}")
     try:
         yield
     finally:
         _unit.reset(token)
 
 
+def _base(arm: Arm) -> int:
+    return NEW_BASE if arm is Arm.NEW else LEGACY_BASE
+
+
+def _sampled(route: Route) -> bool:
+    """Whether this call also runs the other arm off-path."""
+    share = route.sample
+    return share >= 1.0 or (share > 0.0 and _random() < share)
+
+
 def _record(block: list[int], arm: Arm, elapsed: int, counter: int | None = None) -> None:
     """Count one run of ``arm`` (and ``counter`` if it failed) with its duration."""
-    base = _BASE[arm]
+    new = arm is Arm.NEW  # identity, not a dict: hashing an enum member runs Python code
+    base = NEW_BASE if new else LEGACY_BASE
     block[base + CALLS] += 1
     if counter is not None:
         block[base + counter] += 1
     bits = elapsed.bit_length()
     bucket = (((bits - 4) << 3) + (elapsed >> (bits - 4))) if bits > 4 else elapsed
-    block[_HIST[arm] + bucket] += 1
+    block[(NEW_HIST if new else LEGACY_HIST) + bucket] += 1
 
 
 class _Timeout(Exception):
@@ -185,6 +193,7 @@ class Migration:
                     f"{label} of migration {name!r} must be callable, got {function!r}"
                 )
         self.name = name
+        self._prefix = name + ":"
         self.legacy = legacy
         self.new = new
         self.timeout = None if timeout is None else float(timeout)
@@ -195,7 +204,7 @@ class Migration:
         self._unit_fn = unit
         self._redact = redact
         self._publish = publish
-        self._arm_is_async = {Arm.LEGACY: self.is_async, Arm.NEW: _is_async(new)}
+        self._new_is_async = _is_async(new)
         self._default = default if isinstance(default, State) else State(mode=Mode.parse(default))
         self._override: Mode | None = env_override(name)  # a bad kill switch value fails here
         self._route: Route = compile_route(self._default, self._override)
@@ -266,7 +275,6 @@ class Migration:
                 raise
             elapsed = _now() - start
             block[L_CALLS] += 1
-            block[L_SERVED] += 1
             bits = elapsed.bit_length()  # the bucket, as histogram.index_of computes it
             bucket = (((bits - 4) << 3) + (elapsed >> (bits - 4))) if bits > 4 else elapsed
             block[LEGACY_HIST + bucket] += 1
@@ -280,59 +288,122 @@ class Migration:
                 raise
             elapsed = _now() - start
             block[N_CALLS] += 1
-            block[N_SERVED] += 1
             bits = elapsed.bit_length()
             bucket = (((bits - 4) << 3) + (elapsed >> (bits - 4))) if bits > 4 else elapsed
             block[NEW_HIST + bucket] += 1
             return result
-        return self._call_mixed(route, block, args, kwargs)
+        # Shadow or canary. Sampled calls and bounded new arms take the slower path.
+        share = route.sample
+        if share and (share >= 1.0 or _random() < share):
+            return self._call_slow(route, block, args, kwargs, True)
+        if self._timeout_ns is not None:
+            return self._call_slow(route, block, args, kwargs, False)
+        extract = self._unit_fn
+        if extract is None:
+            unit = _unit_get()
+        else:
+            try:
+                unit = extract(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - a broken extractor must not break calls
+                unit = self._extractor_failed(block, error)
+            else:
+                if unit is None:
+                    unit = _unit_get()
+        limit = route.threshold
+        if unit is None:  # every call is its own unit
+            new_serves = limit >= 10_000 or (limit > 0 and _random() * 10_000 < limit)
+        elif unit is False:
+            new_serves = False
+        else:
+            pins = route.pins  # the routing rule of routing.serving_arm, inlined for speed
+            pinned = None if pins is None else pins.get(f"{unit}")
+            if pinned is not None:
+                new_serves = pinned
+            elif limit <= 0:
+                new_serves = False
+            elif limit >= 10_000:
+                new_serves = True
+            else:
+                new_serves = _mmh3(f"{self._prefix}{unit}", 0, False) % 10_000 < limit
+        start = _now()
+        if new_serves:
+            failure = None
+            try:
+                result = self.new(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - falls back or is re-raised below
+                failure = error
+            elapsed = _now() - start
+            if failure is not None:
+                _record(block, Arm.NEW, elapsed, ERRORS)
+                if route.fallback:
+                    return self._fall_back(block, args, kwargs, unit, failure)
+                raise failure
+            block[N_CALLS] += 1
+            bits = elapsed.bit_length()
+            bucket = (((bits - 4) << 3) + (elapsed >> (bits - 4))) if bits > 4 else elapsed
+            block[NEW_HIST + bucket] += 1
+            return result
+        try:
+            result = self.legacy(*args, **kwargs)
+        except Exception:
+            _record(block, Arm.LEGACY, _now() - start, ERRORS)
+            raise
+        elapsed = _now() - start
+        block[L_CALLS] += 1
+        bits = elapsed.bit_length()
+        bucket = (((bits - 4) << 3) + (elapsed >> (bits - 4))) if bits > 4 else elapsed
+        block[LEGACY_HIST + bucket] += 1
+        return result
+
+    def _extractor_failed(self, block: list[int], error: Exception) -> bool:
+        """Count a unit extractor that raised; its calls are served by legacy (False)."""
+        block[LEGACY_BASE + HOOK_ERRORS] += 1
+        _limited.error(
+            f"unit:{self.name}",
+            "cutover: the unit extractor of %r raised %r; those calls are served by legacy",
+            self.name,
+            error,
+        )
+        return False
 
     def _unit_of(self, block: list[int], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """The unit of this call; None routes the call as its own unit. False: extractor broke."""
+        """The unit of this call: a str; None routes the call as its own unit; False when the
+        extractor broke (legacy serves)."""
         extract = self._unit_fn
         if extract is not None:
             try:
                 unit = extract(*args, **kwargs)
             except Exception as error:  # noqa: BLE001 - a broken extractor must not break calls
-                block[LEGACY_BASE + HOOK_ERRORS] += 1
-                _limited.error(
-                    f"unit:{self.name}",
-                    "cutover: the unit extractor of %r raised %r; those calls are served by legacy",
-                    self.name,
-                    error,
-                )
-                return False
+                return self._extractor_failed(block, error)
             if unit is not None:
-                return unit if type(unit) is str else str(unit)
-        return _unit.get()
+                return unit if type(unit) is str else f"{unit}"
+        return _unit_get()
 
     def _serves_new(self, route: Route, unit: Any) -> bool:
+        """The routing rule (``routing.serving_arm``), for the slow and async paths."""
+        limit = route.threshold
         if unit is False:
             return False
         if unit is None:
-            limit = route.threshold
-            return limit >= BUCKETS or (limit > 0 and _randbelow(BUCKETS) < limit)
+            return limit >= BUCKETS or (limit > 0 and _random() * BUCKETS < limit)
         pins = route.pins
-        if pins is not None:
-            pinned = pins.get(unit)
-            if pinned is not None:
-                return pinned
-        limit = route.threshold
+        pinned = None if pins is None else pins.get(unit)
+        if pinned is not None:
+            return pinned
         if limit <= 0:
             return False
-        if limit >= BUCKETS:
-            return True
-        return _mmh3(f"{self.name}:{unit}", 0, False) % BUCKETS < limit
+        return limit >= BUCKETS or _mmh3(self._prefix + unit, 0, False) % BUCKETS < limit
 
-    def _sampled(self, route: Route) -> bool:
-        share = route.sample
-        return share >= 1.0 or (share > 0.0 and _random() < share)
-
-    def _call_mixed(
-        self, route: Route, block: list[int], args: tuple[Any, ...], kwargs: dict[str, Any]
+    def _call_slow(
+        self,
+        route: Route,
+        block: list[int],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        sampled: bool,
     ) -> Any:
+        """Shadow or canary when the other arm runs off-path too, or new has a timeout."""
         unit = self._unit_of(block, args, kwargs)
-        sampled = self._sampled(route)
         if sampled and self.copy_args:
             offpath_args, offpath_kwargs = copy.deepcopy((args, kwargs))
         else:
@@ -347,14 +418,12 @@ class Migration:
         except Exception as error:
             elapsed = _now() - start
             _record(block, Arm.LEGACY, elapsed, ERRORS)
-            block[L_SERVED] += 1
             if sampled:
                 observed = Observation(Arm.LEGACY, exception=error, duration_ns=elapsed)
                 self._submit(block, Arm.NEW, observed, offpath_args, offpath_kwargs, unit)
             raise
         elapsed = _now() - start
         _record(block, Arm.LEGACY, elapsed)
-        block[L_SERVED] += 1
         if sampled:
             observed = Observation(Arm.LEGACY, value=result, duration_ns=elapsed)
             self._submit(block, Arm.NEW, observed, offpath_args, offpath_kwargs, unit)
@@ -371,6 +440,8 @@ class Migration:
         offpath_args: tuple[Any, ...],
         offpath_kwargs: dict[str, Any],
     ) -> Any:
+        failure: Exception | None = None
+        timed_out = False
         start = _now()
         try:
             if self._timeout_ns is None:
@@ -378,47 +449,54 @@ class Migration:
             else:
                 result = self._call_new_bounded(args, kwargs)
         except _Timeout:
-            _record(block, Arm.NEW, _now() - start, TIMEOUTS)
-            if not route.fallback:
-                block[N_SERVED] += 1
-                raise ArmTimeout(
-                    f"the new arm of {self.name!r} did not answer within {self.timeout:g}s"
-                    " and fallback is off"
-                ) from None
-            return self._fall_back(block, args, kwargs, unit, "timeout")
-        except Exception as error:
-            elapsed = _now() - start
-            _record(block, Arm.NEW, elapsed, ERRORS)
-            if not route.fallback:
-                block[N_SERVED] += 1
-                if sampled:
-                    observed = Observation(Arm.NEW, exception=error, duration_ns=elapsed)
-                    self._submit(block, Arm.LEGACY, observed, offpath_args, offpath_kwargs, unit)
-                raise
-            return self._fall_back(block, args, kwargs, unit, type(error).__name__)
+            timed_out = True
+        except Exception as error:  # noqa: BLE001 - falls back or is re-raised below
+            failure = error
         elapsed = _now() - start
+        # Fallbacks run outside the except blocks, so legacy's own exception (if any) reaches
+        # the caller without new's failure chained to it as context.
+        if timed_out:
+            _record(block, Arm.NEW, elapsed, TIMEOUTS)
+            if route.fallback:
+                return self._fall_back(block, args, kwargs, unit, None)
+            raise ArmTimeout(
+                f"the new arm of {self.name!r} did not answer within {self.timeout:g}s"
+                " and fallback is off"
+            )
+        if failure is not None:
+            _record(block, Arm.NEW, elapsed, ERRORS)
+            if route.fallback:
+                return self._fall_back(block, args, kwargs, unit, failure)
+            if sampled:
+                observed = Observation(Arm.NEW, exception=failure, duration_ns=elapsed)
+                self._submit(block, Arm.LEGACY, observed, offpath_args, offpath_kwargs, unit)
+            raise failure
         _record(block, Arm.NEW, elapsed)
-        block[N_SERVED] += 1
         if sampled:
             observed = Observation(Arm.NEW, value=result, duration_ns=elapsed)
             self._submit(block, Arm.LEGACY, observed, offpath_args, offpath_kwargs, unit)
         return result
 
     def _fall_back(
-        self, block: list[int], args: tuple[Any, ...], kwargs: dict[str, Any], unit: Any, why: str
+        self,
+        block: list[int],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        unit: Any,
+        failure: Exception | None,
     ) -> Any:
-        """New failed: legacy serves this call, whatever it returns or raises."""
+        """New failed (``failure``, or None for a timeout): legacy serves this call, whatever it
+        returns or raises."""
         block[N_FALLBACKS] += 1
-        self._emit({"event": "fallback", "unit": unit, "reason": why})
+        why = "timeout" if failure is None else type(failure).__name__
+        self._emit({"event": "fallback", "unit": unit or None, "reason": why})
         start = _now()
         try:
             result = self.legacy(*args, **kwargs)
         except Exception:
             _record(block, Arm.LEGACY, _now() - start, ERRORS)
-            block[L_SERVED] += 1
             raise
         _record(block, Arm.LEGACY, _now() - start)
-        block[L_SERVED] += 1
         return result
 
     def _call_new_bounded(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -465,7 +543,7 @@ class Migration:
         at = runtime.clock()
         job = functools.partial(self._run_offpath, runtime, arm, observed, args, kwargs, unit, at)
         if not runtime.pool.submit(job, contextvars.copy_context()):
-            block[_BASE[arm] + DROPPED] += 1
+            block[_base(arm) + DROPPED] += 1
 
     def _run_offpath(
         self,
@@ -508,7 +586,8 @@ class Migration:
         """Count the off-path run, compare it, keep a drift sample, publish. Never raises."""
         telemetry = self._telemetry
         block = telemetry.block()
-        base = _BASE[arm]
+        base = _base(arm)
+        block[base + OFFPATH] += 1
         if timed_out:
             _record(block, arm, elapsed, TIMEOUTS)
             return
@@ -601,42 +680,42 @@ class AsyncMigration(Migration):
                 result = await self._invoke(arm, args, kwargs)
             except Exception:
                 _record(block, arm, _now() - start, ERRORS)
-                block[_BASE[arm] + SERVED] += 1
                 raise
             _record(block, arm, _now() - start)
-            block[_BASE[arm] + SERVED] += 1
             return result
         unit = self._unit_of(block, args, kwargs)
-        sampled = self._sampled(route)
+        sampled = _sampled(route)
         offpath_args, offpath_kwargs = (
             copy.deepcopy((args, kwargs)) if sampled and self.copy_args else (args, kwargs)
         )
         arm = Arm.NEW if self._serves_new(route, unit) else Arm.LEGACY
+        failure: Exception | None = None
+        timed_out = False
         start = _now()
         try:
             result = await self._serve(arm, args, kwargs)
         except _Timeout:
-            _record(block, Arm.NEW, _now() - start, TIMEOUTS)
-            if not route.fallback:
-                block[N_SERVED] += 1
-                raise ArmTimeout(
-                    f"the new arm of {self.name!r} did not answer within {self.timeout:g}s"
-                    " and fallback is off"
-                ) from None
-            return await self._afall_back(block, args, kwargs, unit, "timeout")
-        except Exception as error:
-            elapsed = _now() - start
+            timed_out = True
+        except Exception as error:  # noqa: BLE001 - falls back or is re-raised below
+            failure = error
+        elapsed = _now() - start
+        if timed_out:
+            _record(block, Arm.NEW, elapsed, TIMEOUTS)
+            if route.fallback:
+                return await self._afall_back(block, args, kwargs, unit, None)
+            raise ArmTimeout(
+                f"the new arm of {self.name!r} did not answer within {self.timeout:g}s"
+                " and fallback is off"
+            )
+        if failure is not None:
             _record(block, arm, elapsed, ERRORS)
             if arm is Arm.NEW and route.fallback:
-                return await self._afall_back(block, args, kwargs, unit, type(error).__name__)
-            block[_BASE[arm] + SERVED] += 1
+                return await self._afall_back(block, args, kwargs, unit, failure)
             if sampled:
-                observed = Observation(arm, exception=error, duration_ns=elapsed)
+                observed = Observation(arm, exception=failure, duration_ns=elapsed)
                 self._spawn(block, arm.other, observed, offpath_args, offpath_kwargs, unit)
-            raise
-        elapsed = _now() - start
+            raise failure
         _record(block, arm, elapsed)
-        block[_BASE[arm] + SERVED] += 1
         if sampled:
             observed = Observation(arm, value=result, duration_ns=elapsed)
             self._spawn(block, arm.other, observed, offpath_args, offpath_kwargs, unit)
@@ -656,24 +735,28 @@ class AsyncMigration(Migration):
 
     async def _invoke(self, arm: Arm, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
         function = self.new if arm is Arm.NEW else self.legacy
-        if self._arm_is_async[arm]:
+        if self._new_is_async if arm is Arm.NEW else True:
             return await function(*args, **kwargs)
         return function(*args, **kwargs)
 
     async def _afall_back(
-        self, block: list[int], args: tuple[Any, ...], kwargs: dict[str, Any], unit: Any, why: str
+        self,
+        block: list[int],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        unit: Any,
+        failure: Exception | None,
     ) -> Any:
         block[N_FALLBACKS] += 1
-        self._emit({"event": "fallback", "unit": unit, "reason": why})
+        why = "timeout" if failure is None else type(failure).__name__
+        self._emit({"event": "fallback", "unit": unit or None, "reason": why})
         start = _now()
         try:
             result = await self._invoke(Arm.LEGACY, args, kwargs)
         except Exception:
             _record(block, Arm.LEGACY, _now() - start, ERRORS)
-            block[L_SERVED] += 1
             raise
         _record(block, Arm.LEGACY, _now() - start)
-        block[L_SERVED] += 1
         return result
 
     def _spawn(
@@ -689,7 +772,7 @@ class AsyncMigration(Migration):
         at = runtime.clock()
         coroutine = self._arun_offpath(runtime, arm, observed, args, kwargs, unit, at)
         if not runtime.tasks.spawn(coroutine):
-            block[_BASE[arm] + DROPPED] += 1
+            block[_base(arm) + DROPPED] += 1
 
     async def _arun_offpath(
         self,
@@ -708,7 +791,7 @@ class AsyncMigration(Migration):
         start = _now()
         try:
             async with asyncio.timeout(self.timeout) as scope:
-                if self._arm_is_async[arm]:
+                if arm is Arm.LEGACY or self._new_is_async:
                     value = await function(*args, **kwargs)
                 else:
                     value = await asyncio.to_thread(function, *args, **kwargs)

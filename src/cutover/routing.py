@@ -23,6 +23,7 @@ from cutover.model import Arm, Mode, State
 BUCKETS = 10_000
 """Units fall into 10,000 buckets, so a percent has a resolution of 0.01."""
 
+
 LEGACY_ONLY, NEW_ONLY, MIXED = 0, 1, 2
 """Route kinds: the caller's path branches on these small integers."""
 
@@ -102,7 +103,7 @@ def serving_arm(migration: str, route: Route, unit: object) -> Arm:
         return Arm.LEGACY
     if route.kind == NEW_ONLY:
         return Arm.NEW
-    key = str(unit)
+    key = f"{unit}"
     if route.pins is not None and key in route.pins:
         return Arm.NEW if route.pins[key] else Arm.LEGACY
     return Arm.NEW if bucket(migration, key) < route.threshold else Arm.LEGACY

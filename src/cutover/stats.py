@@ -48,7 +48,8 @@ class ArmStats:
             calls=c[w.CALLS],
             errors=c[w.ERRORS],
             timeouts=c[w.TIMEOUTS],
-            served=c[w.SERVED],
+            # Every run served the caller but the off-path ones and new's failed attempts.
+            served=c[w.CALLS] - c[w.OFFPATH] - c[w.FALLBACKS],
             fallbacks=c[w.FALLBACKS],
             p50_ms=hist.quantile_ms(0.50),
             p95_ms=hist.quantile_ms(0.95),

@@ -18,7 +18,7 @@ COUNTERS = (
     "calls",
     "errors",
     "timeouts",
-    "served",
+    "offpath",
     "fallbacks",
     "comparisons",
     "drifts",
@@ -31,7 +31,8 @@ COUNTERS = (
 calls              runs of the arm, serving or off-path
 errors             runs that raised
 timeouts           runs that exceeded the migration's timeout
-served             calls whose result this arm gave to the caller
+offpath            runs off the caller's path (to compare); the others served the caller,
+                   except new's runs that failed and fell back
 fallbacks          (new) calls where new failed and legacy served instead
 comparisons        comparisons completed after this arm ran off-path
 drifts             of those, the ones whose outputs differ
@@ -44,7 +45,7 @@ hook_errors        unit extractors, redactors and publishers that raised (caught
     CALLS,
     ERRORS,
     TIMEOUTS,
-    SERVED,
+    OFFPATH,
     FALLBACKS,
     COMPARISONS,
     DRIFTS,
