@@ -95,3 +95,4 @@ def _no_leftover_runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Ite
     monkeypatch.setenv("CUTOVER_STORE", f"sqlite:///{tmp_path / 'default.db'}")
     yield
     rt.shutdown()
+    rt._declared.clear()  # a test's migrations do not follow it into the next test

@@ -84,6 +84,8 @@ def test_stale_expected_version_is_a_conflict(sqlite_url: str) -> None:
         (["check", "codec", "--max-drift-rate", "5"], "must be a share from 0 to 1"),
         (["drifts", "nope"], "no migration named 'nope'"),
         (["gc", "--older-than", "-3d"], "is not a duration"),
+        (["stats", "codec", "--window", "9" * 400], "is too long"),
+        (["check", "codec", "--max-drift-rate", "0.1", "--window", "10" * 12 + "w"], "too long"),
     ],
 )
 def test_bad_input_exits_2_with_one_sentence(
@@ -100,6 +102,9 @@ def test_bad_input_exits_2_with_one_sentence(
 def test_a_bad_store_url_and_an_unreachable_store() -> None:
     bad = run("mysql://nowhere/db", "status")
     assert bad.returncode == 2 and "unsupported store URL scheme 'mysql'" in bad.stderr
+    port = run("postgresql://u@h:notaport/db", "status")
+    assert port.returncode == 2 and "is malformed" in port.stderr
+    assert "Traceback" not in port.stderr
     down = run("postgresql://postgres@127.0.0.1:1/none", "status")
     assert down.returncode == 1 and "cannot open the store" in down.stderr
     assert "Traceback" not in down.stderr

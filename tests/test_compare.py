@@ -34,9 +34,12 @@ def test_exact_matches_equal_values_and_names_differing_paths() -> None:
     diff = exact({"a": [1, 2], "b": "x"}, {"a": [1, 3], "b": "x", "c": None})
     assert paths(diff) == ["$.a[1]", "$.c"]
     assert diff.differences[1].legacy is MISSING and diff.differences[1].kind == "missing_in_legacy"
-    assert exact(1, 1.0), "exact compares types at the top level"
+    assert exact(1, 1.0), "exact compares types"
     assert exact(True, 1)
-    assert exact(float("nan"), float("nan"))
+    assert paths(exact({"a": 1}, {"a": 1.0})) == ["$.a"], "also inside containers"
+    assert paths(exact([True, 2], [1, 2])) == ["$[0]"]
+    nan = float("nan")
+    assert exact(nan, nan) and exact([nan], [nan]), "NaN differs from NaN, even itself"
 
 
 def test_numeric_tolerances() -> None:
@@ -77,6 +80,15 @@ def test_structural_ignore_unordered_rename_and_tolerance() -> None:
     diff = comparator(legacy, new)
     assert paths(diff) == ["$.items[1].price", "$.tags[1]", "$.tags[2]"]
     assert diff.fingerprint == "$.items[*].price | $.tags[*]"
+
+
+def test_ignore_applies_inside_unordered_lists() -> None:
+    comparator = compare.structural(ignore=["$.items[*].ts"], unordered=["$.items"])
+    legacy = {"items": [{"id": 1, "ts": 10}, {"id": 2, "ts": 20}]}
+    new = {"items": [{"id": 2, "ts": 99}, {"id": 1, "ts": 98}]}
+    assert not comparator(legacy, new)
+    new["items"][0]["id"] = 3
+    assert paths(comparator(legacy, new)) == ["$.items[0]", "$.items[1]"]
 
 
 def test_recursive_descent_and_quoted_keys() -> None:
@@ -150,6 +162,15 @@ def test_judge_verdicts() -> None:
 
     verdict, diff, problem = compare.judge(broken, errors, legacy, observation(Arm.NEW, 1))
     assert verdict is Verdict.ERROR and isinstance(problem, RuntimeError) and diff is None
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no str for you")
+
+    verdict, diff, _ = compare.judge(
+        exact, errors, legacy, observation(Arm.NEW, error=Unprintable())
+    )
+    assert verdict is Verdict.DRIFT and diff.fingerprint == "$ (new raised Unprintable)"
 
 
 def test_custom_comparators_are_plain_callables() -> None:

@@ -7,6 +7,7 @@ import re
 from cutover.errors import InvalidInput
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+MAX_SECONDS = 100 * 365 * 86400.0
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 
@@ -27,6 +28,8 @@ def parse_duration(text: str | float | int, what: str = "duration") -> float:
             seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     if seconds <= 0:
         raise InvalidInput(f"{what} must be longer than zero, got {text!r}")
+    if not seconds < MAX_SECONDS:  # also catches inf and nan
+        raise InvalidInput(f"{what} {text!r} is too long; give at most 100 years (36500d)")
     return seconds
 
 

@@ -40,7 +40,12 @@ class ConflictError(CutoverError):
 
 
 class StoreError(CutoverError):
-    """The store could not be reached or refused an operation."""
+    """The store could not be reached (``transient``: try again later) or refused an
+    operation outright (not transient: retrying the same thing fails the same way)."""
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class ArmTimeout(CutoverError, TimeoutError):

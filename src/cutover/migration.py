@@ -2,7 +2,10 @@
 
 The caller's path does only this: read the cached route, find the unit's bucket, call the
 serving arm, count. Running the other arm, comparing, diffing, redacting, publishing and
-flushing all happen off that path, and nothing they do can raise into it or block it.
+flushing all happen off that path, and nothing they do can raise into it or block it. What
+little of cutover's own work must happen on the caller's thread for a sampled call (copying
+arguments, queueing the off-path run) is guarded: if it fails, the comparison is skipped and
+counted, and the caller still gets exactly what the serving arm gave.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import contextvars
 import copy
 import functools
 import inspect
-import logging
 import random
 import re
 import time
@@ -35,6 +37,7 @@ from cutover.routing import (
     env_override,
     serving_arm,
 )
+from cutover.runtime import limited
 from cutover.telemetry.drift import Redactor
 from cutover.telemetry.windows import (
     CALLS,
@@ -54,20 +57,21 @@ from cutover.telemetry.windows import (
     MigrationTelemetry,
 )
 
-log = logging.getLogger("cutover")
-
 _now = time.perf_counter_ns  # tests replace this to control measured durations
 _random = random.random
 _mmh3: Callable[[str, int, bool], int] = __import__("mmh3").hash
 
 # Offsets of the counters the caller's path touches.
 L_CALLS, N_CALLS = LEGACY_BASE + CALLS, NEW_BASE + CALLS
-N_TIMEOUTS, N_FALLBACKS = NEW_BASE + TIMEOUTS, NEW_BASE + FALLBACKS
+N_FALLBACKS = NEW_BASE + FALLBACKS
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}\Z")
 
 _unit: contextvars.ContextVar[str | None] = contextvars.ContextVar("cutover_unit", default=None)
 _unit_get = _unit.get
+
+_BROKEN = object()
+"""The unit of a call whose extractor raised: legacy serves it."""
 
 
 @contextlib.contextmanager
@@ -109,28 +113,18 @@ class _Timeout(Exception):
     """The serving new arm did not answer in time (internal)."""
 
 
-class _Limited:
-    """Logs a message at most once a minute per key, so a broken hook cannot flood the log."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
-
-    def error(self, key: str, message: str, *args: Any, exc_info: Any = None) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, -1e9) >= 60:
-            self._last[key] = now
-            log.error(message, *args, exc_info=exc_info)
-
-
-_limited = _Limited()
-
-
 def _is_async(function: Callable[..., Any]) -> bool:
     target = function
     while isinstance(target, functools.partial):
         target = target.func
     return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
         getattr(target, "__call__", None)  # noqa: B004 - async callable objects
+    )
+
+
+def _timeout_error(name: str, timeout: float | None) -> ArmTimeout:
+    return ArmTimeout(
+        f"the new arm of {name!r} did not answer within {timeout:g}s and fallback is off"
     )
 
 
@@ -171,13 +165,15 @@ class Migration:
                 raise InvalidInput(
                     f"{label} of migration {name!r} must be callable, got {function!r}"
                 )
-        self.is_async = _is_async(legacy)
-        if _is_async(new) and not self.is_async:
+        is_async = _is_async(legacy)
+        if _is_async(new) and not is_async:
             raise InvalidInput(
                 f"migration {name!r}: new is async but legacy is not, and a sync caller cannot"
                 " await it; make both async or give a sync new"
             )
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
             raise InvalidInput(
                 f"timeout of migration {name!r} must be a positive number of seconds"
             )
@@ -192,10 +188,14 @@ class Migration:
                 raise InvalidInput(
                     f"{label} of migration {name!r} must be callable, got {function!r}"
                 )
+        # Name, docstring and signature of legacy; never its instance attributes, which could
+        # shadow the migration's own (a callable object with a ``name`` or ``timeout``).
+        functools.update_wrapper(self, legacy, updated=())
         self.name = name
         self._prefix = name + ":"
         self.legacy = legacy
         self.new = new
+        self.is_async = is_async
         self.timeout = None if timeout is None else float(timeout)
         self.copy_args = copy_args
         self._timeout_ns = None if timeout is None else int(timeout * 1e9)
@@ -208,7 +208,7 @@ class Migration:
         self._default = default if isinstance(default, State) else State(mode=Mode.parse(default))
         self._override: Mode | None = env_override(name)  # a bad kill switch value fails here
         self._route: Route = compile_route(self._default, self._override)
-        functools.update_wrapper(self, legacy)
+        rt.declare(self)
         self._attach(rt.current())
 
     # -- state ---------------------------------------------------------------------------
@@ -224,7 +224,7 @@ class Migration:
         try:
             self._override = env_override(self.name)
         except InvalidInput as error:
-            _limited.error(f"override:{self.name}", "cutover ignores a bad kill switch: %s", error)
+            limited.error(f"override:{self.name}", "cutover ignores a bad kill switch: %s", error)
         route = compile_route(state or self._default, self._override)
         if route != self._route:
             self._route = route
@@ -299,24 +299,25 @@ class Migration:
         if self._timeout_ns is not None:
             return self._call_slow(route, block, args, kwargs, False)
         extract = self._unit_fn
-        if extract is None:
-            unit = _unit_get()
-        else:
+        unit = None
+        if extract is not None:
             try:
                 unit = extract(*args, **kwargs)
+                if unit is not None and type(unit) is not str:
+                    unit = f"{unit}"
             except Exception as error:  # noqa: BLE001 - a broken extractor must not break calls
                 unit = self._extractor_failed(block, error)
-            else:
-                if unit is None:
-                    unit = _unit_get()
+        if unit is None:
+            unit = _unit_get()
+        # The routing rule of routing.serving_arm, inlined: this is the hottest code there is.
         limit = route.threshold
         if unit is None:  # every call is its own unit
             new_serves = limit >= 10_000 or (limit > 0 and _random() * 10_000 < limit)
-        elif unit is False:
+        elif unit is _BROKEN:
             new_serves = False
         else:
-            pins = route.pins  # the routing rule of routing.serving_arm, inlined for speed
-            pinned = None if pins is None else pins.get(f"{unit}")
+            pins = route.pins
+            pinned = None if pins is None else pins.get(unit)
             if pinned is not None:
                 new_serves = pinned
             elif limit <= 0:
@@ -324,7 +325,7 @@ class Migration:
             elif limit >= 10_000:
                 new_serves = True
             else:
-                new_serves = _mmh3(f"{self._prefix}{unit}", 0, False) % 10_000 < limit
+                new_serves = _mmh3(self._prefix + unit, 0, False) % 10_000 < limit
         start = _now()
         if new_serves:
             failure = None
@@ -355,34 +356,34 @@ class Migration:
         block[LEGACY_HIST + bucket] += 1
         return result
 
-    def _extractor_failed(self, block: list[int], error: Exception) -> bool:
-        """Count a unit extractor that raised; its calls are served by legacy (False)."""
+    def _extractor_failed(self, block: list[int], error: Exception) -> object:
+        """Count a unit extractor that raised; its calls are served by legacy."""
         block[LEGACY_BASE + HOOK_ERRORS] += 1
-        _limited.error(
+        limited.error(
             f"unit:{self.name}",
             "cutover: the unit extractor of %r raised %r; those calls are served by legacy",
             self.name,
             error,
         )
-        return False
+        return _BROKEN
 
     def _unit_of(self, block: list[int], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """The unit of this call: a str; None routes the call as its own unit; False when the
-        extractor broke (legacy serves)."""
+        """The unit of this call as a str; None when the call is its own unit; _BROKEN when the
+        extractor raised (legacy serves)."""
         extract = self._unit_fn
         if extract is not None:
             try:
                 unit = extract(*args, **kwargs)
+                if unit is not None:
+                    return unit if type(unit) is str else f"{unit}"
             except Exception as error:  # noqa: BLE001 - a broken extractor must not break calls
                 return self._extractor_failed(block, error)
-            if unit is not None:
-                return unit if type(unit) is str else f"{unit}"
         return _unit_get()
 
     def _serves_new(self, route: Route, unit: Any) -> bool:
         """The routing rule (``routing.serving_arm``), for the slow and async paths."""
         limit = route.threshold
-        if unit is False:
+        if unit is _BROKEN:
             return False
         if unit is None:
             return limit >= BUCKETS or (limit > 0 and _random() * BUCKETS < limit)
@@ -394,6 +395,25 @@ class Migration:
             return False
         return limit >= BUCKETS or _mmh3(self._prefix + unit, 0, False) % BUCKETS < limit
 
+    def _offpath_arguments(
+        self, block: list[int], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """The arguments the off-path arm gets: the caller's, or a deep copy (``copy_args``).
+        None when the copy fails: that call is not compared, and the failure is counted."""
+        if not self.copy_args:
+            return args, kwargs
+        try:
+            return copy.deepcopy((args, kwargs))
+        except Exception as error:  # noqa: BLE001 - an uncopyable argument skips the comparison
+            block[LEGACY_BASE + HOOK_ERRORS] += 1
+            limited.error(
+                f"copy:{self.name}",
+                "cutover: cannot copy the arguments of %r (%r); those calls are not compared",
+                self.name,
+                error,
+            )
+            return None
+
     def _call_slow(
         self,
         route: Route,
@@ -404,29 +424,22 @@ class Migration:
     ) -> Any:
         """Shadow or canary when the other arm runs off-path too, or new has a timeout."""
         unit = self._unit_of(block, args, kwargs)
-        if sampled and self.copy_args:
-            offpath_args, offpath_kwargs = copy.deepcopy((args, kwargs))
-        else:
-            offpath_args, offpath_kwargs = args, kwargs
+        offpath = self._offpath_arguments(block, args, kwargs) if sampled else None
         if self._serves_new(route, unit):
-            return self._serve_new(
-                route, block, args, kwargs, unit, sampled, offpath_args, offpath_kwargs
-            )
+            return self._serve_new(route, block, args, kwargs, unit, offpath)
         start = _now()
         try:
             result = self.legacy(*args, **kwargs)
         except Exception as error:
             elapsed = _now() - start
             _record(block, Arm.LEGACY, elapsed, ERRORS)
-            if sampled:
-                observed = Observation(Arm.LEGACY, exception=error, duration_ns=elapsed)
-                self._submit(block, Arm.NEW, observed, offpath_args, offpath_kwargs, unit)
+            if offpath is not None:
+                self._submit(block, Arm.NEW, Arm.LEGACY, None, error, elapsed, offpath, unit)
             raise
         elapsed = _now() - start
         _record(block, Arm.LEGACY, elapsed)
-        if sampled:
-            observed = Observation(Arm.LEGACY, value=result, duration_ns=elapsed)
-            self._submit(block, Arm.NEW, observed, offpath_args, offpath_kwargs, unit)
+        if offpath is not None:
+            self._submit(block, Arm.NEW, Arm.LEGACY, result, None, elapsed, offpath, unit)
         return result
 
     def _serve_new(
@@ -436,9 +449,7 @@ class Migration:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         unit: Any,
-        sampled: bool,
-        offpath_args: tuple[Any, ...],
-        offpath_kwargs: dict[str, Any],
+        offpath: tuple[tuple[Any, ...], dict[str, Any]] | None,
     ) -> Any:
         failure: Exception | None = None
         timed_out = False
@@ -459,22 +470,17 @@ class Migration:
             _record(block, Arm.NEW, elapsed, TIMEOUTS)
             if route.fallback:
                 return self._fall_back(block, args, kwargs, unit, None)
-            raise ArmTimeout(
-                f"the new arm of {self.name!r} did not answer within {self.timeout:g}s"
-                " and fallback is off"
-            )
+            raise _timeout_error(self.name, self.timeout)
         if failure is not None:
             _record(block, Arm.NEW, elapsed, ERRORS)
             if route.fallback:
                 return self._fall_back(block, args, kwargs, unit, failure)
-            if sampled:
-                observed = Observation(Arm.NEW, exception=failure, duration_ns=elapsed)
-                self._submit(block, Arm.LEGACY, observed, offpath_args, offpath_kwargs, unit)
+            if offpath is not None:
+                self._submit(block, Arm.LEGACY, Arm.NEW, None, failure, elapsed, offpath, unit)
             raise failure
         _record(block, Arm.NEW, elapsed)
-        if sampled:
-            observed = Observation(Arm.NEW, value=result, duration_ns=elapsed)
-            self._submit(block, Arm.LEGACY, observed, offpath_args, offpath_kwargs, unit)
+        if offpath is not None:
+            self._submit(block, Arm.LEGACY, Arm.NEW, result, None, elapsed, offpath, unit)
         return result
 
     def _fall_back(
@@ -488,8 +494,7 @@ class Migration:
         """New failed (``failure``, or None for a timeout): legacy serves this call, whatever it
         returns or raises."""
         block[N_FALLBACKS] += 1
-        why = "timeout" if failure is None else type(failure).__name__
-        self._emit({"event": "fallback", "unit": unit or None, "reason": why})
+        self._emit_fallback(unit, failure)
         start = _now()
         try:
             result = self.legacy(*args, **kwargs)
@@ -502,19 +507,9 @@ class Migration:
     def _call_new_bounded(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run new on a serving thread and wait at most the timeout (sync code cannot be
         interrupted, so a late call finishes in the background and its result is dropped)."""
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        new = self.new
-
-        def job() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                future.set_result(new(*args, **kwargs))
-            except Exception as error:  # noqa: BLE001 - handed to the caller through the future
-                future.set_exception(error)
-
-        if not self._runtime.serving_pool.submit(job, contextvars.copy_context()):
-            _limited.error(
+        future = self._runtime.serving_pool.call(self.new, args, kwargs, contextvars.copy_context())
+        if future is None:
+            limited.error(
                 f"serving:{self.name}",
                 "cutover: every serving thread is busy with a slow new arm of %r;"
                 " calls fall back at once",
@@ -533,17 +528,29 @@ class Migration:
         self,
         block: list[int],
         arm: Arm,
-        observed: Observation,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
+        served_by: Arm,
+        value: Any,
+        failure: BaseException | None,
+        elapsed: int,
+        offpath: tuple[tuple[Any, ...], dict[str, Any]],
         unit: Any,
     ) -> None:
-        """Run ``arm`` off-path and compare it with ``observed``; a full pool counts a drop."""
-        runtime = self._runtime
-        at = runtime.clock()
-        job = functools.partial(self._run_offpath, runtime, arm, observed, args, kwargs, unit, at)
-        if not runtime.pool.submit(job, contextvars.copy_context()):
-            block[_base(arm) + DROPPED] += 1
+        """Queue the off-path run of ``arm`` to compare with what ``served_by`` gave. Never
+        raises: if queueing fails the run is counted as dropped."""
+        try:
+            observed = Observation(served_by, value, failure, elapsed)
+            args, kwargs = offpath
+            at = self._runtime.clock()  # the call's time, for its drift sample
+            job = functools.partial(
+                self._run_offpath, self._runtime, arm, observed, args, kwargs, unit, at
+            )
+            if self._runtime.pool.submit(job, contextvars.copy_context()):
+                return
+        except Exception:  # noqa: BLE001 - the caller gets the serving arm's outcome regardless
+            limited.error(
+                f"submit:{self.name}", "cutover: cannot queue an off-path run", exc_info=True
+            )
+        block[_base(arm) + DROPPED] += 1
 
     def _run_offpath(
         self,
@@ -584,8 +591,7 @@ class Migration:
         at: float,
     ) -> None:
         """Count the off-path run, compare it, keep a drift sample, publish. Never raises."""
-        telemetry = self._telemetry
-        block = telemetry.block()
+        block = self._telemetry.block()
         base = _base(arm)
         block[base + OFFPATH] += 1
         if timed_out:
@@ -597,7 +603,7 @@ class Migration:
         verdict, diff, problem = judge(self._compare, self._compare_exceptions, legacy, new)
         if verdict is Verdict.ERROR:
             block[base + COMPARATOR_ERRORS] += 1
-            _limited.error(
+            limited.error(
                 f"compare:{self.name}",
                 "cutover: the comparator of %r raised; counted as a comparator error",
                 self.name,
@@ -612,7 +618,7 @@ class Migration:
             verdict=verdict,
             legacy=legacy,
             new=new,
-            unit=None if unit is None or unit is False else unit,
+            unit=unit if isinstance(unit, str) else None,
             diff=diff,
             error=problem,
             at=at,
@@ -622,9 +628,9 @@ class Migration:
         if verdict is Verdict.DRIFT and runtime.sampler.admit(self.name, at):
             try:
                 runtime.keep_sample(runtime.sampler.sample(comparison, self._redact))
-            except Exception:  # noqa: BLE001 - a broken redactor drops the sample, unredacted never kept
+            except Exception:  # noqa: BLE001 - a broken redactor drops the sample, never stores it raw
                 block[base + HOOK_ERRORS] += 1
-                _limited.error(
+                limited.error(
                     f"redact:{self.name}",
                     "cutover: building a drift sample of %r failed (redactor?); sample dropped",
                     self.name,
@@ -635,14 +641,17 @@ class Migration:
                 self._publish(comparison)
             except Exception:  # noqa: BLE001 - a publisher cannot break anything
                 block[base + HOOK_ERRORS] += 1
-                _limited.error(
+                limited.error(
                     f"publish:{self.name}",
                     "cutover: the publisher of %r raised",
                     self.name,
                     exc_info=True,
                 )
-        if runtime.events is not None:
+        events = runtime.events
+        if events is not None:
             event: dict[str, Any] = {
+                "at": at,
+                "migration": self.name,
                 "event": "comparison",
                 "result": verdict.value,
                 "legacy_ms": round(legacy.duration_ns / 1e6, 6),
@@ -652,19 +661,35 @@ class Migration:
             if diff:
                 event["fingerprint"] = diff.fingerprint
                 event["paths"] = diff.paths()[:20]
-            self._emit(event, at)
+            events.emit(event)
 
-    def _emit(self, event: dict[str, Any], at: float | None = None) -> None:
+    def _emit_fallback(self, unit: Any, failure: Exception | None) -> None:
+        """Queue a fallback event for the event log (on the caller's path: guarded, no I/O)."""
         events = self._runtime.events
-        if events is not None:
+        if events is None:
+            return
+        try:
             events.emit(
-                {"at": self._runtime.clock() if at is None else at, "migration": self.name, **event}
+                {
+                    "at": self._runtime.clock(),
+                    "migration": self.name,
+                    "event": "fallback",
+                    "unit": unit if isinstance(unit, str) else None,
+                    "reason": "timeout" if failure is None else type(failure).__name__,
+                }
             )
+        except Exception:  # noqa: BLE001 - the event is lost, the call is not
+            limited.error(f"event:{self.name}", "cutover: cannot log a fallback", exc_info=True)
 
 
 class AsyncMigration(Migration):
-    """A migration of coroutine functions: calling it returns an awaitable. Off-path arms run as
-    tracked tasks (context variables carry over); sync arms run in a thread."""
+    """A migration of coroutine functions: calling it returns an awaitable.
+
+    Off-path arms run as tracked tasks (context variables carry over); a sync arm runs
+    off-path on cutover's worker pool, never on the loop's default executor. A sync new arm
+    that serves runs on the loop's thread, unless the migration has a timeout: then it runs on
+    a serving thread and the call waits at most that long.
+    """
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         route = self._route
@@ -684,10 +709,7 @@ class AsyncMigration(Migration):
             _record(block, arm, _now() - start)
             return result
         unit = self._unit_of(block, args, kwargs)
-        sampled = _sampled(route)
-        offpath_args, offpath_kwargs = (
-            copy.deepcopy((args, kwargs)) if sampled and self.copy_args else (args, kwargs)
-        )
+        offpath = self._offpath_arguments(block, args, kwargs) if _sampled(route) else None
         arm = Arm.NEW if self._serves_new(route, unit) else Arm.LEGACY
         failure: Exception | None = None
         timed_out = False
@@ -703,41 +725,44 @@ class AsyncMigration(Migration):
             _record(block, Arm.NEW, elapsed, TIMEOUTS)
             if route.fallback:
                 return await self._afall_back(block, args, kwargs, unit, None)
-            raise ArmTimeout(
-                f"the new arm of {self.name!r} did not answer within {self.timeout:g}s"
-                " and fallback is off"
-            )
+            raise _timeout_error(self.name, self.timeout)
         if failure is not None:
             _record(block, arm, elapsed, ERRORS)
             if arm is Arm.NEW and route.fallback:
                 return await self._afall_back(block, args, kwargs, unit, failure)
-            if sampled:
-                observed = Observation(arm, exception=failure, duration_ns=elapsed)
-                self._spawn(block, arm.other, observed, offpath_args, offpath_kwargs, unit)
+            if offpath is not None:
+                self._spawn(block, arm.other, arm, None, failure, elapsed, offpath, unit)
             raise failure
         _record(block, arm, elapsed)
-        if sampled:
-            observed = Observation(arm, value=result, duration_ns=elapsed)
-            self._spawn(block, arm.other, observed, offpath_args, offpath_kwargs, unit)
+        if offpath is not None:
+            self._spawn(block, arm.other, arm, result, None, elapsed, offpath, unit)
         return result
 
     async def _serve(self, arm: Arm, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-        """Run the serving arm; a new arm past its timeout is cancelled and raises _Timeout."""
-        if arm is Arm.NEW and self.timeout is not None:
-            try:
-                async with asyncio.timeout(self.timeout) as scope:
-                    return await self._invoke(arm, args, kwargs)
-            except TimeoutError:
-                if scope.expired():
-                    raise _Timeout from None
-                raise
-        return await self._invoke(arm, args, kwargs)
+        """Run the serving arm; a new arm past its timeout is abandoned and raises _Timeout."""
+        if arm is Arm.LEGACY or self.timeout is None:
+            return await self._invoke(arm, args, kwargs)
+        try:
+            async with asyncio.timeout(self.timeout) as scope:
+                if self._new_is_async:
+                    return await self.new(*args, **kwargs)
+                future = self._runtime.serving_pool.call(
+                    self.new, tuple(args), dict(kwargs), contextvars.copy_context()
+                )
+                if future is None:  # every serving thread is busy with a hung new arm
+                    raise _Timeout
+                return await asyncio.wrap_future(future)
+        except TimeoutError:
+            if scope.expired():
+                raise _Timeout from None
+            raise
 
     async def _invoke(self, arm: Arm, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-        function = self.new if arm is Arm.NEW else self.legacy
-        if self._new_is_async if arm is Arm.NEW else True:
-            return await function(*args, **kwargs)
-        return function(*args, **kwargs)
+        if arm is Arm.LEGACY:
+            return await self.legacy(*args, **kwargs)
+        if self._new_is_async:
+            return await self.new(*args, **kwargs)
+        return self.new(*args, **kwargs)
 
     async def _afall_back(
         self,
@@ -748,8 +773,7 @@ class AsyncMigration(Migration):
         failure: Exception | None,
     ) -> Any:
         block[N_FALLBACKS] += 1
-        why = "timeout" if failure is None else type(failure).__name__
-        self._emit({"event": "fallback", "unit": unit or None, "reason": why})
+        self._emit_fallback(unit, failure)
         start = _now()
         try:
             result = await self._invoke(Arm.LEGACY, args, kwargs)
@@ -763,16 +787,28 @@ class AsyncMigration(Migration):
         self,
         block: list[int],
         arm: Arm,
-        observed: Observation,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
+        served_by: Arm,
+        value: Any,
+        failure: BaseException | None,
+        elapsed: int,
+        offpath: tuple[tuple[Any, ...], dict[str, Any]],
         unit: Any,
     ) -> None:
-        runtime = self._runtime
-        at = runtime.clock()
-        coroutine = self._arun_offpath(runtime, arm, observed, args, kwargs, unit, at)
-        if not runtime.tasks.spawn(coroutine):
-            block[_base(arm) + DROPPED] += 1
+        """Start the off-path run of ``arm`` as a tracked task; never raises."""
+        try:
+            observed = Observation(served_by, value, failure, elapsed)
+            args, kwargs = offpath
+            runtime = self._runtime
+            at = runtime.clock()
+            if runtime.tasks.spawn(
+                self._arun_offpath(runtime, arm, observed, args, kwargs, unit, at)
+            ):
+                return
+        except Exception:  # noqa: BLE001 - the caller gets the serving arm's outcome regardless
+            limited.error(
+                f"spawn:{self.name}", "cutover: cannot start an off-path task", exc_info=True
+            )
+        block[_base(arm) + DROPPED] += 1
 
     async def _arun_offpath(
         self,
@@ -784,7 +820,6 @@ class AsyncMigration(Migration):
         unit: Any,
         at: float,
     ) -> None:
-        function = self.new if arm is Arm.NEW else self.legacy
         value: Any = None
         failure: Exception | None = None
         timed_out = False
@@ -792,9 +827,16 @@ class AsyncMigration(Migration):
         try:
             async with asyncio.timeout(self.timeout) as scope:
                 if arm is Arm.LEGACY or self._new_is_async:
+                    function = self.legacy if arm is Arm.LEGACY else self.new
                     value = await function(*args, **kwargs)
                 else:
-                    value = await asyncio.to_thread(function, *args, **kwargs)
+                    future = runtime.pool.call(
+                        self.new, tuple(args), dict(kwargs), contextvars.copy_context()
+                    )
+                    if future is None:
+                        self._telemetry.block()[_base(arm) + DROPPED] += 1
+                        return
+                    value = await asyncio.wrap_future(future)
         except TimeoutError as error:
             if scope.expired():
                 timed_out = True

@@ -8,6 +8,7 @@ starts its own threads on first use.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import logging
 import queue
@@ -41,11 +42,16 @@ class WorkerPool:
         self._closed = False
 
     def submit(self, job: Callable[[], Any], context: contextvars.Context | None = None) -> bool:
-        """Queue ``job``; False (at once, never waiting) when the queue is full or closed."""
+        """Queue ``job``; False (at once, never waiting) when the queue is full or closed, or
+        when no worker thread can be started."""
         if self._closed:
             return False
         if len(self._threads) < self.workers:
-            self._start_workers()
+            try:
+                self._start_workers()
+            except RuntimeError:  # "can't start new thread": the caller counts a drop
+                if not self._threads:
+                    return False
         with self._lock:
             self._unfinished += 1
         try:
@@ -54,6 +60,26 @@ class WorkerPool:
             self._finished()
             return False
         return True
+
+    def call(
+        self,
+        function: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        context: contextvars.Context | None = None,
+    ) -> concurrent.futures.Future[Any] | None:
+        """Run ``function(*args, **kwargs)`` on a worker; its future, or None if refused."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def job() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(function(*args, **kwargs))
+            except BaseException as error:  # noqa: BLE001 - handed to the waiting caller as is
+                future.set_exception(error)
+
+        return future if self.submit(job, context) else None
 
     @property
     def pending(self) -> int:
@@ -97,8 +123,8 @@ class WorkerPool:
             missing = self.workers - len(self._threads)
             for _ in range(missing):
                 thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                thread.start()  # may raise RuntimeError; only started threads are kept
                 self._threads.append(thread)
-                thread.start()
 
     def _run(self) -> None:
         clean = False
@@ -139,16 +165,22 @@ class TaskTracker:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._lock = threading.Lock()  # loops in several threads may share the tracker
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> bool:
         """Run ``coroutine`` as a task of the running loop; at the limit, close it, return False."""
-        if len(self._tasks) >= self.limit:
-            coroutine.close()
-            return False
-        task = asyncio.get_running_loop().create_task(coroutine)  # copies the context
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        with self._lock:
+            if len(self._tasks) >= self.limit:
+                coroutine.close()
+                return False
+            task = asyncio.get_running_loop().create_task(coroutine)  # copies the context
+            self._tasks.add(task)
+        task.add_done_callback(self._forget)
         return True
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        with self._lock:
+            self._tasks.discard(task)
 
     @property
     def pending(self) -> int:
@@ -157,7 +189,8 @@ class TaskTracker:
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait for the tasks of the running loop; False if ``timeout`` passed first."""
         loop = asyncio.get_running_loop()
-        mine = [task for task in self._tasks if task.get_loop() is loop]
+        with self._lock:
+            mine = [task for task in self._tasks if task.get_loop() is loop]
         if not mine:
             return True
         _done, pending = await asyncio.wait(mine, timeout=timeout)
@@ -165,3 +198,4 @@ class TaskTracker:
 
     def after_fork_in_child(self) -> None:
         self._tasks = set()
+        self._lock = threading.Lock()

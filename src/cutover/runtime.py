@@ -1,8 +1,9 @@
 """The one configured runtime: store, clock, cached states, off-path pool, flushing, fork safety.
 
-``cutover.configure()`` replaces it; everything else reads it through :func:`current`. A
-background thread refreshes the cached states (so the caller's path never waits for the
-store) and flushes telemetry every few seconds; both are re-created in a forked child.
+``cutover.configure()`` replaces it; everything else reads it through :func:`current`. Two
+background threads keep it going: one refreshes the cached states (so the caller's path never
+waits for the store, and a slow write never delays a rollback), the other flushes telemetry.
+Both survive any error and are re-created in a forked child.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +28,15 @@ from cutover.clock import Clock, system_clock
 from cutover.errors import InvalidInput, StoreError
 from cutover.model import State
 from cutover.offpath import TaskTracker, WorkerPool
-from cutover.store import DEFAULT_STORE, FlushBatch, InstanceInfo, Store, open_store, redact_url
+from cutover.store import (
+    DEFAULT_STORE,
+    FlushBatch,
+    InstanceInfo,
+    Store,
+    normalize_url,
+    open_store,
+    redact_url,
+)
 from cutover.telemetry.drift import DriftSample, DriftSampler, Redactor
 from cutover.telemetry.events import EventLog
 from cutover.telemetry.windows import MigrationTelemetry
@@ -62,13 +72,11 @@ class Settings(BaseModel):
         720, ge=1, description="flushes kept in memory while the store is down"
     )
     prometheus: bool = True
-    instance: str | None = None
+    instance: str | None = Field(None, min_length=1, max_length=100)
 
     @field_validator("store")
     @classmethod
     def _store_url(cls, value: str) -> str:
-        from cutover.store import normalize_url
-
         normalize_url(value)  # raises InvalidInput with the fix
         return value
 
@@ -83,104 +91,135 @@ class StoreHealth:
     last_error: str | None
     buffered_flushes: int
     dropped_flushes: int
+    rejected_flushes: int
 
 
-def _new_instance_id() -> str:
+def _instance_name(configured: str | None) -> str:
+    """How this process names itself: the configured name (with the pid in a forked child),
+    else host:pid:random."""
+    if configured:
+        return configured
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
+# Every Migration declared in this process, whatever runtime it is attached to, so that
+# configure() after shutdown() (or a fork) finds them all.
+_declared: weakref.WeakSet[Migration] = weakref.WeakSet()
+
+
+class _Limited:
+    """Logs an error at most once a minute per key, so a broken hook cannot flood the log."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def error(self, key: str, message: str, *args: Any, exc_info: Any = None) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) >= 60:
+            self._last[key] = now
+            log.error(message, *args, exc_info=exc_info)
+
+
+limited = _Limited()
+
+
 class Runtime:
-    """Owns the store connection, the cached states, the pools and the background thread."""
+    """Owns the store connection, the cached states, the pools and the background threads."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.clock: Clock = settings.clock
         self.store: Store = open_store(settings.store)
-        self.instance = settings.instance or _new_instance_id()
-        self.started_at = self.clock()
+        self.instance = _instance_name(settings.instance)
         self.pool = WorkerPool(settings.offpath_workers, settings.offpath_queue)
         self.serving_pool = WorkerPool(
             settings.serving_workers, settings.serving_workers, name="cutover-serving"
         )
         self.tasks = TaskTracker(settings.offpath_tasks)
-        self.sampler = DriftSampler(
-            settings.drift_samples_per_minute, settings.drift_sample_chars, settings.redact
-        )
         self.events = EventLog(settings.events) if settings.events else None
         self.telemetry: dict[str, MigrationTelemetry] = {}
-        self.migrations: weakref.WeakSet[Migration] = weakref.WeakSet()
         self.states: dict[str, State] = {}  # the snapshot, replaced whole, never mutated
         self._samples: collections.deque[DriftSample] = collections.deque(maxlen=10_000)
         self._pending: collections.deque[FlushBatch] = collections.deque()
-        self._seq = itertools.count(1)
-        self._flush_lock = threading.Lock()
         self._registry_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._loaded_at: float | None = None
+        self._fresh_process()
+
+    def _fresh_process(self) -> None:
+        """Everything that belongs to one process: reset at start and in a forked child."""
+        settings = self.settings
+        self.started_at = self.clock()
+        self.run = secrets.token_hex(8)  # makes flush keys unique even if instance names repeat
+        self._seq = itertools.count(1)
+        self.sampler = DriftSampler(
+            settings.drift_samples_per_minute, settings.drift_sample_chars, settings.redact
+        )
+        self._flush_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._stop = threading.Event()
         self._loaded = threading.Event()
+        self._threads: list[threading.Thread] = []
         self._reachable: bool | None = None
         self._last_error: str | None = None
-        self._dropped_flushes = 0
         self._store_errors = 0
-        self._last_refresh = 0.0
-        self._last_flush = time.monotonic()
+        self._dropped_flushes = 0
+        self._rejected_flushes = 0
+        self._loaded_at: float | None = None
 
     # -- registration and routing --------------------------------------------------------
 
     def register(self, migration: Migration) -> MigrationTelemetry:
+        """Give ``migration`` its telemetry here; route it by this runtime's states once loaded."""
         with self._registry_lock:
             telemetry = self.telemetry.get(migration.name)
             if telemetry is None:
                 telemetry = self.telemetry[migration.name] = MigrationTelemetry(migration.name)
-            self.migrations.add(migration)
-        migration._apply(self.states.get(migration.name))
+        if self._loaded_at is not None:
+            migration._apply(self.states.get(migration.name))
         self.ensure_started()
         return telemetry
 
-    def adopt(self, previous: Runtime) -> None:
-        """Take over the migrations of a runtime being replaced by ``configure()``."""
-        with previous._registry_lock:
-            migrations = list(previous.migrations)
-        for migration in migrations:
-            migration._attach(self)
-
-    def state_of(self, name: str) -> State | None:
-        return self.states.get(name)
+    @property
+    def migrations(self) -> list[Migration]:
+        return [m for m in list(_declared) if m._runtime is self]
 
     # -- background work -----------------------------------------------------------------
 
     def ensure_started(self) -> None:
-        thread = self._thread
-        if thread is not None and thread.is_alive():
+        if self._threads and all(thread.is_alive() for thread in self._threads):
             return
-        with self._registry_lock:
-            if self._thread is not None and self._thread.is_alive():
+        with self._start_lock:
+            if self._threads and all(thread.is_alive() for thread in self._threads):
                 return
-            self._stopping = False
-            self._thread = threading.Thread(target=self._loop, name="cutover-runtime", daemon=True)
-            self._thread.start()
+            self._stop.clear()
+            self._threads = [
+                self._spawn("cutover-refresh", self.refresh, self.settings.refresh_interval),
+                self._spawn("cutover-flush", self._background_flush, self.settings.flush_interval),
+            ]
+
+    def _spawn(self, name: str, work: Callable[[], Any], interval: float) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._every, args=(name, work, interval), name=name, daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _every(self, name: str, work: Callable[[], Any], interval: float) -> None:
+        """Run ``work`` every ``interval`` seconds until stopped; no error ends the thread."""
+        while not self._stop.is_set():
+            try:
+                work()
+            except Exception:  # noqa: BLE001 - the thread must outlive any failure
+                self._store_errors += 1
+                limited.error(name, "cutover %s failed; retrying", name, exc_info=True)
+            self._stop.wait(interval)
+
+    def _background_flush(self) -> None:
+        self.flush(drain_timeout=0)
 
     def wait_until_loaded(self, timeout: float) -> bool:
         """Block up to ``timeout`` for the first refresh attempt (success or failure)."""
         self.ensure_started()
         return self._loaded.wait(timeout)
-
-    def _loop(self) -> None:
-        settings = self.settings
-        while not self._stopping:
-            now = time.monotonic()
-            if now - self._last_refresh >= settings.refresh_interval:
-                self._last_refresh = now
-                self.refresh()
-            if now - self._last_flush >= settings.flush_interval:
-                self._last_flush = now
-                self.flush(drain_timeout=0)
-            next_refresh = self._last_refresh + settings.refresh_interval
-            next_flush = self._last_flush + settings.flush_interval
-            self._wake.wait(max(0.01, min(next_refresh, next_flush) - time.monotonic()))
-            self._wake.clear()
 
     def refresh(self) -> bool:
         """Reload every state from the store and recompile the routes that changed."""
@@ -188,14 +227,14 @@ class Runtime:
             states = self.store.states()
         except StoreError as error:
             self._store_failed(error)
-            self._loaded.set()
             return False
+        finally:
+            self._loaded.set()
         self._store_ok()
         self.states = states
         self._loaded_at = self.clock()
-        for migration in list(self.migrations):
+        for migration in self.migrations:
             migration._apply(states.get(migration.name))
-        self._loaded.set()
         return True
 
     def _store_failed(self, error: BaseException) -> None:
@@ -235,9 +274,7 @@ class Runtime:
             start = self.window_start(now)
             with self._registry_lock:
                 telemetries = list(self.telemetry.values())
-            deltas = [
-                (start, delta) for delta in (t.collect() for t in telemetries) if not delta.empty
-            ]
+            deltas = [(start, d) for d in (t.collect() for t in telemetries) if not d.empty]
             samples = []
             while self._samples:
                 samples.append(self._samples.popleft())
@@ -245,7 +282,7 @@ class Runtime:
                 self.events.drain()
             if deltas or samples:
                 self._pending.append(
-                    FlushBatch(self.instance, next(self._seq), now, deltas, samples)
+                    FlushBatch(self.instance, next(self._seq), now, deltas, samples, run=self.run)
                 )
                 while len(self._pending) > self.settings.buffer_limit:
                     self._pending.popleft()
@@ -262,13 +299,32 @@ class Runtime:
         heartbeat = self.heartbeat(now)
         try:
             if not self._pending:
-                self.store.write_flush(FlushBatch(self.instance, 0, now, heartbeat=heartbeat))
+                self.store.write_flush(
+                    FlushBatch(self.instance, 0, now, heartbeat=heartbeat, run=self.run)
+                )
             while self._pending:
                 batch = self._pending[0]
                 batch.heartbeat = heartbeat if len(self._pending) == 1 else None
-                self.store.write_flush(batch)
+                try:
+                    applied = self.store.write_flush(batch)
+                except StoreError as error:
+                    if error.transient:
+                        raise
+                    # The store refuses this batch itself (bad data): skip it, keep the rest.
+                    self._rejected_flushes += 1
+                    limited.error(
+                        "rejected", "cutover dropped a flush the store refused: %s", error
+                    )
+                    applied = True
+                if not applied and not batch.attempted:
+                    log.warning(
+                        "cutover flush %s/%s was already in the store", batch.run, batch.seq
+                    )
+                batch.attempted = True
                 self._pending.popleft()
         except StoreError as error:
+            if self._pending:
+                self._pending[0].attempted = True
             self._store_failed(error)
             return False
         self._store_ok()
@@ -277,7 +333,7 @@ class Runtime:
     def heartbeat(self, now: float) -> InstanceInfo:
         from cutover.routing import override_variable
 
-        migrations = list(self.migrations)
+        migrations = self.migrations
         overrides = {}
         for migration in migrations:
             mode = migration.route.override
@@ -298,6 +354,7 @@ class Runtime:
                 "states_loaded_at": self._loaded_at,
                 "store_errors": self._store_errors,
                 "dropped_flushes": self._dropped_flushes,
+                "rejected_flushes": self._rejected_flushes,
                 "cutover": __version__,
             },
         )
@@ -310,49 +367,44 @@ class Runtime:
             last_error=self._last_error,
             buffered_flushes=len(self._pending),
             dropped_flushes=self._dropped_flushes,
+            rejected_flushes=self._rejected_flushes,
         )
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def close(self, timeout: float = 5.0) -> None:
-        """Drain off-path work, flush, stop the background thread."""
+        """Drain off-path work, flush, stop the background threads and pools."""
         self.pool.close(timeout)
+        self.serving_pool.close(0)
+        self._stop.set()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
         self.flush(drain_timeout=0)
-        self._stopping = True
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
 
     def after_fork_in_child(self) -> None:
-        self.instance = self.settings.instance or _new_instance_id()
-        self.started_at = self.clock()
-        self._seq = itertools.count(1)
-        self._flush_lock = threading.Lock()
+        if self.settings.instance:
+            self.instance = f"{self.settings.instance}:{os.getpid()}"
+        else:
+            self.instance = _instance_name(None)
+        loaded_at = self._loaded_at
+        self._fresh_process()
+        self._loaded_at = loaded_at
+        if loaded_at is not None:
+            self._loaded.set()  # the parent's states are the child's last known states
         self._registry_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread = None
         self._pending.clear()  # the parent writes what it had buffered
         self._samples.clear()
-        self._loaded = threading.Event()
-        if self._loaded_at is not None:
-            self._loaded.set()
         self.pool.after_fork_in_child()
         self.serving_pool.after_fork_in_child()
         self.tasks.after_fork_in_child()
-        self.sampler = DriftSampler(
-            self.settings.drift_samples_per_minute,
-            self.settings.drift_sample_chars,
-            self.settings.redact,
-        )
         if self.events is not None:
             self.events.after_fork_in_child()
         self.store.after_fork_in_child()
         for telemetry in self.telemetry.values():
             telemetry.after_fork_in_child()
-        self._last_refresh = 0.0  # refresh at once: the parent may have missed changes
         if self.migrations:
-            self.ensure_started()
+            self.ensure_started()  # refreshes at once: the parent may have missed changes
 
 
 _runtime: Runtime | None = None
@@ -372,9 +424,9 @@ def current() -> Runtime:
     return _runtime
 
 
-def _install(runtime: Runtime) -> None:
-    global _runtime
-    _runtime = runtime
+def declare(migration: Migration) -> None:
+    """Remember a migration for every runtime to come (called by Migration itself)."""
+    _declared.add(migration)
 
 
 def configure(store: str | os.PathLike[str] | None = None, **options: Any) -> Runtime:
@@ -382,8 +434,11 @@ def configure(store: str | os.PathLike[str] | None = None, **options: Any) -> Ru
     ``sqlite:///cutover.db``. Other options: see :class:`Settings`.
 
     Waits up to ``wait`` seconds (default 1) for the first states, then returns whether or not
-    the store answered: an unreachable store never blocks a process from starting.
+    the store answered: an unreachable store never blocks a process from starting. Migrations
+    declared earlier move to the new runtime and keep routing as they did until its states
+    arrive.
     """
+    global _runtime
     if store is not None:
         options["store"] = os.fspath(store)
     try:
@@ -391,13 +446,6 @@ def configure(store: str | os.PathLike[str] | None = None, **options: Any) -> Ru
     except ValidationError as error:
         raise InvalidInput(_first_problem(error)) from None
     runtime = Runtime(settings)
-    with _runtime_lock:
-        previous = _runtime
-        _install(runtime)
-    if previous is not None:
-        previous.close()
-        previous.store.close()
-        runtime.adopt(previous)
     if settings.prometheus:
         from cutover.telemetry.prometheus import install_collector
 
@@ -405,6 +453,13 @@ def configure(store: str | os.PathLike[str] | None = None, **options: Any) -> Ru
     runtime.ensure_started()
     if settings.wait:
         runtime.wait_until_loaded(settings.wait)
+    with _runtime_lock:
+        previous, _runtime = _runtime, runtime
+    for migration in list(_declared):
+        migration._attach(runtime)
+    if previous is not None:
+        previous.close()
+        previous.store.close()
     return runtime
 
 
@@ -421,7 +476,8 @@ def _first_problem(error: ValidationError) -> str:
 
 
 def shutdown(timeout: float = 5.0) -> None:
-    """Flush and stop the runtime; the next use configures a fresh one from the environment."""
+    """Flush and stop the runtime; the next use configures a fresh one from the environment
+    and takes over the migrations already declared."""
     global _runtime
     with _runtime_lock:
         runtime, _runtime = _runtime, None
@@ -445,6 +501,9 @@ async def aflush(timeout: float = 5.0) -> bool:
 
 
 def _after_fork_in_child() -> None:
+    global _runtime_lock, _default_lock
+    _runtime_lock = threading.Lock()
+    _default_lock = threading.Lock()
     runtime = _runtime
     if runtime is not None:
         runtime.after_fork_in_child()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cutover.compare._diff import Diff, Difference, single
-from cutover.model import Observation, Verdict
+from cutover.model import Arm, Observation, Verdict
 
 Comparator = Callable[[Any, Any], Any]
 """Any callable ``(legacy_value, new_value) -> bool | Diff``: True or an empty Diff is a match."""
@@ -52,34 +52,36 @@ def exceptions(
 
 
 def describe_exception(error: BaseException) -> str:
-    return f"<raised {type(error).__name__}: {error}>"
+    try:
+        message = str(error)
+    except Exception:  # noqa: BLE001 - an exception whose __str__ fails still gets described
+        message = object.__repr__(error)
+    return f"<raised {type(error).__name__}: {message}>"
+
+
+def _one_raised(error: BaseException, value: Any, raised_by: Arm) -> Diff:
+    """One arm raised, the other returned: a drift at the root noting who raised what."""
+    note = f"{raised_by.value} raised {type(error).__name__}"
+    if raised_by is Arm.LEGACY:
+        return single(describe_exception(error), value, note)
+    return single(value, describe_exception(error), note)
 
 
 def judge(
     compare: Comparator, compare_exceptions: Comparator, legacy: Observation, new: Observation
 ) -> tuple[Verdict, Diff | None, BaseException | None]:
     """The verdict on one call. A comparator that raises yields ERROR, never an exception."""
-    if legacy.exception is not None or new.exception is not None:
-        if legacy.exception is None:
-            assert new.exception is not None
-            diff = single(
-                legacy.value,
-                describe_exception(new.exception),
-                f"new raised {type(new.exception).__name__}",
-            )
-            return Verdict.DRIFT, diff, None
-        if new.exception is None:
-            diff = single(
-                describe_exception(legacy.exception),
-                new.value,
-                f"legacy raised {type(legacy.exception).__name__}",
-            )
-            return Verdict.DRIFT, diff, None
-        comparator, left, right = compare_exceptions, legacy.exception, new.exception
-    else:
-        comparator, left, right = compare, legacy.value, new.value
     try:
-        outcome = comparator(left, right)
+        if legacy.exception is not None and new.exception is None:
+            return Verdict.DRIFT, _one_raised(legacy.exception, new.value, Arm.LEGACY), None
+        if new.exception is not None and legacy.exception is None:
+            return Verdict.DRIFT, _one_raised(new.exception, legacy.value, Arm.NEW), None
+        if legacy.exception is not None and new.exception is not None:
+            outcome = compare_exceptions(legacy.exception, new.exception)
+            left, right = legacy.exception, new.exception
+        else:
+            outcome = compare(legacy.value, new.value)
+            left, right = legacy.value, new.value
         if isinstance(outcome, Diff):
             diff = outcome
         elif outcome:

@@ -86,15 +86,15 @@ class _Walker:
             return False
         return math.isclose(x, y, rel_tol=self.rel, abs_tol=self.abs)
 
-    def equal(self, a: Any, b: Any) -> bool:
-        """Whether two values match under the rules, without recording anything."""
+    def equal(self, a: Any, b: Any, path: list[Token]) -> bool:
+        """Whether two values at ``path`` match under the rules, without recording anything."""
         probe = _Walker.__new__(_Walker)
         for slot in _Walker.__slots__:
             setattr(probe, slot, getattr(self, slot))
         probe.out = []
         probe.limit = 1
         probe.truncated = False
-        probe.walk(a, b, [])
+        probe.walk(a, b, list(path))
         return not probe.out and not probe.truncated
 
     def walk(self, a: Any, b: Any, path: list[Token]) -> None:
@@ -167,8 +167,10 @@ class _Walker:
         remaining = list(range(len(b)))
         unmatched_a = []
         for index_a, value in enumerate(a):
+            # Ignore patterns like $.items[*].ts apply inside the elements too.
+            at = [*path, index_a]
             for position, index_b in enumerate(remaining):
-                if self.equal(value, b[index_b]):
+                if self.equal(value, b[index_b], at):
                     del remaining[position]
                     break
             else:
@@ -224,12 +226,19 @@ class Structural:
         return f"structural({', '.join(options)})"
 
 
+_FLAT = (str, bytes, bytearray, int, float, bool, type(None))
+
+
 def _fast_equal(a: Any, b: Any, strict: bool) -> bool:
-    """``==`` decides most matches in C; only a mismatch pays for the walk."""
-    if strict and type(a) is not type(b):
+    """``==`` decides most matches in C, so only a mismatch pays for the walk.
+
+    Under strict types ``==`` is trusted only for flat values: ``{"a": 1} == {"a": 1.0}`` is
+    True in Python, but the types inside differ, so equal containers are walked too.
+    """
+    if strict and (type(a) is not type(b) or type(a) not in _FLAT):
         return False
     try:
-        return a is b or bool(a == b)
+        return bool(a == b)
     except Exception:  # noqa: BLE001 - fall back to the walk
         return False
 

@@ -29,7 +29,12 @@ class InstanceInfo:
 
 @dataclass(slots=True)
 class FlushBatch:
-    """An instance's telemetry since its previous flush; ``(instance, seq)`` makes it idempotent."""
+    """An instance's telemetry since its previous flush.
+
+    ``(run, seq)`` makes it idempotent: ``run`` is random per process (and per fork), ``seq``
+    counts its flushes, so a retried flush is recognised and two processes never collide even
+    when they share an instance name.
+    """
 
     instance: str
     seq: int
@@ -37,6 +42,8 @@ class FlushBatch:
     windows: list[tuple[int, WindowDelta]] = field(default_factory=list)  # (window start, delta)
     samples: list[DriftSample] = field(default_factory=list)
     heartbeat: InstanceInfo | None = None
+    run: str = ""
+    attempted: bool = False  # a write was tried and its outcome is unknown
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,8 +69,9 @@ histograms = sa.Table(
 flushes = sa.Table(
     "cutover_flushes",
     metadata,
-    sa.Column("instance", sa.String(120), primary_key=True),
+    sa.Column("run", sa.String(40), primary_key=True),
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("instance", sa.String(120), nullable=False),
     sa.Column("at", sa.Float, nullable=False),
 )
 

@@ -100,21 +100,25 @@ class SqlStore:
     def _create_engine(self) -> Engine:
         try:
             parsed = sa.engine.make_url(self._sa_url)
-        except sa.exc.ArgumentError as error:
+            _ = parsed.port  # a port that is not a number raises here, not on first use
+        except (sa.exc.ArgumentError, ValueError) as error:
             raise InvalidInput(
-                f"the store URL {redact_url(self.url)!r} is malformed: {error}"
+                f"the store URL {redact_url(self.url)!r} is malformed ({error});"
+                " write it like postgresql://user@host:5432/db"
             ) from None
         if parsed.get_backend_name() == "sqlite":
             engine = sa.create_engine(
                 parsed,
                 connect_args={"timeout": 30, "isolation_level": None, "check_same_thread": False},
-                pool_size=4,
-                max_overflow=8,
+                # No idle connections to carry across fork(): a forked child that closed one it
+                # inherited would corrupt the parent's WAL index. Opening a file is cheap.
+                poolclass=sa.pool.NullPool,
             )
             event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "close", _sqlite_on_close)
             event.listen(engine, "begin", _sqlite_on_begin)
             return engine
-        return sa.create_engine(
+        engine = sa.create_engine(
             parsed,
             connect_args={"connect_timeout": max(1, round(self._connect_timeout))},
             pool_pre_ping=True,
@@ -122,6 +126,8 @@ class SqlStore:
             max_overflow=4,
             pool_recycle=1800,
         )
+        event.listen(engine, "connect", _postgres_on_connect)
+        return engine
 
     @contextlib.contextmanager
     def _connect(self, *, write: bool = False) -> Iterator[Connection]:
@@ -133,11 +139,16 @@ class SqlStore:
                     conn.execution_options(cutover_write=True)
                 with conn.begin():
                     yield conn
-        except (ConflictError, InvalidInput):
+        except (ConflictError, InvalidInput, _Lost):
             raise
-        except sa.exc.SQLAlchemyError as error:
+        except _TRANSIENT as error:
             raise StoreError(
                 f"the store at {redact_url(self.url)} failed: {_short(error)}"
+            ) from error
+        except Exception as error:
+            raise StoreError(
+                f"the store at {redact_url(self.url)} refused the operation: {_short(error)}",
+                transient=False,
             ) from error
 
     def _ensure_schema(self) -> None:
@@ -170,14 +181,17 @@ class SqlStore:
                                 f"the store at {redact_url(self.url)} has schema version {found},"
                                 f" newer than this cutover ({t.SCHEMA_VERSION}); upgrade cutover"
                             )
-            except sa.exc.SQLAlchemyError as error:
+            except (sa.exc.SQLAlchemyError, OSError) as error:
                 raise StoreError(
                     f"cannot open the store at {redact_url(self.url)}: {_short(error)}"
                 ) from error
             self._ready = True
 
     def after_fork_in_child(self) -> None:
-        # Connections belong to the parent; drop them without closing the parent's sockets.
+        # Connections belong to the parent. PostgreSQL ones are dropped without closing the
+        # parent's sockets; SQLite ones that were in use at the fork are kept, never closed.
+        _INHERITED_SQLITE.extend(_OPEN_SQLITE.values())
+        _OPEN_SQLITE.clear()
         self._engine.dispose(close=False)
         self._ready_lock = threading.Lock()
 
@@ -191,9 +205,17 @@ class SqlStore:
     # -- states and decisions ------------------------------------------------------------
 
     def states(self) -> dict[str, State]:
+        """Every stored state; a row that does not parse is skipped (and logged), so one bad
+        row never keeps the others from being served."""
         with self._connect() as conn:
             rows = conn.execute(sa.select(t.states).order_by(t.states.c.name)).all()
-        return {row.name: _state_from_row(row) for row in rows}
+        out = {}
+        for row in rows:
+            try:
+                out[row.name] = _state_from_row(row)
+            except (InvalidInput, TypeError, ValueError, AttributeError) as error:
+                log.error("cutover skips the unreadable state of %r: %s", row.name, error)
+        return out
 
     def state(self, name: str) -> State | None:
         with self._connect() as conn:
@@ -304,8 +326,13 @@ class SqlStore:
                 return True
             claimed = conn.execute(
                 self._insert(t.flushes)
-                .values(instance=batch.instance, seq=batch.seq, at=batch.at)
-                .on_conflict_do_nothing(index_elements=["instance", "seq"])
+                .values(
+                    run=batch.run or batch.instance,
+                    seq=batch.seq,
+                    instance=batch.instance,
+                    at=batch.at,
+                )
+                .on_conflict_do_nothing(index_elements=["run", "seq"])
                 .returning(t.flushes.c.seq)
             ).first()
             if claimed is None:
@@ -474,6 +501,17 @@ class _Lost(Exception):
     """The conditional update matched no row: a concurrent writer won."""
 
 
+# Failures worth retrying: the connection, a timeout, a busy database. Everything else the
+# database says about what was sent (bad data, a constraint, syntax) fails the same way again.
+_TRANSIENT = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.DisconnectionError,
+    sa.exc.TimeoutError,
+    OSError,
+)
+
+
 def _short(error: BaseException) -> str:
     """The first line of a database error, without SQLAlchemy's boilerplate."""
     original = getattr(error, "orig", None) or error
@@ -481,7 +519,18 @@ def _short(error: BaseException) -> str:
     return text[0] if text else type(original).__name__
 
 
+# SQLite connections open in this process, and those a forked child inherited: held forever,
+# since closing an inherited connection would write to the parent's shared WAL index.
+_OPEN_SQLITE: dict[int, Any] = {}
+_INHERITED_SQLITE: list[Any] = []
+
+
+def _sqlite_on_close(dbapi_connection: Any, _record: Any) -> None:
+    _OPEN_SQLITE.pop(id(dbapi_connection), None)
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    _OPEN_SQLITE[id(dbapi_connection)] = dbapi_connection
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -489,6 +538,15 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
     finally:
         cursor.close()
+
+
+def _postgres_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # A statement or lock wait never holds a background thread for long: it fails, is counted
+    # and retried, while the process keeps serving its last known states.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET statement_timeout = '15s'")
+        cursor.execute("SET lock_timeout = '10s'")
+    dbapi_connection.commit()
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

@@ -55,10 +55,22 @@ class DriftSample:
         }
 
 
+def clean_text(text: str, limit: int = 4096) -> str:
+    """``text`` as every store accepts it: at most ``limit`` characters, lone surrogates and NUL
+    (which PostgreSQL refuses in text) replaced."""
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    if text.isascii():
+        return text.replace("\x00", "\\0") if "\x00" in text else text
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\0")
+
+
 def jsonable(value: Any, depth: int = 0, items: int = 50) -> Any:
     """A JSON-safe copy of ``value`` that cannot grow without bound: deep or wide values are cut."""
-    if value is None or isinstance(value, bool | int | str):
-        return value if not isinstance(value, str) or len(value) <= 4096 else value[:4096] + "…"
+    if isinstance(value, str):
+        return clean_text(value)
+    if value is None or isinstance(value, bool | int):
+        return value
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if value is MISSING:
@@ -74,7 +86,8 @@ def jsonable(value: Any, depth: int = 0, items: int = 50) -> Any:
             if position >= items:
                 out["…"] = f"{len(value) - items} more"
                 break
-            out[key if isinstance(key, str) else repr(key)] = jsonable(item, depth + 1, items)
+            name = clean_text(key if isinstance(key, str) else _REPR.repr(key), 200)
+            out[name] = jsonable(item, depth + 1, items)
         return out
     if isinstance(value, Sequence | Set) and not isinstance(value, str):
         listed = list(itertools.islice(value, items))
@@ -85,7 +98,14 @@ def jsonable(value: Any, depth: int = 0, items: int = 50) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         return {"__type__": type(value).__name__, **jsonable(fields, depth + 1, items)}
-    return _REPR.repr(value)
+    return clean_text(_safe_repr(value))
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return _REPR.repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ still gets a description
+        return object.__repr__(value)
 
 
 def capped(value: Any, limit: int) -> tuple[Any, bool]:
@@ -150,7 +170,7 @@ class DriftSampler:
                 right = right if right is MISSING else redactor("output", right)
             entries.append(
                 {
-                    "path": difference.path,
+                    "path": clean_text(difference.path, 1000),
                     "kind": difference.kind,
                     "legacy": jsonable(left),
                     "new": jsonable(right),
@@ -170,8 +190,8 @@ class DriftSampler:
         return DriftSample(
             migration=comparison.migration,
             at=comparison.at,
-            unit=comparison.unit,
-            fingerprint=diff.fingerprint,
+            unit=None if comparison.unit is None else clean_text(comparison.unit, 400),
+            fingerprint=clean_text(diff.fingerprint),
             input=stored_input,
             legacy=stored_legacy,
             new=stored_new,

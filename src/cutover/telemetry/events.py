@@ -12,6 +12,13 @@ from typing import Any
 log = logging.getLogger("cutover")
 
 
+def _describe(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ still gets a description
+        return object.__repr__(value)
+
+
 class EventLog:
     """Events are queued in memory by whoever produces them and written by the flusher thread,
     so no file I/O ever happens on the caller's path. Past ``capacity`` the oldest are dropped."""
@@ -29,15 +36,19 @@ class EventLog:
         self._queue.append(event)
 
     def drain(self) -> int:
-        """Write what is queued; returns the number of lines written."""
+        """Write what is queued; returns the number of lines written. Never raises."""
         with self._lock:
             lines = []
             while self._queue:
-                lines.append(json.dumps(self._queue.popleft(), default=repr, ensure_ascii=False))
+                event = self._queue.popleft()
+                try:
+                    lines.append(json.dumps(event, default=_describe, ensure_ascii=False))
+                except (TypeError, ValueError):
+                    self.dropped += 1  # an event that cannot be written is counted, not fatal
             if not lines:
                 return 0
             try:
-                with open(self.path, "a", encoding="utf-8") as handle:
+                with open(self.path, "a", encoding="utf-8", errors="backslashreplace") as handle:
                     handle.write("\n".join(lines) + "\n")
             except OSError as error:
                 if not self._failed:

@@ -8,6 +8,7 @@ Nothing is updated per call: a collector turns the in-process cumulative counter
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 
@@ -61,7 +62,7 @@ class CutoverCollector(Collector):
             return iter(families)
         with runtime._registry_lock:
             telemetries = dict(runtime.telemetry)
-            migrations = list(runtime.migrations)
+        migrations = runtime.migrations
         for name, telemetry in sorted(telemetries.items()):
             totals = telemetry.totals()
             compared = 0
@@ -137,6 +138,15 @@ class CutoverCollector(Collector):
 
 _installed: set[int] = set()
 _lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def install_collector(registry: CollectorRegistry = REGISTRY) -> None:

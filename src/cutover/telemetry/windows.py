@@ -8,6 +8,7 @@ reads the same cumulative numbers, so the two never disagree.
 
 from __future__ import annotations
 
+import operator
 import threading
 from dataclasses import dataclass, field
 
@@ -151,43 +152,44 @@ class MigrationTelemetry:
         """Count from off the caller's path (workers, comparators)."""
         self.block()[counter_offset(arm, counter)] += amount
 
-    def observe(self, arm: Arm, ns: int) -> None:
-        from cutover.telemetry.histogram import index_of
-
-        block = self.block()
-        block[counter_offset(arm, CALLS)] += 1
-        block[hist_offset(arm) + index_of(ns)] += 1
-
     def collect(self) -> WindowDelta:
-        """Everything counted since the previous collect, exactly once."""
-        delta = [0] * BLOCK_SIZE
+        """Everything counted since the previous collect, exactly once.
+
+        Only the flusher calls this. The lock is held just to copy the list of blocks and to
+        retire finished ones, so a thread registering its first block never waits for the diff.
+        """
         with self._lock:
-            keep = []
-            for entry in self._blocks:
-                now = entry.data.copy()  # one C-level copy: a consistent read under the GIL
-                if now != entry.last:
-                    for position, (value, before) in enumerate(zip(now, entry.last, strict=True)):
-                        if value != before:
-                            delta[position] += value - before
-                    entry.last = now
-                if entry.thread.is_alive():
-                    keep.append(entry)
-                else:
-                    for position, value in enumerate(now):
-                        if value:
-                            self._retired[position] += value
-            self._blocks = keep
+            blocks = list(self._blocks)
+        delta = [0] * BLOCK_SIZE
+        finished = []
+        for entry in blocks:
+            # Liveness first: a thread seen dead cannot count after the copy below.
+            alive = entry.thread.is_alive()
+            now = entry.data.copy()  # one C-level copy: a consistent read under the GIL
+            if now != entry.last:
+                delta = list(map(operator.add, delta, map(operator.sub, now, entry.last)))
+                entry.last = now
+            if not alive:
+                finished.append(entry)
+        if finished:
+            with self._lock:
+                gone = {id(entry) for entry in finished}
+                self._blocks = [entry for entry in self._blocks if id(entry) not in gone]
+                for entry in finished:
+                    self._retired = list(map(operator.add, self._retired, entry.last))
         return WindowDelta(self.name, _split(delta))
 
     def totals(self) -> dict[Arm, ArmCounts]:
-        """Cumulative counts since the process started (or forked), for Prometheus."""
-        total = self._retired.copy()
+        """Cumulative counts since the process started (or forked), for Prometheus.
+
+        Retired counts and the live blocks are read under one lock, so a block moving from
+        one to the other is counted exactly once and the totals never go backwards.
+        """
         with self._lock:
+            total = self._retired.copy()
             blocks = list(self._blocks)
         for entry in blocks:
-            for position, value in enumerate(entry.data.copy()):
-                if value:
-                    total[position] += value
+            total = list(map(operator.add, total, entry.data.copy()))
         return _split(total)
 
     def after_fork_in_child(self) -> None:
