@@ -166,9 +166,10 @@ def test_check_exit_codes_for_cron(sqlite_url: str) -> None:
 def test_drifts_and_groups(sqlite_url: str) -> None:
     make_traffic(sqlite_url)
     groups = json.loads(run(sqlite_url, "drifts", "codec", "--group", "--json").stdout)["groups"]
-    by_fingerprint = {g["fingerprint"]: g["count"] for g in groups}
-    # 10 samples per minute are kept: the first ten drifts (x = 10, 20, 25, ... 80).
-    assert by_fingerprint == {"$.n": 7, "$.tag": 2, "$.n | $.tag": 1}
+    # n drifts for multiples of 10, tag for multiples of 25, both for multiples of 50.
+    by_fingerprint = {g["fingerprint"]: (g["drifts"], g["samples"]) for g in groups}
+    assert by_fingerprint == {"$.n": (16, 10), "$.tag": (4, 4), "$.n | $.tag": (4, 4)}
+    assert all(g["example"]["fingerprint"] == g["fingerprint"] for g in groups)
     human = run(sqlite_url, "drifts", "codec", "--limit", "2").stdout
     assert "$.n: legacy" in human and "fingerprint" in human
     table = run(sqlite_url, "drifts", "codec", "--group").stdout
@@ -181,7 +182,8 @@ def test_gc_and_bucket(sqlite_url: str) -> None:
     assert kept["removed"]["windows"] == 0
     time.sleep(1.1)
     gone = json.loads(run(sqlite_url, "gc", "--older-than", "1s", "--json").stdout)
-    assert gone["removed"]["windows"] >= 2 and gone["removed"]["drift_samples"] == 10
+    assert gone["removed"]["windows"] >= 2 and gone["removed"]["drift_samples"] == 18
+    assert gone["removed"]["drift_counts"] == 3
     assert json.loads(run(sqlite_url, "history", "codec", "--json").stdout)["decisions"]
     result = json.loads(run(sqlite_url, "bucket", "codec", "user-42", "--percent", "25",
                             "--json").stdout)  # fmt: skip

@@ -154,6 +154,12 @@ def test_drift_samples_groups_instances_and_gc(store_url: str) -> None:
                            [{"path": "$.v", "kind": "changed", "legacy": 1, "new": 2}])  # fmt: skip
 
     heartbeat = InstanceInfo("host:1:aa", "host", 1, NOW - 100, NOW, {"versions": {"codec": 3}})
+    for seq, start in ((2, 1_749_999_900), (3, 1_749_999_960)):  # counts from another run
+        store.write_flush(
+            FlushBatch(
+                "host:2:bb", seq, NOW, run="other", fingerprints=[(start, "codec", "$.v", 40)]
+            )
+        )
     store.write_flush(
         FlushBatch(
             "host:1:aa",
@@ -163,12 +169,18 @@ def test_drift_samples_groups_instances_and_gc(store_url: str) -> None:
             [sample(NOW - 50, "$.v", "u1"), sample(NOW - 40, "$.v", "u2"),
              sample(NOW - 30, "$.w", "u3")],
             heartbeat,
+            run="one",
+            fingerprints=[(1_749_999_960, "codec", "$.v", 2), (1_749_999_960, "codec", "$.w", 1)],
         )
     )  # fmt: skip
     store.write_state("codec", State(), expected_version=0, actor="a", reason="r", at=NOW)
     groups = store.drift_groups("codec")
-    assert [(g.fingerprint, g.count) for g in groups] == [("$.v", 2), ("$.w", 1)]
-    assert groups[0].example.unit == "u2"
+    assert [(g.fingerprint, g.count, g.samples) for g in groups] == [("$.v", 82, 2), ("$.w", 1, 1)]
+    assert groups[0].example is not None and groups[0].example.unit == "u2"
+    assert [(g.fingerprint, g.count) for g in store.drift_groups("codec", since=1_749_999_960)] == [
+        ("$.v", 42),
+        ("$.w", 1),
+    ]
     assert [s.unit for s in store.drift_samples("codec", limit=2)] == ["u3", "u2"]
     assert [s.unit for s in store.drift_samples("codec", fingerprint="$.w")] == ["u3"]
     assert store.drift_samples("codec", since=NOW - 35)[0].unit == "u3"
@@ -176,6 +188,7 @@ def test_drift_samples_groups_instances_and_gc(store_url: str) -> None:
     assert instance.info["versions"] == {"codec": 3}
     removed = store.gc(NOW - 35)
     assert removed["windows"] == 2 and removed["drift_samples"] == 2
+    assert removed["drift_counts"] == 3
     assert [s.unit for s in store.drift_samples("codec")] == ["u3"]
     assert len(store.decisions("codec")) == 1, "decisions are never collected"
     store.close()

@@ -97,12 +97,15 @@ def main() -> None:
         if label == "shadow":
             gate = check(report, max_drift_rate=0.001)[0]
             print(f"$ cutover check codec --max-drift-rate 0.001  ->  {gate.describe()}")
-            banner("grouped drifts: two root causes")
-            for group in runtime.store.drift_groups("codec"):
-                entry = group.example.diff[0]
+            banner("drifts by root cause: two bugs")
+            for group in runtime.store.drift_groups("codec", since=clock() - 3600):
+                example = group.example
+                entry = example.diff[0] if example and example.diff else {}
+                drifts = f"{group.count} drift{'s' if group.count != 1 else ''}"
                 print(
-                    f"  {group.count:>3} samples  {group.fingerprint:<10}  e.g. legacy"
-                    f" {entry['legacy']!r} vs new {entry['new']!r}  (unit {group.example.unit})"
+                    f"  {drifts:>11}  {group.fingerprint:<18} e.g. legacy"
+                    f" {entry.get('legacy')!r} vs new {entry.get('new')!r}"
+                    f"  (unit {example.unit if example else '-'})"
                 )
         clock.advance(3600)
     runtime.refresh()

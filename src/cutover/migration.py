@@ -625,7 +625,13 @@ class Migration:
             args=tuple(args),
             kwargs=dict(kwargs),
         )
-        if verdict is Verdict.DRIFT and runtime.sampler.admit(self.name, at):
+        if verdict is Verdict.DRIFT and diff is not None:
+            fingerprint = diff.fingerprint
+            runtime.sampler.count(self.name, fingerprint)
+            keep = runtime.sampler.admit(self.name, fingerprint, at)
+        else:
+            keep = False
+        if keep:
             try:
                 runtime.keep_sample(runtime.sampler.sample(comparison, self._redact))
             except Exception:  # noqa: BLE001 - a broken redactor drops the sample, never stores it raw

@@ -278,11 +278,24 @@ class Runtime:
             samples = []
             while self._samples:
                 samples.append(self._samples.popleft())
+            fingerprints = [
+                (start, migration, fingerprint, count)
+                for migration, counts in self.sampler.take_counts().items()
+                for fingerprint, count in counts.items()
+            ]
             if self.events is not None:
                 self.events.drain()
-            if deltas or samples:
+            if deltas or samples or fingerprints:
                 self._pending.append(
-                    FlushBatch(self.instance, next(self._seq), now, deltas, samples, run=self.run)
+                    FlushBatch(
+                        self.instance,
+                        next(self._seq),
+                        now,
+                        deltas,
+                        samples,
+                        run=self.run,
+                        fingerprints=fingerprints,
+                    )
                 )
                 while len(self._pending) > self.settings.buffer_limit:
                     self._pending.popleft()

@@ -10,6 +10,7 @@ from rich.table import Table
 from cutover import operations
 from cutover.cli._app import Session, cli, console, json_option, pass_session, print_json, seconds
 from cutover.cli._app import when as at
+from cutover.telemetry.drift import DriftSample
 
 
 @cli.command()
@@ -42,10 +43,11 @@ def drifts(
                     "groups": [
                         {
                             "fingerprint": g.fingerprint,
-                            "count": g.count,
+                            "drifts": g.count,
+                            "samples": g.samples,
                             "first_at": g.first_at,
                             "last_at": g.last_at,
-                            "example": g.example.to_dict(),
+                            "example": g.example.to_dict() if g.example else None,
                         }
                         for g in groups
                     ],
@@ -53,19 +55,21 @@ def drifts(
             )
             return
         if not groups:
-            console.print(f"{name}: no drift samples{' in that span' if since else ''}.")
+            console.print(f"{name}: no drifts{' in that span' if since else ''}.")
             return
-        table = Table(title=f"drifts by fingerprint · {name}", title_justify="left")
-        for column in ("samples", "fingerprint", "last seen", "example"):
-            table.add_column(column, justify="right" if column == "samples" else "left")
+        total = sum(g.count for g in groups)
+        table = Table(title=f"drifts by root cause · {name}", title_justify="left")
+        for column in ("drifts", "share", "fingerprint", "last seen", "example"):
+            table.add_column(column, justify="right" if column in ("drifts", "share") else "left")
         for g in groups:
-            first = g.example.diff[0] if g.example.diff else {}
-            example = f"{_short(first.get('legacy'))} -> {_short(first.get('new'))}"
-            table.add_row(str(g.count), g.fingerprint, at(g.last_at), example)
+            table.add_row(
+                str(g.count),
+                f"{g.count / total:.0%}",
+                g.fingerprint,
+                at(g.last_at),
+                _example(g.example),
+            )
         console.print(table)
-        console.print(
-            "  Samples are capped per minute, so counts compare causes; `cutover stats` has totals."
-        )
         return
     samples = store.drift_samples(name, limit, start, fingerprint)
     if as_json:
@@ -88,6 +92,13 @@ def drifts(
             )
         if sample.truncated:
             console.print("  (values were cut to the size cap)")
+
+
+def _example(sample: DriftSample | None) -> str:
+    if sample is None or not sample.diff:
+        return "-"
+    first = sample.diff[0]
+    return f"{_short(first.get('legacy'))} -> {_short(first.get('new'))}"
 
 
 def _short(value: object, width: int = 60) -> str:

@@ -43,18 +43,21 @@ class FlushBatch:
     samples: list[DriftSample] = field(default_factory=list)
     heartbeat: InstanceInfo | None = None
     run: str = ""
+    # (window start, migration, fingerprint, drifts): exact drift counts per root cause
+    fingerprints: list[tuple[int, str, str, int]] = field(default_factory=list)
     attempted: bool = False  # a write was tried and its outcome is unknown
 
 
 @dataclass(frozen=True, slots=True)
 class DriftGroup:
-    """Drift samples that share a fingerprint."""
+    """The drifts of one root cause (fingerprint): an exact count and the latest sample."""
 
     fingerprint: str
-    count: int
+    count: int  # every drift with this fingerprint, not just the sampled ones
+    samples: int  # of those, how many were kept as samples
     first_at: float
     last_at: float
-    example: DriftSample
+    example: DriftSample | None
 
 
 class Store(Protocol):

@@ -87,6 +87,16 @@ drift_samples = sa.Table(
     sa.Index("cutover_drift_samples_by_time", "migration", "at"),
 )
 
+drift_counts = sa.Table(
+    "cutover_drift_counts",
+    metadata,
+    sa.Column("migration", sa.String(200), primary_key=True),
+    sa.Column("start", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("key", sa.String(40), primary_key=True),  # sha1 of the fingerprint
+    sa.Column("fingerprint", sa.Text, nullable=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+
 instances = sa.Table(
     "cutover_instances",
     metadata,

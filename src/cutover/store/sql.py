@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 from collections.abc import Iterator, Mapping
@@ -24,7 +25,7 @@ from cutover.store import (
     redact_url,
 )
 from cutover.store import schema as t
-from cutover.telemetry.drift import DriftSample
+from cutover.telemetry.drift import DriftSample, clean_text
 from cutover.telemetry.windows import COUNTERS, ArmCounts
 
 log = logging.getLogger("cutover")
@@ -317,11 +318,22 @@ class SqlStore:
                     {**key, "bucket": bucket, "count": count}
                     for bucket, count in counts.histogram.items()
                 )
+        fingerprint_rows = [
+            {
+                "migration": migration,
+                "start": start,
+                "key": hashlib.sha1(fingerprint.encode("utf-8", "replace")).hexdigest(),
+                "fingerprint": clean_text(fingerprint, 2000),
+                "count": count,
+            }
+            for start, migration, fingerprint, count in batch.fingerprints
+        ]
         # A fixed order of row locks keeps concurrent flushes from deadlocking on PostgreSQL.
         window_rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"]))
         histogram_rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"], r["bucket"]))
+        fingerprint_rows.sort(key=lambda r: (r["migration"], r["start"], r["key"]))
         with self._connect(write=True) as conn:
-            if not window_rows and not batch.samples:
+            if not window_rows and not batch.samples and not fingerprint_rows:
                 self._heartbeat(conn, batch.heartbeat)  # idempotent on its own
                 return True
             claimed = conn.execute(
@@ -352,6 +364,13 @@ class SqlStore:
                     set_={"count": t.histograms.c.count + stmt.excluded["count"]},
                 )
                 conn.execute(stmt, histogram_rows)
+            if fingerprint_rows:
+                stmt = self._insert(t.drift_counts)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["migration", "start", "key"],
+                    set_={"count": t.drift_counts.c.count + stmt.excluded["count"]},
+                )
+                conn.execute(stmt, fingerprint_rows)
             if batch.samples:
                 conn.execute(
                     sa.insert(t.drift_samples),
@@ -445,33 +464,54 @@ class SqlStore:
             return [_sample_from_row(row) for row in conn.execute(query)]
 
     def drift_groups(self, name: str, since: float | None = None) -> list[DriftGroup]:
-        conditions = [t.drift_samples.c.migration == name]
+        """Drifts per fingerprint (exact counts from every instance), most frequent first, each
+        with its latest sample when one was kept."""
+        counts = t.drift_counts
+        samples = t.drift_samples
+        count_filter = [counts.c.migration == name]
+        sample_filter = [samples.c.migration == name]
         if since is not None:
-            conditions.append(t.drift_samples.c.at >= since)
+            count_filter.append(counts.c.start >= int(since))
+            sample_filter.append(samples.c.at >= since)
         grouped = (
             sa.select(
-                t.drift_samples.c.fingerprint,
-                sa.func.count(),
-                sa.func.min(t.drift_samples.c.at),
-                sa.func.max(t.drift_samples.c.at),
-                sa.func.max(t.drift_samples.c.id),
+                counts.c.key,
+                sa.func.min(counts.c.fingerprint),
+                sa.func.sum(counts.c.count),
+                sa.func.min(counts.c.start),
+                sa.func.max(counts.c.start),
             )
-            .where(*conditions)
-            .group_by(t.drift_samples.c.fingerprint)
-            .order_by(sa.func.count().desc(), t.drift_samples.c.fingerprint)
+            .where(*count_filter)
+            .group_by(counts.c.key)
+            .order_by(sa.func.sum(counts.c.count).desc(), sa.func.min(counts.c.fingerprint))
+        )
+        kept = (
+            sa.select(samples.c.fingerprint, sa.func.count(), sa.func.max(samples.c.id))
+            .where(*sample_filter)
+            .group_by(samples.c.fingerprint)
         )
         with self._connect() as conn:
             rows = conn.execute(grouped).all()
+            kept_by_fingerprint = {row[0]: (int(row[1]), row[2]) for row in conn.execute(kept)}
+            latest = [example for _, example in kept_by_fingerprint.values()]
             examples = {
                 row.id: _sample_from_row(row)
-                for row in conn.execute(
-                    sa.select(t.drift_samples).where(t.drift_samples.c.id.in_([r[4] for r in rows]))
-                )
+                for row in conn.execute(sa.select(samples).where(samples.c.id.in_(latest)))
             }
-        return [
-            DriftGroup(fingerprint, int(count), float(first), float(last), examples[example])
-            for fingerprint, count, first, last, example in rows
-        ]
+        out = []
+        for _key, fingerprint, count, first, last in rows:
+            sampled, example = kept_by_fingerprint.get(fingerprint, (0, None))
+            out.append(
+                DriftGroup(
+                    fingerprint=fingerprint,
+                    count=int(count),
+                    samples=sampled,
+                    first_at=float(first),
+                    last_at=float(last),
+                    example=examples.get(example),
+                )
+            )
+        return out
 
     def instances(self) -> list[InstanceInfo]:
         with self._connect() as conn:
@@ -490,6 +530,7 @@ class SqlStore:
                 ("windows", t.windows, t.windows.c.start),
                 ("histogram_buckets", t.histograms, t.histograms.c.start),
                 ("drift_samples", t.drift_samples, t.drift_samples.c.at),
+                ("drift_counts", t.drift_counts, t.drift_counts.c.start),
                 ("flushes", t.flushes, t.flushes.c.at),
                 ("instances", t.instances, t.instances.c.last_seen),
             ):

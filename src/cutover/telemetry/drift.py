@@ -116,30 +116,61 @@ def capped(value: Any, limit: int) -> tuple[Any, bool]:
     return {"truncated": True, "preview": text[:limit]}, True
 
 
+OTHER_FINGERPRINTS = "(other fingerprints)"
+"""Where drifts are counted once a migration has shown too many distinct fingerprints in one
+flush (a diff keyed by user ids, say): the count stays exact, only the split is cut."""
+
+
 class DriftSampler:
-    """Keeps at most ``per_minute`` drift samples per migration per minute of the clock."""
+    """Counts every drift by fingerprint, exactly, and keeps a bounded number of samples:
+    at most ``per_minute`` per fingerprint per minute of the clock, so a rare root cause is
+    sampled even beside a frequent one, and at most ten times that per migration."""
 
     def __init__(
         self,
         per_minute: int = 10,
         max_chars: int = 8192,
         redact: Redactor | None = None,
+        max_fingerprints: int = 1000,
     ) -> None:
         self.per_minute = per_minute
         self.max_chars = max_chars
         self.redact = redact
+        self.max_fingerprints = max_fingerprints
         self._lock = threading.Lock()
         self._minute: dict[str, int] = {}
         self._taken: dict[str, int] = {}
+        self._taken_by_cause: dict[tuple[str, str], int] = {}
+        self._counts: dict[str, dict[str, int]] = {}
 
-    def admit(self, migration: str, at: float) -> bool:
+    def count(self, migration: str, fingerprint: str) -> None:
+        with self._lock:
+            counts = self._counts.setdefault(migration, {})
+            if fingerprint not in counts and len(counts) >= self.max_fingerprints:
+                fingerprint = OTHER_FINGERPRINTS
+            counts[fingerprint] = counts.get(fingerprint, 0) + 1
+
+    def take_counts(self) -> dict[str, dict[str, int]]:
+        """The drift counts per migration and fingerprint since the previous take."""
+        with self._lock:
+            counts, self._counts = self._counts, {}
+        return counts
+
+    def admit(self, migration: str, fingerprint: str, at: float) -> bool:
+        """Whether to keep a sample of this drift."""
         minute = int(at // 60)
         with self._lock:
             if self._minute.get(migration) != minute:
                 self._minute[migration] = minute
                 self._taken[migration] = 0
-            if self._taken[migration] >= self.per_minute:
+                self._taken_by_cause = {
+                    key: n for key, n in self._taken_by_cause.items() if key[0] != migration
+                }
+            cause = (migration, fingerprint)
+            taken = self._taken_by_cause.get(cause, 0)
+            if taken >= self.per_minute or self._taken[migration] >= 10 * self.per_minute:
                 return False
+            self._taken_by_cause[cause] = taken + 1
             self._taken[migration] += 1
             return True
 
@@ -191,7 +222,7 @@ class DriftSampler:
             migration=comparison.migration,
             at=comparison.at,
             unit=None if comparison.unit is None else clean_text(comparison.unit, 400),
-            fingerprint=clean_text(diff.fingerprint),
+            fingerprint=clean_text(diff.fingerprint, 2000),
             input=stored_input,
             legacy=stored_legacy,
             new=stored_new,
