@@ -19,7 +19,7 @@ def main() -> None:
     results = {}
     for name, module, arguments in (
         ("overhead", overhead, (300_000,)),
-        ("shadow_latency", shadow_latency, (2000,)),
+        ("shadow_latency", shadow_latency, (5000,)),
         ("canary_million", canary_million, (1_000_000, 4)),
     ):
         with contextlib.redirect_stdout(io.StringIO()):

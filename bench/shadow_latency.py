@@ -83,7 +83,7 @@ def run(calls: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--calls", type=int, default=5000)
     emit("shadow_latency", run(parser.parse_args().calls))
 
 

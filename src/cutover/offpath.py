@@ -53,6 +53,8 @@ class WorkerPool:
                 if not self._threads:
                     return False
         with self._lock:
+            if self._unfinished >= self.capacity + self.workers:
+                return False  # full: refuse without the cost of raising queue.Full
             self._unfinished += 1
         try:
             self._queue.put_nowait((job, context))
