@@ -191,20 +191,28 @@ class Runtime:
             if self._threads and all(thread.is_alive() for thread in self._threads):
                 return
             self._stop.clear()
+            flush_every = self.settings.flush_interval
             self._threads = [
                 self._spawn("cutover-refresh", self.refresh, self.settings.refresh_interval),
-                self._spawn("cutover-flush", self._background_flush, self.settings.flush_interval),
+                # A fresh process has nothing to flush: the first flush waits one interval.
+                self._spawn("cutover-flush", self._background_flush, flush_every, flush_every),
             ]
 
-    def _spawn(self, name: str, work: Callable[[], Any], interval: float) -> threading.Thread:
+    def _spawn(
+        self, name: str, work: Callable[[], Any], interval: float, first_delay: float = 0.0
+    ) -> threading.Thread:
         thread = threading.Thread(
-            target=self._every, args=(name, work, interval), name=name, daemon=True
+            target=self._every, args=(name, work, interval, first_delay), name=name, daemon=True
         )
         thread.start()
         return thread
 
-    def _every(self, name: str, work: Callable[[], Any], interval: float) -> None:
+    def _every(
+        self, name: str, work: Callable[[], Any], interval: float, first_delay: float
+    ) -> None:
         """Run ``work`` every ``interval`` seconds until stopped; no error ends the thread."""
+        if first_delay:
+            self._stop.wait(first_delay)
         while not self._stop.is_set():
             try:
                 work()
