@@ -73,6 +73,9 @@ _unit_get = _unit.get
 _BROKEN = object()
 """The unit of a call whose extractor raised: legacy serves it."""
 
+_FALL_BACK = object()
+"""New failed and legacy serves the call instead."""
+
 
 @contextlib.contextmanager
 def unit_scope(unit: object) -> Iterator[None]:
@@ -266,84 +269,62 @@ class Migration:
         except AttributeError:
             block = self._telemetry.block()
         kind = route.kind
-        if kind == LEGACY_ONLY:
-            start = _now()
-            try:
-                result = self.legacy(*args, **kwargs)
-            except Exception:
-                _record(block, Arm.LEGACY, _now() - start, ERRORS)
-                raise
-            elapsed = _now() - start
-            block[L_CALLS] += 1
-            bits = elapsed.bit_length()  # the bucket, as histogram.index_of computes it
-            bucket = (((bits - 4) << 3) + (elapsed >> (bits - 4))) if bits > 4 else elapsed
-            block[LEGACY_HIST + bucket] += 1
-            return result
-        if kind == NEW_ONLY:
-            start = _now()
-            try:
-                result = self.new(*args, **kwargs)
-            except Exception:
-                _record(block, Arm.NEW, _now() - start, ERRORS)
-                raise
-            elapsed = _now() - start
-            block[N_CALLS] += 1
-            bits = elapsed.bit_length()
-            bucket = (((bits - 4) << 3) + (elapsed >> (bits - 4))) if bits > 4 else elapsed
-            block[NEW_HIST + bucket] += 1
-            return result
-        # Shadow or canary. Sampled calls and bounded new arms take the slower path.
-        share = route.sample
-        if share and (share >= 1.0 or _random() < share):
-            return self._call_slow(route, block, args, kwargs, True)
-        if self._timeout_ns is not None:
-            return self._call_slow(route, block, args, kwargs, False)
-        extract = self._unit_fn
-        unit = None
-        if extract is not None:
-            try:
-                unit = extract(*args, **kwargs)
-                if unit is not None and type(unit) is not str:
-                    unit = f"{unit}"
-            except Exception as error:  # noqa: BLE001 - a broken extractor must not break calls
-                unit = self._extractor_failed(block, error)
-        if unit is None:
-            unit = _unit_get()
-        # The routing rule of routing.serving_arm, inlined: this is the hottest code there is.
-        limit = route.threshold
-        if unit is None:  # every call is its own unit
-            new_serves = limit >= 10_000 or (limit > 0 and _random() * 10_000 < limit)
-        elif unit is _BROKEN:
-            new_serves = False
-        else:
-            pins = route.pins
-            pinned = None if pins is None else pins.get(unit)
-            if pinned is not None:
-                new_serves = pinned
-            elif limit <= 0:
-                new_serves = False
-            elif limit >= 10_000:
+        if kind != LEGACY_ONLY:
+            unit = None
+            if kind == NEW_ONLY:
                 new_serves = True
-            else:
-                new_serves = _mmh3(self._prefix + unit, 0, False) % 10_000 < limit
+            else:  # shadow or canary; sampled calls and bounded new arms take the slower path
+                share = route.sample
+                if share and (share >= 1.0 or _random() < share):
+                    return self._call_slow(route, block, args, kwargs, True)
+                if self._timeout_ns is not None:
+                    return self._call_slow(route, block, args, kwargs, False)
+                # The rule of routing.serving_arm, inlined: this is the hottest code there is.
+                extract = self._unit_fn
+                if extract is not None:
+                    try:
+                        unit = extract(*args, **kwargs)
+                        if unit is not None and type(unit) is not str:
+                            unit = f"{unit}"
+                    except Exception as error:  # noqa: BLE001 - must not break calls
+                        unit = self._extractor_failed(block, error)
+                if unit is None:
+                    unit = _unit_get()
+                limit = route.threshold
+                if unit is None:  # every call is its own unit
+                    new_serves = limit >= 10_000 or (limit > 0 and _random() * 10_000 < limit)
+                elif unit is _BROKEN:
+                    new_serves = False
+                else:
+                    pins = route.pins
+                    pinned = None if pins is None else pins.get(unit)
+                    if pinned is not None:
+                        new_serves = pinned
+                    elif limit <= 0:
+                        new_serves = False
+                    elif limit >= 10_000:
+                        new_serves = True
+                    else:
+                        new_serves = _mmh3(self._prefix + unit, 0, False) % 10_000 < limit
+            if new_serves:
+                failure = None
+                start = _now()
+                try:
+                    result = self.new(*args, **kwargs)
+                except Exception as error:  # noqa: BLE001 - falls back or is re-raised below
+                    failure = error
+                elapsed = _now() - start
+                if failure is not None:
+                    _record(block, Arm.NEW, elapsed, ERRORS)
+                    if route.fallback:  # never in `new` mode
+                        return self._fall_back(block, args, kwargs, unit, failure)
+                    raise failure
+                block[N_CALLS] += 1
+                bits = elapsed.bit_length()  # the bucket, as histogram.index_of computes it
+                bucket = (((bits - 4) << 3) + (elapsed >> (bits - 4))) if bits > 4 else elapsed
+                block[NEW_HIST + bucket] += 1
+                return result
         start = _now()
-        if new_serves:
-            failure = None
-            try:
-                result = self.new(*args, **kwargs)
-            except Exception as error:  # noqa: BLE001 - falls back or is re-raised below
-                failure = error
-            elapsed = _now() - start
-            if failure is not None:
-                _record(block, Arm.NEW, elapsed, ERRORS)
-                if route.fallback:
-                    return self._fall_back(block, args, kwargs, unit, failure)
-                raise failure
-            block[N_CALLS] += 1
-            bits = elapsed.bit_length()
-            bucket = (((bits - 4) << 3) + (elapsed >> (bits - 4))) if bits > 4 else elapsed
-            block[NEW_HIST + bucket] += 1
-            return result
         try:
             result = self.legacy(*args, **kwargs)
         except Exception:
@@ -466,22 +447,35 @@ class Migration:
         elapsed = _now() - start
         # Fallbacks run outside the except blocks, so legacy's own exception (if any) reaches
         # the caller without new's failure chained to it as context.
+        next_step = self._settle(route, block, Arm.NEW, elapsed, timed_out, failure)
+        if next_step is _FALL_BACK:
+            return self._fall_back(block, args, kwargs, unit, failure)
+        if offpath is not None and not timed_out:
+            value = None if failure is not None else result
+            self._submit(block, Arm.LEGACY, Arm.NEW, value, failure, elapsed, offpath, unit)
+        if next_step is not None:
+            raise next_step
+        return result
+
+    def _settle(
+        self,
+        route: Route,
+        block: list[int],
+        arm: Arm,
+        elapsed: int,
+        timed_out: bool,
+        failure: Exception | None,
+    ) -> Any:
+        """Count how the serving arm did and say what the caller gets: its result (None),
+        legacy's instead (_FALL_BACK), or an exception to raise."""
         if timed_out:
             _record(block, Arm.NEW, elapsed, TIMEOUTS)
-            if route.fallback:
-                return self._fall_back(block, args, kwargs, unit, None)
-            raise _timeout_error(self.name, self.timeout)
+            return _FALL_BACK if route.fallback else _timeout_error(self.name, self.timeout)
         if failure is not None:
-            _record(block, Arm.NEW, elapsed, ERRORS)
-            if route.fallback:
-                return self._fall_back(block, args, kwargs, unit, failure)
-            if offpath is not None:
-                self._submit(block, Arm.LEGACY, Arm.NEW, None, failure, elapsed, offpath, unit)
-            raise failure
-        _record(block, Arm.NEW, elapsed)
-        if offpath is not None:
-            self._submit(block, Arm.LEGACY, Arm.NEW, result, None, elapsed, offpath, unit)
-        return result
+            _record(block, arm, elapsed, ERRORS)
+            return _FALL_BACK if arm is Arm.NEW and route.fallback else failure
+        _record(block, arm, elapsed)
+        return None
 
     def _fall_back(
         self,
@@ -727,21 +721,14 @@ class AsyncMigration(Migration):
         except Exception as error:  # noqa: BLE001 - falls back or is re-raised below
             failure = error
         elapsed = _now() - start
-        if timed_out:
-            _record(block, Arm.NEW, elapsed, TIMEOUTS)
-            if route.fallback:
-                return await self._afall_back(block, args, kwargs, unit, None)
-            raise _timeout_error(self.name, self.timeout)
-        if failure is not None:
-            _record(block, arm, elapsed, ERRORS)
-            if arm is Arm.NEW and route.fallback:
-                return await self._afall_back(block, args, kwargs, unit, failure)
-            if offpath is not None:
-                self._spawn(block, arm.other, arm, None, failure, elapsed, offpath, unit)
-            raise failure
-        _record(block, arm, elapsed)
-        if offpath is not None:
-            self._spawn(block, arm.other, arm, result, None, elapsed, offpath, unit)
+        next_step = self._settle(route, block, arm, elapsed, timed_out, failure)
+        if next_step is _FALL_BACK:
+            return await self._afall_back(block, args, kwargs, unit, failure)
+        if offpath is not None and not timed_out:
+            value = None if failure is not None else result
+            self._spawn(block, arm.other, arm, value, failure, elapsed, offpath, unit)
+        if next_step is not None:
+            raise next_step
         return result
 
     async def _serve(self, arm: Arm, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:

@@ -47,21 +47,27 @@ decisions = sa.Table(
     sa.UniqueConstraint("migration", "version", name="cutover_decisions_one_per_version"),
 )
 
+
+def _window_key(*, arm: bool = True) -> list[sa.Column[object]]:
+    """(migration, arm, start): where a minute of one migration's telemetry is kept."""
+    columns = [sa.Column("migration", sa.String(200), primary_key=True)]
+    if arm:
+        columns.append(sa.Column("arm", sa.String(8), primary_key=True))
+    columns.append(sa.Column("start", sa.BigInteger, primary_key=True, autoincrement=False))
+    return columns
+
+
 windows = sa.Table(
     "cutover_windows",
     metadata,
-    sa.Column("migration", sa.String(200), primary_key=True),
-    sa.Column("arm", sa.String(8), primary_key=True),
-    sa.Column("start", sa.BigInteger, primary_key=True, autoincrement=False),
+    *_window_key(),
     *(sa.Column(name, sa.BigInteger, nullable=False, server_default="0") for name in COUNTERS),
 )
 
 histograms = sa.Table(
     "cutover_histograms",
     metadata,
-    sa.Column("migration", sa.String(200), primary_key=True),
-    sa.Column("arm", sa.String(8), primary_key=True),
-    sa.Column("start", sa.BigInteger, primary_key=True, autoincrement=False),
+    *_window_key(),
     sa.Column("bucket", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("count", sa.BigInteger, nullable=False),
 )
@@ -90,8 +96,7 @@ drift_samples = sa.Table(
 drift_counts = sa.Table(
     "cutover_drift_counts",
     metadata,
-    sa.Column("migration", sa.String(200), primary_key=True),
-    sa.Column("start", sa.BigInteger, primary_key=True, autoincrement=False),
+    *_window_key(arm=False),
     sa.Column("key", sa.String(40), primary_key=True),  # sha1 of the fingerprint
     sa.Column("fingerprint", sa.Text, nullable=False),
     sa.Column("count", sa.BigInteger, nullable=False),
