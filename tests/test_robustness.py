@@ -259,3 +259,28 @@ def test_deep_copy_is_only_taken_when_asked(runtime: Runtime) -> None:
     put(runtime, "plain", mode="shadow")
     plain(Tracked([1, 2]))
     assert copies == []
+
+
+def test_system_exit_in_an_async_off_path_sync_arm_stays_in_its_thread(runtime: Runtime) -> None:
+    async def legacy(x: int) -> int:
+        return x
+
+    def new(x: int) -> int:
+        raise SystemExit("new called sys.exit")
+
+    codec = cutover.Migration("codec", legacy, new)
+
+    async def scenario() -> list[int]:
+        put(runtime, "codec", mode="shadow")
+        results = [await codec(i) for i in range(3)]
+        await cutover.aflush()
+        return results
+
+    previous = threading.excepthook
+    threading.excepthook = lambda args: None
+    try:
+        assert asyncio.run(scenario()) == [0, 1, 2]
+    finally:
+        threading.excepthook = previous
+    stats = stored(runtime, "codec")
+    assert stats.new.errors == 3 and stats.drifts == 3

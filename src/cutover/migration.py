@@ -501,7 +501,9 @@ class Migration:
     def _call_new_bounded(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run new on a serving thread and wait at most the timeout (sync code cannot be
         interrupted, so a late call finishes in the background and its result is dropped)."""
-        future = self._runtime.serving_pool.call(self.new, args, kwargs, contextvars.copy_context())
+        future = self._runtime.serving_pool.call(
+            self.new, args, kwargs, contextvars.copy_context(), for_caller=True
+        )
         if future is None:
             limited.error(
                 f"serving:{self.name}",
@@ -740,7 +742,11 @@ class AsyncMigration(Migration):
                 if self._new_is_async:
                     return await self.new(*args, **kwargs)
                 future = self._runtime.serving_pool.call(
-                    self.new, tuple(args), dict(kwargs), contextvars.copy_context()
+                    self.new,
+                    tuple(args),
+                    dict(kwargs),
+                    contextvars.copy_context(),
+                    for_caller=True,
                 )
                 if future is None:  # every serving thread is busy with a hung new arm
                     raise _Timeout

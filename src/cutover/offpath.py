@@ -22,6 +22,10 @@ log = logging.getLogger("cutover")
 _STOP = object()
 
 
+class ThreadEnded(Exception):
+    """An off-path arm raised a BaseException (SystemExit) that ended its worker thread."""
+
+
 class WorkerPool:
     """``workers`` daemon threads fed by a queue of at most ``capacity`` jobs."""
 
@@ -69,17 +73,34 @@ class WorkerPool:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         context: contextvars.Context | None = None,
+        *,
+        for_caller: bool = False,
     ) -> concurrent.futures.Future[Any] | None:
-        """Run ``function(*args, **kwargs)`` on a worker; its future, or None if refused."""
+        """Run ``function(*args, **kwargs)`` on a worker; its future, or None if refused.
+
+        ``for_caller``: a caller is waiting as if it had made the call itself, so even a
+        BaseException (SystemExit) is handed to it. Otherwise a BaseException ends the worker
+        thread as it would any thread (the pool replaces it), and the future fails with
+        :class:`ThreadEnded` so that nothing waits for it forever.
+        """
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def job() -> None:
             if not future.set_running_or_notify_cancel():
                 return
+            if for_caller:
+                try:
+                    future.set_result(function(*args, **kwargs))
+                except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+                    future.set_exception(error)
+                return
             try:
                 future.set_result(function(*args, **kwargs))
-            except BaseException as error:  # noqa: BLE001 - handed to the waiting caller as is
+            except Exception as error:  # noqa: BLE001 - the awaiting task gets it
                 future.set_exception(error)
+            finally:
+                if not future.done():  # a BaseException is ending this thread; it goes on
+                    future.set_exception(ThreadEnded(f"{function!r} ended its worker thread"))
 
         return future if self.submit(job, context) else None
 
