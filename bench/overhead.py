@@ -40,8 +40,14 @@ def run(calls: int) -> dict[str, Any]:
     with fresh_runtime(flush_interval=3600, refresh_interval=3600) as runtime:
 
         def put(name: str, **change: Any) -> None:
-            set_state(runtime.store, name, Change(**change), reason="bench", actor="bench",
-                      clock=runtime.clock)  # fmt: skip
+            set_state(
+                runtime.store,
+                name,
+                Change(**change),
+                reason="bench",
+                actor="bench",
+                clock=runtime.clock,
+            )
             runtime.refresh()
 
         legacy = cutover.Migration("bench-legacy", identity, identity)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 
 import cutover
 from cutover import runtime as rt
+
+from .tcpproxy import TcpProxy
 
 PG_HOST = os.environ.get("CUTOVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE = os.environ.get("CUTOVER_REQUIRE_SERVICES") == "1"
@@ -40,8 +43,8 @@ def need_postgres() -> None:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A store URL on the real PostgreSQL, in a schema of its own that is dropped afterwards."""
+def pg_schema() -> Iterator[str]:
+    """A schema of its own on the real PostgreSQL, dropped afterwards."""
     need_postgres()
     import psycopg
 
@@ -49,10 +52,32 @@ def pg_url() -> Iterator[str]:
     with psycopg.connect(PG_HOST, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        yield f"{PG_HOST}?options=-csearch_path%3D{schema}"
+        yield schema
     finally:
         with psycopg.connect(PG_HOST, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def schema_url(schema: str, host: str = PG_HOST) -> str:
+    return f"{host}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def pg_url(pg_schema: str) -> str:
+    """A store URL on the real PostgreSQL, in a schema of its own."""
+    return schema_url(pg_schema)
+
+
+@pytest.fixture
+def pg_proxy(pg_schema: str) -> Iterator[tuple[TcpProxy, str]]:
+    """A proxy in front of the real PostgreSQL that the test can cut, and a store URL through it."""
+    address = urllib.parse.urlsplit(PG_HOST)
+    proxy = TcpProxy((address.hostname or "127.0.0.1", address.port or 5432))
+    through = address._replace(netloc=f"{address.username}@127.0.0.1:{proxy.port}").geturl()
+    try:
+        yield proxy, schema_url(pg_schema, through)
+    finally:
+        proxy.close()
 
 
 @pytest.fixture

@@ -32,12 +32,33 @@ def run(
 
 
 def test_set_status_history_round_trip(store_url: str) -> None:
-    created = run(store_url, "set", "codec", "--mode", "shadow", "--sample", "0.5",
-                  "--reason", "start shadowing")  # fmt: skip
+    created = run(
+        store_url,
+        "set",
+        "codec",
+        "--mode",
+        "shadow",
+        "--sample",
+        "0.5",
+        "--reason",
+        "start shadowing",
+    )
     assert created.returncode == 0, created.stderr
     assert "codec: (none) -> shadow sample 0.5  (version 1" in created.stdout
-    canary = run(store_url, "set", "codec", "--mode", "refactored_primary", "--percent", "25",
-                 "--pin-new", "staff-1", "--reason", "canary 25%", "--json")  # fmt: skip
+    canary = run(
+        store_url,
+        "set",
+        "codec",
+        "--mode",
+        "refactored_primary",
+        "--percent",
+        "25",
+        "--pin-new",
+        "staff-1",
+        "--reason",
+        "canary 25%",
+        "--json",
+    )
     decision = json.loads(canary.stdout)["decision"]
     assert decision["new"]["mode"] == "canary" and decision["new"]["percent"] == 25
     assert decision["new"]["pins"] == {"new": ["staff-1"], "legacy": []}
@@ -62,8 +83,9 @@ def test_set_status_history_round_trip(store_url: str) -> None:
 
 def test_stale_expected_version_is_a_conflict(sqlite_url: str) -> None:
     run(sqlite_url, "set", "codec", "--mode", "shadow", "--reason", "a")
-    result = run(sqlite_url, "set", "codec", "--mode", "legacy", "--expect-version", "0",
-                 "--reason", "b")  # fmt: skip
+    result = run(
+        sqlite_url, "set", "codec", "--mode", "legacy", "--expect-version", "0", "--reason", "b"
+    )
     assert result.returncode == 1
     assert "'codec' is at version 1 (written by ops@test), not 0" in result.stderr
     assert "Traceback" not in result.stderr
@@ -135,11 +157,29 @@ def test_stats_json_has_exactly_the_documented_shape(sqlite_url: str) -> None:
     result = run(sqlite_url, "stats", "codec", "--window", "1h", "--json")
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)
-    assert list(stats) == ["migration", "mode", "percent", "window_seconds", "legacy", "new",
-                           "comparisons", "drifts", "drift_rate", "offpath_dropped"]  # fmt: skip
+    assert list(stats) == [
+        "migration",
+        "mode",
+        "percent",
+        "window_seconds",
+        "legacy",
+        "new",
+        "comparisons",
+        "drifts",
+        "drift_rate",
+        "offpath_dropped",
+    ]
     assert list(stats["legacy"]) == ["calls", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms"]
-    assert list(stats["new"]) == ["calls", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms",
-                                  "timeouts", "fallbacks"]  # fmt: skip
+    assert list(stats["new"]) == [
+        "calls",
+        "errors",
+        "error_rate",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "timeouts",
+        "fallbacks",
+    ]
     assert (stats["mode"], stats["window_seconds"]) == ("shadow", 3600)
     assert (stats["comparisons"], stats["drifts"]) == (200, 24)
     assert stats["drift_rate"] == pytest.approx(0.12)
@@ -155,8 +195,16 @@ def test_check_exit_codes_for_cron(sqlite_url: str) -> None:
     assert "drift_rate 0.12 exceeds 0.001 by 0.119 (120x, over 200 samples)" in breached.stdout
     holds = run(sqlite_url, "check", "codec", "--max-drift-rate", "0.2", "--max-error-rate", "0")
     assert holds.returncode == 0, holds.stdout
-    thin = run(sqlite_url, "check", "codec", "--max-drift-rate", "0.2", "--min-comparisons", "1000",
-               "--json")  # fmt: skip
+    thin = run(
+        sqlite_url,
+        "check",
+        "codec",
+        "--max-drift-rate",
+        "0.2",
+        "--min-comparisons",
+        "1000",
+        "--json",
+    )
     assert thin.returncode == 1
     report = json.loads(thin.stdout)
     assert report["ok"] is False
@@ -185,8 +233,9 @@ def test_gc_and_bucket(sqlite_url: str) -> None:
     assert gone["removed"]["windows"] >= 2 and gone["removed"]["drift_samples"] == 18
     assert gone["removed"]["drift_counts"] == 3
     assert json.loads(run(sqlite_url, "history", "codec", "--json").stdout)["decisions"]
-    result = json.loads(run(sqlite_url, "bucket", "codec", "user-42", "--percent", "25",
-                            "--json").stdout)  # fmt: skip
+    result = json.loads(
+        run(sqlite_url, "bucket", "codec", "user-42", "--percent", "25", "--json").stdout
+    )
     [row] = result["units"]
     assert row["bucket"] == cutover.bucket("codec", "user-42")
     assert row["arm"] == ("new" if row["bucket"] < 2500 else "legacy")

@@ -150,8 +150,16 @@ def test_drift_samples_groups_instances_and_gc(store_url: str) -> None:
     store = open_store(store_url)
 
     def sample(at: float, fingerprint: str, unit: str) -> DriftSample:
-        return DriftSample("codec", at, unit, fingerprint, {"args": [1]}, {"v": 1}, {"v": 2},
-                           [{"path": "$.v", "kind": "changed", "legacy": 1, "new": 2}])  # fmt: skip
+        return DriftSample(
+            "codec",
+            at,
+            unit,
+            fingerprint,
+            {"args": [1]},
+            {"v": 1},
+            {"v": 2},
+            [{"path": "$.v", "kind": "changed", "legacy": 1, "new": 2}],
+        )
 
     heartbeat = InstanceInfo("host:1:aa", "host", 1, NOW - 100, NOW, {"versions": {"codec": 3}})
     for seq, start in ((2, 1_749_999_900), (3, 1_749_999_960)):  # counts from another run
@@ -166,13 +174,16 @@ def test_drift_samples_groups_instances_and_gc(store_url: str) -> None:
             1,
             NOW,
             [(1_749_999_000, delta("codec", 1))],
-            [sample(NOW - 50, "$.v", "u1"), sample(NOW - 40, "$.v", "u2"),
-             sample(NOW - 30, "$.w", "u3")],
+            [
+                sample(NOW - 50, "$.v", "u1"),
+                sample(NOW - 40, "$.v", "u2"),
+                sample(NOW - 30, "$.w", "u3"),
+            ],
             heartbeat,
             run="one",
             fingerprints=[(1_749_999_960, "codec", "$.v", 2), (1_749_999_960, "codec", "$.w", 1)],
         )
-    )  # fmt: skip
+    )
     store.write_state("codec", State(), expected_version=0, actor="a", reason="r", at=NOW)
     groups = store.drift_groups("codec")
     assert [(g.fingerprint, g.count, g.samples) for g in groups] == [("$.v", 82, 2), ("$.w", 1, 1)]

@@ -129,9 +129,14 @@ def test_event_log_gets_one_line_per_comparison_and_fallback(
     assert comparisons[2]["fingerprint"] == "$" and comparisons[2]["migration"] == "codec"
     fallbacks = [e for e in lines if e["event"] == "fallback"]
     assert fallbacks == [
-        {"at": clock(), "migration": "codec", "event": "fallback", "unit": "3",
-         "reason": "RuntimeError"}
-    ]  # fmt: skip
+        {
+            "at": clock(),
+            "migration": "codec",
+            "event": "fallback",
+            "unit": "3",
+            "reason": "RuntimeError",
+        }
+    ]
 
 
 def test_drift_samples_are_capped_per_minute_and_redacted(

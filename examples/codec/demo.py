@@ -112,8 +112,10 @@ def main() -> None:
     cutover.flush()
     banner("decision log")
     for decision in runtime.store.decisions("codec"):
-        print(f"  v{decision.new.version}  {decision.actor}  {decision.new.mode.value:<7}"
-              f" {decision.new.effective_percent:>5g}%  {decision.reason}")  # fmt: skip
+        print(
+            f"  v{decision.new.version}  {decision.actor}  {decision.new.mode.value:<7}"
+            f" {decision.new.effective_percent:>5g}%  {decision.reason}"
+        )
     cutover.runtime.shutdown()
     banner("the same store, through the CLI")
     for args in (["status"], ["drifts", "codec", "--group", "--limit", "3"]):

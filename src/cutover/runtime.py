@@ -69,7 +69,7 @@ class Settings(BaseModel):
     redact: Redactor | None = None
     events: str | None = Field(default_factory=lambda: os.environ.get("CUTOVER_EVENTS") or None)
     buffer_limit: int = Field(
-        720, ge=1, description="flushes kept in memory while the store is down"
+        1440, ge=1, description="window slots kept in memory while the store is away"
     )
     prometheus: bool = True
     instance: str | None = Field(None, min_length=1, max_length=100)
@@ -89,9 +89,10 @@ class StoreHealth:
     reachable: bool | None  # None until the first attempt
     states_loaded_at: float | None  # clock time of the last successful refresh
     last_error: str | None
-    buffered_flushes: int
-    dropped_flushes: int
+    buffered_windows: int  # window slots waiting for the store
+    dropped_windows: int  # window entries lost because the store was away too long
     rejected_flushes: int
+    listening: bool  # a LISTEN connection is up (PostgreSQL)
 
 
 def _instance_name(configured: str | None) -> str:
@@ -156,12 +157,15 @@ class Runtime:
         self._flush_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
+        self._refresh_now = threading.Event()  # set by LISTEN/NOTIFY: refresh without waiting
+        self._listening = False
+        self._dropped_windows = 0
+        self._dropped_samples = 0
         self._loaded = threading.Event()
         self._threads: list[threading.Thread] = []
         self._reachable: bool | None = None
         self._last_error: str | None = None
         self._store_errors = 0
-        self._dropped_flushes = 0
         self._rejected_flushes = 0
         self._loaded_at: float | None = None
 
@@ -193,33 +197,66 @@ class Runtime:
             self._stop.clear()
             flush_every = self.settings.flush_interval
             self._threads = [
-                self._spawn("cutover-refresh", self.refresh, self.settings.refresh_interval),
+                self._spawn(
+                    "cutover-refresh",
+                    self.refresh,
+                    self.settings.refresh_interval,
+                    wake=self._refresh_now,
+                ),
                 # A fresh process has nothing to flush: the first flush waits one interval.
                 self._spawn("cutover-flush", self._background_flush, flush_every, flush_every),
             ]
+            if getattr(self.store, "notifies", False):
+                listener = threading.Thread(
+                    target=self.store.listen,  # type: ignore[attr-defined]
+                    args=(self._refresh_now.set, self._stop, self._set_listening),
+                    name="cutover-listen",
+                    daemon=True,
+                )
+                listener.start()
+                self._threads.append(listener)
+
+    def _set_listening(self, up: bool) -> None:
+        self._listening = up
 
     def _spawn(
-        self, name: str, work: Callable[[], Any], interval: float, first_delay: float = 0.0
+        self,
+        name: str,
+        work: Callable[[], Any],
+        interval: float,
+        first_delay: float = 0.0,
+        wake: threading.Event | None = None,
     ) -> threading.Thread:
         thread = threading.Thread(
-            target=self._every, args=(name, work, interval, first_delay), name=name, daemon=True
+            target=self._every,
+            args=(name, work, interval, first_delay, wake or self._stop),
+            name=name,
+            daemon=True,
         )
         thread.start()
         return thread
 
     def _every(
-        self, name: str, work: Callable[[], Any], interval: float, first_delay: float
+        self,
+        name: str,
+        work: Callable[[], Any],
+        interval: float,
+        first_delay: float,
+        wake: threading.Event,
     ) -> None:
-        """Run ``work`` every ``interval`` seconds until stopped; no error ends the thread."""
+        """Run ``work`` every ``interval`` seconds, or at once when ``wake`` is set, until
+        stopped; no error ends the thread."""
         if first_delay:
             self._stop.wait(first_delay)
         while not self._stop.is_set():
+            if wake is not self._stop:
+                wake.clear()  # before the work: a change announced during it runs it again
             try:
                 work()
             except Exception:  # noqa: BLE001 - the thread must outlive any failure
                 self._store_errors += 1
                 limited.error(name, "cutover %s failed; retrying", name, exc_info=True)
-            self._stop.wait(interval)
+            wake.wait(interval)
 
     def _background_flush(self) -> None:
         self.flush(drain_timeout=0)
@@ -293,28 +330,32 @@ class Runtime:
             ]
             if self.events is not None:
                 self.events.drain()
-            if deltas or samples or fingerprints:
-                self._pending.append(
-                    FlushBatch(
-                        self.instance,
-                        next(self._seq),
-                        now,
-                        deltas,
-                        samples,
-                        run=self.run,
-                        fingerprints=fingerprints,
-                    )
-                )
-                while len(self._pending) > self.settings.buffer_limit:
-                    self._pending.popleft()
-                    self._dropped_flushes += 1
-                    if self._dropped_flushes == 1 or self._dropped_flushes % 100 == 0:
-                        log.error(
-                            "cutover dropped %d buffered flushes: the store has been"
-                            " unreachable too long",
-                            self._dropped_flushes,
-                        )
+            batch = FlushBatch(
+                self.instance, 0, now, deltas, samples, run=self.run, fingerprints=fingerprints
+            )
+            if not batch.empty:
+                self._buffer(batch)
             return self._write_pending(now)
+
+    def _buffer(self, batch: FlushBatch) -> None:
+        """Queue a batch for the store. While the store is away, batches merge into one (the
+        counts add up exactly), so memory grows with the minutes of the outage, not with the
+        flushes, and is capped at ``buffer_limit`` window slots: past that the oldest go."""
+        last = self._pending[-1] if self._pending else None
+        if last is not None and not last.attempted:
+            self._dropped_samples += last.absorb(batch)
+        else:
+            batch.seq = next(self._seq)
+            self._pending.append(batch)
+            last = batch
+        while len(last.starts()) > self.settings.buffer_limit:
+            self._dropped_windows += last.drop_oldest()
+            limited.error(
+                "buffer",
+                "cutover dropped buffered windows (%d so far): the store has been"
+                " unreachable longer than buffer_limit allows",
+                self._dropped_windows,
+            )
 
     def _write_pending(self, now: float) -> bool:
         heartbeat = self.heartbeat(now)
@@ -374,8 +415,10 @@ class Runtime:
                 "overrides": overrides,
                 "states_loaded_at": self._loaded_at,
                 "store_errors": self._store_errors,
-                "dropped_flushes": self._dropped_flushes,
+                "dropped_windows": self._dropped_windows,
+                "dropped_samples": self._dropped_samples,
                 "rejected_flushes": self._rejected_flushes,
+                "listening": self._listening,
                 "cutover": __version__,
             },
         )
@@ -386,9 +429,10 @@ class Runtime:
             reachable=self._reachable,
             states_loaded_at=self._loaded_at,
             last_error=self._last_error,
-            buffered_flushes=len(self._pending),
-            dropped_flushes=self._dropped_flushes,
+            buffered_windows=sum(len(batch.windows) for batch in self._pending),
+            dropped_windows=self._dropped_windows,
             rejected_flushes=self._rejected_flushes,
+            listening=self._listening,
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -398,6 +442,7 @@ class Runtime:
         self.pool.close(timeout)
         self.serving_pool.close(0)
         self._stop.set()
+        self._refresh_now.set()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout)

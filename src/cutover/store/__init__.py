@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,6 +46,47 @@ class FlushBatch:
     run: str = ""
     # (window start, migration, fingerprint, drifts): exact drift counts per root cause
     fingerprints: list[tuple[int, str, str, int]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.windows or self.samples or self.fingerprints)
+
+    def starts(self) -> set[int]:
+        return {start for start, _ in self.windows} | {row[0] for row in self.fingerprints}
+
+    def absorb(self, later: FlushBatch, max_samples: int = 1000) -> int:
+        """Add a later batch's content to this one (never attempted, so still free to change):
+        counts for the same window and migration add up exactly. Returns how many samples
+        were dropped to stay within ``max_samples``."""
+        windows = {(start, delta.migration): delta for start, delta in self.windows}
+        for start, delta in later.windows:
+            mine = windows.get((start, delta.migration))
+            if mine is None:
+                windows[(start, delta.migration)] = delta
+            else:
+                for arm, counts in delta.arms.items():
+                    mine.arms[arm].add(counts)
+        self.windows = [(start, delta) for (start, _), delta in windows.items()]
+        drifts: dict[tuple[int, str, str], int] = {}
+        for start, migration, fingerprint, count in (*self.fingerprints, *later.fingerprints):
+            key = (start, migration, fingerprint)
+            drifts[key] = drifts.get(key, 0) + count
+        self.fingerprints = [(*key, count) for key, count in drifts.items()]
+        self.samples.extend(later.samples)
+        dropped = max(0, len(self.samples) - max_samples)
+        if dropped:
+            del self.samples[:dropped]
+        self.at = later.at
+        return dropped
+
+    def drop_oldest(self) -> int:
+        """Forget the oldest window start (memory is bounded); returns the window entries lost."""
+        oldest = min(self.starts())
+        lost = sum(1 for start, _ in self.windows if start == oldest)
+        self.windows = [(start, delta) for start, delta in self.windows if start != oldest]
+        self.fingerprints = [row for row in self.fingerprints if row[0] != oldest]
+        return lost
+
     attempted: bool = False  # a write was tried and its outcome is unknown
 
 
@@ -100,6 +142,18 @@ class Store(Protocol):
     def instances(self) -> list[InstanceInfo]: ...
 
     def gc(self, before: float) -> dict[str, int]: ...
+
+    @property
+    def notifies(self) -> bool:
+        """True when the store announces state changes and :meth:`listen` hears them."""
+        ...
+
+    def listen(
+        self,
+        changed: Callable[[], None],
+        stop: threading.Event,
+        connected: Callable[[bool], None] = ...,
+    ) -> None: ...
 
     def after_fork_in_child(self) -> None: ...
 

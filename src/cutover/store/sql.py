@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +32,14 @@ from cutover.telemetry.windows import COUNTERS, ArmCounts
 log = logging.getLogger("cutover")
 
 _SCHEMA_LOCK_KEY = 0x63757430  # "cut0": serializes schema creation across PostgreSQL clients
+
+
+def _channel_for(schema: str) -> str:
+    """The NOTIFY channel of the store in ``schema``: stores in other schemas stay quiet."""
+    name = "cutover_" + re.sub(r"[^a-z0-9_]", "_", schema.lower())
+    if len(name) > 63:  # PostgreSQL truncates identifiers to 63 bytes
+        name = name[:54] + "_" + hashlib.sha1(schema.encode()).hexdigest()[:8]
+    return name
 
 
 def _state_from_row(row: Any) -> State:
@@ -87,6 +96,7 @@ class SqlStore:
         self._engine = self._create_engine()
         self._ready = False
         self._ready_lock = threading.Lock()
+        self._channel: str | None = None  # the LISTEN/NOTIFY channel, PostgreSQL only
 
     # -- connection handling -------------------------------------------------------------
 
@@ -182,6 +192,9 @@ class SqlStore:
                                 f"the store at {redact_url(self.url)} has schema version {found},"
                                 f" newer than this cutover ({t.SCHEMA_VERSION}); upgrade cutover"
                             )
+                        if conn.dialect.name == "postgresql":
+                            schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
+                            self._channel = _channel_for(str(schema or "public"))
             except (sa.exc.SQLAlchemyError, OSError) as error:
                 raise StoreError(
                     f"cannot open the store at {redact_url(self.url)}: {_short(error)}"
@@ -198,6 +211,59 @@ class SqlStore:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    # -- change notifications (PostgreSQL) -----------------------------------------------
+
+    @property
+    def notifies(self) -> bool:
+        """Whether this store announces state changes (PostgreSQL LISTEN/NOTIFY)."""
+        return self.dialect == "postgresql"
+
+    def listen(
+        self,
+        changed: Callable[[], None],
+        stop: threading.Event,
+        connected: Callable[[bool], None] = lambda _up: None,
+    ) -> None:
+        """Call ``changed`` whenever a state changes, until ``stop`` is set. Runs in its own
+        thread on its own connection; reconnects with backoff after any failure and calls
+        ``changed`` once on (re)connecting, since changes may have been missed meanwhile."""
+        import psycopg
+        from psycopg import sql
+
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                self._ensure_schema()
+                assert self._channel is not None
+                with psycopg.connect(
+                    self._libpq_url(),
+                    autocommit=True,
+                    connect_timeout=max(1, round(self._connect_timeout)),
+                ) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    connected(True)
+                    changed()
+                    backoff = 0.5
+                    quiet = 0.0
+                    while not stop.is_set():
+                        heard = False
+                        for _notice in conn.notifies(timeout=1.0):
+                            heard = True
+                            changed()
+                        quiet = 0.0 if heard else quiet + 1.0
+                        if quiet >= 10:  # a silent link may be a dead one: probe it
+                            conn.execute("SELECT 1")
+                            quiet = 0.0
+            except (psycopg.Error, OSError, StoreError):
+                connected(False)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _libpq_url(self) -> str:
+        """The URL psycopg understands: the user's, without SQLAlchemy's driver suffix."""
+        url = self._engine.url.set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
 
     def _insert(self, table: sa.Table) -> Any:
         module = pg_dialect if self.dialect == "postgresql" else sqlite_dialect
@@ -281,6 +347,11 @@ class SqlStore:
                     )
                     .returning(t.decisions.c.id)
                 ).scalar_one()
+                if self._channel is not None:  # delivered to listeners when this commits
+                    conn.execute(
+                        sa.text("SELECT pg_notify(:channel, :payload)"),
+                        {"channel": self._channel, "payload": f"{new_version}:{name}"},
+                    )
         except (_Lost, StoreError) as error:
             cause = error.__cause__ if isinstance(error, StoreError) else None
             if isinstance(error, StoreError) and not isinstance(cause, sa.exc.IntegrityError):

@@ -57,7 +57,17 @@ class CutoverCollector(Collector):
 
         runtime = rt._runtime
         families = self._families()
-        calls, comparisons, fallbacks, dropped, duration, percent, store_errors = families
+        (
+            calls,
+            comparisons,
+            fallbacks,
+            dropped,
+            duration,
+            percent,
+            store_errors,
+            buffered,
+            dropped_windows,
+        ) = families
         if runtime is None:
             return iter(families)
         with runtime._registry_lock:
@@ -93,6 +103,9 @@ class CutoverCollector(Collector):
                 seen.add(migration.name)
                 percent.add_metric([migration.name], migration.route.effective_percent)
         store_errors.add_metric([], runtime._store_errors)
+        health = runtime.health()
+        buffered.add_metric([], health.buffered_windows)
+        dropped_windows.add_metric([], health.dropped_windows)
         return iter(families)
 
     @staticmethod
@@ -131,6 +144,16 @@ class CutoverCollector(Collector):
             CounterMetricFamily(
                 "cutover_store_errors",
                 "Failed reads and writes of the cutover store.",
+                labels=[],
+            ),
+            GaugeMetricFamily(
+                "cutover_buffered_windows",
+                "Windows of telemetry waiting in memory for the store to come back.",
+                labels=[],
+            ),
+            CounterMetricFamily(
+                "cutover_dropped_windows",
+                "Windows of telemetry lost because the store was away longer than buffer_limit.",
                 labels=[],
             ),
         ]
