@@ -186,6 +186,12 @@ def test_stats_json_has_exactly_the_documented_shape(sqlite_url: str) -> None:
     assert stats["legacy"]["calls"] == 200 and stats["legacy"]["p99_ms"] > 0
     human = run(sqlite_url, "stats", "codec").stdout
     assert "comparisons 200  drifts 24  drift rate 12%" in human
+    earlier = json.loads(run(sqlite_url, "stats", "codec", "--until", "1h", "--json").stdout)
+    assert earlier["comparisons"] == 0 and earlier["window_seconds"] == 3600
+    ranged = run(sqlite_url, "stats", "codec", "--since", "2000-01-01T00:00Z", "--json")
+    assert json.loads(ranged.stdout)["comparisons"] == 200
+    bad = run(sqlite_url, "stats", "codec", "--since", "yesterday")
+    assert bad.returncode == 2 and "neither a time" in bad.stderr
 
 
 def test_check_exit_codes_for_cron(sqlite_url: str) -> None:
@@ -265,3 +271,7 @@ def test_status_shows_instances_and_kill_switches(sqlite_url: str) -> None:
     assert row["overrides"][0]["variable"] == "CUTOVER_FORCE_CODEC"
     table = run(sqlite_url, "status").stdout
     assert "forced to legacy by CUTOVER_FORCE_CODEC" in table
+    [instance] = json.loads(run(sqlite_url, "instances", "--json").stdout)["instances"]
+    assert instance["live"] and instance["migrations"] == {"codec": 1}
+    assert instance["overrides"] == ["codec"] and instance["store_errors"] == 0
+    assert instance["state_age_seconds"] is not None and instance["state_age_seconds"] < 60

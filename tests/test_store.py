@@ -67,22 +67,23 @@ def test_compare_and_set_and_one_decision_per_change(store_url: str) -> None:
     store.close()
 
 
-def test_concurrent_writers_lose_no_update(store_url: str) -> None:
+def test_fifty_concurrent_writers_lose_no_update(store_url: str) -> None:
     store = open_store(store_url)
     store.write_state("race", State(), expected_version=0, actor="init", reason="init", at=NOW)
     accepted: list[int] = []
-    conflicts = 0
+    conflicts: list[str] = []
     lock = threading.Lock()
+    start = threading.Barrier(50)
 
     def writer(number: int) -> None:
-        nonlocal conflicts
-        for _ in range(10):
+        start.wait()
+        for _ in range(4):
             while True:
                 current = store.state("race")
                 assert current is not None
-                bumped = current.evolve(percent=min(100.0, current.percent + 0.01))
+                bumped = current.evolve(percent=round(current.percent + 0.01, 2))
                 try:
-                    store.write_state(
+                    decision = store.write_state(
                         "race",
                         bumped,
                         expected_version=current.version,
@@ -90,26 +91,29 @@ def test_concurrent_writers_lose_no_update(store_url: str) -> None:
                         reason="bump",
                         at=NOW,
                     )
-                except ConflictError:
+                except ConflictError as error:
                     with lock:
-                        conflicts += 1
+                        conflicts.append(str(error))
                     continue
                 with lock:
-                    accepted.append(current.version + 1)
+                    accepted.append(decision.new.version)
                 break
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(20)]
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(50)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     final = store.state("race")
     assert final is not None
-    assert final.version == 201
-    assert final.percent == pytest.approx(2.0)
-    assert sorted(accepted) == list(range(2, 202))
+    assert final.version == 201 and final.percent == pytest.approx(2.0)
+    assert sorted(accepted) == list(range(2, 202)), "every accepted change has its own version"
     decisions = store.decisions("race", limit=1000)
-    assert [d.new.version for d in decisions] == list(range(1, 202))
+    assert [d.new.version for d in decisions] == list(range(1, 202)), "one decision per change"
+    assert all(
+        d.old is not None and d.new.percent == round(d.old.percent + 0.01, 2) for d in decisions[1:]
+    ), "no update was lost: each builds on the one before"
+    assert conflicts and all("written by writer-" in c for c in conflicts)
     store.close()
 
 

@@ -42,10 +42,16 @@ def require_known(store: Store, name: str) -> State | None:
     return state
 
 
-def stats(store: Store, name: str, window_seconds: float, now: float) -> MigrationStats:
+def stats(
+    store: Store, name: str, window_seconds: float, now: float, until: float | None = None
+) -> MigrationStats:
+    """The report over the ``window_seconds`` before ``until`` (default: ``now``), summed over
+    every instance's windows."""
     state = require_known(store, name)
-    since = now - window_seconds
-    return summarize(name, state, store.windows(name, since, None), since=since, until=now)
+    end = now if until is None else until
+    since = end - window_seconds
+    windows = store.windows(name, since, None if until is None else until)
+    return summarize(name, state, windows, since=since, until=end)
 
 
 @dataclass(frozen=True, slots=True)

@@ -347,9 +347,13 @@ class Runtime:
         else:
             batch.seq = next(self._seq)
             self._pending.append(batch)
-            last = batch
-        while len(last.starts()) > self.settings.buffer_limit:
-            self._dropped_windows += last.drop_oldest()
+        while len(set().union(*(pending.starts() for pending in self._pending))) > (
+            self.settings.buffer_limit
+        ):
+            oldest = min((b for b in self._pending if b.starts()), key=lambda b: min(b.starts()))
+            self._dropped_windows += oldest.drop_oldest()
+            if oldest.empty:
+                self._pending.remove(oldest)
             limited.error(
                 "buffer",
                 "cutover dropped buffered windows (%d so far): the store has been"

@@ -61,13 +61,60 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 
 def window_option(default: str = "1h") -> Any:
-    return click.option(
-        "--window",
-        default=default,
-        show_default=True,
-        metavar="DURATION",
-        help="How far back to look: 30s, 5m, 1h, 14d.",
-    )
+    """``--window`` and ``--since``/``--until``: the span a report covers."""
+
+    def decorate(command: Any) -> Any:
+        command = click.option(
+            "--until",
+            default=None,
+            metavar="WHEN",
+            help="End of the span: 2026-11-22T10:00Z, or a duration ago (2h). Default: now.",
+        )(command)
+        command = click.option(
+            "--since",
+            default=None,
+            metavar="WHEN",
+            help="Start of the span (like --until); overrides --window.",
+        )(command)
+        return click.option(
+            "--window",
+            default=default,
+            show_default=True,
+            metavar="DURATION",
+            help="How far back to look: 30s, 5m, 1h, 14d.",
+        )(command)
+
+    return decorate
+
+
+def span(
+    window: str, since: str | None, until: str | None, now: float
+) -> tuple[float, float | None]:
+    """(seconds covered, end or None for now) from --window, --since and --until."""
+    end = None if until is None else moment(until, now, "--until")
+    if since is None:
+        return seconds(window, "--window"), end
+    start = moment(since, now, "--since")
+    if start >= (now if end is None else end):
+        raise InvalidInput("--since must be before --until (or before now)")
+    return (now if end is None else end) - start, end
+
+
+def moment(text: str, now: float, what: str) -> float:
+    """A point in time: an ISO-8601 timestamp (UTC unless it says otherwise) or a duration ago."""
+    raw = text.strip()
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        try:
+            return now - parse_duration(raw, what)
+        except InvalidInput:
+            raise InvalidInput(
+                f"{what} {text!r} is neither a time (2026-11-22T10:00Z) nor a duration ago (2h)"
+            ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
 
 
 def seconds(text: str, what: str) -> float:

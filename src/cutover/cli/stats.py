@@ -15,7 +15,7 @@ from cutover.cli._app import (
     pass_session,
     print_json,
     ratio,
-    seconds,
+    span,
     when,
     window_option,
 )
@@ -28,9 +28,18 @@ from cutover.stats import MigrationStats, check
 @window_option()
 @json_option
 @pass_session
-def stats(session: Session, name: str, window: str, as_json: bool) -> None:
+def stats(
+    session: Session,
+    name: str,
+    window: str,
+    since: str | None,
+    until: str | None,
+    as_json: bool,
+) -> None:
     """Calls, errors, latency percentiles of both arms, and the drift rate over a window."""
-    report = operations.stats(session.store, name, seconds(window, "--window"), session.now())
+    now = session.now()
+    covered, end = span(window, since, until, now)
+    report = operations.stats(session.store, name, covered, now, end)
     if as_json:
         print_json(report.to_json())
         return
@@ -40,8 +49,9 @@ def stats(session: Session, name: str, window: str, as_json: bool) -> None:
 def render(report: MigrationStats) -> None:
     """The human table of ``cutover stats`` (also printed by the demo)."""
     title = (
-        f"{report.migration} · {report.mode.value} {report.percent:g}% · last"
-        f" {format_duration(report.window_seconds)} (since {when(report.since)})"
+        f"{report.migration} · {report.mode.value} {report.percent:g}% ·"
+        f" {format_duration(report.window_seconds)} from {when(report.since)}"
+        f" to {when(report.until)}"
     )
     table = Table(title=title, title_justify="left")
     for column in (
@@ -130,6 +140,8 @@ def check_command(
     max_timeout_rate: float | None,
     min_comparisons: int | None,
     window: str,
+    since: str | None,
+    until: str | None,
     as_json: bool,
 ) -> None:
     """Exit 0 when every threshold holds over the window, 1 when one is breached (for cron/CI)."""
@@ -146,7 +158,9 @@ def check_command(
         raise click.UsageError(
             "give at least one threshold, e.g. --max-drift-rate 0.001 or --max-error-rate 0.05"
         )
-    report = operations.stats(session.store, name, seconds(window, "--window"), session.now())
+    now = session.now()
+    covered, end = span(window, since, until, now)
+    report = operations.stats(session.store, name, covered, now, end)
     limits = check(
         report,
         max_drift_rate=max_drift_rate,
