@@ -17,14 +17,38 @@ from cutover import runtime as rt
 
 
 @contextlib.contextmanager
-def fresh_runtime(**options: Any) -> Iterator[rt.Runtime]:
-    """cutover configured on a new SQLite file; shut down afterwards."""
-    with tempfile.TemporaryDirectory() as folder:
-        runtime = cutover.configure(f"sqlite:///{Path(folder) / 'bench.db'}", wait=2, **options)
+def fresh_runtime(store: str | None = None, **options: Any) -> Iterator[rt.Runtime]:
+    """cutover configured on a new SQLite file (or a scratch schema of ``store`` when it is a
+    PostgreSQL URL); shut down and cleaned up afterwards."""
+    with contextlib.ExitStack() as stack:
+        if store is None:
+            folder = stack.enter_context(tempfile.TemporaryDirectory())
+            url = f"sqlite:///{Path(folder) / 'bench.db'}"
+        else:
+            url = stack.enter_context(scratch_schema(store))
+        runtime = cutover.configure(url, wait=2, **options)
         try:
             yield runtime
         finally:
             rt.shutdown()
+
+
+@contextlib.contextmanager
+def scratch_schema(server: str) -> Iterator[str]:
+    """A store URL in a new schema of the PostgreSQL at ``server``, dropped afterwards."""
+    import secrets
+
+    import psycopg
+
+    schema = f"cutover_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        joiner = "&" if "?" in server else "?"
+        yield f"{server}{joiner}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def per_call_ns(loop: Callable[[int], None], calls: int, repeats: int = 7) -> float:

@@ -33,11 +33,12 @@ def laboratory_control_only(x: int) -> int:
     return experiment.conduct()
 
 
-def run(calls: int) -> dict[str, Any]:
+def run(calls: int, store: str | None = None, background: bool = False) -> dict[str, Any]:
     direct = per_call_ns(loop_of(identity), calls)
     lab = per_call_ns(loop_of(laboratory_control_only), max(calls // 10, 20_000)) - direct
     results: dict[str, Any] = {}
-    with fresh_runtime(flush_interval=3600, refresh_interval=3600) as runtime:
+    intervals = {} if background else {"flush_interval": 3600, "refresh_interval": 3600}
+    with fresh_runtime(store, **intervals) as runtime:
 
         def put(name: str, **change: Any) -> None:
             set_state(
@@ -90,7 +91,16 @@ def run(calls: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=300_000)
-    emit("overhead", run(parser.parse_args().calls))
+    parser.add_argument("--store", default=None, help="a store URL (default: a new SQLite file)")
+    parser.add_argument(
+        "--background",
+        action="store_true",
+        help="refresh every second and flush every 5 s while timing, as in production",
+    )
+    arguments = parser.parse_args()
+    results = run(arguments.calls, arguments.store, arguments.background)
+    where = {"store": arguments.store or "sqlite", "background": arguments.background}
+    emit("overhead", {**where, **results})
 
 
 if __name__ == "__main__":

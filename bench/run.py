@@ -1,30 +1,49 @@
 """Run every benchmark and print one JSON document (the figures in docs/performance.md).
 
-make bench            # or: python bench/run.py
+    make bench            # or: python bench/run.py [--server postgresql://postgres@127.0.0.1/test]
+
+Benchmarks that need PostgreSQL run against ``--server`` and are reported as skipped, with the
+reason, when it cannot be reached.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
+from typing import Any
+
+import psycopg
 
 import canary_million
+import flush_throughput
 import overhead
 import shadow_latency
 from _harness import machine
 
 
+def quietly(function: Any, *arguments: Any) -> Any:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return function(*arguments)
+
+
 def main() -> None:
-    results = {}
-    for name, module, arguments in (
-        ("overhead", overhead, (300_000,)),
-        ("shadow_latency", shadow_latency, (5000,)),
-        ("canary_million", canary_million, (1_000_000, 4)),
-    ):
-        with contextlib.redirect_stdout(io.StringIO()):
-            results[name] = module.run(*arguments)
-    print(json.dumps({"machine": machine(), **results}, indent=2))
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432/test")
+    server = parser.parse_args().server
+    results: dict[str, Any] = {"machine": machine()}
+    results["overhead"] = quietly(overhead.run, 300_000)
+    results["shadow_latency"] = quietly(shadow_latency.run, 5000)
+    results["canary_million"] = quietly(canary_million.run, 1_000_000, 4)
+    try:
+        psycopg.connect(server, connect_timeout=3).close()
+    except psycopg.OperationalError as error:
+        results["postgresql"] = f"skipped: cannot reach {server}: {error}".strip()
+    else:
+        results["overhead_postgresql_background"] = quietly(overhead.run, 300_000, server, True)
+        results["flush_throughput"] = quietly(flush_throughput.run, server, 50, 10.0)
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,206 @@
+"""Flush throughput into PostgreSQL with 50 simulated app instances writing at once.
+
+Each instance is a thread with its own run id, flushing batches shaped like a real process's:
+10 migrations x 2 arms of counters, about 20 latency buckets per arm, a few drift
+fingerprints. The reference in the same run is the database's raw speed for as many rows: COPY
+into an unlogged table with no keys (what a flusher with no idempotency and no merging could
+reach at best). A second phase paces every instance at one flush per 5 s, as in production,
+and reports the flush latency.
+
+    python bench/flush_throughput.py [--server postgresql://postgres@127.0.0.1/test]
+                                     [--instances 50] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import secrets
+import threading
+import time
+from typing import Any
+
+import psycopg
+
+from _harness import emit, percentile, scratch_schema
+from cutover.model import Arm
+from cutover.store import FlushBatch
+from cutover.store.sql import SqlStore
+from cutover.telemetry.histogram import Histogram
+from cutover.telemetry.windows import COUNTERS, ArmCounts, WindowDelta
+
+MIGRATIONS = 10
+
+
+def batch(instance: int, seq: int, run: str, start: int, rng: random.Random) -> FlushBatch:
+    windows = []
+    fingerprints = []
+    for number in range(MIGRATIONS):
+        arms = {}
+        for arm in (Arm.LEGACY, Arm.NEW):
+            counts = ArmCounts([rng.randrange(0, 5000) for _ in COUNTERS], Histogram())
+            for _ in range(20):
+                counts.histogram.add(rng.randrange(100, 300), rng.randrange(1, 500))
+            arms[arm] = counts
+        windows.append((start, WindowDelta(f"migration-{number}", arms)))
+        fingerprints.append((start, f"migration-{number}", f"$.field{rng.randrange(3)}", 3))
+    return FlushBatch(
+        f"bench-{instance}", seq, time.time(), windows, run=run, fingerprints=fingerprints
+    )
+
+
+def rows_in(flush: FlushBatch) -> int:
+    return sum(
+        1 + counts.histogram.items().__length_hint__()
+        for _, delta in flush.windows
+        for counts in delta.arms.values()
+    ) + len(flush.fingerprints)
+
+
+def cutover_flushes(url: str, instances: int, seconds: float) -> dict[str, Any]:
+    store = SqlStore(url)
+    store.states()  # create the schema before the clock starts
+    latencies: list[float] = []
+    rows = 0
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def instance(number: int) -> None:
+        nonlocal rows
+        rng = random.Random(number)
+        run = secrets.token_hex(8)
+        seq = 0
+        while time.monotonic() < stop:
+            seq += 1
+            start = int(time.time()) // 60 * 60
+            flush = batch(number, seq, run, start, rng)
+            began = time.perf_counter()
+            assert store.write_flush(flush)
+            took = time.perf_counter() - began
+            with lock:
+                latencies.append(took)
+                rows += rows_in(flush)
+
+    threads = [threading.Thread(target=instance, args=(n,)) for n in range(instances)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - began
+    store.close()
+    return {
+        "flushes_per_second": round(len(latencies) / elapsed, 1),
+        "rows_per_second": round(rows / elapsed),
+        "flush_p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+        "flush_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "flushes": len(latencies),
+    }
+
+
+def raw_copies(url: str, instances: int, seconds: float) -> dict[str, Any]:
+    """The same number of rows per flush, written the fastest way PostgreSQL has: COPY into an
+    unlogged table with no keys (no upsert, no idempotency, no merging)."""
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE UNLOGGED TABLE raw_rows (a text, b text, c bigint, d bigint)")
+    per_flush = rows_in(batch(0, 1, "x", 0, random.Random(0)))
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def instance(number: int) -> None:
+        with psycopg.connect(conninfo) as conn:
+            rows = [(f"m{number}", "arm", i, i) for i in range(per_flush)]
+            while time.monotonic() < stop:
+                began = time.perf_counter()
+                with conn.cursor() as cursor, cursor.copy("COPY raw_rows FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                conn.commit()
+                with lock:
+                    latencies.append(time.perf_counter() - began)
+
+    threads = [threading.Thread(target=instance, args=(n,)) for n in range(instances)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - began
+    return {
+        "flushes_per_second": round(len(latencies) / elapsed, 1),
+        "rows_per_second": round(len(latencies) * per_flush / elapsed),
+        "flush_p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+        "flush_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "rows_per_flush": per_flush,
+    }
+
+
+def paced(url: str, instances: int, seconds: float, interval: float) -> dict[str, Any]:
+    """Latency of flushes when every instance flushes once per ``interval``, as in production."""
+    store = SqlStore(url)
+    store.states()
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def instance(number: int) -> None:
+        rng = random.Random(1000 + number)
+        run = secrets.token_hex(8)
+        seq = 0
+        time.sleep(rng.uniform(0, interval))  # instances do not start in step
+        while time.monotonic() < stop:
+            seq += 1
+            flush = batch(number, seq, run, int(time.time()) // 60 * 60, rng)
+            began = time.perf_counter()
+            assert store.write_flush(flush)
+            took = time.perf_counter() - began
+            with lock:
+                latencies.append(took)
+            time.sleep(max(0.0, interval - took))
+
+    threads = [threading.Thread(target=instance, args=(n,)) for n in range(instances)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store.close()
+    return {
+        "interval_s": interval,
+        "flushes": len(latencies),
+        "flush_p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+        "flush_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "flush_max_ms": round(max(latencies) * 1000, 2),
+    }
+
+
+def run(server: str, instances: int, seconds: float) -> dict[str, Any]:
+    with scratch_schema(server) as url:
+        saturated = cutover_flushes(url, instances, seconds)
+        raw = raw_copies(url, instances, seconds)
+        production = paced(url, instances, max(seconds, 20.0), 5.0)
+    return {
+        "instances": instances,
+        "migrations_per_flush": MIGRATIONS,
+        "saturated": saturated,
+        "raw_copy_reference": raw,
+        "ratio_rows_per_second_to_raw_copy": round(
+            saturated["rows_per_second"] / raw["rows_per_second"], 3
+        ),
+        "instances_sustainable_at_5s": int(saturated["flushes_per_second"] * 5),
+        "paced_every_5s": production,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--instances", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    arguments = parser.parse_args()
+    emit("flush_throughput", run(arguments.server, arguments.instances, arguments.seconds))
+
+
+if __name__ == "__main__":
+    main()
