@@ -68,18 +68,27 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank]
 
 
-def latencies_ms(call: Callable[[int], Any], count: int) -> dict[str, float]:
+def timings_ms(call: Callable[[int], Any], count: int) -> list[float]:
+    """Milliseconds each of ``count`` sequential calls took."""
     samples = []
     for i in range(count):
         started = time.perf_counter_ns()
         call(i)
         samples.append((time.perf_counter_ns() - started) / 1e6)
+    return samples
+
+
+def summary(samples: list[float]) -> dict[str, float]:
     return {
-        "calls": count,
+        "calls": len(samples),
         "p50_ms": round(percentile(samples, 0.50), 4),
         "p99_ms": round(percentile(samples, 0.99), 4),
-        "mean_ms": round(sum(samples) / count, 4),
+        "mean_ms": round(sum(samples) / len(samples), 4),
     }
+
+
+def latencies_ms(call: Callable[[int], Any], count: int) -> dict[str, float]:
+    return summary(timings_ms(call, count))
 
 
 def machine() -> dict[str, Any]:
