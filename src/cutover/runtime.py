@@ -106,6 +106,13 @@ def _instance_name(configured: str | None) -> str:
 # Every Migration declared in this process, whatever runtime it is attached to, so that
 # configure() after shutdown() (or a fork) finds them all.
 _declared: weakref.WeakSet[Migration] = weakref.WeakSet()
+_declared_lock = threading.Lock()  # a WeakSet cannot be iterated while another thread adds
+
+
+def declared() -> list[Migration]:
+    """Every migration declared in this process and still alive."""
+    with _declared_lock:
+        return list(_declared)
 
 
 class _Limited:
@@ -184,7 +191,7 @@ class Runtime:
 
     @property
     def migrations(self) -> list[Migration]:
-        return [m for m in list(_declared) if m._runtime is self]
+        return [m for m in declared() if m._runtime is self]
 
     # -- background work -----------------------------------------------------------------
 
@@ -496,7 +503,8 @@ def current() -> Runtime:
 
 def declare(migration: Migration) -> None:
     """Remember a migration for every runtime to come (called by Migration itself)."""
-    _declared.add(migration)
+    with _declared_lock:
+        _declared.add(migration)
 
 
 def configure(store: str | os.PathLike[str] | None = None, **options: Any) -> Runtime:
@@ -525,7 +533,7 @@ def configure(store: str | os.PathLike[str] | None = None, **options: Any) -> Ru
         runtime.wait_until_loaded(settings.wait)
     with _runtime_lock:
         previous, _runtime = _runtime, runtime
-    for migration in list(_declared):
+    for migration in declared():
         migration._attach(runtime)
     if previous is not None:
         previous.close()
@@ -571,9 +579,10 @@ async def aflush(timeout: float = 5.0) -> bool:
 
 
 def _after_fork_in_child() -> None:
-    global _runtime_lock, _default_lock
+    global _runtime_lock, _default_lock, _declared_lock
     _runtime_lock = threading.Lock()
     _default_lock = threading.Lock()
+    _declared_lock = threading.Lock()
     runtime = _runtime
     if runtime is not None:
         runtime.after_fork_in_child()
