@@ -192,6 +192,10 @@ def test_stats_json_has_exactly_the_documented_shape(sqlite_url: str) -> None:
     assert json.loads(ranged.stdout)["comparisons"] == 200
     bad = run(sqlite_url, "stats", "codec", "--since", "yesterday")
     assert bad.returncode == 2 and "neither a time" in bad.stderr
+    seconds_ago = run(
+        sqlite_url, "stats", "codec", "--since", "20261122", "--until", "now", "--json"
+    )
+    assert json.loads(seconds_ago.stdout)["window_seconds"] == 20261122
 
 
 def test_check_exit_codes_for_cron(sqlite_url: str) -> None:

@@ -153,3 +153,108 @@ def test_while_the_store_is_away_memory_is_bounded_and_losses_are_counted(
     assert runtime.flush() is True
     # The five most recent minutes survived: 6 + 7 + 8 + 9 + 10 calls.
     assert stored(runtime, "codec").legacy.calls == 40
+
+
+def test_a_long_outage_is_written_in_batches_of_bounded_size(
+    sqlite_url: str, clock: cutover.ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cutover.runtime import MERGE_STARTS
+
+    runtime = cutover.configure(sqlite_url, clock=clock, flush_interval=3600, wait=0)
+    codec = cutover.Migration("codec", abs, abs)
+    real = runtime.store.write_flush
+    written: list[int] = []
+
+    def away(batch: Any) -> bool:
+        raise StoreError("store away")
+
+    monkeypatch.setattr(runtime.store, "write_flush", away)
+    for _minute in range(150):
+        codec(-1)
+        runtime.flush(drain_timeout=0)
+        clock.advance(60)
+
+    def recording(batch: Any) -> bool:
+        written.append(len(batch.starts()))
+        return real(batch)
+
+    monkeypatch.setattr(runtime.store, "write_flush", recording)
+    assert runtime.flush() is True
+    assert max(written) <= MERGE_STARTS and sum(written) >= 150
+    assert stored(runtime, "codec").legacy.calls == 150
+
+
+def test_a_refused_flush_keeps_its_counters_and_drops_only_its_samples(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    codec = cutover.Migration("codec", lambda x: x, lambda x: -x)
+    put(runtime, "codec", mode="shadow")
+    for i in range(1, 6):
+        codec(i)
+    real = runtime.store.write_flush
+
+    def refuse_texts(batch: Any) -> bool:
+        if batch.samples or batch.fingerprints:
+            raise StoreError("invalid byte sequence for encoding", transient=False)
+        return real(batch)
+
+    monkeypatch.setattr(runtime.store, "write_flush", refuse_texts)
+    assert runtime.flush() is True
+    stats = stored(runtime, "codec")
+    assert (stats.comparisons, stats.drifts) == (5, 5)
+    assert runtime.health().rejected_flushes == 0
+
+
+def test_failing_writes_and_working_reads_are_reported_apart(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="cutover")
+    codec = cutover.Migration("codec", abs, abs)
+
+    def read_only(batch: Any) -> bool:
+        raise StoreError("cannot execute INSERT in a read-only transaction")
+
+    monkeypatch.setattr(runtime.store, "write_flush", read_only)
+    for _ in range(5):
+        codec(-1)
+        assert runtime.refresh() is True
+        assert runtime.flush(drain_timeout=0) is False
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("cannot write to its store" in m for m in messages) == 1
+    assert not any("unreachable" in m for m in messages)
+
+
+def test_a_store_whose_tables_vanished_gets_them_back(sqlite_url: str) -> None:
+    import sqlalchemy as sa
+
+    runtime = cutover.configure(sqlite_url, flush_interval=3600, refresh_interval=3600, wait=0)
+    codec = cutover.Migration("codec", abs, abs)
+    codec(-1)
+    assert runtime.flush()
+    with runtime.store.engine.begin() as conn:  # type: ignore[attr-defined]
+        for table in ("cutover_windows", "cutover_histograms", "cutover_flushes"):
+            conn.execute(sa.text(f"DROP TABLE {table}"))
+    codec(-2)
+    assert runtime.flush() is False  # the tables are missing: recreated for the next attempt
+    assert runtime.flush() is True
+    assert stored(runtime, "codec").legacy.calls == 1
+
+
+def test_read_only_and_pooler_errors_are_transient() -> None:
+    import psycopg
+    import sqlalchemy as sa
+
+    from cutover.store.sql import _is_transient
+
+    for error in (
+        psycopg.errors.ReadOnlySqlTransaction("read-only"),
+        psycopg.errors.InvalidSqlStatementName("no prepared statement"),
+        psycopg.errors.QueryCanceled("statement timeout"),
+        psycopg.errors.AdminShutdown("terminating"),
+    ):
+        assert _is_transient(sa.exc.DBAPIError("SELECT 1", {}, error)), error
+    for error in (
+        psycopg.errors.CharacterNotInRepertoire("bad text"),
+        psycopg.errors.CardinalityViolation("twice"),
+    ):
+        assert not _is_transient(sa.exc.DBAPIError("SELECT 1", {}, error)), error

@@ -111,3 +111,23 @@ def test_preloaded_children_follow_a_change_and_flush(store_url: str, tmp_path: 
     assert max(delays) < 1.0, delays
     report = stored(runtime, "codec")
     assert report.new.served == 3, "each child served new exactly once, then flushed"
+
+
+def count_calls(calls: int) -> None:
+    codec = cutover.Migration("mp", abs, abs)
+    for i in range(calls):
+        codec(-i)  # no explicit flush: the child's exit must write it
+
+
+def test_multiprocessing_children_flush_on_exit(sqlite_url: str) -> None:
+    import multiprocessing
+
+    runtime = cutover.configure(sqlite_url, flush_interval=3600, wait=1)
+    context = multiprocessing.get_context("fork")
+    children = [context.Process(target=count_calls, args=(100,)) for _ in range(4)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(30)
+    assert [child.exitcode for child in children] == [0, 0, 0, 0]
+    assert stored(runtime, "mp").legacy.calls == 400

@@ -245,3 +245,21 @@ def test_an_unreachable_store_is_one_sentence() -> None:
         StoreError, match=r"cannot open the store at postgresql://postgres@127\.0\.0\.1:1/none"
     ):
         store.states()
+
+
+def test_fingerprints_that_differ_only_in_lone_surrogates_stay_apart(store_url: str) -> None:
+    store = open_store(store_url)
+    a, b = (
+        b"caf\xe9".decode("utf-8", "surrogateescape"),
+        b"caf\xe8".decode("utf-8", "surrogateescape"),
+    )
+    batch = FlushBatch(
+        "h",
+        1,
+        NOW,
+        run="r",
+        fingerprints=[(1_749_999_960, "codec", f"$.{a}", 2), (1_749_999_960, "codec", f"$.{b}", 3)],
+    )
+    assert store.write_flush(batch)
+    assert sorted(g.count for g in store.drift_groups("codec")) == [2, 3]
+    store.close()

@@ -17,7 +17,14 @@ from cutover.stats import MigrationStats, summarize
 from cutover.store import InstanceInfo, Store
 
 LIVE_SECONDS = 60.0
-"""An instance that reported within this many seconds counts as live in ``status``."""
+"""An instance that reported within this many seconds (or three of its flush intervals, if
+longer) counts as live in ``status`` and ``instances``."""
+
+
+def is_live(instance: InstanceInfo, now: float) -> bool:
+    interval = float(instance.info.get("flush_interval") or 0)
+    return now - instance.last_seen <= max(LIVE_SECONDS, 3 * interval)
+
 
 RELATIVE_RETRIES = 10
 
@@ -204,12 +211,10 @@ class MigrationStatus:
         }
 
 
-def status(
-    store: Store, now: float, *, live_seconds: float = LIVE_SECONDS
-) -> list[MigrationStatus]:
+def status(store: Store, now: float) -> list[MigrationStatus]:
     states = store.states()
     names = sorted(set(states) | set(store.migrations()))
-    live = [i for i in store.instances() if now - i.last_seen <= live_seconds]
+    live = [i for i in store.instances() if is_live(i, now)]
     return [_status_of(name, states.get(name), live, now) for name in names]
 
 

@@ -12,6 +12,7 @@ import atexit
 import collections
 import itertools
 import logging
+import multiprocessing.util
 import os
 import secrets
 import socket
@@ -130,6 +131,9 @@ class _Limited:
 
 limited = _Limited()
 
+MERGE_STARTS = 60
+"""Window slots one buffered batch may hold before a new one starts (an hour of minutes)."""
+
 
 class Runtime:
     """Owns the store connection, the cached states, the pools and the background threads."""
@@ -151,6 +155,9 @@ class Runtime:
         self._pending: collections.deque[FlushBatch] = collections.deque()
         self._registry_lock = threading.Lock()
         self._fresh_process()
+        # multiprocessing ends its forked children with os._exit, past atexit; it runs its own
+        # exit finalizers first, so register one in each such child.
+        multiprocessing.util.register_after_fork(self, _close_at_child_exit)
 
     def _fresh_process(self) -> None:
         """Everything that belongs to one process: reset at start and in a forked child."""
@@ -169,8 +176,9 @@ class Runtime:
         self._dropped_windows = 0
         self._dropped_samples = 0
         self._loaded = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._reachable: bool | None = None
+        self._threads: dict[str, threading.Thread] = {}
+        self._reachable: bool | None = None  # reads (refreshing states)
+        self._writable: bool | None = None  # writes (flushing telemetry)
         self._last_error: str | None = None
         self._store_errors = 0
         self._rejected_flushes = 0
@@ -196,32 +204,40 @@ class Runtime:
     # -- background work -----------------------------------------------------------------
 
     def ensure_started(self) -> None:
-        if self._threads and all(thread.is_alive() for thread in self._threads):
+        """Start the background threads that are not running (all of them the first time)."""
+        threads = self._threads
+        if threads and all(thread.is_alive() for thread in threads.values()):
             return
         with self._start_lock:
-            if self._threads and all(thread.is_alive() for thread in self._threads):
-                return
-            self._stop.clear()
             flush_every = self.settings.flush_interval
-            self._threads = [
-                self._spawn(
+            wanted: dict[str, Callable[[], threading.Thread]] = {
+                "cutover-refresh": lambda: self._spawn(
                     "cutover-refresh",
                     self.refresh,
                     self.settings.refresh_interval,
                     wake=self._refresh_now,
                 ),
                 # A fresh process has nothing to flush: the first flush waits one interval.
-                self._spawn("cutover-flush", self._background_flush, flush_every, flush_every),
-            ]
+                "cutover-flush": lambda: self._spawn(
+                    "cutover-flush", self._background_flush, flush_every, flush_every
+                ),
+            }
             if getattr(self.store, "notifies", False):
-                listener = threading.Thread(
-                    target=self.store.listen,  # type: ignore[attr-defined]
-                    args=(self._refresh_now.set, self._stop, self._set_listening),
-                    name="cutover-listen",
-                    daemon=True,
-                )
-                listener.start()
-                self._threads.append(listener)
+                wanted["cutover-listen"] = self._start_listener
+            for name, start in wanted.items():
+                thread = self._threads.get(name)
+                if thread is None or not thread.is_alive():
+                    self._threads[name] = start()
+
+    def _start_listener(self) -> threading.Thread:
+        listener = threading.Thread(
+            target=self.store.listen,  # type: ignore[attr-defined]
+            args=(self._refresh_now.set, self._stop, self._set_listening),
+            name="cutover-listen",
+            daemon=True,
+        )
+        listener.start()
+        return listener
 
     def _set_listening(self, up: bool) -> None:
         self._listening = up
@@ -289,20 +305,34 @@ class Runtime:
             migration._apply(states.get(migration.name))
         return True
 
-    def _store_failed(self, error: BaseException) -> None:
+    def _store_failed(self, error: BaseException, *, writing: bool = False) -> None:
+        """Count a failure; log one line when the store starts failing reads (or writes),
+        not one per attempt."""
         self._store_errors += 1
         message = str(error)
+        self._last_error = message
+        if writing:
+            if self._writable is not False:
+                log.error(
+                    "cutover cannot write to its store, telemetry waits in memory: %s", message
+                )
+            self._writable = False
+            return
         if self._reachable is not False:
-            # One line per outage, not one per attempt.
             log.error("cutover store unreachable, serving the last known states: %s", message)
         self._reachable = False
-        self._last_error = message
 
-    def _store_ok(self) -> None:
-        if self._reachable is False:
-            log.warning("cutover store reachable again at %s", redact_url(self.settings.store))
-        self._reachable = True
-        self._last_error = None
+    def _store_ok(self, *, writing: bool = False) -> None:
+        if writing:
+            if self._writable is False:
+                log.warning("cutover can write to its store again; buffered telemetry is written")
+            self._writable = True
+        else:
+            if self._reachable is False:
+                log.warning("cutover store reachable again at %s", redact_url(self.settings.store))
+            self._reachable = True
+        if self._reachable is not False and self._writable is not False:
+            self._last_error = None
 
     # -- telemetry -----------------------------------------------------------------------
 
@@ -345,11 +375,13 @@ class Runtime:
             return self._write_pending(now)
 
     def _buffer(self, batch: FlushBatch) -> None:
-        """Queue a batch for the store. While the store is away, batches merge into one (the
-        counts add up exactly), so memory grows with the minutes of the outage, not with the
-        flushes, and is capped at ``buffer_limit`` window slots: past that the oldest go."""
+        """Queue a batch for the store. While the store is away, batches merge (the counts add
+        up exactly) up to MERGE_STARTS window slots each, so memory grows with the minutes of
+        the outage rather than the flushes, every batch stays small enough to write in one go,
+        and the whole queue is capped at ``buffer_limit`` window slots: past that the oldest
+        go, counted."""
         last = self._pending[-1] if self._pending else None
-        if last is not None and not last.attempted:
+        if last is not None and not last.attempted and len(last.starts()) < MERGE_STARTS:
             self._dropped_samples += last.absorb(batch)
         else:
             batch.seq = next(self._seq)
@@ -378,29 +410,47 @@ class Runtime:
             while self._pending:
                 batch = self._pending[0]
                 batch.heartbeat = heartbeat if len(self._pending) == 1 else None
-                try:
-                    applied = self.store.write_flush(batch)
-                except StoreError as error:
-                    if error.transient:
-                        raise
-                    # The store refuses this batch itself (bad data): skip it, keep the rest.
-                    self._rejected_flushes += 1
-                    limited.error(
-                        "rejected", "cutover dropped a flush the store refused: %s", error
-                    )
-                    applied = True
-                if not applied and not batch.attempted:
+                first_try = not batch.attempted
+                batch.attempted = True  # from here on its outcome may be unknown: never merge
+                if not self._write_one(batch) and first_try:
                     log.warning(
                         "cutover flush %s/%s was already in the store", batch.run, batch.seq
                     )
-                batch.attempted = True
                 self._pending.popleft()
         except StoreError as error:
-            if self._pending:
-                self._pending[0].attempted = True
-            self._store_failed(error)
+            self._store_failed(error, writing=True)
             return False
-        self._store_ok()
+        self._store_ok(writing=True)
+        return True
+
+    def _write_one(self, batch: FlushBatch) -> bool:
+        """Write a batch. If the store refuses it outright (not a lost connection), write the
+        counters alone, without the drift samples and texts that may be what it refuses;
+        if even that is refused, drop the batch and count it. Transient errors propagate."""
+        try:
+            return self.store.write_flush(batch)
+        except StoreError as error:
+            if error.transient:
+                raise
+            refused = error
+        if batch.samples or batch.fingerprints:
+            self._dropped_samples += len(batch.samples)
+            batch.samples = []
+            batch.fingerprints = {}
+            try:
+                applied = self.store.write_flush(batch)
+            except StoreError as error:
+                if error.transient:
+                    raise
+            else:
+                limited.error(
+                    "rejected-parts",
+                    "cutover wrote a flush without its drift samples, which the store refused: %s",
+                    refused,
+                )
+                return applied
+        self._rejected_flushes += 1
+        limited.error("rejected", "cutover dropped a flush the store refused: %s", refused)
         return True
 
     def heartbeat(self, now: float) -> InstanceInfo:
@@ -430,6 +480,7 @@ class Runtime:
                 "dropped_samples": self._dropped_samples,
                 "rejected_flushes": self._rejected_flushes,
                 "listening": self._listening,
+                "flush_interval": self.settings.flush_interval,
                 "cutover": __version__,
             },
         )
@@ -440,7 +491,7 @@ class Runtime:
             reachable=self._reachable,
             states_loaded_at=self._loaded_at,
             last_error=self._last_error,
-            buffered_windows=sum(len(batch.windows) for batch in self._pending),
+            buffered_windows=sum(len(batch.windows) for batch in list(self._pending)),
             dropped_windows=self._dropped_windows,
             rejected_flushes=self._rejected_flushes,
             listening=self._listening,
@@ -454,10 +505,15 @@ class Runtime:
         self.serving_pool.close(0)
         self._stop.set()
         self._refresh_now.set()
-        for thread in self._threads:
+        for thread in self._threads.values():
             if thread is not threading.current_thread():
                 thread.join(timeout)
-        self.flush(drain_timeout=0)
+        # A flush stuck on a dead link must not hold up interpreter exit.
+        if self._flush_lock.acquire(timeout=timeout):
+            self._flush_lock.release()
+            self.flush(drain_timeout=0)
+        else:
+            log.error("cutover could not flush on close: the store is not answering")
 
     def after_fork_in_child(self) -> None:
         if self.settings.instance:
@@ -482,6 +538,10 @@ class Runtime:
             telemetry.after_fork_in_child()
         if self.migrations:
             self.ensure_started()  # refreshes at once: the parent may have missed changes
+
+
+def _close_at_child_exit(runtime: Runtime) -> None:
+    multiprocessing.util.Finalize(runtime, runtime.close, exitpriority=10)
 
 
 _runtime: Runtime | None = None

@@ -101,20 +101,26 @@ def span(
 
 
 def moment(text: str, now: float, what: str) -> float:
-    """A point in time: an ISO-8601 timestamp (UTC unless it says otherwise) or a duration ago."""
+    """A point in time: ``now``, an ISO-8601 time with a date (UTC unless it says otherwise),
+    or a duration ago (``2h``, or a bare number of seconds)."""
     raw = text.strip()
-    try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+    if raw.lower() == "now":
+        return now
+    if "-" in raw[1:]:  # a date: 2026-11-22, 2026-11-22T10:00Z
         try:
-            return now - parse_duration(raw, what)
-        except InvalidInput:
-            raise InvalidInput(
-                f"{what} {text!r} is neither a time (2026-11-22T10:00Z) nor a duration ago (2h)"
-            ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+            parsed = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return parsed.timestamp()
+    try:
+        return now - parse_duration(raw, what)
+    except InvalidInput:
+        raise InvalidInput(
+            f"{what} {text!r} is neither a time (2026-11-22T10:00Z) nor a duration ago (2h)"
+        ) from None
 
 
 def seconds(text: str, what: str) -> float:

@@ -6,7 +6,7 @@ from rich.table import Table
 
 from cutover.cli._app import Session, cli, console, json_option, pass_session, print_json, when
 from cutover.durations import format_duration
-from cutover.operations import LIVE_SECONDS
+from cutover.operations import is_live
 
 
 @cli.command()
@@ -24,13 +24,14 @@ def instances(session: Session, as_json: bool) -> None:
                 "instance": instance.instance,
                 "host": instance.host,
                 "pid": instance.pid,
-                "live": now - instance.last_seen <= LIVE_SECONDS,
+                "live": is_live(instance, now),
                 "last_seen": instance.last_seen,
                 "started_at": instance.started_at,
                 "state_age_seconds": None if loaded is None else max(0.0, now - float(loaded)),
                 "listening": bool(info.get("listening")),
                 "store_errors": int(info.get("store_errors") or 0),
                 "dropped_windows": int(info.get("dropped_windows") or 0),
+                "dropped_samples": int(info.get("dropped_samples") or 0),
                 "rejected_flushes": int(info.get("rejected_flushes") or 0),
                 "overrides": sorted(info.get("overrides") or {}),
                 "migrations": info.get("versions") or {},
@@ -50,7 +51,8 @@ def instances(session: Session, as_json: bool) -> None:
         "state age",
         "notify",
         "store errors",
-        "dropped",
+        "dropped windows",
+        "refused flushes",
         "overrides",
         "migrations",
     ):
@@ -64,6 +66,7 @@ def instances(session: Session, as_json: bool) -> None:
             "yes" if row["listening"] else "no",
             str(row["store_errors"]),
             str(row["dropped_windows"]),
+            str(row["rejected_flushes"]),
             ", ".join(row["overrides"]) or "-",
             ", ".join(f"{name} v{version}" for name, version in sorted(row["migrations"].items())),
         )

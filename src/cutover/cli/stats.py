@@ -185,8 +185,9 @@ def check_command(
             console.print(f"{mark:>8}  {limit.describe()}", markup=False)
         if breached:
             console.print(
-                f"{name}: {len(breached)} of {len(limits)} thresholds breached over the last"
-                f" {format_duration(report.window_seconds)}",
+                f"{name}: {len(breached)} of {len(limits)} thresholds breached over"
+                f" {format_duration(report.window_seconds)} from {when(report.since)}"
+                f" to {when(report.until)}",
                 markup=False,
             )
     ctx.exit(1 if breached else 0)

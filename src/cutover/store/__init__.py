@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cutover.errors import InvalidInput
 from cutover.model import Arm, Decision, State
-from cutover.telemetry.drift import DriftSample
+from cutover.telemetry.drift import MAX_FINGERPRINTS, OTHER_FINGERPRINTS, DriftSample
 from cutover.telemetry.windows import ArmCounts, WindowDelta
 
 DEFAULT_STORE = "sqlite:///cutover.db"
@@ -28,50 +28,93 @@ class InstanceInfo:
     info: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
 class FlushBatch:
-    """An instance's telemetry since its previous flush.
+    """An instance's telemetry since its previous flush: counters per window and migration,
+    drift counts per fingerprint, drift samples, and the instance's heartbeat.
 
     ``(run, seq)`` makes it idempotent: ``run`` is random per process (and per fork), ``seq``
     counts its flushes, so a retried flush is recognised and two processes never collide even
-    when they share an instance name.
+    when they share an instance name. While the store is away, later flushes merge into the
+    last batch that was never attempted (:meth:`absorb`), adding counts exactly.
     """
 
-    instance: str
-    seq: int
-    at: float
-    windows: list[tuple[int, WindowDelta]] = field(default_factory=list)  # (window start, delta)
-    samples: list[DriftSample] = field(default_factory=list)
-    heartbeat: InstanceInfo | None = None
-    run: str = ""
-    # (window start, migration, fingerprint, drifts): exact drift counts per root cause
-    fingerprints: list[tuple[int, str, str, int]] = field(default_factory=list)
+    __slots__ = (
+        "_distinct",
+        "_starts",
+        "at",
+        "attempted",
+        "fingerprints",
+        "heartbeat",
+        "instance",
+        "run",
+        "samples",
+        "seq",
+        "windows",
+    )
+
+    def __init__(
+        self,
+        instance: str,
+        seq: int,
+        at: float,
+        windows: Iterable[tuple[int, WindowDelta]] = (),
+        samples: Iterable[DriftSample] = (),
+        heartbeat: InstanceInfo | None = None,
+        run: str = "",
+        fingerprints: Iterable[tuple[int, str, str, int]] = (),
+    ) -> None:
+        self.instance = instance
+        self.seq = seq
+        self.at = at
+        self.heartbeat = heartbeat
+        self.run = run
+        self.attempted = False  # a write was tried: its outcome may be unknown, never merge
+        self.windows: dict[tuple[int, str], WindowDelta] = {}
+        self.fingerprints: dict[tuple[int, str, str], int] = {}
+        self.samples: list[DriftSample] = list(samples)
+        self._starts: set[int] = set()
+        self._distinct: dict[tuple[int, str], int] = {}
+        for start, delta in windows:
+            self.add_window(start, delta)
+        for start, migration, fingerprint, count in fingerprints:
+            self.add_drifts(start, migration, fingerprint, count)
 
     @property
     def empty(self) -> bool:
         return not (self.windows or self.samples or self.fingerprints)
 
     def starts(self) -> set[int]:
-        return {start for start, _ in self.windows} | {row[0] for row in self.fingerprints}
+        """The window starts this batch holds counts for."""
+        return self._starts
+
+    def add_window(self, start: int, delta: WindowDelta) -> None:
+        mine = self.windows.get((start, delta.migration))
+        if mine is None:
+            self.windows[(start, delta.migration)] = delta
+        else:
+            for arm, counts in delta.arms.items():
+                mine.arms[arm].add(counts)
+        self._starts.add(start)
+
+    def add_drifts(self, start: int, migration: str, fingerprint: str, count: int) -> None:
+        key = (start, migration, fingerprint)
+        if key not in self.fingerprints:
+            seen = self._distinct.get((start, migration), 0)
+            if seen >= MAX_FINGERPRINTS:
+                key = (start, migration, OTHER_FINGERPRINTS)
+            else:
+                self._distinct[(start, migration)] = seen + 1
+        self.fingerprints[key] = self.fingerprints.get(key, 0) + count
+        self._starts.add(start)
 
     def absorb(self, later: FlushBatch, max_samples: int = 1000) -> int:
         """Add a later batch's content to this one (never attempted, so still free to change):
-        counts for the same window and migration add up exactly. Returns how many samples
-        were dropped to stay within ``max_samples``."""
-        windows = {(start, delta.migration): delta for start, delta in self.windows}
-        for start, delta in later.windows:
-            mine = windows.get((start, delta.migration))
-            if mine is None:
-                windows[(start, delta.migration)] = delta
-            else:
-                for arm, counts in delta.arms.items():
-                    mine.arms[arm].add(counts)
-        self.windows = [(start, delta) for (start, _), delta in windows.items()]
-        drifts: dict[tuple[int, str, str], int] = {}
-        for start, migration, fingerprint, count in (*self.fingerprints, *later.fingerprints):
-            key = (start, migration, fingerprint)
-            drifts[key] = drifts.get(key, 0) + count
-        self.fingerprints = [(*key, count) for key, count in drifts.items()]
+        counts for the same window and migration add up exactly. Costs the size of ``later``,
+        not of this batch. Returns how many samples were dropped to stay within ``max_samples``."""
+        for (start, _migration), delta in later.windows.items():
+            self.add_window(start, delta)
+        for (start, migration, fingerprint), count in later.fingerprints.items():
+            self.add_drifts(start, migration, fingerprint, count)
         self.samples.extend(later.samples)
         dropped = max(0, len(self.samples) - max_samples)
         if dropped:
@@ -81,13 +124,15 @@ class FlushBatch:
 
     def drop_oldest(self) -> int:
         """Forget the oldest window start (memory is bounded); returns the window entries lost."""
-        oldest = min(self.starts())
-        lost = sum(1 for start, _ in self.windows if start == oldest)
-        self.windows = [(start, delta) for start, delta in self.windows if start != oldest]
-        self.fingerprints = [row for row in self.fingerprints if row[0] != oldest]
-        return lost
-
-    attempted: bool = False  # a write was tried and its outcome is unknown
+        oldest = min(self._starts)
+        lost = [key for key in self.windows if key[0] == oldest]
+        for key in lost:
+            del self.windows[key]
+        for key in [key for key in self.fingerprints if key[0] == oldest]:
+            del self.fingerprints[key]
+        self._distinct = {key: n for key, n in self._distinct.items() if key[0] != oldest}
+        self._starts.discard(oldest)
+        return len(lost)
 
 
 @dataclass(frozen=True, slots=True)

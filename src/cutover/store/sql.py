@@ -7,8 +7,9 @@ import functools
 import hashlib
 import logging
 import re
+import secrets
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +33,7 @@ from cutover.telemetry.windows import COUNTERS, ArmCounts
 
 log = logging.getLogger("cutover")
 
+_ROWS_PER_STATEMENT = 20_000  # keeps every statement well inside the statement timeout
 _SCHEMA_LOCK_KEY = 0x63757430  # "cut0": serializes schema creation across PostgreSQL clients
 
 
@@ -52,6 +54,12 @@ def _unnest_upsert(
         f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
         f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
     )
+
+
+def fingerprint_key(fingerprint: str) -> str:
+    """A fixed-width key for a fingerprint; distinct texts always get distinct keys (lone
+    surrogates are encoded as they are, not replaced)."""
+    return hashlib.sha1(fingerprint.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _channel_for(schema: str) -> str:
@@ -151,14 +159,26 @@ class SqlStore:
             return engine
         engine = sa.create_engine(
             parsed,
-            connect_args={"connect_timeout": max(1, round(self._connect_timeout))},
+            connect_args=self._pg_connect_args(),
             pool_pre_ping=True,
             pool_size=2,
             max_overflow=4,
             pool_recycle=1800,
         )
-        event.listen(engine, "connect", _postgres_on_connect)
         return engine
+
+    def _pg_connect_args(self) -> dict[str, Any]:
+        return {
+            "connect_timeout": max(1, round(self._connect_timeout)),
+            # A partitioned network must fail a statement, not hang it until TCP gives up.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 30_000,
+            # No server-side prepared statements: they break behind transaction poolers.
+            "prepare_threshold": None,
+        }
 
     @contextlib.contextmanager
     def _connect(self, *, write: bool = False) -> Iterator[Connection]:
@@ -169,17 +189,21 @@ class SqlStore:
                 if write:
                     conn.execution_options(cutover_write=True)
                 with conn.begin():
+                    if self.dialect == "postgresql":
+                        # Per transaction, so a pooler never hands these to another client.
+                        conn.exec_driver_sql(_PG_TIMEOUTS)
                     yield conn
         except (ConflictError, InvalidInput, _Lost):
             raise
-        except _TRANSIENT as error:
-            raise StoreError(
-                f"the store at {redact_url(self.url)} failed: {_short(error)}"
-            ) from error
         except Exception as error:
+            transient = _is_transient(error)
+            if _schema_missing(error):
+                self._ready = False  # the tables went away: create them on the next attempt
+                transient = True
+            verb = "failed" if transient else "refused the operation"
             raise StoreError(
-                f"the store at {redact_url(self.url)} refused the operation: {_short(error)}",
-                transient=False,
+                f"the store at {redact_url(self.url)} {verb}: {_short(error)}",
+                transient=transient,
             ) from error
 
     def _ensure_schema(self) -> None:
@@ -247,24 +271,39 @@ class SqlStore:
     ) -> None:
         """Call ``changed`` whenever a state changes, until ``stop`` is set. Runs in its own
         thread on its own connection; reconnects with backoff after any failure and calls
-        ``changed`` once on (re)connecting, since changes may have been missed meanwhile."""
+        ``changed`` once on (re)connecting, since changes may have been missed meanwhile.
+
+        Right after LISTEN it sends itself a probe: if the probe does not come back (a
+        transaction-mode pooler swallows notifications), it reports not listening, logs it
+        once, and tries again later while polling does the work."""
         import psycopg
         from psycopg import sql
 
         backoff = 0.5
+        warned = False
         while not stop.is_set():
+            heard_probe = False
             try:
                 self._ensure_schema()
                 assert self._channel is not None
-                with psycopg.connect(
-                    self._libpq_url(),
-                    autocommit=True,
-                    connect_timeout=max(1, round(self._connect_timeout)),
-                ) as conn:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                channel = sql.Identifier(self._channel)
+                with psycopg.connect(**self._listen_args()) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(channel))
+                    probe = f"probe:{secrets.token_hex(8)}"
+                    conn.execute(sql.SQL("NOTIFY {}, {}").format(channel, sql.Literal(probe)))
+                    heard_probe = any(n.payload == probe for n in conn.notifies(timeout=2.0))
+                    if not heard_probe:
+                        if not warned:
+                            log.warning(
+                                "cutover's change notifications do not arrive (a transaction-"
+                                "mode pooler?); processes follow changes by polling instead"
+                            )
+                            warned = True
+                        connected(False)
+                        stop.wait(60)
+                        continue
                     connected(True)
                     changed()
-                    backoff = 0.5
                     quiet = 0.0
                     while not stop.is_set():
                         heard = False
@@ -275,15 +314,19 @@ class SqlStore:
                         if quiet >= 10:  # a silent link may be a dead one: probe it
                             conn.execute("SELECT 1")
                             quiet = 0.0
-            except (psycopg.Error, OSError, StoreError):
+                        backoff = 0.5  # this link has worked for a while
+            except Exception:  # noqa: BLE001 - the listener must outlive anything; polling covers
                 connected(False)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
 
-    def _libpq_url(self) -> str:
-        """The URL psycopg understands: the user's, without SQLAlchemy's driver suffix."""
-        url = self._engine.url.set(drivername="postgresql")
-        return url.render_as_string(hide_password=False)
+    def _listen_args(self) -> dict[str, Any]:
+        """psycopg.connect() arguments for the listening connection: the engine's own, so any
+        password, host or option works the same."""
+        _args, params = self._engine.dialect.create_connect_args(self._engine.url)
+        params.update(self._pg_connect_args())
+        params["autocommit"] = True
+        return params
 
     def _insert(self, table: sa.Table) -> Any:
         module = pg_dialect if self.dialect == "postgresql" else sqlite_dialect
@@ -399,7 +442,7 @@ class SqlStore:
         """Apply one flush exactly once; False when this (instance, seq) was applied before."""
         window_rows = []
         histogram_rows = []
-        for start, delta in batch.windows:
+        for (start, _migration), delta in batch.windows.items():
             for arm, counts in delta.arms.items():
                 if counts.empty:
                     continue
@@ -413,11 +456,11 @@ class SqlStore:
             {
                 "migration": migration,
                 "start": start,
-                "key": hashlib.sha1(fingerprint.encode("utf-8", "replace")).hexdigest(),
+                "key": fingerprint_key(fingerprint),
                 "fingerprint": clean_text(fingerprint, 2000),
                 "count": count,
             }
-            for start, migration, fingerprint, count in batch.fingerprints
+            for (start, migration, fingerprint), count in batch.fingerprints.items()
         ]
         # A fixed order of row locks keeps concurrent flushes from deadlocking on PostgreSQL.
         window_rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"]))
@@ -480,30 +523,43 @@ class SqlStore:
         conn: Connection,
         table: sa.Table,
         keys: list[str],
-        counters: Iterable[str],
+        counters: Sequence[str],
         rows: list[dict[str, Any]],
     ) -> None:
-        """Insert ``rows``, adding their ``counters`` to rows already there. Rows must be unique
-        by ``keys`` (they are: a batch aggregates before it is written).
+        """Insert ``rows``, adding their ``counters`` to rows already there.
 
-        PostgreSQL gets one statement whatever the number of rows (columns passed as arrays
-        and unnested), so a flush costs a handful of round trips; SQLite runs the prepared
-        upsert per row in C, which is as fast as it gets there."""
+        Rows with the same key are summed first (one statement may not touch a row twice).
+        PostgreSQL gets one statement per chunk of rows (columns passed as arrays and
+        unnested), so a flush costs a handful of round trips; SQLite runs the prepared upsert
+        per row in C, which is as fast as it gets there."""
         if not rows:
             return
+        merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in rows:
+            key = tuple(row[name] for name in keys)
+            seen = merged.get(key)
+            if seen is None:
+                merged[key] = dict(row)
+            else:
+                for name in counters:
+                    seen[name] += row[name]
+        unique = list(merged.values())
         if self.dialect != "postgresql":
             stmt = self._insert(table)
             stmt = stmt.on_conflict_do_update(
                 index_elements=keys,
                 set_={name: table.c[name] + stmt.excluded[name] for name in counters},
             )
-            conn.execute(stmt, rows)
+            conn.execute(stmt, unique)
             return
-        columns = list(rows[0])
-        conn.execute(
-            sa.text(_unnest_upsert(table, tuple(columns), tuple(keys), tuple(counters))),
-            {f"p{i}": [row[name] for row in rows] for i, name in enumerate(columns)},
-        )
+        columns = list(unique[0])
+        statement = sa.text(_unnest_upsert(table, tuple(columns), tuple(keys), tuple(counters)))
+        for begin in range(0, len(unique), _ROWS_PER_STATEMENT):
+            chunk = unique[begin : begin + _ROWS_PER_STATEMENT]
+            conn.execute(
+                statement,
+                {f"p{i}": [row[name] for row in chunk] for i, name in enumerate(columns)},
+            )
 
     def _heartbeat(self, conn: Connection, info: InstanceInfo | None) -> None:
         if info is None:
@@ -653,8 +709,8 @@ class _Lost(Exception):
     """The conditional update matched no row: a concurrent writer won."""
 
 
-# Failures worth retrying: the connection, a timeout, a busy database. Everything else the
-# database says about what was sent (bad data, a constraint, syntax) fails the same way again.
+# Failures worth retrying: the connection, a timeout, a busy or read-only database. What the
+# database says about the data sent (bad value, constraint, syntax) fails the same way again.
 _TRANSIENT = (
     sa.exc.OperationalError,
     sa.exc.InterfaceError,
@@ -662,6 +718,25 @@ _TRANSIENT = (
     sa.exc.TimeoutError,
     OSError,
 )
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "25", "40", "53", "57", "58")  # connection, read-only,
+# serialization, resources, operator intervention (cancel, shutdown), system errors
+_TRANSIENT_SQLSTATES = ("26000", "42P05", "55P03")  # poolers' prepared statements, lock wait
+
+
+def _is_transient(error: BaseException) -> bool:
+    if isinstance(error, _TRANSIENT):
+        return True
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    state = getattr(getattr(error, "orig", None), "sqlstate", None) or ""
+    return state[:2] in _TRANSIENT_SQLSTATE_CLASSES or state in _TRANSIENT_SQLSTATES
+
+
+def _schema_missing(error: BaseException) -> bool:
+    original = getattr(error, "orig", None)
+    if getattr(original, "sqlstate", None) == "42P01":  # undefined table
+        return True
+    return "no such table" in str(original or error)
 
 
 def _short(error: BaseException) -> str:
@@ -692,13 +767,9 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def _postgres_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    # A statement or lock wait never holds a background thread for long: it fails, is counted
-    # and retried, while the process keeps serving its last known states.
-    with dbapi_connection.cursor() as cursor:
-        cursor.execute("SET statement_timeout = '15s'")
-        cursor.execute("SET lock_timeout = '10s'")
-    dbapi_connection.commit()
+# A statement or lock wait never holds a background thread for long: it fails, is counted and
+# retried, while the process keeps serving its last known states.
+_PG_TIMEOUTS = "SET LOCAL statement_timeout = '15s'; SET LOCAL lock_timeout = '10s'"
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

@@ -116,6 +116,10 @@ def capped(value: Any, limit: int) -> tuple[Any, bool]:
     return {"truncated": True, "preview": text[:limit]}, True
 
 
+MAX_FINGERPRINTS = 200
+"""Distinct fingerprints counted apart per migration per flush (and per window while the store
+is away); more are counted together under OTHER_FINGERPRINTS."""
+
 OTHER_FINGERPRINTS = "(other fingerprints)"
 """Where drifts are counted once a migration has shown too many distinct fingerprints in one
 flush (a diff keyed by user ids, say): the count stays exact, only the split is cut."""
@@ -131,7 +135,7 @@ class DriftSampler:
         per_minute: int = 10,
         max_chars: int = 8192,
         redact: Redactor | None = None,
-        max_fingerprints: int = 1000,
+        max_fingerprints: int = MAX_FINGERPRINTS,
     ) -> None:
         self.per_minute = per_minute
         self.max_chars = max_chars
