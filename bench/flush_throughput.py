@@ -52,7 +52,7 @@ def batch(instance: int, seq: int, run: str, start: int, rng: random.Random) -> 
 def rows_in(flush: FlushBatch) -> int:
     return sum(
         1 + counts.histogram.items().__length_hint__()
-        for _, delta in flush.windows
+        for delta in flush.windows.values()
         for counts in delta.arms.values()
     ) + len(flush.fingerprints)
 
