@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import getpass
 import os
+import random
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +28,9 @@ def is_live(instance: InstanceInfo, now: float) -> bool:
     return now - instance.last_seen <= max(LIVE_SECONDS, 3 * interval)
 
 
-RELATIVE_RETRIES = 10
+RELATIVE_RETRIES = 20
+"""How often a relative change is re-read and retried after losing a race, with a growing,
+randomized pause between attempts so that racing writers spread out."""
 
 
 def default_actor() -> str:
@@ -169,6 +173,7 @@ def set_state(
         except ConflictError:
             if attempt == attempts - 1:
                 raise
+            time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
     raise AssertionError("unreachable")
 
 
