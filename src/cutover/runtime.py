@@ -1,9 +1,10 @@
 """The one configured runtime: store, clock, cached states, off-path pool, flushing, fork safety.
 
-``cutover.configure()`` replaces it; everything else reads it through :func:`current`. Two
-background threads keep it going: one refreshes the cached states (so the caller's path never
-waits for the store, and a slow write never delays a rollback), the other flushes telemetry.
-Both survive any error and are re-created in a forked child.
+``cutover.configure()`` replaces it; everything else reads it through :func:`current`.
+Background threads keep it going: one refreshes the cached states (so the caller's path never
+waits for the store, and a slow write never delays a rollback), one flushes telemetry, and on
+PostgreSQL one listens for change notifications. They survive any error and are re-created in
+a forked child.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class StoreHealth:
     """What the runtime knows about its store right now."""
 
     url: str
-    reachable: bool | None  # None until the first attempt
+    reachable: bool | None  # reads work (refreshing states); None until the first attempt
+    writable: bool | None  # writes work (flushing telemetry); None until the first attempt
     states_loaded_at: float | None  # clock time of the last successful refresh
     last_error: str | None
     buffered_windows: int  # window slots waiting for the store
@@ -489,6 +491,7 @@ class Runtime:
         return StoreHealth(
             url=redact_url(self.settings.store),
             reachable=self._reachable,
+            writable=self._writable,
             states_loaded_at=self._loaded_at,
             last_error=self._last_error,
             buffered_windows=sum(len(batch.windows) for batch in list(self._pending)),
