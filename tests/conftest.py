@@ -13,6 +13,7 @@ import pytest
 import cutover
 from cutover import runtime as rt
 
+from .helpers import quiet
 from .tcpproxy import TcpProxy
 
 PG_HOST = os.environ.get("CUTOVER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -102,9 +103,7 @@ def clock() -> cutover.ManualClock:
 @pytest.fixture
 def runtime(sqlite_url: str, clock: cutover.ManualClock) -> Iterator[rt.Runtime]:
     """A runtime on a fresh SQLite file with a manual clock; background flushing effectively off."""
-    configured = cutover.configure(
-        sqlite_url, clock=clock, flush_interval=3600, refresh_interval=3600, wait=0
-    )
+    configured = quiet(sqlite_url, clock=clock)
     try:
         yield configured
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from cutover import operations
@@ -31,3 +33,22 @@ def stored(runtime: Runtime, name: str) -> MigrationStats:
     assert runtime.flush(drain_timeout=10), "flush must reach the store"
     now = runtime.clock()
     return operations.stats(runtime.store, name, 10 * 365 * 86400, now + 3600)
+
+
+def quiet(url: str, **options: Any) -> Runtime:
+    """cutover configured on ``url`` with background refresh and flush effectively off: tests
+    refresh and flush when they mean to (``options`` override)."""
+    import cutover
+
+    settings = {"flush_interval": 3600, "refresh_interval": 3600, "wait": 0, **options}
+    return cutover.configure(url, **settings)
+
+
+def waits_for(gate: threading.Event) -> Callable[[Any], Any]:
+    """A new arm that hangs until ``gate`` is set (ten seconds at most), then echoes its input."""
+
+    def new(x: Any) -> Any:
+        gate.wait(10)
+        return x
+
+    return new

@@ -12,7 +12,7 @@ import pytest
 import cutover
 from cutover.runtime import Runtime
 
-from .helpers import put
+from .helpers import put, quiet
 
 
 def run(
@@ -139,7 +139,7 @@ def traffic(runtime: Runtime) -> Runtime:
 
 
 def make_traffic(store: str) -> None:
-    runtime = cutover.configure(store, flush_interval=3600, wait=0)
+    runtime = quiet(store)
     codec = cutover.Migration(
         "codec",
         lambda x: {"n": x, "tag": "a"},

@@ -14,7 +14,7 @@ from cutover import operations
 from cutover.errors import StoreError
 from cutover.store import open_store
 
-from .helpers import put, stored
+from .helpers import put, quiet, stored
 from .tcpproxy import TcpProxy
 
 
@@ -101,7 +101,7 @@ def test_a_store_lost_mid_traffic_costs_no_call_and_loses_no_count(
 def test_a_flush_whose_acknowledgement_was_lost_is_not_counted_twice(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runtime = cutover.configure(store_url, flush_interval=3600, refresh_interval=3600, wait=0)
+    runtime = quiet(store_url)
     codec = cutover.Migration("codec", abs, abs)
     for i in range(7):
         codec(-i)
@@ -125,14 +125,7 @@ def test_a_flush_whose_acknowledgement_was_lost_is_not_counted_twice(
 def test_while_the_store_is_away_memory_is_bounded_and_losses_are_counted(
     sqlite_url: str, clock: cutover.ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runtime = cutover.configure(
-        sqlite_url,
-        clock=clock,
-        flush_interval=3600,
-        refresh_interval=3600,
-        wait=0,
-        buffer_limit=5,
-    )
+    runtime = quiet(sqlite_url, clock=clock, buffer_limit=5)
     codec = cutover.Migration("codec", abs, abs)
     real = runtime.store.write_flush
 
@@ -160,7 +153,7 @@ def test_a_long_outage_is_written_in_batches_of_bounded_size(
 ) -> None:
     from cutover.runtime import MERGE_STARTS
 
-    runtime = cutover.configure(sqlite_url, clock=clock, flush_interval=3600, wait=0)
+    runtime = quiet(sqlite_url, clock=clock)
     codec = cutover.Migration("codec", abs, abs)
     real = runtime.store.write_flush
     written: list[int] = []
@@ -227,7 +220,7 @@ def test_failing_writes_and_working_reads_are_reported_apart(
 def test_a_store_whose_tables_vanished_gets_them_back(sqlite_url: str) -> None:
     import sqlalchemy as sa
 
-    runtime = cutover.configure(sqlite_url, flush_interval=3600, refresh_interval=3600, wait=0)
+    runtime = quiet(sqlite_url)
     codec = cutover.Migration("codec", abs, abs)
     codec(-1)
     assert runtime.flush()

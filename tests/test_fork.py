@@ -13,7 +13,7 @@ import cutover
 from cutover import operations
 from cutover.model import Mode
 
-from .helpers import put, stored
+from .helpers import put, quiet, stored, waits_for
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -35,14 +35,9 @@ def in_child(body: object) -> int:
 def test_child_counts_only_its_own_calls_and_parent_keeps_its_pending_work(
     sqlite_url: str, clock: cutover.ManualClock
 ) -> None:
-    runtime = cutover.configure(sqlite_url, clock=clock, flush_interval=3600, wait=0)
+    runtime = quiet(sqlite_url, clock=clock)
     gate = threading.Event()
-
-    def new(x: int) -> int:
-        gate.wait(10)
-        return x
-
-    codec = cutover.Migration("codec", lambda x: x, new)
+    codec = cutover.Migration("codec", lambda x: x, waits_for(gate))
     put(runtime, "codec", mode="shadow")
     for i in range(30):
         codec(i)  # unflushed, with off-path runs waiting on the gate
@@ -122,7 +117,7 @@ def count_calls(calls: int) -> None:
 def test_multiprocessing_children_flush_on_exit(sqlite_url: str) -> None:
     import multiprocessing
 
-    runtime = cutover.configure(sqlite_url, flush_interval=3600, wait=1)
+    runtime = quiet(sqlite_url, wait=1)
     context = multiprocessing.get_context("fork")
     children = [context.Process(target=count_calls, args=(100,)) for _ in range(4)]
     for child in children:

@@ -12,7 +12,7 @@ import pytest
 import cutover
 from cutover.runtime import Runtime
 
-from .helpers import put, stored
+from .helpers import put, quiet, stored, waits_for
 
 
 class LegacyError(Exception):
@@ -120,22 +120,9 @@ def test_a_hanging_new_arm_neither_blocks_nor_slows_the_caller(runtime: Runtime)
 def test_pool_saturation_drops_and_counts_every_off_path_run(
     sqlite_url: str, clock: cutover.ManualClock
 ) -> None:
-    runtime = cutover.configure(
-        sqlite_url,
-        clock=clock,
-        flush_interval=3600,
-        refresh_interval=3600,
-        wait=0,
-        offpath_workers=1,
-        offpath_queue=5,
-    )
+    runtime = quiet(sqlite_url, clock=clock, offpath_workers=1, offpath_queue=5)
     gate = threading.Event()
-
-    def new(x: int) -> int:
-        gate.wait(10)
-        return x
-
-    codec = cutover.Migration("codec", lambda x: x, new)
+    codec = cutover.Migration("codec", lambda x: x, waits_for(gate))
     put(runtime, "codec", mode="shadow")
     for i in range(100):
         codec(i)

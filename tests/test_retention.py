@@ -7,7 +7,7 @@ import sqlalchemy as sa
 import cutover
 from cutover.store import schema as t
 
-from .helpers import put
+from .helpers import put, quiet
 
 DAY = 86400
 
@@ -15,14 +15,7 @@ DAY = 86400
 def test_a_daily_gc_keeps_the_store_bounded_and_the_decisions_whole(
     sqlite_url: str, clock: cutover.ManualClock
 ) -> None:
-    runtime = cutover.configure(
-        sqlite_url,
-        clock=clock,
-        window_seconds=3600,
-        flush_interval=3600,
-        wait=0,
-        drift_samples_per_minute=2,
-    )
+    runtime = quiet(sqlite_url, clock=clock, window_seconds=3600, drift_samples_per_minute=2)
     codec = cutover.Migration("codec", lambda x: x, lambda x: x + (x % 7 == 0))
     put(runtime, "codec", mode="shadow")
     sizes = []

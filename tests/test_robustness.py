@@ -16,7 +16,7 @@ from cutover import runtime as rt
 from cutover.errors import StoreError
 from cutover.runtime import Runtime
 
-from .helpers import put, stored
+from .helpers import put, quiet, stored
 
 
 def test_a_bad_stored_state_does_not_stop_the_others_from_refreshing(runtime: Runtime) -> None:
@@ -30,7 +30,7 @@ def test_a_bad_stored_state_does_not_stop_the_others_from_refreshing(runtime: Ru
 
 
 def test_units_the_store_cannot_hold_are_cleaned_not_fatal(store_url: str) -> None:
-    runtime = cutover.configure(store_url, flush_interval=3600, refresh_interval=3600, wait=0)
+    runtime = quiet(store_url)
     codec = cutover.Migration("codec", lambda u: 1, lambda u: 2, unit=lambda u: u)
     put(runtime, "codec", mode="shadow")
     for unit in ("user-\udc80", "nul\x00byte", "plain"):
@@ -155,7 +155,7 @@ def test_a_callable_object_keeps_its_attributes_to_itself(runtime: Runtime) -> N
 
 def test_instances_with_the_same_name_never_drop_each_others_flushes(sqlite_url: str) -> None:
     for calls in (5, 7):
-        runtime = cutover.configure(sqlite_url, instance="web-1", flush_interval=3600, wait=0)
+        runtime = quiet(sqlite_url, instance="web-1")
         codec = cutover.Migration("codec", abs, abs)
         for i in range(calls):
             codec(-i)
@@ -169,11 +169,11 @@ def test_instances_with_the_same_name_never_drop_each_others_flushes(sqlite_url:
 def test_configure_after_shutdown_takes_over_declared_migrations(
     sqlite_url: str, clock: cutover.ManualClock
 ) -> None:
-    first = cutover.configure(sqlite_url, clock=clock, wait=0, flush_interval=3600)
+    first = quiet(sqlite_url, clock=clock)
     codec = cutover.Migration("codec", lambda: "legacy", lambda: "new")
     put(first, "codec", mode="new")
     rt.shutdown()
-    second = cutover.configure(sqlite_url, clock=clock, wait=2, flush_interval=3600)
+    second = quiet(sqlite_url, clock=clock, wait=2)
     assert codec._runtime is second
     assert codec() == "new"
     assert stored(second, "codec").new.calls == 1

@@ -17,7 +17,7 @@ from cutover.runtime import Runtime
 from cutover.telemetry.histogram import index_of
 from cutover.telemetry.windows import LEGACY_HIST, NEW_HIST
 
-from .helpers import put, stored
+from .helpers import put, quiet, stored
 
 # ``cutover.migration`` is the decorator; the module is reached by its full name.
 migration_module = importlib.import_module("cutover.migration")
@@ -107,9 +107,7 @@ def test_event_log_gets_one_line_per_comparison_and_fallback(
     sqlite_url: str, tmp_path: Path, clock: cutover.ManualClock
 ) -> None:
     events = tmp_path / "events.jsonl"
-    runtime = cutover.configure(
-        sqlite_url, clock=clock, events=str(events), flush_interval=3600, wait=0
-    )
+    runtime = quiet(sqlite_url, clock=clock, events=str(events))
 
     def new(x: int) -> int:
         if x == 3:
@@ -149,9 +147,7 @@ def test_drift_samples_are_capped_per_minute_and_redacted(
             return {**value, "email": "<email>"}
         return value
 
-    runtime = cutover.configure(
-        sqlite_url, clock=clock, drift_samples_per_minute=3, flush_interval=3600, wait=0
-    )
+    runtime = quiet(sqlite_url, clock=clock, drift_samples_per_minute=3)
     codec = cutover.Migration(
         "codec",
         lambda user: {"email": user, "n": 1},

@@ -39,6 +39,7 @@ from cutover.routing import (
 )
 from cutover.runtime import limited
 from cutover.telemetry.drift import Redactor
+from cutover.telemetry.histogram import index_of
 from cutover.telemetry.windows import (
     CALLS,
     COMPARATOR_ERRORS,
@@ -55,6 +56,8 @@ from cutover.telemetry.windows import (
     OFFPATH,
     TIMEOUTS,
     MigrationTelemetry,
+    counter_offset,
+    hist_offset,
 )
 
 _now = time.perf_counter_ns  # tests replace this to control measured durations
@@ -90,10 +93,6 @@ def unit_scope(unit: object) -> Iterator[None]:
         _unit.reset(token)
 
 
-def _base(arm: Arm) -> int:
-    return NEW_BASE if arm is Arm.NEW else LEGACY_BASE
-
-
 def _sampled(route: Route) -> bool:
     """Whether this call also runs the other arm off-path."""
     share = route.sample
@@ -101,15 +100,12 @@ def _sampled(route: Route) -> bool:
 
 
 def _record(block: list[int], arm: Arm, elapsed: int, counter: int | None = None) -> None:
-    """Count one run of ``arm`` (and ``counter`` if it failed) with its duration."""
-    new = arm is Arm.NEW  # identity, not a dict: hashing an enum member runs Python code
-    base = NEW_BASE if new else LEGACY_BASE
-    block[base + CALLS] += 1
+    """Count one run of ``arm`` (and ``counter`` if it failed) with its duration. The plainest
+    paths (serving without sampling) inline this for speed."""
+    block[counter_offset(arm, CALLS)] += 1
     if counter is not None:
-        block[base + counter] += 1
-    bits = elapsed.bit_length()
-    bucket = (((bits - 4) << 3) + (elapsed >> (bits - 4))) if bits > 4 else elapsed
-    block[(NEW_HIST if new else LEGACY_HIST) + bucket] += 1
+        block[counter_offset(arm, counter)] += 1
+    block[hist_offset(arm) + index_of(elapsed)] += 1
 
 
 class _Timeout(Exception):
@@ -163,8 +159,16 @@ class Migration:
                 f"migration name {name!r} must be 1 to 200 letters, digits or _ . : / -,"
                 " starting with a letter or digit"
             )
-        for label, function in (("legacy", legacy), ("new", new)):
-            if not callable(function):
+        for label, function in (
+            ("legacy", legacy),
+            ("new", new),
+            ("compare", compare),
+            ("compare_exceptions", compare_exceptions),
+            ("unit", unit),
+            ("redact", redact),
+            ("publish", publish),
+        ):
+            if not callable(function) and (function is not None or label in ("legacy", "new")):
                 raise InvalidInput(
                     f"{label} of migration {name!r} must be callable, got {function!r}"
                 )
@@ -180,17 +184,6 @@ class Migration:
             raise InvalidInput(
                 f"timeout of migration {name!r} must be a positive number of seconds"
             )
-        for label, function in (
-            ("compare", compare),
-            ("compare_exceptions", compare_exceptions),
-            ("unit", unit),
-            ("redact", redact),
-            ("publish", publish),
-        ):
-            if function is not None and not callable(function):
-                raise InvalidInput(
-                    f"{label} of migration {name!r} must be callable, got {function!r}"
-                )
         # Name, docstring and signature of legacy; never its instance attributes, which could
         # shadow the migration's own (a callable object with a ``name`` or ``timeout``).
         functools.update_wrapper(self, legacy, updated=())
@@ -531,22 +524,26 @@ class Migration:
         offpath: tuple[tuple[Any, ...], dict[str, Any]],
         unit: Any,
     ) -> None:
-        """Queue the off-path run of ``arm`` to compare with what ``served_by`` gave. Never
-        raises: if queueing fails the run is counted as dropped."""
+        """Start the off-path run of ``arm`` to compare with what ``served_by`` gave. Never
+        raises: if it cannot start, the run is counted as dropped."""
         try:
-            observed = Observation(served_by, value, failure, elapsed)
+            runtime = self._runtime
             args, kwargs = offpath
-            at = self._runtime.clock()  # the call's time, for its drift sample
-            job = functools.partial(
-                self._run_offpath, self._runtime, arm, observed, args, kwargs, unit, at
-            )
-            if self._runtime.pool.submit(job, contextvars.copy_context()):
+            observed = Observation(served_by, value, failure, elapsed)
+            job = (runtime, arm, observed, args, kwargs, unit, runtime.clock())  # call's time
+            if self._start(job):
                 return
         except Exception:  # noqa: BLE001 - the caller gets the serving arm's outcome regardless
             limited.error(
-                f"submit:{self.name}", "cutover: cannot queue an off-path run", exc_info=True
+                f"submit:{self.name}", "cutover: cannot start an off-path run", exc_info=True
             )
-        block[_base(arm) + DROPPED] += 1
+        block[counter_offset(arm, DROPPED)] += 1
+
+    def _start(self, job: tuple[Any, ...]) -> bool:
+        """Queue ``_run_offpath(*job)`` on the worker pool; False when it is full."""
+        return self._runtime.pool.submit(
+            functools.partial(self._run_offpath, *job), contextvars.copy_context()
+        )
 
     def _run_offpath(
         self,
@@ -588,7 +585,7 @@ class Migration:
     ) -> None:
         """Count the off-path run, compare it, keep a drift sample, publish. Never raises."""
         block = self._telemetry.block()
-        base = _base(arm)
+        base = counter_offset(arm, 0)
         block[base + OFFPATH] += 1
         if timed_out:
             _record(block, arm, elapsed, TIMEOUTS)
@@ -621,15 +618,15 @@ class Migration:
             args=tuple(args),
             kwargs=dict(kwargs),
         )
-        if verdict is Verdict.DRIFT and diff is not None:
-            fingerprint = diff.fingerprint
+        fingerprint = diff.fingerprint if diff else None  # sorted once, used thrice
+        keep = False
+        if verdict is Verdict.DRIFT and fingerprint is not None:
             runtime.sampler.count(self.name, fingerprint)
             keep = runtime.sampler.admit(self.name, fingerprint, at)
-        else:
-            keep = False
         if keep:
             try:
-                runtime.keep_sample(runtime.sampler.sample(comparison, self._redact))
+                sample = runtime.sampler.sample(comparison, self._redact, fingerprint)
+                runtime.keep_sample(sample)
             except Exception:  # noqa: BLE001 - a broken redactor drops the sample, never stores it raw
                 block[base + HOOK_ERRORS] += 1
                 limited.error(
@@ -661,7 +658,7 @@ class Migration:
                 "unit": comparison.unit,
             }
             if diff:
-                event["fingerprint"] = diff.fingerprint
+                event["fingerprint"] = fingerprint
                 event["paths"] = diff.paths()[:20]
             events.emit(event)
 
@@ -728,7 +725,7 @@ class AsyncMigration(Migration):
             return await self._afall_back(block, args, kwargs, unit, failure)
         if offpath is not None and not timed_out:
             value = None if failure is not None else result
-            self._spawn(block, arm.other, arm, value, failure, elapsed, offpath, unit)
+            self._submit(block, arm.other, arm, value, failure, elapsed, offpath, unit)
         if next_step is not None:
             raise next_step
         return result
@@ -782,32 +779,9 @@ class AsyncMigration(Migration):
         _record(block, Arm.LEGACY, _now() - start)
         return result
 
-    def _spawn(
-        self,
-        block: list[int],
-        arm: Arm,
-        served_by: Arm,
-        value: Any,
-        failure: BaseException | None,
-        elapsed: int,
-        offpath: tuple[tuple[Any, ...], dict[str, Any]],
-        unit: Any,
-    ) -> None:
-        """Start the off-path run of ``arm`` as a tracked task; never raises."""
-        try:
-            observed = Observation(served_by, value, failure, elapsed)
-            args, kwargs = offpath
-            runtime = self._runtime
-            at = runtime.clock()
-            if runtime.tasks.spawn(
-                self._arun_offpath(runtime, arm, observed, args, kwargs, unit, at)
-            ):
-                return
-        except Exception:  # noqa: BLE001 - the caller gets the serving arm's outcome regardless
-            limited.error(
-                f"spawn:{self.name}", "cutover: cannot start an off-path task", exc_info=True
-            )
-        block[_base(arm) + DROPPED] += 1
+    def _start(self, job: tuple[Any, ...]) -> bool:
+        """Start ``_arun_offpath(*job)`` as a tracked task; False at the task limit."""
+        return self._runtime.tasks.spawn(self._arun_offpath(*job))
 
     async def _arun_offpath(
         self,
@@ -833,7 +807,7 @@ class AsyncMigration(Migration):
                         self.new, tuple(args), dict(kwargs), contextvars.copy_context()
                     )
                     if future is None:
-                        self._telemetry.block()[_base(arm) + DROPPED] += 1
+                        self._telemetry.block()[counter_offset(arm, DROPPED)] += 1
                         return
                     value = await asyncio.wrap_future(future)
         except TimeoutError as error:

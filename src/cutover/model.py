@@ -58,17 +58,6 @@ _MODE_NAMES: dict[str, Mode] = {
 }
 
 
-def parse_arm(text: str | Arm) -> Arm:
-    if isinstance(text, Arm):
-        return text
-    key = str(text).strip().lower()
-    if key in ("legacy", "legacy_only", "legacy-only"):
-        return Arm.LEGACY
-    if key in ("new", "refactored_only", "refactored-only"):
-        return Arm.NEW
-    raise InvalidInput(f"unknown arm {text!r}; use legacy or new")
-
-
 def check_percent(value: float, what: str = "percent") -> float:
     """A canary percent: 0 to 100 in steps of 0.01 (the bucket resolution)."""
     try:
@@ -204,10 +193,6 @@ class Observation:
     exception: BaseException | None = None
     duration_ns: int = 0
     timed_out: bool = False
-
-    @property
-    def raised(self) -> bool:
-        return self.exception is not None
 
 
 class Verdict(enum.StrEnum):

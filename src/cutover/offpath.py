@@ -104,10 +104,6 @@ class WorkerPool:
 
         return future if self.submit(job, context) else None
 
-    @property
-    def pending(self) -> int:
-        return self._unfinished
-
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every queued job has finished; False if ``timeout`` passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -204,10 +200,6 @@ class TaskTracker:
     def _forget(self, task: asyncio.Task[Any]) -> None:
         with self._lock:
             self._tasks.discard(task)
-
-    @property
-    def pending(self) -> int:
-        return len(self._tasks)
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait for the tasks of the running loop; False if ``timeout`` passed first."""

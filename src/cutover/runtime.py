@@ -30,6 +30,7 @@ from cutover.clock import Clock, system_clock
 from cutover.errors import InvalidInput, StoreError
 from cutover.model import State
 from cutover.offpath import TaskTracker, WorkerPool
+from cutover.routing import override_variable
 from cutover.store import (
     DEFAULT_STORE,
     FlushBatch,
@@ -345,36 +346,46 @@ class Runtime:
         width = self.settings.window_seconds
         return int(at // width) * width
 
-    def flush(self, drain_timeout: float | None = 5.0) -> bool:
+    def flush(self, drain_timeout: float | None = 5.0, lock_timeout: float | None = None) -> bool:
         """Write every count and drift sample to the store; True when nothing is left unwritten.
 
         With ``drain_timeout`` it first waits that long for queued off-path runs to finish,
-        so their comparisons are included.
+        so their comparisons are included. With ``lock_timeout`` it gives up (False) if another
+        flush, stuck on a dead link, holds the flush that long.
         """
         if drain_timeout:
             self.pool.drain(drain_timeout)
-        with self._flush_lock:
-            now = self.clock()
-            start = self.window_start(now)
-            with self._registry_lock:
-                telemetries = list(self.telemetry.values())
-            deltas = [(start, d) for d in (t.collect() for t in telemetries) if not d.empty]
-            samples = []
-            while self._samples:
-                samples.append(self._samples.popleft())
-            fingerprints = [
-                (start, migration, fingerprint, count)
-                for migration, counts in self.sampler.take_counts().items()
-                for fingerprint, count in counts.items()
-            ]
-            if self.events is not None:
-                self.events.drain()
-            batch = FlushBatch(
-                self.instance, 0, now, deltas, samples, run=self.run, fingerprints=fingerprints
-            )
-            if not batch.empty:
-                self._buffer(batch)
-            return self._write_pending(now)
+        if not self._flush_lock.acquire(timeout=-1 if lock_timeout is None else lock_timeout):
+            log.error("cutover could not flush: the store is not answering")
+            return False
+        try:
+            return self._flush_now()
+        finally:
+            self._flush_lock.release()
+
+    def _flush_now(self) -> bool:
+        """One flush: collect what every thread counted, queue it, write what is queued."""
+        now = self.clock()
+        start = self.window_start(now)
+        with self._registry_lock:
+            telemetries = list(self.telemetry.values())
+        deltas = [(start, d) for d in (t.collect() for t in telemetries) if not d.empty]
+        samples = []
+        while self._samples:
+            samples.append(self._samples.popleft())
+        fingerprints = [
+            (start, migration, fingerprint, count)
+            for migration, counts in self.sampler.take_counts().items()
+            for fingerprint, count in counts.items()
+        ]
+        if self.events is not None:
+            self.events.drain()
+        batch = FlushBatch(
+            self.instance, 0, now, deltas, samples, run=self.run, fingerprints=fingerprints
+        )
+        if not batch.empty:
+            self._buffer(batch)
+        return self._write_pending(now)
 
     def _buffer(self, batch: FlushBatch) -> None:
         """Queue a batch for the store. While the store is away, batches merge (the counts add
@@ -456,8 +467,6 @@ class Runtime:
         return True
 
     def heartbeat(self, now: float) -> InstanceInfo:
-        from cutover.routing import override_variable
-
         migrations = self.migrations
         overrides = {}
         for migration in migrations:
@@ -512,11 +521,7 @@ class Runtime:
             if thread is not threading.current_thread():
                 thread.join(timeout)
         # A flush stuck on a dead link must not hold up interpreter exit.
-        if self._flush_lock.acquire(timeout=timeout):
-            self._flush_lock.release()
-            self.flush(drain_timeout=0)
-        else:
-            log.error("cutover could not flush on close: the store is not answering")
+        self.flush(drain_timeout=0, lock_timeout=timeout)
 
     def after_fork_in_child(self) -> None:
         if self.settings.instance:

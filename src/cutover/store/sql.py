@@ -71,18 +71,7 @@ def _channel_for(schema: str) -> str:
 
 
 def _state_from_row(row: Any) -> State:
-    pins = row.pins or {}
-    return State(
-        mode=row.mode,
-        percent=row.percent,
-        sample=row.sample,
-        fallback=row.fallback,
-        pins_new=frozenset(pins.get("new", ())),
-        pins_legacy=frozenset(pins.get("legacy", ())),
-        version=row.version,
-        updated_at=row.updated_at,
-        updated_by=row.updated_by,
-    )
+    return State.from_dict(row._mapping)  # the columns are the fields of State.to_dict()
 
 
 def _decision_from_row(row: Any) -> Decision:
@@ -157,7 +146,7 @@ class SqlStore:
             event.listen(engine, "close", _sqlite_on_close)
             event.listen(engine, "begin", _sqlite_on_begin)
             return engine
-        engine = sa.create_engine(
+        return sa.create_engine(
             parsed,
             connect_args=self._pg_connect_args(),
             pool_pre_ping=True,
@@ -165,7 +154,6 @@ class SqlStore:
             max_overflow=4,
             pool_recycle=1800,
         )
-        return engine
 
     def _pg_connect_args(self) -> dict[str, Any]:
         return {
@@ -282,7 +270,6 @@ class SqlStore:
         backoff = 0.5
         warned = False
         while not stop.is_set():
-            heard_probe = False
             try:
                 self._ensure_schema()
                 assert self._channel is not None
@@ -367,16 +354,7 @@ class SqlStore:
         in one transaction; ConflictError if the stored version is not ``expected_version``."""
         new_version = expected_version + 1
         stored = state.evolve(version=new_version, updated_at=at, updated_by=actor)
-        values = {
-            "mode": stored.mode.value,
-            "percent": stored.percent,
-            "sample": stored.sample,
-            "fallback": stored.fallback,
-            "pins": {"new": sorted(stored.pins_new), "legacy": sorted(stored.pins_legacy)},
-            "version": new_version,
-            "updated_at": at,
-            "updated_by": actor,
-        }
+        values = stored.to_dict()
         try:
             with self._connect(write=True) as conn:
                 row = conn.execute(sa.select(t.states).where(t.states.c.name == name)).first()

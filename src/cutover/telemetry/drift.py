@@ -178,8 +178,14 @@ class DriftSampler:
             self._taken[migration] += 1
             return True
 
-    def sample(self, comparison: Comparison, redact: Redactor | None = None) -> DriftSample:
-        """Build the sample; a redactor that raises propagates so nothing unredacted is kept."""
+    def sample(
+        self,
+        comparison: Comparison,
+        redact: Redactor | None = None,
+        fingerprint: str | None = None,
+    ) -> DriftSample:
+        """Build the sample (``fingerprint``: the diff's, when the caller has it already); a
+        redactor that raises propagates so nothing unredacted is kept."""
         redactor = redact or self.redact
         diff: Diff = comparison.diff or Diff()
         legacy_value = (
@@ -226,7 +232,7 @@ class DriftSampler:
             migration=comparison.migration,
             at=comparison.at,
             unit=None if comparison.unit is None else clean_text(comparison.unit, 400),
-            fingerprint=clean_text(diff.fingerprint, 2000),
+            fingerprint=clean_text(diff.fingerprint if fingerprint is None else fingerprint, 2000),
             input=stored_input,
             legacy=stored_legacy,
             new=stored_new,

@@ -148,10 +148,6 @@ class MigrationTelemetry:
             self.local.b = entry.data
             return entry.data
 
-    def count(self, arm: Arm, counter: int, amount: int = 1) -> None:
-        """Count from off the caller's path (workers, comparators)."""
-        self.block()[counter_offset(arm, counter)] += amount
-
     def collect(self) -> WindowDelta:
         """Everything counted since the previous collect, exactly once.
 
