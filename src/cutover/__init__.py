@@ -7,15 +7,32 @@ from cutover.model import Arm, Comparison, Decision, Mode, Observation, State, V
 from cutover.routing import bucket
 from cutover.runtime import __version__, aflush, configure, current, flush
 
+
+def __getattr__(name: str) -> object:
+    # The controller needs the `rollout` extra (SciPy, httpx, PyYAML): imported on first use.
+    if name in ("Controller", "Plan", "load_plan", "parse_plan"):
+        from cutover.control import controller, plan
+
+        return {
+            "Controller": controller.Controller,
+            "Plan": plan.Plan,
+            "load_plan": plan.load_plan,
+            "parse_plan": plan.parse_plan,
+        }[name]
+    raise AttributeError(f"module 'cutover' has no attribute {name!r}")
+
+
 __all__ = [
     "Arm",
     "AsyncMigration",
     "Comparison",
+    "Controller",
     "Decision",
     "ManualClock",
     "Migration",
     "Mode",
     "Observation",
+    "Plan",
     "State",
     "Verdict",
     "__version__",
@@ -26,6 +43,8 @@ __all__ = [
     "current",
     "errors",
     "flush",
+    "load_plan",
     "migration",
+    "parse_plan",
     "unit_scope",
 ]

@@ -23,16 +23,24 @@ class UnknownMigration(CutoverError, LookupError):
 
 
 class ConflictError(CutoverError):
-    """A compare-and-set lost: the state changed since the caller read it."""
+    """A compare-and-set lost: the state (or rollout) changed since the caller read it."""
 
     def __init__(
-        self, name: str, expected: int, current: int, updated_by: str | None = None
+        self,
+        name: str,
+        expected: int,
+        current: int,
+        updated_by: str | None = None,
+        *,
+        what: str = "state",
     ) -> None:
         who = f" by {updated_by}" if updated_by else ""
+        subject = f"migration {name!r}" if what == "state" else f"the {what} of {name!r}"
         super().__init__(
-            f"migration {name!r} is at version {current} (written{who}), not {expected};"
-            " read the current state and retry"
+            f"{subject} is at version {current} (written{who}), not {expected};"
+            f" read the current {what} and retry"
         )
+        self.what = what
         self.name = name
         self.expected = expected
         self.current = current

@@ -223,7 +223,12 @@ class Comparison:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """One recorded change of a migration's state: who, when, why, from what to what."""
+    """One recorded decision about a migration: who, when, why, from what state to what.
+
+    ``kind`` says what was decided: ``set`` for a state an operator wrote, or a rollout's
+    ``start``, ``promote``, ``rollback``, ``pause``, ``approve`` ... Decisions that change no
+    state (a pause, an approval) carry the state as it stood in both ``old`` and ``new``.
+    """
 
     id: int
     migration: str
@@ -233,15 +238,97 @@ class Decision:
     old: State | None
     new: State
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    kind: str = "set"
+    changed: bool = True  # whether this decision wrote a new state version
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "migration": self.migration,
+            "kind": self.kind,
             "at": self.at,
             "actor": self.actor,
             "reason": self.reason,
+            "changed_state": self.changed,
             "old": self.old.to_dict() if self.old else None,
             "new": self.new.to_dict(),
             "evidence": dict(self.evidence),
         }
+
+
+class RolloutStatus(enum.StrEnum):
+    """Where a rollout stands; every status has a command that leaves it."""
+
+    RUNNING = "running"  # the controller promotes when the gate passes and guards the checks
+    PAUSED = "paused"  # hands off: nothing automatic until `resume`, `promote` or `abort`
+    ROLLED_BACK = "rolled_back"  # stepped back after a failure; guarded, not promoted: `retry`
+    COMPLETED = "completed"  # the last step held; `abort` returns to legacy, `start` begins anew
+    ABORTED = "aborted"  # back on legacy; `retry` walks the plan again
+
+    @property
+    def active(self) -> bool:
+        return self in (RolloutStatus.RUNNING, RolloutStatus.PAUSED, RolloutStatus.ROLLED_BACK)
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """A plan being carried out for one migration: which step it is on, since when, in what
+    status, and the approvals given. ``version`` increases with every change (compare-and-set)."""
+
+    migration: str
+    plan: Mapping[str, Any]  # the validated plan, as JSON
+    source: str  # where the plan came from, for people reading the status
+    status: RolloutStatus
+    step: int
+    step_started_at: float
+    started_at: float
+    started_by: str
+    reason: str = ""  # why the status is what it is
+    approvals: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # step -> who, why
+    notes: Mapping[str, Any] = field(default_factory=dict)  # the controller's edge markers
+    version: int = 0
+    updated_at: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", RolloutStatus(self.status))
+
+    def evolve(self, **changes: Any) -> Rollout:
+        return replace(self, **changes)
+
+    def approval(self, step: int) -> Mapping[str, Any] | None:
+        return self.approvals.get(str(step))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "migration": self.migration,
+            "plan": dict(self.plan),
+            "source": self.source,
+            "status": self.status.value,
+            "step": self.step,
+            "step_started_at": self.step_started_at,
+            "started_at": self.started_at,
+            "started_by": self.started_by,
+            "reason": self.reason,
+            "approvals": {step: dict(given) for step, given in self.approvals.items()},
+            "notes": dict(self.notes),
+            "version": self.version,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Rollout:
+        return cls(
+            migration=data["migration"],
+            plan=data.get("plan") or {},
+            source=data.get("source") or "",
+            status=RolloutStatus(data["status"]),
+            step=int(data["step"]),
+            step_started_at=float(data["step_started_at"]),
+            started_at=float(data["started_at"]),
+            started_by=data.get("started_by") or "",
+            reason=data.get("reason") or "",
+            approvals=data.get("approvals") or {},
+            notes=data.get("notes") or {},
+            version=int(data.get("version", 0)),
+            updated_at=data.get("updated_at"),
+        )

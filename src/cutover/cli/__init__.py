@@ -4,6 +4,7 @@ from cutover.cli import (  # noqa: F401 - importing registers the commands
     drifts,
     instances,
     maintenance,
+    rollout,
     state,
     stats,
     status,

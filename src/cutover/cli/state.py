@@ -134,14 +134,20 @@ def history(session: Session, name: str, limit: int, as_json: bool) -> None:
         console.print(f"{name}: no decisions recorded yet.")
         return
     table = Table(title=f"decisions · {name}", title_justify="left")
-    for column in ("#", "at", "actor", "change", "reason"):
-        table.add_column(column)
+    for column in ("#", "at", "actor", "kind", "change", "reason"):
+        table.add_column(column, overflow="fold")
     for decision in decisions:
+        change = (
+            f"{_describe(decision.old)} -> {_describe(decision.new)} (v{decision.new.version})"
+            if decision.changed
+            else f"{_describe(decision.new)} (unchanged)"
+        )
         table.add_row(
             str(decision.id),
             when(decision.at),
             decision.actor,
-            f"{_describe(decision.old)} -> {_describe(decision.new)} (v{decision.new.version})",
+            decision.kind,
+            change,
             decision.reason,
         )
     console.print(table)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cutover.errors import InvalidInput
-from cutover.model import Arm, Decision, State
+from cutover.model import Arm, Decision, Rollout, State
 from cutover.telemetry.drift import MAX_FINGERPRINTS, OTHER_FINGERPRINTS, DriftSample
 from cutover.telemetry.windows import ArmCounts, WindowDelta
 
@@ -147,6 +147,14 @@ class DriftGroup:
     example: DriftSample | None
 
 
+class Lease(Protocol):
+    """Held by at most one process at a time (see :meth:`Store.leadership`)."""
+
+    def held(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+
 class Store(Protocol):
     """What cutover needs from a store; :class:`cutover.store.sql.SqlStore` implements it."""
 
@@ -168,13 +176,43 @@ class Store(Protocol):
         at: float,
     ) -> Decision: ...
 
+    def commit(
+        self,
+        name: str,
+        *,
+        kind: str,
+        actor: str,
+        reason: str,
+        at: float,
+        evidence: Mapping[str, Any] | None = None,
+        state: State | None = None,
+        expected_version: int | None = None,
+        rollout: Rollout | None = None,
+        expected_rollout: int | None = None,
+    ) -> Decision: ...
+
     def decisions(self, name: str | None = None, limit: int = 100) -> list[Decision]: ...
+
+    def rollout(self, name: str) -> Rollout | None: ...
+
+    def rollouts(self) -> dict[str, Rollout]: ...
+
+    def leadership(self, role: str = "controller") -> Lease: ...
 
     def write_flush(self, batch: FlushBatch) -> bool: ...
 
     def windows(
-        self, name: str, since: float, until: float | None = None
+        self, name: str, since: float, until: float | None = None, *, histograms: bool = True
     ) -> dict[Arm, ArmCounts]: ...
+
+    def series(
+        self,
+        name: str,
+        since: float,
+        until: float | None = None,
+        *,
+        histograms_since: float | None = None,
+    ) -> dict[int, dict[Arm, ArmCounts]]: ...
 
     def migrations(self) -> list[str]: ...
 
@@ -262,6 +300,7 @@ __all__: Sequence[str] = [
     "DriftGroup",
     "FlushBatch",
     "InstanceInfo",
+    "Lease",
     "Store",
     "normalize_url",
     "open_store",

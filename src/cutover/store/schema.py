@@ -6,7 +6,8 @@ import sqlalchemy as sa
 
 from cutover.telemetry.windows import COUNTERS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: the first release. 2: rollouts, and decisions that change no state (kind, version NULL)."""
 
 metadata = sa.MetaData()
 
@@ -36,7 +37,9 @@ decisions = sa.Table(
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("migration", sa.String(200), nullable=False),
-    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False, server_default="set"),
+    # The state version this decision wrote; NULL for a decision that changed no state.
+    sa.Column("version", sa.BigInteger, nullable=True),
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("actor", sa.String(200), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
@@ -45,6 +48,25 @@ decisions = sa.Table(
     sa.Column("evidence", sa.JSON, nullable=False),
     # One decision per accepted change: a version is written once per migration.
     sa.UniqueConstraint("migration", "version", name="cutover_decisions_one_per_version"),
+)
+
+
+rollouts = sa.Table(
+    "cutover_rollouts",
+    metadata,
+    sa.Column("migration", sa.String(200), primary_key=True),
+    sa.Column("plan", sa.JSON, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("step_started_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("started_by", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("approvals", sa.JSON, nullable=False),
+    sa.Column("notes", sa.JSON, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=True),
 )
 
 

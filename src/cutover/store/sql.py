@@ -19,7 +19,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
 from cutover.errors import ConflictError, InvalidInput, StoreError
-from cutover.model import Arm, Decision, State
+from cutover.model import Arm, Decision, Rollout, State
 from cutover.store import (
     DriftGroup,
     FlushBatch,
@@ -84,6 +84,8 @@ def _decision_from_row(row: Any) -> Decision:
         old=State.from_dict(row.old_state) if row.old_state else None,
         new=State.from_dict(row.new_state),
         evidence=row.evidence or {},
+        kind=row.kind,
+        changed=row.version is not None,
     )
 
 
@@ -224,6 +226,8 @@ class SqlStore:
                                 f"the store at {redact_url(self.url)} has schema version {found},"
                                 f" newer than this cutover ({t.SCHEMA_VERSION}); upgrade cutover"
                             )
+                        elif int(found) < t.SCHEMA_VERSION:
+                            _upgrade(conn, int(found))
                         if conn.dialect.name == "postgresql":
                             schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
                             self._channel = _channel_for(str(schema or "public"))
@@ -307,6 +311,10 @@ class SqlStore:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
 
+    def leadership(self, role: str = "controller") -> Leadership:
+        """A lease that at most one process holds at a time for ``role`` on this store."""
+        return Leadership(self, role)
+
     def _listen_args(self) -> dict[str, Any]:
         """psycopg.connect() arguments for the listening connection: the engine's own, so any
         password, host or option works the same."""
@@ -352,44 +360,76 @@ class SqlStore:
     ) -> Decision:
         """Compare-and-set: write ``state`` as version ``expected_version + 1`` and its decision,
         in one transaction; ConflictError if the stored version is not ``expected_version``."""
-        new_version = expected_version + 1
-        stored = state.evolve(version=new_version, updated_at=at, updated_by=actor)
-        values = stored.to_dict()
+        return self.commit(
+            name,
+            kind="set",
+            actor=actor,
+            reason=reason,
+            evidence=evidence,
+            at=at,
+            state=state,
+            expected_version=expected_version,
+        )
+
+    def commit(
+        self,
+        name: str,
+        *,
+        kind: str,
+        actor: str,
+        reason: str,
+        at: float,
+        evidence: Mapping[str, Any] | None = None,
+        state: State | None = None,
+        expected_version: int | None = None,
+        rollout: Rollout | None = None,
+        expected_rollout: int | None = None,
+    ) -> Decision:
+        """Record one decision in one transaction, with what it changes: a new ``state``
+        (compare-and-set against ``expected_version``) and a new ``rollout`` record
+        (compare-and-set against ``expected_rollout``, 0 when there is none yet). Either may be
+        left out; a lost compare-and-set raises ConflictError and writes nothing."""
+        if state is not None and expected_version is None:
+            raise ValueError("a state is written against an expected version")
+        if rollout is not None and expected_rollout is None:
+            raise ValueError("a rollout is written against an expected rollout version")
+        evidence = dict(evidence or {})
         try:
             with self._connect(write=True) as conn:
                 row = conn.execute(sa.select(t.states).where(t.states.c.name == name)).first()
                 old = _state_from_row(row) if row else None
-                current = old.version if old else 0
-                if current != expected_version:
-                    raise ConflictError(
-                        name, expected_version, current, old.updated_by if old else None
-                    )
-                if old is None:
-                    conn.execute(sa.insert(t.states).values(name=name, **values))
-                else:
-                    result = conn.execute(
-                        sa.update(t.states)
-                        .where(t.states.c.name == name, t.states.c.version == expected_version)
-                        .values(**values)
-                    )
-                    if result.rowcount != 1:
-                        raise _Lost()
+                new = old or State()
+                new_version = None
+                if state is not None:
+                    assert expected_version is not None
+                    current = old.version if old else 0
+                    if current != expected_version:
+                        raise ConflictError(
+                            name, expected_version, current, old.updated_by if old else None
+                        )
+                    new_version = expected_version + 1
+                    new = state.evolve(version=new_version, updated_at=at, updated_by=actor)
+                    self._cas_state(conn, name, old, new, expected_version)
+                if rollout is not None:
+                    assert expected_rollout is not None
+                    self._cas_rollout(conn, rollout, expected_rollout, at)
                 decision_id = conn.execute(
                     sa.insert(t.decisions)
                     .values(
                         migration=name,
+                        kind=kind,
                         version=new_version,
                         at=at,
                         actor=actor,
                         reason=reason,
                         old_state=old.to_dict() if old else None,
-                        new_state=stored.to_dict(),
-                        evidence=dict(evidence or {}),
+                        new_state=new.to_dict(),
+                        evidence=evidence,
                     )
                     .returning(t.decisions.c.id)
                 ).scalar_one()
-                if self._channel is not None:  # delivered to listeners when this commits
-                    conn.execute(
+                if new_version is not None and self._channel is not None:
+                    conn.execute(  # delivered to listeners when this commits
                         sa.text("SELECT pg_notify(:channel, :payload)"),
                         {"channel": self._channel, "payload": f"{new_version}:{name}"},
                     )
@@ -397,14 +437,91 @@ class SqlStore:
             cause = error.__cause__ if isinstance(error, StoreError) else None
             if isinstance(error, StoreError) and not isinstance(cause, sa.exc.IntegrityError):
                 raise
-            latest = self.state(name)  # another writer won the race: report who
-            raise ConflictError(
-                name,
-                expected_version,
-                latest.version if latest else 0,
-                latest.updated_by if latest else None,
+            raise self._lost_race(
+                name, state, rollout, expected_version, expected_rollout
             ) from None
-        return Decision(decision_id, name, at, actor, reason, old, stored, dict(evidence or {}))
+        return Decision(
+            decision_id, name, at, actor, reason, old, new, evidence, kind, new_version is not None
+        )
+
+    def _cas_state(
+        self, conn: Connection, name: str, old: State | None, new: State, expected: int
+    ) -> None:
+        values = new.to_dict()
+        if old is None:
+            conn.execute(sa.insert(t.states).values(name=name, **values))
+            return
+        result = conn.execute(
+            sa.update(t.states)
+            .where(t.states.c.name == name, t.states.c.version == expected)
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            raise _Lost()
+
+    def _cas_rollout(self, conn: Connection, rollout: Rollout, expected: int, at: float) -> None:
+        values = rollout.evolve(version=expected + 1, updated_at=at).to_dict()
+        found = conn.execute(
+            sa.select(t.rollouts.c.version, t.rollouts.c.started_by).where(
+                t.rollouts.c.migration == rollout.migration
+            )
+        ).first()
+        current = found.version if found else 0
+        if current != expected:
+            raise ConflictError(
+                rollout.migration,
+                expected,
+                current,
+                found.started_by if found else None,
+                what="rollout",
+            )
+        if found is None:
+            conn.execute(sa.insert(t.rollouts).values(**values))
+            return
+        result = conn.execute(
+            sa.update(t.rollouts)
+            .where(t.rollouts.c.migration == rollout.migration, t.rollouts.c.version == expected)
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            raise _Lost()
+
+    def _lost_race(
+        self,
+        name: str,
+        state: State | None,
+        rollout: Rollout | None,
+        expected_version: int | None,
+        expected_rollout: int | None,
+    ) -> ConflictError:
+        """Another writer won between our read and our write: report who, and of what."""
+        if state is not None and expected_version is not None:
+            latest = self.state(name)
+            if latest is None or latest.version != expected_version:
+                return ConflictError(
+                    name,
+                    expected_version,
+                    latest.version if latest else 0,
+                    latest.updated_by if latest else None,
+                )
+        found = self.rollout(name)
+        return ConflictError(
+            name,
+            expected_rollout or 0,
+            found.version if found else 0,
+            found.started_by if found else None,
+            what="rollout" if rollout is not None else "state",
+        )
+
+    def rollout(self, name: str) -> Rollout | None:
+        with self._connect() as conn:
+            row = conn.execute(sa.select(t.rollouts).where(t.rollouts.c.migration == name)).first()
+        return Rollout.from_dict(row._mapping) if row else None
+
+    def rollouts(self) -> dict[str, Rollout]:
+        with self._connect() as conn:
+            rows = conn.execute(sa.select(t.rollouts).order_by(t.rollouts.c.migration)).all()
+        return {row.migration: Rollout.from_dict(row._mapping) for row in rows}
 
     def decisions(self, name: str | None = None, limit: int = 100) -> list[Decision]:
         query = sa.select(t.decisions).order_by(t.decisions.c.id.desc()).limit(limit)
@@ -557,8 +674,11 @@ class SqlStore:
             )
         )
 
-    def windows(self, name: str, since: float, until: float | None = None) -> dict[Arm, ArmCounts]:
-        """Every instance's windows of ``name`` that start in [since, until), summed per arm."""
+    def windows(
+        self, name: str, since: float, until: float | None = None, *, histograms: bool = True
+    ) -> dict[Arm, ArmCounts]:
+        """Every instance's windows of ``name`` that start in [since, until), summed per arm
+        (with their latency histograms unless ``histograms`` is False)."""
         conditions = [t.windows.c.migration == name, t.windows.c.start >= int(since)]
         hist_conditions = [t.histograms.c.migration == name, t.histograms.c.start >= int(since)]
         if until is not None:
@@ -581,9 +701,62 @@ class SqlStore:
         with self._connect() as conn:
             for row in conn.execute(counters):
                 out[Arm(row[0])].counts = [int(value) for value in row[1:]]
-            for arm, bucket, count in conn.execute(buckets):
-                out[Arm(arm)].histogram.add(int(bucket), int(count))
+            if histograms:
+                for arm, bucket, count in conn.execute(buckets):
+                    out[Arm(arm)].histogram.add(int(bucket), int(count))
         return out
+
+    def series(
+        self,
+        name: str,
+        since: float,
+        until: float | None = None,
+        *,
+        histograms_since: float | None = None,
+    ) -> dict[int, dict[Arm, ArmCounts]]:
+        """Every instance's windows of ``name`` that start in [since, until), summed per window
+        start and arm, oldest first. Latency histograms are read only for the windows from
+        ``histograms_since`` on (none when it is None): they are the larger part."""
+        conditions = [t.windows.c.migration == name, t.windows.c.start >= int(since)]
+        if until is not None:
+            conditions.append(t.windows.c.start < int(until))
+        counters = (
+            sa.select(
+                t.windows.c.start,
+                t.windows.c.arm,
+                *(sa.func.sum(t.windows.c[n]) for n in COUNTERS),
+            )
+            .where(*conditions)
+            .group_by(t.windows.c.start, t.windows.c.arm)
+            .order_by(t.windows.c.start)
+        )
+        out: dict[int, dict[Arm, ArmCounts]] = {}
+
+        def slot(start: int) -> dict[Arm, ArmCounts]:
+            found = out.get(start)
+            if found is None:
+                found = out[start] = {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()}
+            return found
+
+        with self._connect() as conn:
+            for row in conn.execute(counters):
+                slot(int(row[0]))[Arm(row[1])].counts = [int(value) for value in row[2:]]
+            if histograms_since is not None:
+                h = t.histograms.c
+                hist_conditions = [
+                    h.migration == name,
+                    h.start >= int(max(since, histograms_since)),
+                ]
+                if until is not None:
+                    hist_conditions.append(h.start < int(until))
+                buckets = (
+                    sa.select(h.start, h.arm, h.bucket, sa.func.sum(h.count))
+                    .where(*hist_conditions)
+                    .group_by(h.start, h.arm, h.bucket)
+                )
+                for start, arm, bucket, count in conn.execute(buckets):
+                    slot(int(start))[Arm(arm)].histogram.add(int(bucket), int(count))
+        return dict(sorted(out.items()))
 
     def migrations(self) -> list[str]:
         """Names with a stored state or any recorded window, sorted."""
@@ -699,6 +872,83 @@ _TRANSIENT = (
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "25", "40", "53", "57", "58")  # connection, read-only,
 # serialization, resources, operator intervention (cancel, shutdown), system errors
 _TRANSIENT_SQLSTATES = ("26000", "42P05", "55P03")  # poolers' prepared statements, lock wait
+
+
+class Leadership:
+    """At most one holder at a time, across processes and hosts: on PostgreSQL a session
+    advisory lock on a connection of its own (so it is released the moment the holder dies or
+    its connection drops); on SQLite, which has a single host, every caller holds it and the
+    compare-and-set of each write is what keeps two controllers from acting twice."""
+
+    def __init__(self, store: SqlStore, role: str) -> None:
+        self._store = store
+        self._role = role
+        self._conn: Any = None
+
+    def _key(self) -> int:
+        store = self._store
+        store._ensure_schema()
+        digest = hashlib.sha1(f"{store._channel}:{self._role}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    def held(self) -> bool:
+        """True while this process holds the lease; tries to take it when it does not. A lost
+        connection loses the lease, and the next call tries to take it again."""
+        if self._store.dialect != "postgresql":
+            return True
+        import psycopg
+
+        try:
+            if self._conn is not None:
+                self._conn.execute("SELECT 1")  # still alive, so still ours
+                return True
+            conn = psycopg.connect(**self._store._listen_args())
+            taken = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key(),)).fetchone()
+            if taken and taken[0]:
+                self._conn = conn
+                return True
+            conn.close()
+            return False
+        except (psycopg.Error, OSError, StoreError):
+            self.release()
+            return False
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()  # closing the session releases the lock
+
+
+def _upgrade(conn: Connection, found: int) -> None:
+    """Bring a store written by an earlier cutover to the current schema, in the caller's
+    transaction (which holds the schema lock)."""
+    if found < 2:
+        # Decisions gained a kind, and a version that is NULL when no state was written.
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                "ALTER TABLE cutover_decisions ADD COLUMN IF NOT EXISTS kind VARCHAR(32)"
+                " NOT NULL DEFAULT 'set'"
+            )
+            conn.exec_driver_sql("ALTER TABLE cutover_decisions ALTER COLUMN version DROP NOT NULL")
+        else:  # SQLite cannot relax NOT NULL in place: rebuild the table
+            conn.exec_driver_sql("DROP INDEX IF EXISTS cutover_decisions_by_migration")
+            conn.exec_driver_sql("ALTER TABLE cutover_decisions RENAME TO cutover_decisions_v1")
+            t.decisions.create(conn)
+            for index in t.decisions.indexes:
+                index.create(conn)
+            columns = "id, migration, version, at, actor, reason, old_state, new_state, evidence"
+            conn.exec_driver_sql(
+                f"INSERT INTO cutover_decisions ({columns}, kind)"
+                f" SELECT {columns}, 'set' FROM cutover_decisions_v1"
+            )
+            conn.exec_driver_sql("DROP TABLE cutover_decisions_v1")
+    conn.execute(
+        sa.update(t.meta)
+        .where(t.meta.c.key == "schema_version")
+        .values(value=str(t.SCHEMA_VERSION))
+    )
+    log.info("cutover upgraded the store's schema from version %d to %d", found, t.SCHEMA_VERSION)
 
 
 def _is_transient(error: BaseException) -> bool:

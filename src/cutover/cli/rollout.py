@@ -1,0 +1,356 @@
+"""``cutover rollout``: start a plan, follow it, and steer it (promote, pause, approve, abort)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from rich.table import Table
+
+from cutover import operations
+from cutover.cli._app import Session, cli, console, json_option, pass_session, print_json, when
+from cutover.clock import system_clock
+from cutover.durations import format_duration
+from cutover.model import Decision
+from cutover.store import redact_url
+
+
+@cli.group()
+def rollout() -> None:
+    """Carry out a rollout plan: steps, holds, checks, approvals, promotion and rollback."""
+
+
+@contextmanager
+def _controller(session: Session, *, dry_run: bool = False) -> Iterator[Any]:
+    """A controller on the session's store; pending notifications go out before the command
+    ends."""
+    from cutover.control.controller import Controller
+
+    controller = Controller(session.store, clock=system_clock, dry_run=dry_run)
+    try:
+        yield controller
+    finally:
+        controller.close()
+
+
+def _actor(actor: str | None) -> str:
+    return actor or operations.default_actor()
+
+
+actor_option = click.option(
+    "--actor", default=None, help="Who (default: $CUTOVER_ACTOR, else user@host)."
+)
+reason_option = click.option("--reason", required=True, help="Why: recorded in the decision log.")
+
+
+def _done(decision: Decision, as_json: bool) -> None:
+    if as_json:
+        print_json({"decision": decision.to_dict()})
+        return
+    version = f", state version {decision.new.version}" if decision.changed else ""
+    console.print(
+        f"{decision.migration}: {decision.kind}: {decision.reason}"
+        f"  (decision {decision.id}{version})",
+        markup=False,
+    )
+
+
+@rollout.command()
+@click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
+@click.option("--reason", default="", help="Why (default: 'rollout started from PLAN').")
+@click.option("--replace", is_flag=True, help="Replace an active rollout of the same migration.")
+@actor_option
+@json_option
+@pass_session
+def start(
+    session: Session,
+    plan_file: str,
+    reason: str,
+    replace: bool,
+    actor: str | None,
+    as_json: bool,
+) -> None:
+    """Validate PLAN (YAML) and start it: the first step is applied now."""
+    from cutover.control.plan import load_plan
+
+    plan = load_plan(plan_file)
+    with _controller(session) as controller:
+        decision = controller.start(
+            plan, actor=_actor(actor), reason=reason, source=plan_file, replace=replace
+        )
+    _done(decision, as_json)
+
+
+@rollout.command()
+@click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
+@json_option
+def validate(plan_file: str, as_json: bool) -> None:
+    """Check PLAN without starting it; prints the plan as cutover reads it."""
+    from cutover.control.plan import load_plan
+
+    plan = load_plan(plan_file)
+    if as_json:
+        print_json(plan.to_json())
+        return
+    console.print(f"{plan_file}: a valid plan for {plan.migration!r}", markup=False)
+    for number, step in enumerate(plan.steps, 1):
+        extra = []
+        if step.hold:
+            extra.append(f"hold {format_duration(step.hold)}")
+        if step.min_comparisons:
+            extra.append(f"at least {step.min_comparisons} comparisons")
+        if step.min_calls:
+            extra.append(f"at least {step.min_calls} calls on new")
+        if step.needs_approval:
+            extra.append("approval to enter")
+        console.print(f"  {number}. {step.label}  {', '.join(extra)}", markup=False)
+    for check in plan.checks:
+        console.print(f"  check {check.name} ({check.severity}): {check.describe()}", markup=False)
+    console.print(f"  on a critical failure: {plan.on_critical.value}", markup=False)
+
+
+@rollout.command()
+@click.argument("name", required=False)
+@json_option
+@pass_session
+def status(session: Session, name: str | None, as_json: bool) -> None:
+    """Where NAME's rollout stands: step, hold, checks with their evidence, what blocks it.
+    Without NAME, one line per rollout."""
+    with _controller(session, dry_run=True) as controller:
+        if name is None:
+            rollouts = session.store.rollouts()
+            evaluations = [controller.evaluate(n) for n in rollouts]
+            if as_json:
+                print_json({"rollouts": [e.to_json() for e in evaluations]})
+                return
+            _table(evaluations)
+            return
+        operations.require_known(session.store, name)
+        evaluation = controller.evaluate(name)
+    if as_json:
+        print_json(evaluation.to_json())
+        return
+    _render(evaluation)
+
+
+def _table(evaluations: list[Any]) -> None:
+    if not evaluations:
+        console.print("No rollouts yet: start one with `cutover rollout start PLAN`.")
+        return
+    table = Table(title="rollouts", title_justify="left")
+    for column in ("migration", "status", "step", "since", "next"):
+        table.add_column(column)
+    from cutover.control.controller import step_label
+
+    for e in evaluations:
+        table.add_row(
+            e.rollout.migration,
+            e.rollout.status.value,
+            step_label(e.plan, e.rollout.step),
+            when(e.rollout.step_started_at),
+            e.action or (e.blockers[0] if e.blockers else "-"),
+        )
+    console.print(table)
+
+
+_MARK = {
+    "pass": "[green]pass[/]",
+    "fail": "[red]FAIL[/]",
+    "inconclusive": "[yellow]inconclusive[/]",
+}
+
+
+def _render(e: Any) -> None:
+    from cutover.control.controller import step_label
+
+    r = e.rollout
+    console.print(
+        f"[bold]{r.migration}[/bold] · {r.status.value} · {step_label(e.plan, r.step)}"
+        f" since {when(r.step_started_at)}"
+    )
+    console.print(
+        f"plan {r.source} · started {when(r.started_at)} by {r.started_by} · rollout version"
+        f" {r.version}",
+        markup=False,
+    )
+    if r.reason:
+        console.print(f"why: {r.reason}", markup=False)
+    steps = []
+    for index, step in enumerate(e.plan.steps):
+        mark = "✓" if index < r.step else ("▶" if index == r.step else "·")
+        gate = ""
+        if step.needs_approval:
+            given = r.approval(index)
+            gate = f" [approved by {given['by']}]" if given else " [approval]"
+        steps.append(f"{mark} {step.label}{gate}")
+    console.print("steps: " + "  ".join(steps), markup=False)
+    p = e.progress
+    if e.step is not None:
+        console.print(
+            f"held {format_duration(max(1, round(p.held)))}"
+            + (f" of {format_duration(e.step.hold)}" if e.step.hold else "")
+            + f" · {p.comparisons} comparisons · {p.new_calls} calls on new",
+            markup=False,
+        )
+    if e.checks:
+        table = Table(title="checks", title_justify="left")
+        for column in ("check", "severity", "outcome", "evidence"):
+            table.add_column(column, overflow="fold")
+        for result in e.checks:
+            table.add_row(
+                result.name,
+                result.severity,
+                _MARK.get(result.outcome.value, result.outcome.value),
+                result.reason,
+            )
+        console.print(table)
+    for blocker in e.blockers:
+        console.print(f"waiting: {blocker}", markup=False)
+    if e.action:
+        console.print(f"next: {e.action}: {e.reason}", markup=False)
+
+
+def _steer(command: Any) -> Any:
+    """The argument and options every steering command shares."""
+    return click.argument("name")(actor_option(json_option(command)))
+
+
+@rollout.command()
+@_steer
+@reason_option
+@click.option("--force", is_flag=True, help="Promote even though checks fail or are inconclusive.")
+@pass_session
+def promote(
+    session: Session, name: str, actor: str | None, as_json: bool, reason: str, force: bool
+) -> None:
+    """Move to the next step now, skipping the rest of the hold."""
+    with _controller(session) as controller:
+        decision = controller.promote(name, actor=_actor(actor), reason=reason, force=force)
+    _done(decision, as_json)
+
+
+@rollout.command()
+@_steer
+@reason_option
+@pass_session
+def pause(session: Session, name: str, actor: str | None, as_json: bool, reason: str) -> None:
+    """Stop the controller acting on NAME (no promotion, no rollback) until `resume`."""
+    with _controller(session) as controller:
+        decision = controller.pause(name, actor=_actor(actor), reason=reason)
+    _done(decision, as_json)
+
+
+@rollout.command()
+@_steer
+@click.option("--reason", default="", help="Why: recorded in the decision log.")
+@pass_session
+def resume(session: Session, name: str, actor: str | None, as_json: bool, reason: str) -> None:
+    """Hand a paused or rolled-back rollout back to the controller."""
+    with _controller(session) as controller:
+        decision = controller.resume(name, actor=_actor(actor), reason=reason)
+    _done(decision, as_json)
+
+
+@rollout.command()
+@_steer
+@click.option("--by", "by", default=None, help="Who approves (default: the actor).")
+@reason_option
+@click.option("--step", type=int, default=None, help="The step number to approve (1-based).")
+@pass_session
+def approve(
+    session: Session,
+    name: str,
+    actor: str | None,
+    as_json: bool,
+    by: str | None,
+    reason: str,
+    step: int | None,
+) -> None:
+    """Approve entering the next step that asks for an approval."""
+    with _controller(session) as controller:
+        decision = controller.approve(name, by=by or _actor(actor), reason=reason, step=step)
+    _done(decision, as_json)
+
+
+@rollout.command()
+@_steer
+@reason_option
+@pass_session
+def abort(session: Session, name: str, actor: str | None, as_json: bool, reason: str) -> None:
+    """Return NAME to legacy now and stop its rollout."""
+    with _controller(session) as controller:
+        decision = controller.abort(name, actor=_actor(actor), reason=reason)
+    _done(decision, as_json)
+
+
+@rollout.command()
+@_steer
+@click.option("--reason", default="", help="Why: recorded in the decision log.")
+@click.option("--step", type=int, default=None, help="Start again at this step (1-based).")
+@pass_session
+def retry(
+    session: Session, name: str, actor: str | None, as_json: bool, reason: str, step: int | None
+) -> None:
+    """Walk the plan again: an aborted rollout from its first step, a rolled-back or paused one
+    from where it stands."""
+    with _controller(session) as controller:
+        decision = controller.retry(name, actor=_actor(actor), reason=reason, step=step)
+    _done(decision, as_json)
+
+
+@rollout.command()
+@click.option(
+    "--dry-run", is_flag=True, help="Evaluate and print what would be done; change nothing."
+)
+@json_option
+@pass_session
+def tick(session: Session, dry_run: bool, as_json: bool) -> None:
+    """One pass of the controller over every active rollout (for cron)."""
+    with _controller(session, dry_run=dry_run) as controller:
+        decisions = controller.tick()
+    if as_json:
+        print_json({"dry_run": dry_run, "decisions": [d.to_dict() for d in decisions]})
+        return
+    _print_decisions(decisions, dry_run)
+    if not decisions:
+        console.print("nothing to do")
+
+
+def _print_decisions(decisions: list[Decision], dry_run: bool) -> None:
+    for decision in decisions:
+        prefix = "would " if dry_run else ""
+        console.print(
+            f"{when(decision.at)}  {decision.migration}: {prefix}{decision.kind}:"
+            f" {decision.reason}",
+            markup=False,
+        )
+
+
+@rollout.command()
+@click.option("--interval", default="10s", show_default=True, help="Time between passes.")
+@click.option(
+    "--dry-run", is_flag=True, help="Evaluate and print what would be done; change nothing."
+)
+@pass_session
+def run(session: Session, interval: str, dry_run: bool) -> None:
+    """Run the controller until interrupted. On PostgreSQL only one controller acts at a time
+    (an advisory lock); the others stand by, so running several is safe."""
+    from cutover.durations import parse_duration
+
+    every = parse_duration(interval, "--interval")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    console.print(
+        f"cutover controller on {redact_url(session.store.url)}: a pass every"
+        f" {format_duration(every)}{' (dry run)' if dry_run else ''}; Ctrl-C stops it",
+        markup=False,
+    )
+    with _controller(session, dry_run=dry_run) as controller:
+        controller.run(every, stop, on_tick=lambda d: _print_decisions(d, dry_run))

@@ -1,0 +1,1 @@
+"""The rollout controller: plans, checks, statistics, decisions and notifications."""

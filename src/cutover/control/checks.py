@@ -1,0 +1,439 @@
+"""Checks judged with confidence: pass, fail or inconclusive, each with the evidence behind it."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cutover.control.plan import Check, Metric, Plan
+from cutover.errors import InvalidInput
+
+try:
+    from cutover.control.statistics import (
+        quantile_interval,
+        rank_test,
+        rate_interval,
+        ratio_interval,
+    )
+except ImportError as missing:  # SciPy comes with the extra
+    raise InvalidInput(
+        f"the rollout controller needs SciPy ({missing.name} is missing):"
+        " pip install 'cutover[rollout]'"
+    ) from None
+from cutover.model import Arm, Mode
+from cutover.telemetry import windows as w
+from cutover.telemetry.windows import ArmCounts
+
+
+class Outcome(enum.StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+    SKIPPED = "skipped"  # the check does not apply in the current mode
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What one check found: the outcome, one sentence why, and the numbers behind it."""
+
+    name: str
+    severity: str
+    outcome: Outcome
+    rule: str
+    reason: str
+    value: float | None = None
+    threshold: float | None = None
+    sample: int | None = None
+    interval: tuple[float, float] | None = None
+    since: float | None = None
+    until: float | None = None
+    rank: Mapping[str, Any] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome is Outcome.FAIL
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "severity": self.severity,
+            "outcome": self.outcome.value,
+            "rule": self.rule,
+            "reason": self.reason,
+            "value": _finite(self.value),
+            "threshold": self.threshold,
+            "sample": self.sample,
+            "interval": None if self.interval is None else [_finite(x) for x in self.interval],
+            "window": None if self.since is None else {"since": self.since, "until": self.until},
+            "rank_test": dict(self.rank) if self.rank else None,
+        }
+
+
+def _finite(value: float | None) -> float | str | None:
+    """JSON has no infinity: an unbounded interval end is written as "inf"."""
+    if value is None or math.isfinite(value):
+        return value
+    return "inf" if value > 0 else "-inf"
+
+
+class Telemetry:
+    """One migration's windows, read once per tick and summed for each check's span."""
+
+    def __init__(self, series: Mapping[int, Mapping[Arm, ArmCounts]]) -> None:
+        self._series = series
+
+    def total(self, since: float) -> dict[Arm, ArmCounts]:
+        out = {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()}
+        for start, arms in self._series.items():
+            if start >= since:
+                for arm, counts in arms.items():
+                    out[arm].add(counts)
+        return out
+
+
+Query = Callable[[Check, Plan, float], list[float]]
+"""Reads an external check's values (one per series) over a window of seconds."""
+
+
+def evaluate(
+    check: Check,
+    plan: Plan,
+    mode: Mode,
+    telemetry: Telemetry,
+    *,
+    now: float,
+    step_started_at: float,
+    external: Query | None = None,
+) -> CheckResult:
+    """Judge ``check`` over its window, counted only from the start of the current step."""
+    since = max(now - check.window, step_started_at)
+    rule = check.describe()
+    base = {"name": check.name, "severity": check.severity.value, "rule": rule}
+    why_not = check.applies_to(mode)
+    if why_not is not None:
+        return CheckResult(outcome=Outcome.SKIPPED, reason=why_not, **base)
+    span = {"since": since, "until": now}
+    if check.source == "prometheus":
+        return _external(check, plan, external, base, span)
+    confidence = check.confidence or plan.confidence
+    arms = telemetry.total(since)
+    assert check.metric is not None
+    if check.metric is Metric.CALLS:
+        return _calls(check, arms[check.measured_arm], base, span)
+    if check.metric.quantile is not None:
+        return _latency(check, arms, confidence, base, span)
+    return _rate(check, arms, confidence, base, span)
+
+
+def _verdict(low: float, high: float, check: Check, threshold: float | None = None) -> Outcome:
+    """Pass when the whole interval is within the bounds, fail when it is wholly beyond one."""
+    top = check.max if threshold is None else threshold
+    fails = (top is not None and low > top) or (check.min is not None and high < check.min)
+    if fails:
+        return Outcome.FAIL
+    within = (top is None or high <= top) and (check.min is None or low >= check.min)
+    return Outcome.PASS if within else Outcome.INCONCLUSIVE
+
+
+def _rate_of(metric: Metric, arms: Mapping[Arm, ArmCounts], arm: Arm) -> tuple[int, int, str]:
+    """(events, trials, what the trials are) of a rate metric."""
+    counts = arms[arm].counts
+    if metric is Metric.DRIFT_RATE:
+        both = [arms[Arm.LEGACY].counts, arms[Arm.NEW].counts]
+        return sum(c[w.DRIFTS] for c in both), sum(c[w.COMPARISONS] for c in both), "comparisons"
+    if metric is Metric.FALLBACK_RATE:
+        served = counts[w.CALLS] - counts[w.OFFPATH]  # includes the runs that fell back
+        return counts[w.FALLBACKS], max(served, counts[w.FALLBACKS]), f"calls served by {arm}"
+    index = w.ERRORS if metric is Metric.ERROR_RATE else w.TIMEOUTS
+    return counts[index], counts[w.CALLS], f"calls on {arm}"
+
+
+def _too_few(trials: int, check: Check, what: str) -> str | None:
+    needed = max(check.min_samples, 1)
+    if trials >= needed:
+        return None
+    if trials == 0:
+        return f"no {what} in the window"
+    return f"{trials} of {needed} required {what}"
+
+
+def _rate(
+    check: Check,
+    arms: Mapping[Arm, ArmCounts],
+    confidence: float,
+    base: dict[str, Any],
+    span: dict[str, float],
+) -> CheckResult:
+    assert check.metric is not None
+    arm = check.measured_arm
+    events, trials, what = _rate_of(check.metric, arms, arm)
+    name = check.metric.value.replace("_", " ")
+    level = f"{confidence:.0%}"
+    short = _too_few(trials, check, what)
+    if check.max_ratio_to is None:
+        if short:
+            return CheckResult(
+                outcome=Outcome.INCONCLUSIVE, reason=short, sample=trials, **base, **span
+            )
+        interval = rate_interval(events, trials, confidence)
+        assert interval is not None
+        value = events / trials
+        outcome = _verdict(*interval, check)
+        bound = check.max if check.max is not None else check.min
+        reason = (
+            f"{name} {value:.4g} ({events} of {trials} {what}; {level} interval"
+            f" {interval[0]:.4g} to {interval[1]:.4g}) {_relation(outcome)} {bound:g}"
+        )
+        return CheckResult(
+            outcome=outcome,
+            reason=reason,
+            value=value,
+            threshold=bound,
+            sample=trials,
+            interval=interval,
+            **base,
+            **span,
+        )
+    other = check.max_ratio_to
+    other_events, other_trials, other_what = _rate_of(check.metric, arms, other)
+    short = short or _too_few(other_trials, check, other_what)
+    if short:
+        return CheckResult(
+            outcome=Outcome.INCONCLUSIVE, reason=short, sample=trials, **base, **span
+        )
+    interval = ratio_interval(events, trials, other_events, other_trials, confidence)
+    assert interval is not None and check.max is not None
+    outcome = _verdict(*interval, check)
+    mine, theirs = (
+        rate_interval(events, trials, confidence),
+        rate_interval(other_events, other_trials, confidence),
+    )
+    assert mine is not None and theirs is not None
+    if outcome is Outcome.INCONCLUSIVE and mine[1] <= check.max * theirs[1]:
+        # Too few events on either side to measure a ratio (0 errors on both, say): pass when
+        # even new's highest plausible rate is within max times legacy's.
+        outcome = Outcome.PASS
+    value = (events / trials) / (other_events / other_trials) if other_events else None
+    shown = "n/a" if value is None else f"{value:.3g}"
+    reason = (
+        f"{name} {arm}/{other} ratio {shown} ({events}/{trials} vs {other_events}/{other_trials};"
+        f" {level} interval {interval[0]:.3g} to {interval[1]:.3g}) {_relation(outcome)}"
+        f" {check.max:g}"
+    )
+    return CheckResult(
+        outcome=outcome,
+        reason=reason,
+        value=value,
+        threshold=check.max,
+        sample=min(trials, other_trials),
+        interval=interval,
+        **base,
+        **span,
+    )
+
+
+def _relation(outcome: Outcome) -> str:
+    return {
+        Outcome.PASS: "is within",
+        Outcome.FAIL: "is beyond",
+        Outcome.INCONCLUSIVE: "may be beyond",
+    }[outcome]
+
+
+def _calls(
+    check: Check, counts: ArmCounts, base: dict[str, Any], span: dict[str, float]
+) -> CheckResult:
+    calls = counts.counts[w.CALLS]
+    arm = check.measured_arm
+    if check.max is not None and calls > check.max:
+        outcome, reason = Outcome.FAIL, f"{calls} calls on {arm} exceed {check.max:g}"
+    elif check.min is not None and calls < check.min:
+        # Too little traffic is a reason to wait, never to roll back.
+        outcome, reason = Outcome.INCONCLUSIVE, f"{calls} of {check.min:g} required calls on {arm}"
+    else:
+        outcome, reason = Outcome.PASS, f"{calls} calls on {arm}"
+    return CheckResult(
+        outcome=outcome,
+        reason=reason,
+        value=float(calls),
+        threshold=check.max if check.max is not None else check.min,
+        sample=calls,
+        **base,
+        **span,
+    )
+
+
+def _latency(
+    check: Check,
+    arms: Mapping[Arm, ArmCounts],
+    confidence: float,
+    base: dict[str, Any],
+    span: dict[str, float],
+) -> CheckResult:
+    assert check.metric is not None and check.metric.quantile is not None
+    q = check.metric.quantile
+    arm = check.measured_arm
+    mine = arms[arm].histogram
+    label = check.metric.value.removesuffix("_ms")
+    short = _too_few(mine.count, check, f"calls on {arm}")
+    if check.max_ratio_to is None:
+        if short:
+            return CheckResult(
+                outcome=Outcome.INCONCLUSIVE, reason=short, sample=mine.count, **base, **span
+            )
+        low, high = _ms(quantile_interval(mine, q, confidence))
+        value = mine.quantile(q) / 1e6  # type: ignore[operator]
+        outcome = _verdict(low, high, check)
+        bound = check.max if check.max is not None else check.min
+        reason = (
+            f"{arm} {label} {value:.4g} ms ({confidence:.0%} interval {low:.4g} to"
+            f" {_fmt(high)} ms over {mine.count} calls) {_relation(outcome)} {bound:g} ms"
+        )
+        if outcome is Outcome.INCONCLUSIVE and math.isinf(high):
+            reason = f"{mine.count} calls on {arm} are too few to bound its {label}"
+        return CheckResult(
+            outcome=outcome,
+            reason=reason,
+            value=value,
+            threshold=bound,
+            sample=mine.count,
+            interval=(low, high),
+            **base,
+            **span,
+        )
+    other = check.max_ratio_to
+    theirs = arms[other].histogram
+    short = short or _too_few(theirs.count, check, f"calls on {other}")
+    if short:
+        return CheckResult(
+            outcome=Outcome.INCONCLUSIVE, reason=short, sample=mine.count, **base, **span
+        )
+    my_low, my_high = _ms(quantile_interval(mine, q, confidence))
+    their_low, their_high = _ms(quantile_interval(theirs, q, confidence))
+    low = my_low / their_high if their_high else 0.0
+    high = my_high / their_low if their_low else math.inf
+    mine_q, theirs_q = mine.quantile(q), theirs.quantile(q)
+    assert mine_q is not None and theirs_q is not None
+    value = mine_q / theirs_q if theirs_q else math.inf
+    outcome = _verdict(low, high, check)
+    reason = (
+        f"{label} {arm}/{other} {value:.3g} ({mine_q / 1e6:.4g} vs {theirs_q / 1e6:.4g} ms;"
+        f" {confidence:.0%} interval {low:.3g} to {_fmt(high)}) {_relation(outcome)}"
+        f" {check.max:g}x"
+    )
+    if outcome is Outcome.INCONCLUSIVE and math.isinf(high):
+        reason = (
+            f"too few calls to bound the {label} ratio"
+            f" ({mine.count} on {arm}, {theirs.count} on {other})"
+        )
+    rank_json = None
+    settings = check.rank
+    if settings is not None:
+        test = None
+        if min(mine.count, theirs.count) >= settings.min_samples:
+            test = rank_test(mine, theirs) if arm is Arm.NEW else rank_test(theirs, mine)
+        if test is None:
+            rank_json = {"ran": False, "why": f"fewer than {settings.min_samples} calls on an arm"}
+            if outcome is Outcome.PASS:
+                outcome = Outcome.INCONCLUSIVE
+                reason += f"; the rank test needs {settings.min_samples} calls on each arm"
+        else:
+            effect = test.effect if arm is Arm.NEW else 1 - test.effect
+            shifted = test.p_value < settings.alpha and effect > settings.max_effect
+            rank_json = {"ran": True, "shifted": shifted, **test.to_json()}
+            ratio = test.median_ratio
+            medians = "" if ratio is None else f", medians x{ratio:.3g}"
+            if shifted:
+                outcome = Outcome.FAIL
+                reason = (
+                    f"rank test: {arm} is slower than {other} (p={test.p_value:.2g} <"
+                    f" {settings.alpha:g}; a call on {arm} is slower {effect:.0%} of the time,"
+                    f" over {settings.max_effect:.0%}{medians}); {reason}"
+                )
+            else:
+                reason += (
+                    f"; rank test finds no shift that matters (p={test.p_value:.2g},"
+                    f" slower {effect:.0%} of the time{medians})"
+                )
+    return CheckResult(
+        outcome=outcome,
+        reason=reason,
+        value=value,
+        threshold=check.max,
+        sample=min(mine.count, theirs.count),
+        interval=(low, high),
+        rank=rank_json,
+        **base,
+        **span,
+    )
+
+
+def _ms(interval: tuple[float, float] | None) -> tuple[float, float]:
+    assert interval is not None
+    return interval[0] / 1e6, interval[1] / 1e6
+
+
+def _fmt(value: float) -> str:
+    return "unbounded" if math.isinf(value) else f"{value:.4g}"
+
+
+def _external(
+    check: Check,
+    plan: Plan,
+    external: Query | None,
+    base: dict[str, Any],
+    span: dict[str, float],
+) -> CheckResult:
+    from cutover.control.prometheus import PrometheusError
+
+    if external is None:
+        return CheckResult(
+            outcome=Outcome.INCONCLUSIVE, reason="external sources are not read here", **base
+        )
+    try:
+        values = [v for v in external(check, plan, check.window) if not math.isnan(v)]
+    except PrometheusError as error:
+        # An unreachable source is a reason to wait, never to roll back.
+        return CheckResult(outcome=Outcome.INCONCLUSIVE, reason=str(error), **base, **span)
+    if not values:
+        return CheckResult(
+            outcome=Outcome.INCONCLUSIVE, reason="the query returned no series", **base, **span
+        )
+    value = max(values) if check.max is not None else min(values)
+    over = check.max is not None and max(values) > check.max
+    under = check.min is not None and min(values) < check.min
+    outcome = Outcome.FAIL if over or under else Outcome.PASS
+    bound = check.max if over or check.min is None else check.min
+    if under:
+        value = min(values)
+    series = f" (worst of {len(values)} series)" if len(values) > 1 else ""
+    reason = (
+        f"{value:.6g}{series} {'is beyond' if outcome is Outcome.FAIL else 'is within'} {bound:g}"
+    )
+    return CheckResult(
+        outcome=outcome,
+        reason=reason,
+        value=value,
+        threshold=bound,
+        sample=len(values),
+        **base,
+        **span,
+    )
+
+
+def window_span(checks: Sequence[Check]) -> tuple[float, float | None]:
+    """The longest window any check reads, and the longest a latency check reads (histograms
+    are fetched only that far back)."""
+    longest = max((c.window for c in checks if c.source == "cutover"), default=0.0)
+    latency = [
+        c.window
+        for c in checks
+        if c.source == "cutover" and c.metric is not None and c.metric.quantile is not None
+    ]
+    return longest, max(latency) if latency else None
+
+
+__all__ = ["CheckResult", "Outcome", "Telemetry", "evaluate", "window_span"]

@@ -1,0 +1,824 @@
+"""The rollout controller: walks each migration through its plan, judging checks as it goes,
+and records every action it and its operators take as a decision with the evidence."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cutover.clock import Clock
+from cutover.control.checks import CheckResult, Outcome, Telemetry, evaluate, window_span
+from cutover.control.notify import Notifier
+from cutover.control.plan import Check, OnCritical, Plan, Severity, Step, parse_plan
+from cutover.durations import format_duration
+from cutover.errors import ConflictError, CutoverError, InvalidInput, StoreError, UnknownMigration
+from cutover.model import Arm, Decision, Mode, Rollout, RolloutStatus, State
+from cutover.store import Store
+from cutover.telemetry import windows as w
+
+log = logging.getLogger("cutover.controller")
+
+CONTROLLER = "controller"
+BEFORE_FIRST = -1  # a rollout whose first step waits for its approval
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What the current step has gathered since it began."""
+
+    comparisons: int
+    new_calls: int
+    held: float  # seconds since the step began
+    hold_left: float
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """Where one rollout stands, what its checks found, and what the controller would do."""
+
+    rollout: Rollout
+    plan: Plan
+    state: State | None
+    now: float
+    checks: tuple[CheckResult, ...]
+    progress: Progress
+    blockers: tuple[str, ...]  # why it is not promoted now
+    action: str | None  # the decision the controller would take now, if any
+    reason: str  # why that action, or why none
+
+    @property
+    def step(self) -> Step | None:
+        index = self.rollout.step
+        return self.plan.steps[index] if 0 <= index < len(self.plan.steps) else None
+
+    @property
+    def next_step(self) -> Step | None:
+        index = self.rollout.step + 1
+        return self.plan.steps[index] if index < len(self.plan.steps) else None
+
+    def to_json(self) -> dict[str, Any]:
+        rollout = self.rollout
+        return {
+            "migration": rollout.migration,
+            "status": rollout.status.value,
+            "reason": rollout.reason,
+            "step": rollout.step,
+            "step_label": step_label(self.plan, rollout.step),
+            "steps": [
+                {
+                    "index": index,
+                    "label": step.label,
+                    "mode": step.mode.value,
+                    "percent": step.percent,
+                    "hold_seconds": step.hold,
+                    "approval": step.needs_approval,
+                    "approved": _approval_json(rollout, index),
+                }
+                for index, step in enumerate(self.plan.steps)
+            ],
+            "step_started_at": rollout.step_started_at,
+            "started_at": rollout.started_at,
+            "started_by": rollout.started_by,
+            "source": rollout.source,
+            "version": rollout.version,
+            "state": self.state.to_dict() if self.state else None,
+            "progress": {
+                "comparisons": self.progress.comparisons,
+                "new_calls": self.progress.new_calls,
+                "held_seconds": self.progress.held,
+                "hold_left_seconds": self.progress.hold_left,
+            },
+            "checks": [result.to_json() for result in self.checks],
+            "blockers": list(self.blockers),
+            "next_action": self.action,
+            "next_action_reason": self.reason,
+            "evaluated_at": self.now,
+        }
+
+
+def _approval_json(rollout: Rollout, index: int) -> dict[str, Any] | None:
+    given = rollout.approval(index)
+    return dict(given) if given else None
+
+
+def step_label(plan: Plan, index: int) -> str:
+    if index == BEFORE_FIRST:
+        return "before the first step"
+    return f"step {index + 1}/{len(plan.steps)} ({plan.steps[index].label})"
+
+
+@dataclass
+class _Planned:
+    """A decision the controller is about to record."""
+
+    kind: str
+    reason: str
+    state: State | None = None  # the new state, when the decision changes it
+    rollout: Rollout | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+class Controller:
+    """Carries out rollouts on one store.
+
+    ``tick()`` makes one pass over every active rollout and returns the decisions it took;
+    ``run()`` ticks in a loop. The operator actions (``start``, ``promote``, ``pause``,
+    ``resume``, ``approve``, ``abort``, ``retry``) are methods too, shared by the CLI and the
+    HTTP API. Every write is a compare-and-set of both the state and the rollout, so two
+    controllers, or a controller and an operator, never act twice on what they both read; on
+    PostgreSQL an advisory lock also keeps all but one controller idle.
+    """
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        clock: Clock | None = None,
+        actor: str = CONTROLLER,
+        dry_run: bool = False,
+        notifier: Notifier | None = None,
+        external: Callable[[Check, Plan, float], list[float]] | None = None,
+    ) -> None:
+        if store is None or clock is None:
+            from cutover.runtime import current
+
+            runtime = current()
+            store = store or runtime.store
+            clock = clock or runtime.clock
+        self.store = store
+        self.clock = clock
+        self.actor = actor
+        self.dry_run = dry_run
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.external = external if external is not None else _prometheus_values
+        self._lease = store.leadership()
+        self.queries = 0  # store reads made by ticks, for benchmarks
+
+    # -- evaluation ----------------------------------------------------------------------
+
+    def evaluate(
+        self, name: str, *, rollout: Rollout | None = None, state: State | None = None
+    ) -> Evaluation:
+        """Where ``name``'s rollout stands and what the controller would do now."""
+        if rollout is None:
+            rollout = self.store.rollout(name)
+            if rollout is None:
+                raise InvalidInput(
+                    f"no rollout for {name!r}; start one with `cutover rollout start PLAN`"
+                )
+            state = self.store.state(name)
+        plan = parse_plan(rollout.plan, f"the stored plan of {name!r}")
+        now = self.clock()
+        step = plan.steps[rollout.step] if rollout.step >= 0 else None
+        checks: tuple[CheckResult, ...] = ()
+        comparisons = new_calls = 0
+        if step is not None:
+            telemetry, comparisons, new_calls = self._telemetry(name, plan, rollout, now)
+            mode = (state or State()).mode
+            checks = tuple(
+                evaluate(
+                    check,
+                    plan,
+                    mode,
+                    telemetry,
+                    now=now,
+                    step_started_at=rollout.step_started_at,
+                    external=self.external,
+                )
+                for check in plan.checks
+            )
+        held = max(0.0, now - rollout.step_started_at)
+        hold_left = max(0.0, (step.hold if step else 0.0) - held)
+        progress = Progress(comparisons, new_calls, held, hold_left)
+        evaluation = Evaluation(rollout, plan, state, now, checks, progress, (), None, "")
+        planned, blockers = self._decide(evaluation)
+        return Evaluation(
+            rollout,
+            plan,
+            state,
+            now,
+            checks,
+            progress,
+            tuple(blockers),
+            planned.kind if planned else None,
+            planned.reason if planned else "; ".join(blockers) or "nothing to do",
+        )
+
+    def _telemetry(
+        self, name: str, plan: Plan, rollout: Rollout, now: float
+    ) -> tuple[Telemetry, int, int]:
+        """The windows the checks read, and the step's totals of comparisons and new calls."""
+        longest, latency = window_span(plan.checks)
+        start = rollout.step_started_at
+        since = max(start, now - longest)  # no check looks further back than its window
+        histograms_since = None if latency is None else max(start, now - latency)
+        series = self.store.series(name, since, histograms_since=histograms_since)
+        self.queries += 1 if latency is None else 2
+        if since > start:  # the step began before the longest window: total it apart
+            arms = self.store.windows(name, start, histograms=False)
+            self.queries += 1
+        else:
+            arms = Telemetry(series).total(start)
+        comparisons = sum(counts.counts[w.COMPARISONS] for counts in arms.values())
+        new_calls = arms[Arm.NEW].counts[w.CALLS]
+        return Telemetry(series), comparisons, new_calls
+
+    def _decide(self, e: Evaluation) -> tuple[_Planned | None, list[str]]:
+        """The decision to take now (if any) and what stands in the way of promotion."""
+        rollout, plan = e.rollout, e.plan
+        status = rollout.status
+        if not status.active:
+            return None, [f"the rollout is {status.value}"]
+        if status is RolloutStatus.PAUSED:
+            return None, [f"paused: {rollout.reason}" if rollout.reason else "paused"]
+        step = e.step
+        state = e.state or State()
+        if step is not None and not step.holds(state):
+            who = f" by {state.updated_by}" if state.updated_by else ""
+            return (
+                _Planned(
+                    "pause",
+                    f"the state was changed outside the plan (version {state.version}{who});"
+                    f" the controller stands back: `resume` re-applies {step.label},"
+                    " `abort` returns to legacy",
+                    rollout=rollout.evolve(status=RolloutStatus.PAUSED),
+                ),
+                ["the state was changed outside the plan"],
+            )
+        critical = [r for r in e.checks if r.failed and r.severity == Severity.CRITICAL]
+        if critical:
+            return self._react(e, critical), ["a critical check failed"]
+        planned = self._warnings(e)
+        if planned is not None:
+            return planned, []
+        if status is RolloutStatus.ROLLED_BACK:
+            return None, [
+                f"rolled back: {rollout.reason}; `retry` resumes promotion, `promote` moves on now"
+            ]
+        blockers = self._gate(e)
+        following = e.next_step
+        index = rollout.step + 1
+        approval_missing = (
+            following is not None and following.needs_approval and rollout.approval(index) is None
+        )
+        if blockers:
+            return None, blockers + (
+                [f"approval needed to enter {step_label(plan, index)}"] if approval_missing else []
+            )
+        if approval_missing:
+            assert following is not None
+            notes = dict(rollout.notes)
+            waiting = f"approval needed to enter {step_label(plan, index)}"
+            if notes.get("approval_requested") == index:
+                return None, [waiting]
+            notes["approval_requested"] = index
+            return (
+                _Planned(
+                    "approval_needed",
+                    f"{step_label(plan, rollout.step)} passed its gate; {waiting}:"
+                    f" cutover rollout approve {rollout.migration} --by WHO --reason ...",
+                    rollout=rollout.evolve(notes=notes),
+                ),
+                [waiting],
+            )
+        if following is None:
+            if rollout.step == BEFORE_FIRST:  # an empty plan cannot be started; defensive
+                return None, ["the plan has no steps"]
+            return (
+                _Planned(
+                    "complete",
+                    f"{step_label(plan, rollout.step)} held"
+                    f" {format_duration(max(round(e.progress.held), 1))}"
+                    " with every check passing: the rollout is complete",
+                    rollout=rollout.evolve(status=RolloutStatus.COMPLETED, reason="completed"),
+                ),
+                [],
+            )
+        return self._enter(e, index, "promote", self._promotion_reason(e, following)), []
+
+    def _gate(self, e: Evaluation) -> list[str]:
+        """Everything the current step still lacks: hold, minimums, passing checks."""
+        step = e.step
+        if step is None:
+            return []
+        blockers = []
+        if e.progress.hold_left > 0:
+            blockers.append(
+                f"hold: {format_duration(math.ceil(e.progress.hold_left))} of"
+                f" {format_duration(step.hold)} left"
+            )
+        if e.progress.comparisons < step.min_comparisons:
+            blockers.append(
+                f"{e.progress.comparisons} of {step.min_comparisons} required comparisons"
+            )
+        if e.progress.new_calls < step.min_calls:
+            blockers.append(f"{e.progress.new_calls} of {step.min_calls} required calls on new")
+        for result in e.checks:
+            if result.outcome is Outcome.FAIL:
+                blockers.append(f"warning {result.name} fails: {result.reason}")
+            elif result.outcome is Outcome.INCONCLUSIVE:
+                blockers.append(f"{result.name} is inconclusive: {result.reason}")
+        return blockers
+
+    def _promotion_reason(self, e: Evaluation, following: Step) -> str:
+        progress = e.progress
+        done = [f"held {format_duration(max(1, round(progress.held)))}"] if e.step else []
+        if progress.comparisons:
+            done.append(f"{progress.comparisons} comparisons")
+        passed = [r.name for r in e.checks if r.outcome is Outcome.PASS]
+        if passed:
+            done.append(f"{', '.join(passed)} passed")
+        approval = e.rollout.approval(e.rollout.step + 1)
+        if approval:
+            done.append(f"approved by {approval.get('by')}")
+        origin = e.step.label if e.step else "the start"
+        return f"promoted from {origin} to {following.label}: {', '.join(done) or 'no gate'}"
+
+    def _enter(self, e: Evaluation, index: int, kind: str, reason: str, **changes: Any) -> _Planned:
+        """Move to step ``index``: its state, a fresh hold."""
+        step = e.plan.steps[index]
+        current = e.state or State()
+        notes = {
+            k: v for k, v in e.rollout.notes.items() if k not in ("approval_requested", "warnings")
+        }
+        return _Planned(
+            kind,
+            reason,
+            state=None if step.holds(current) and e.state is not None else step.state_from(current),
+            rollout=e.rollout.evolve(
+                step=index,
+                step_started_at=e.now,
+                status=changes.pop("status", RolloutStatus.RUNNING),
+                reason=changes.pop("status_reason", reason),
+                notes=notes,
+                **changes,
+            ),
+        )
+
+    def _react(self, e: Evaluation, failed: Sequence[CheckResult]) -> _Planned:
+        """What on_critical says to do about failed critical checks."""
+        rollout, plan = e.rollout, e.plan
+        why = "; ".join(f"{r.name} failed: {r.reason}" for r in failed)
+        where = step_label(plan, rollout.step)
+        if plan.on_critical is OnCritical.PAUSE:
+            return _Planned(
+                "pause",
+                f"paused at {where}: {why}",
+                rollout=rollout.evolve(status=RolloutStatus.PAUSED, reason=f"paused: {why}"),
+            )
+        if plan.on_critical is OnCritical.PREVIOUS_STEP and rollout.step >= 1:
+            back = rollout.step - 1
+            return self._enter(
+                e,
+                back,
+                "rollback",
+                f"rolled back from {plan.steps[rollout.step].label} to {plan.steps[back].label}:"
+                f" {why}",
+                status=RolloutStatus.ROLLED_BACK,
+                status_reason=f"{', '.join(r.name for r in failed)} failed at"
+                f" {plan.steps[rollout.step].label}",
+            )
+        return self._to_legacy(e, "abort", f"returned to legacy from {where}: {why}")
+
+    def _to_legacy(self, e: Evaluation, kind: str, reason: str) -> _Planned:
+        current = e.state or State()
+        return _Planned(
+            kind,
+            reason,
+            state=None if current.mode is Mode.LEGACY else current.evolve(mode=Mode.LEGACY),
+            rollout=e.rollout.evolve(
+                status=RolloutStatus.ABORTED,
+                reason=reason,
+                notes={**e.rollout.notes, "failed_step": e.rollout.step},
+            ),
+        )
+
+    def _warnings(self, e: Evaluation) -> _Planned | None:
+        """A decision when the set of failing warnings changes (promotion holds while any do)."""
+        failing = sorted(r.name for r in e.checks if r.failed and r.severity == Severity.WARNING)
+        known = sorted(e.rollout.notes.get("warnings", []))
+        if failing == known:
+            return None
+        notes = {**e.rollout.notes, "warnings": failing}
+        if failing:
+            what = "; ".join(
+                f"{r.name}: {r.reason}" for r in e.checks if r.name in failing and r.failed
+            )
+            reason = f"promotion held at {step_label(e.plan, e.rollout.step)}: {what}"
+            kind = "warning"
+        else:
+            reason = f"warnings cleared at {step_label(e.plan, e.rollout.step)}: {', '.join(known)}"
+            kind = "warning_cleared"
+        return _Planned(kind, reason, rollout=e.rollout.evolve(notes=notes))
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def tick(self, names: Iterable[str] | None = None) -> list[Decision]:
+        """One pass over every active rollout (or those named): the decisions taken. With
+        ``dry_run`` nothing is written and the decisions returned have id 0."""
+        if not self.dry_run and not self._lease.held():
+            log.info("another controller holds the lease on this store; standing by")
+            return []
+        wanted = None if names is None else set(names)
+        rollouts = self.store.rollouts()
+        states = self.store.states()
+        self.queries += 2
+        taken = []
+        for name, rollout in rollouts.items():
+            if (wanted is not None and name not in wanted) or not rollout.status.active:
+                continue
+            try:
+                evaluation = self.evaluate(name, rollout=rollout, state=states.get(name))
+                planned, _blockers = self._decide(evaluation)
+                if planned is not None:
+                    decision = self._record(evaluation, planned, self.actor)
+                    if decision is not None:
+                        taken.append(decision)
+            except ConflictError as error:
+                log.info(
+                    "cutover: %s changed while the controller decided; next tick: %s", name, error
+                )
+            except StoreError:
+                raise
+            except CutoverError as error:
+                log.warning("cutover cannot carry out the rollout of %s: %s", name, error)
+        return taken
+
+    def run(
+        self,
+        interval: float = 10.0,
+        stop: threading.Event | None = None,
+        on_tick: Callable[[list[Decision]], None] | None = None,
+        sleep: Callable[[float], Any] | None = None,
+    ) -> None:
+        """Tick every ``interval`` seconds until ``stop`` is set. A store that fails is retried
+        with a growing pause; the loop itself never ends on an error."""
+        stop = stop or threading.Event()
+        wait = sleep or stop.wait
+        backoff = interval
+        try:
+            while not stop.is_set():
+                try:
+                    decisions = self.tick()
+                    backoff = interval
+                    if on_tick is not None:
+                        on_tick(decisions)
+                except StoreError as error:
+                    log.warning("cutover controller: %s; retrying in %gs", error, backoff)
+                    wait(backoff)
+                    backoff = min(backoff * 2, max(interval, 60.0))
+                    continue
+                wait(interval)
+        finally:
+            self.close()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Release the lease and deliver pending notifications (waiting at most ``timeout``)."""
+        self._lease.release()
+        self.notifier.close(timeout)
+
+    def _record(self, e: Evaluation, planned: _Planned, actor: str) -> Decision | None:
+        rollout = e.rollout
+        evidence = {
+            "rollout": {
+                "plan": rollout.source,
+                "from": {"status": rollout.status.value, "step": rollout.step},
+                "to": {
+                    "status": (planned.rollout or rollout).status.value,
+                    "step": (planned.rollout or rollout).step,
+                },
+                "step_label": step_label(e.plan, (planned.rollout or rollout).step),
+            },
+            "progress": {
+                "comparisons": e.progress.comparisons,
+                "new_calls": e.progress.new_calls,
+                "held_seconds": e.progress.held,
+            },
+            "checks": [r.to_json() for r in e.checks],
+            **planned.evidence,
+        }
+        if self.dry_run:
+            log.info(
+                "cutover (dry run) would %s %s: %s", planned.kind, rollout.migration, planned.reason
+            )
+            old = e.state
+            return Decision(
+                0,
+                rollout.migration,
+                e.now,
+                actor,
+                planned.reason,
+                old,
+                planned.state or old or State(),
+                evidence,
+                planned.kind,
+                planned.state is not None,
+            )
+        decision = self.store.commit(
+            rollout.migration,
+            kind=planned.kind,
+            actor=actor,
+            reason=planned.reason,
+            at=e.now,
+            evidence=evidence,
+            state=planned.state,
+            expected_version=(e.state.version if e.state else 0) if planned.state else None,
+            rollout=planned.rollout or rollout,
+            expected_rollout=rollout.version,
+        )
+        log.info("cutover: %s %s: %s", planned.kind, rollout.migration, planned.reason)
+        self._notify(e.plan, decision, planned.rollout or rollout)
+        return decision
+
+    def _notify(self, plan: Plan, decision: Decision, rollout: Rollout) -> None:
+        if not plan.notify:
+            return
+        self.notifier.send(
+            plan.notify,
+            {
+                "event": decision.kind,
+                "migration": decision.migration,
+                "at": decision.at,
+                "actor": decision.actor,
+                "reason": decision.reason,
+                "status": rollout.status.value,
+                "step": rollout.step,
+                "step_label": step_label(plan, rollout.step),
+                "decision": decision.to_dict(),
+            },
+        )
+
+    # -- operator actions ----------------------------------------------------------------
+
+    def start(
+        self,
+        plan: Plan,
+        *,
+        actor: str,
+        reason: str = "",
+        source: str = "",
+        replace: bool = False,
+    ) -> Decision:
+        """Begin carrying out ``plan``: the first step's state is applied at once (unless it
+        waits for an approval). An active rollout is replaced only with ``replace``."""
+        name = plan.migration
+        existing = self.store.rollout(name)
+        if existing is not None and existing.status.active and not replace:
+            raise InvalidInput(
+                f"{name!r} already has a {existing.status.value} rollout"
+                f" ({step_label(parse_plan(existing.plan), existing.step)}); abort it first or"
+                " pass --replace"
+            )
+        now = self.clock()
+        state = self.store.state(name)
+        rollout = Rollout(
+            migration=name,
+            plan=plan.to_json(),
+            source=source or "(inline)",
+            status=RolloutStatus.RUNNING,
+            step=BEFORE_FIRST,
+            step_started_at=now,
+            started_at=now,
+            started_by=actor,
+            reason="started",
+            version=existing.version if existing else 0,
+        )
+        e = Evaluation(rollout, plan, state, now, (), Progress(0, 0, 0.0, 0.0), (), None, "")
+        first = plan.steps[0]
+        why = reason.strip() or f"rollout started from {rollout.source}"
+        if first.needs_approval:
+            planned = _Planned(
+                "start",
+                f"{why}; {first.label} waits for an approval",
+                rollout=rollout.evolve(notes={"approval_requested": 0}),
+            )
+        else:
+            planned = self._enter(e, 0, "start", f"{why}; entering {first.label}")
+        planned.evidence["plan"] = plan.to_json()
+        return self._act(e, planned, actor)
+
+    def _act(self, e: Evaluation, planned: _Planned, actor: str) -> Decision:
+        decision = self._record(e, planned, actor)
+        assert decision is not None
+        return decision
+
+    def _operator(self, name: str, verb: str) -> Evaluation:
+        rollout = self.store.rollout(name)
+        if rollout is None:
+            if self.store.state(name) is None and name not in self.store.migrations():
+                raise UnknownMigration(name)
+            raise InvalidInput(
+                f"{name!r} has no rollout to {verb}; start one with `cutover rollout start PLAN`"
+            )
+        return self.evaluate(name, rollout=rollout, state=self.store.state(name))
+
+    def promote(self, name: str, *, actor: str, reason: str, force: bool = False) -> Decision:
+        """Move to the next step now, without waiting out the hold or the minimum samples.
+        Refused while a check fails or is inconclusive, unless ``force``; an approval the next
+        step needs is never skipped."""
+        e = self._operator(name, "promote")
+        rollout, plan = e.rollout, e.plan
+        _need_reason(reason)
+        if not rollout.status.active:
+            raise InvalidInput(
+                f"the rollout of {name!r} is {rollout.status.value}; `retry` walks the plan again"
+            )
+        index = rollout.step + 1
+        if index >= len(plan.steps):
+            raise InvalidInput(f"{name!r} is on its last step; there is nothing to promote to")
+        following = plan.steps[index]
+        if following.needs_approval and rollout.approval(index) is None:
+            raise InvalidInput(
+                f"{step_label(plan, index)} needs an approval first:"
+                f" cutover rollout approve {name} --by WHO --reason ..."
+            )
+        unsure = [r for r in e.checks if r.outcome in (Outcome.FAIL, Outcome.INCONCLUSIVE)]
+        if unsure and not force:
+            first = unsure[0]
+            raise InvalidInput(
+                f"{first.name} is {first.outcome.value} ({first.reason}); wait, or promote with"
+                " --force to override the checks"
+            )
+        forced = " (forced past: " + "; ".join(r.name for r in unsure) + ")" if unsure else ""
+        planned = self._enter(
+            e,
+            index,
+            "promote",
+            f"promoted by {actor} from {e.step.label if e.step else 'the start'} to"
+            f" {following.label}: {reason.strip()}{forced}",
+        )
+        planned.evidence["forced"] = bool(unsure)
+        return self._act(e, planned, actor)
+
+    def pause(self, name: str, *, actor: str, reason: str) -> Decision:
+        e = self._operator(name, "pause")
+        _need_reason(reason)
+        if (
+            e.rollout.status is not RolloutStatus.RUNNING
+            and e.rollout.status is not RolloutStatus.ROLLED_BACK
+        ):
+            raise InvalidInput(f"the rollout of {name!r} is {e.rollout.status.value}, not running")
+        text = f"paused by {actor}: {reason.strip()}"
+        planned = _Planned(
+            "pause", text, rollout=e.rollout.evolve(status=RolloutStatus.PAUSED, reason=text)
+        )
+        return self._act(e, planned, actor)
+
+    def resume(self, name: str, *, actor: str, reason: str = "") -> Decision:
+        """Hand a paused or rolled-back rollout back to the controller; the step's state is
+        re-applied if someone changed it meanwhile."""
+        e = self._operator(name, "resume")
+        status = e.rollout.status
+        if status not in (RolloutStatus.PAUSED, RolloutStatus.ROLLED_BACK):
+            raise InvalidInput(
+                f"the rollout of {name!r} is {status.value};"
+                " only a paused or rolled-back one resumes"
+            )
+        why = reason.strip() or "resumed"
+        text = f"resumed by {actor}: {why}"
+        step = e.step
+        current = e.state or State()
+        state = None
+        if step is not None and not step.holds(current):
+            state = step.state_from(current)
+            text += f"; {step.label} re-applied"
+        planned = _Planned(
+            "resume",
+            text,
+            state=state,
+            rollout=e.rollout.evolve(
+                status=RolloutStatus.RUNNING,
+                reason=text,
+                # A rolled-back step is held afresh before the failed one is tried again.
+                step_started_at=e.now
+                if status is RolloutStatus.ROLLED_BACK or state
+                else e.rollout.step_started_at,
+            ),
+        )
+        return self._act(e, planned, actor)
+
+    def approve(self, name: str, *, by: str, reason: str, step: int | None = None) -> Decision:
+        """Approve entering a step that asks for it (the next one waiting, unless ``step``, a
+        1-based step number, says which); the controller promotes once the gate passes."""
+        e = self._operator(name, "approve")
+        rollout, plan = e.rollout, e.plan
+        _need_reason(reason)
+        if not by.strip():
+            raise InvalidInput("say who approves with --by NAME")
+        if not rollout.status.active:
+            raise InvalidInput(
+                f"the rollout of {name!r} is {rollout.status.value}; nothing to approve"
+            )
+        waiting = [
+            index
+            for index, candidate in enumerate(plan.steps)
+            if index > rollout.step and candidate.needs_approval and rollout.approval(index) is None
+        ]
+        if step is not None:
+            index = step - 1
+            if not 0 <= index < len(plan.steps):
+                raise InvalidInput(f"--step must be from 1 to {len(plan.steps)}, got {step}")
+            if index not in waiting:
+                raise InvalidInput(
+                    f"{step_label(plan, index)} does not wait for an approval"
+                    f" (steps waiting: {', '.join(str(i + 1) for i in waiting) or 'none'})"
+                )
+        elif not waiting:
+            raise InvalidInput(f"no step of {name!r}'s plan waits for an approval")
+        else:
+            index = waiting[0]
+        rule = plan.steps[index].approval_rule
+        if rule.distinct_from_starter and by.strip() == rollout.started_by:
+            raise InvalidInput(
+                f"{step_label(plan, index)} must be approved by someone other than"
+                f" {rollout.started_by}, who started the rollout"
+            )
+        given = {"by": by.strip(), "reason": reason.strip(), "at": e.now}
+        approvals = {**rollout.approvals, str(index): given}
+        planned = _Planned(
+            "approve",
+            f"{by.strip()} approved {step_label(plan, index)}: {reason.strip()}",
+            rollout=rollout.evolve(approvals=approvals),
+        )
+        return self._act(e, planned, by.strip())
+
+    def abort(self, name: str, *, actor: str, reason: str) -> Decision:
+        """Return to legacy now and stop the rollout (any status but aborted)."""
+        e = self._operator(name, "abort")
+        _need_reason(reason)
+        if e.rollout.status is RolloutStatus.ABORTED:
+            raise InvalidInput(
+                f"the rollout of {name!r} is already aborted; `retry` starts it again"
+            )
+        return self._act(
+            e, self._to_legacy(e, "abort", f"aborted by {actor}: {reason.strip()}"), actor
+        )
+
+    def retry(
+        self, name: str, *, actor: str, reason: str = "", step: int | None = None
+    ) -> Decision:
+        """Walk the plan again: an aborted rollout from its first step (or ``step``, 1-based);
+        a rolled-back or paused one from the step it is on, with a fresh hold."""
+        e = self._operator(name, "retry")
+        rollout, plan = e.rollout, e.plan
+        if rollout.status is RolloutStatus.RUNNING or rollout.status is RolloutStatus.COMPLETED:
+            raise InvalidInput(
+                f"the rollout of {name!r} is {rollout.status.value}; retry applies to aborted,"
+                " rolled-back and paused rollouts"
+            )
+        if step is not None and not 1 <= step <= len(plan.steps):
+            raise InvalidInput(f"--step must be from 1 to {len(plan.steps)}, got {step}")
+        if step is not None:
+            index = step - 1
+        elif rollout.status is RolloutStatus.ABORTED:
+            index = 0
+        else:
+            index = max(rollout.step, 0)
+        target = plan.steps[index]
+        if target.needs_approval and rollout.approval(index) is None and index != rollout.step:
+            raise InvalidInput(
+                f"{step_label(plan, index)} needs an approval first:"
+                f" cutover rollout approve {name} --step {index + 1} --by WHO --reason ..."
+            )
+        why = reason.strip() or "retry"
+        planned = self._enter(e, index, "retry", f"retried by {actor} at {target.label}: {why}")
+        planned.rollout = (planned.rollout or rollout).evolve(notes={})
+        return self._act(e, planned, actor)
+
+
+def _need_reason(reason: str) -> None:
+    if not reason or not reason.strip():
+        raise InvalidInput('a reason is required: say why with --reason "..."')
+
+
+def _prometheus_values(check: Check, plan: Plan, window: float) -> list[float]:
+    from cutover.control import prometheus
+
+    url = plan.prometheus_url(check)
+    if not url:
+        raise prometheus.PrometheusError(
+            f"check {check.name!r} has no Prometheus server: add prometheus: {{url: ...}} to the"
+            " plan or set CUTOVER_PROMETHEUS_URL"
+        )
+    source = plan.prometheus
+    samples = prometheus.query(
+        url,
+        prometheus.render(check.query or "", window),
+        timeout=source.timeout if source else 5.0,
+        headers=source.headers if source else None,
+    )
+    return [sample.value for sample in samples]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

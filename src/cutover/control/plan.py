@@ -1,0 +1,421 @@
+"""Rollout plans: the steps, holds, checks and reactions a team declares in YAML, validated."""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from cutover.durations import format_duration, parse_duration
+from cutover.errors import InvalidInput
+from cutover.model import Arm, Mode, State, check_percent
+
+
+def _seconds(value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except InvalidInput as error:
+        raise ValueError(str(error)) from None
+
+
+def _mode(value: Any) -> Mode:
+    try:
+        return Mode.parse(value)
+    except InvalidInput as error:
+        raise ValueError(str(error)) from None
+
+
+Duration = Annotated[float, BeforeValidator(_seconds)]
+"""Seconds, written as people write durations: 90s, 5m, 1h30m, 14d."""
+
+PlanMode = Annotated[Mode, BeforeValidator(_mode)]
+
+
+class Metric(enum.StrEnum):
+    """What a check measures from cutover's own windows."""
+
+    CALLS = "calls"
+    ERROR_RATE = "error_rate"
+    TIMEOUT_RATE = "timeout_rate"
+    FALLBACK_RATE = "fallback_rate"
+    DRIFT_RATE = "drift_rate"
+    P50_MS = "p50_ms"
+    P95_MS = "p95_ms"
+    P99_MS = "p99_ms"
+
+    @property
+    def is_rate(self) -> bool:
+        return self.value.endswith("_rate")
+
+    @property
+    def quantile(self) -> float | None:
+        """0.5, 0.95 or 0.99 for a latency metric, else None."""
+        return {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}.get(self.value)
+
+
+class Severity(enum.StrEnum):
+    CRITICAL = "critical"  # acts at once, per the plan's on_critical
+    WARNING = "warning"  # holds promotion until it clears
+
+
+class OnCritical(enum.StrEnum):
+    PREVIOUS_STEP = "previous_step"
+    LEGACY = "legacy"
+    PAUSE = "pause"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RankTest(_Strict):
+    """Mann-Whitney U over the two arms' latency histograms: flags a real shift of the whole
+    distribution even when the fixed ratio is not crossed."""
+
+    alpha: float = Field(0.001, gt=0, lt=0.5, description="significance level, one-sided")
+    max_effect: float = Field(
+        0.6,
+        gt=0.5,
+        le=1.0,
+        description="largest tolerated probability that a call on new is slower than one on"
+        " legacy (0.5: no difference); below it a significant shift is too small to matter",
+    )
+    min_samples: int = Field(50, ge=1, description="calls needed on each arm")
+
+
+class Check(_Strict):
+    """One rule of health over a window."""
+
+    name: str = Field(min_length=1, max_length=100)
+    source: Literal["cutover", "prometheus"] = "cutover"
+    metric: Metric | None = None
+    arm: Arm | None = None
+    max: float | None = None
+    min: float | None = None
+    max_ratio_to: Arm | None = None
+    window: Duration = 300.0
+    severity: Severity = Severity.CRITICAL
+    min_samples: int = Field(0, ge=0, description="below this sample size: inconclusive")
+    confidence: float | None = Field(None, gt=0.5, lt=1.0)
+    rank_test: RankTest | bool | None = None
+    during: tuple[PlanMode, ...] | None = None
+    query: str | None = None
+    url: str | None = None
+
+    @field_validator("during", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Check:
+        if self.max is None and self.min is None:
+            raise ValueError("give a threshold: max (and/or min)")
+        if self.source == "prometheus":
+            if not self.query:
+                raise ValueError("a prometheus check needs a query, e.g. query: 'max(up)'")
+            for field in ("metric", "arm", "max_ratio_to", "rank_test"):
+                if getattr(self, field) is not None:
+                    raise ValueError(f"{field} applies to cutover's own metrics; remove it")
+            return self
+        if self.query or self.url:
+            raise ValueError("query and url belong to source: prometheus; add it or remove them")
+        if self.metric is None:
+            raise ValueError(f"name the metric: one of {', '.join(m.value for m in Metric)}")
+        if self.metric is Metric.DRIFT_RATE and (self.arm or self.max_ratio_to):
+            raise ValueError("drift_rate compares both arms; remove arm and max_ratio_to")
+        if self.max_ratio_to is not None:
+            if self.metric is Metric.CALLS:
+                raise ValueError("calls cannot be a ratio; remove max_ratio_to")
+            if self.max_ratio_to is self.measured_arm:
+                raise ValueError(
+                    f"max_ratio_to must be the other arm ({self.measured_arm.other.value})"
+                )
+            if self.max is None or self.min is not None:
+                raise ValueError("with max_ratio_to, give the largest ratio as max (and no min)")
+        if self.rank_test not in (None, False) and (
+            self.metric.quantile is None or self.max_ratio_to is None
+        ):
+            raise ValueError("rank_test applies to a latency metric with max_ratio_to")
+        if self.metric.is_rate:
+            for bound in (self.max, self.min):
+                if bound is not None and bound < 0:
+                    raise ValueError("a rate threshold is at least 0")
+            if self.max_ratio_to is None and self.max is not None and self.max > 1:
+                raise ValueError(
+                    f"{self.metric.value} is a share from 0 to 1; write 5% as 0.05, not"
+                    f" {self.max:g}"
+                )
+        return self
+
+    @property
+    def measured_arm(self) -> Arm:
+        """The arm whose metric is measured (new unless the plan says otherwise)."""
+        return self.arm or Arm.NEW
+
+    @property
+    def rank(self) -> RankTest | None:
+        """The rank test to run: on by default for latency ratios between arms."""
+        if self.rank_test is False or self.source != "cutover" or self.metric is None:
+            return None
+        if self.metric.quantile is None or self.max_ratio_to is None:
+            return None
+        return self.rank_test if isinstance(self.rank_test, RankTest) else RankTest()
+
+    def applies_to(self, mode: Mode) -> str | None:
+        """None when the check applies in ``mode``, else why it does not."""
+        if self.during is not None and mode not in self.during:
+            return f"only during {', '.join(m.value for m in self.during)}"
+        if self.source == "prometheus":
+            return None
+        arms = {self.measured_arm} if self.metric is not Metric.DRIFT_RATE else set(Arm)
+        if self.max_ratio_to is not None:
+            arms.add(self.max_ratio_to)
+        if mode is Mode.LEGACY and Arm.NEW in arms:
+            return "new does not run in legacy mode"
+        if mode is Mode.NEW and Arm.LEGACY in arms:
+            return "legacy does not run in new mode"
+        return None
+
+    def describe(self) -> str:
+        """The rule in words, for status output."""
+        if self.source == "prometheus":
+            what = f"prometheus {self.query}"
+        else:
+            assert self.metric is not None
+            what = self.metric.value
+            if self.metric is not Metric.DRIFT_RATE:
+                what = f"{self.measured_arm.value} {what}"
+            if self.max_ratio_to is not None:
+                what += f" / {self.max_ratio_to.value}"
+        bounds = []
+        if self.min is not None:
+            bounds.append(f">= {self.min:g}")
+        if self.max is not None:
+            bounds.append(f"<= {self.max:g}")
+        return f"{what} {' and '.join(bounds)} over {format_duration(self.window)}"
+
+
+class Approval(_Strict):
+    """Who must approve entering a step."""
+
+    required: bool = True
+    distinct_from_starter: bool = Field(
+        False, description="the approver must not be the person who started the rollout"
+    )
+
+
+class Step(_Strict):
+    """One state to reach, how long to hold it and what it must show before the next."""
+
+    mode: PlanMode
+    percent: float | None = None
+    sample: float | None = Field(None, ge=0, le=1)
+    fallback: bool | None = None
+    hold: Duration | Literal[0] = 0
+    min_comparisons: int = Field(0, ge=0)
+    min_calls: int = Field(0, ge=0, description="calls on new during the step")
+    approval: Approval | bool = False
+    name: str | None = Field(None, max_length=100)
+
+    @field_validator("hold", mode="before")
+    @classmethod
+    def _zero_hold(cls, value: Any) -> Any:
+        return 0 if value in (0, "0", None) else value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Step:
+        if self.mode is Mode.CANARY:
+            if self.percent is None:
+                raise ValueError("a canary step needs a percent, e.g. percent: 5")
+            try:
+                check_percent(self.percent)
+            except InvalidInput as error:
+                raise ValueError(str(error)) from None
+        elif self.percent is not None:
+            raise ValueError(f"percent applies to canary steps; remove it from this {self.mode}")
+        return self
+
+    @property
+    def needs_approval(self) -> bool:
+        approval = self.approval
+        return approval.required if isinstance(approval, Approval) else bool(approval)
+
+    @property
+    def approval_rule(self) -> Approval:
+        return self.approval if isinstance(self.approval, Approval) else Approval()
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        return f"canary {self.percent:g}%" if self.mode is Mode.CANARY else self.mode.value
+
+    def state_from(self, current: State) -> State:
+        """The state this step routes with, starting from ``current`` (pins are kept)."""
+        sample = self.sample
+        if sample is None:
+            sample = 1.0 if self.mode is Mode.SHADOW else current.sample
+        return current.evolve(
+            mode=self.mode,
+            percent=self.percent if self.mode is Mode.CANARY else current.percent,
+            sample=sample,
+            fallback=current.fallback if self.fallback is None else self.fallback,
+        )
+
+    def holds(self, state: State) -> bool:
+        """Whether ``state`` is what this step set (a person may have changed it since)."""
+        return self.state_from(state).same_settings(state)
+
+
+class Webhook(_Strict):
+    webhook: str = Field(min_length=1)
+    events: tuple[str, ...] | None = None  # decision kinds to send; all when absent
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("webhook")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("a webhook is an http:// or https:// URL")
+        return value
+
+
+class PrometheusSource(_Strict):
+    url: str = Field(min_length=1)
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = 5.0
+
+
+class Plan(_Strict):
+    """A declared rollout for one migration."""
+
+    migration: str = Field(min_length=1, max_length=200)
+    description: str | None = None
+    steps: tuple[Step, ...] = Field(min_length=1)
+    checks: tuple[Check, ...] = ()
+    on_critical: OnCritical = OnCritical.PREVIOUS_STEP
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    notify: tuple[Webhook, ...] = ()
+    prometheus: PrometheusSource | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Plan:
+        seen: set[str] = set()
+        for check in self.checks:
+            if check.name in seen:
+                raise ValueError(f"two checks are named {check.name!r}; give each its own name")
+            seen.add(check.name)
+        needs_server = any(c.source == "prometheus" and not c.url for c in self.checks)
+        if (
+            needs_server
+            and self.prometheus is None
+            and not os.environ.get("CUTOVER_PROMETHEUS_URL")
+        ):
+            raise ValueError(
+                "a prometheus check needs a server: add prometheus: {url: http://host:9090}"
+                " to the plan, url: to the check, or set CUTOVER_PROMETHEUS_URL"
+            )
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def prometheus_url(self, check: Check) -> str:
+        return (
+            check.url
+            or (self.prometheus.url if self.prometheus else "")
+            or os.environ.get("CUTOVER_PROMETHEUS_URL", "")
+        )
+
+
+def parse_plan(data: Any, source: str = "the plan") -> Plan:
+    """A validated plan from parsed YAML or JSON; InvalidInput names the field and the fix."""
+    if not isinstance(data, Mapping):
+        raise InvalidInput(
+            f"{source}: a plan is a mapping with migration:, steps: and checks:, not"
+            f" {type(data).__name__}"
+        )
+    try:
+        return Plan.model_validate(dict(data))
+    except ValidationError as error:
+        problems = error.errors(include_url=False)
+        first = problems[0]
+        where = _location(first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = f"unknown field; {_known_fields(data, first['loc'])}"
+        elif first["type"] == "missing":
+            message = "this field is required"
+        # A union (rank_test: true or a mapping) reports once per branch: count places instead.
+        others = len({_location(p["loc"]) for p in problems} - {where})
+        more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
+        raise InvalidInput(f"{source}: {where}: {message}{more}") from None
+
+
+def load_plan(path: str | os.PathLike[str]) -> Plan:
+    """Read and validate a YAML (or JSON) plan file."""
+    try:
+        import yaml
+    except ImportError:
+        raise InvalidInput("reading plans needs PyYAML: pip install 'cutover[rollout]'") from None
+    where = os.fspath(path)
+    try:
+        text = Path(where).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput(f"{where}: no such plan file; check the path") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidInput(f"{where}: cannot read the plan ({error})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InvalidInput(
+            f"{where}:{line}: not valid YAML ({error.problem}); check the indentation and quotes"
+        ) from None
+    except yaml.YAMLError as error:
+        raise InvalidInput(f"{where}: not valid YAML ({error})") from None
+    return parse_plan(data, where)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    """("checks", 2, "max") -> "checks[2].max"; pydantic's union branch names are dropped."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("bool", "RankTest", "Approval", "float") or str(part).startswith(
+            ("function-", "literal[", "constrained-")
+        ):
+            continue  # the name of a union's branch, not a field
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "the plan"
+
+
+def _known_fields(data: Any, loc: tuple[Any, ...]) -> str:
+    models: dict[str, type[BaseModel]] = {
+        "steps": Step,
+        "checks": Check,
+        "notify": Webhook,
+        "prometheus": PrometheusSource,
+    }
+    model: type[BaseModel] = models.get(str(loc[0]), Plan) if len(loc) > 1 else Plan
+    if len(loc) > 3 and loc[2] == "rank_test":
+        model = RankTest
+    elif len(loc) > 3 and loc[2] == "approval":
+        model = Approval
+    return f"the fields are {', '.join(model.model_fields)}"
