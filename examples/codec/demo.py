@@ -1,9 +1,11 @@
-"""The codec cutover, end to end on the embedded SQLite store, in simulated time.
+"""The codec cutover driven by a rollout plan, end to end on the embedded SQLite store.
 
-legacy -> shadow -> canary 5% -> 25% -> 50% -> 100% -> new, an hour of synthetic traffic at
-each step; `cutover stats` after every step, and the grouped drifts that reveal the port's bugs.
-Run it with `make demo` (or `python -m examples.codec.demo`); afterwards the same store
-answers the CLI (the commands are printed at the end).
+The controller walks `examples/codec/plan.yaml` on a simulated clock, a minute of synthetic
+traffic at a time. The first port drifts in shadow mode, so the controller returns to legacy
+and the grouped drifts name both bugs. The fixed port is retried: the controller promotes it
+through 5% and 25% on its own, catches the drift its overflow path causes at 50%, and rolls
+back to 25%. The decision log shows every step with its evidence. Run it with `make demo`
+(or `python -m examples.codec.demo`); afterwards the same store answers the CLI.
 """
 
 from __future__ import annotations
@@ -16,26 +18,18 @@ import time
 from pathlib import Path
 
 import cutover
-from cutover import operations
 from cutover.cli._app import console
-from cutover.cli.stats import render
-from cutover.model import Mode
-from cutover.stats import check
-from examples.codec.payments import legacy_encode, new_encode
+from cutover.cli.rollout import render as render_status
+from cutover.control.controller import Controller, step_label
+from cutover.control.plan import load_plan
+from cutover.model import Decision
+from examples.codec.payments import FixedPort, legacy_encode, new_encode
 
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE = Path(os.environ.get("DEMO_DATABASE", ROOT / "cutover-demo.db"))
 STORE = f"sqlite:///{DATABASE}"
-CALLS_PER_STEP = int(os.environ.get("DEMO_CALLS", "20000"))
-STEPS = [
-    ("legacy", dict(mode=Mode.LEGACY), "baseline: legacy only"),
-    ("shadow", dict(mode=Mode.SHADOW, sample=1.0), "shadow every call to find drift"),
-    ("canary 5%", dict(mode=Mode.CANARY, percent=5, sample=0.2), "canary 5%"),
-    ("canary 25%", dict(mode=Mode.CANARY, percent=25), "canary 25%"),
-    ("canary 50%", dict(mode=Mode.CANARY, percent=50), "canary 50%"),
-    ("canary 100%", dict(mode=Mode.CANARY, percent=100), "canary 100%, legacy as fallback"),
-    ("new", dict(mode=Mode.NEW), "retire legacy: new only"),
-]
+PLAN = Path(__file__).with_name("plan.yaml")
+CALLS_PER_MINUTE = int(os.environ.get("DEMO_CALLS", "1000"))
 
 
 def synthetic_message(rng: random.Random, number: int) -> dict[str, object]:
@@ -44,7 +38,7 @@ def synthetic_message(rng: random.Random, number: int) -> dict[str, object]:
     if rng.random() < 0.02:  # a few amounts carry a half cent
         amount = f"{cents / 100:.2f}5"
     memo = rng.choice(["", "rent", "groceries ", "café", "refund"])
-    if rng.random() < 0.01:
+    if rng.random() < 0.02:
         memo = "  " + memo + "gift"
     lines = {f"sku-{rng.randrange(40)}": rng.randrange(1, 5) for _ in range(rng.randrange(0, 4))}
     return {
@@ -61,75 +55,119 @@ def banner(text: str) -> None:
     console.print(f"\n[bold]== {text} ==[/bold]")
 
 
+class Demo:
+    """The app (a migration called with synthetic traffic) and the controller, on one clock."""
+
+    def __init__(self) -> None:
+        start = (int(time.time()) // 3600 - 8) * 3600  # eight hours ago, on the hour
+        self.clock = cutover.ManualClock(start=start)
+        self.began = start
+        self.runtime = cutover.configure(
+            STORE, clock=self.clock, flush_interval=3600, refresh_interval=3600, wait=0
+        )
+        self.port = FixedPort(capacity=int(CALLS_PER_MINUTE * 0.45))
+        self.implementation = new_encode
+        self.encode = cutover.Migration(
+            "codec",
+            legacy_encode,
+            self.new,
+            compare=cutover.compare.structural(),
+            unit=lambda message: message["user"],
+        )
+        self.controller = Controller(self.runtime.store, clock=self.clock)
+        self.rng = random.Random(2)
+        random.seed(2)  # which calls are compared is drawn from it: every run is the same
+        self.number = 0
+
+    def new(self, message: dict[str, object]) -> dict[str, object]:
+        return self.implementation(message)
+
+    def minute(self) -> list[Decision]:
+        """A minute of traffic, then a controller pass; the app follows the new state."""
+        self.port.next_minute()
+        for _ in range(CALLS_PER_MINUTE):
+            self.number += 1
+            self.encode(synthetic_message(self.rng, self.number))
+        cutover.flush()
+        self.clock.advance(60)
+        decisions = self.controller.tick()
+        for decision in decisions:
+            self.show(decision)
+        self.runtime.refresh()
+        return decisions
+
+    def until(self, kinds: set[str], limit: int) -> None:
+        for _ in range(limit):
+            if any(d.kind in kinds for d in self.minute()):
+                return
+        raise SystemExit(f"the demo expected one of {sorted(kinds)} within {limit} minutes")
+
+    def show(self, decision: Decision) -> None:
+        at = (decision.at - self.began) / 60
+        print(f"  +{at:5.0f} min  {decision.actor:<14} {decision.kind:<8} {decision.reason}")
+
+
 def main() -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{DATABASE}{suffix}").unlink(missing_ok=True)
     started = time.perf_counter()
-    clock = cutover.ManualClock(start=time.time() - len(STEPS) * 3600)
-    runtime = cutover.configure(STORE, clock=clock, flush_interval=3600, wait=0)
-    encode = cutover.Migration(
-        "codec",
-        legacy_encode,
-        new_encode,
-        compare=cutover.compare.structural(),
-        unit=lambda message: message["user"],
-    )
-    rng = random.Random(2026)
-    number = 0
-    for label, change, reason in STEPS:
-        banner(f"step: {label}")
-        print(f"$ cutover set codec {' '.join(_flags(change))} --reason {reason!r}")
-        operations.set_state(
-            runtime.store,
-            "codec",
-            operations.Change(**change),
-            reason=reason,
-            actor="demo@cutover",
-            clock=clock,
-        )
-        runtime.refresh()
-        for _ in range(CALLS_PER_STEP):
-            number += 1
-            encode(synthetic_message(rng, number))
-        cutover.flush()
-        report = operations.stats(runtime.store, "codec", 3600, clock())
-        render(report)
-        if label == "shadow":
-            gate = check(report, max_drift_rate=0.001)[0]
-            print(f"$ cutover check codec --max-drift-rate 0.001  ->  {gate.describe()}")
-            banner("drifts by root cause: two bugs")
-            for group in runtime.store.drift_groups("codec", since=clock() - 3600):
-                example = group.example
-                entry = example.diff[0] if example and example.diff else {}
-                drifts = f"{group.count} drift{'s' if group.count != 1 else ''}"
-                print(
-                    f"  {drifts:>11}  {group.fingerprint:<18} e.g. legacy"
-                    f" {entry.get('legacy')!r} vs new {entry.get('new')!r}"
-                    f"  (unit {example.unit if example else '-'})"
-                )
-        clock.advance(3600)
-    runtime.refresh()
-    cutover.flush()
-    banner("decision log")
-    for decision in runtime.store.decisions("codec"):
+    demo = Demo()
+    plan = load_plan(PLAN)
+    relative = PLAN.relative_to(ROOT)
+
+    banner("1. the first port, under the plan")
+    print(f"$ cutover rollout start {relative}")
+    demo.show(demo.controller.start(plan, actor="team-payments", source=str(relative)))
+    demo.until({"abort"}, 30)
+    banner("drifts by root cause: two bugs")
+    store = demo.runtime.store
+    for group in store.drift_groups("codec"):
+        example = group.example
+        entry = example.diff[0] if example and example.diff else {}
+        drifts = f"{group.count} drift{'s' if group.count != 1 else ''}"
         print(
-            f"  v{decision.new.version}  {decision.actor}  {decision.new.mode.value:<7}"
-            f" {decision.new.effective_percent:>5g}%  {decision.reason}"
+            f"  {drifts:>11}  {group.fingerprint:<18} e.g. legacy"
+            f" {entry.get('legacy')!r} vs new {entry.get('new')!r}"
         )
+
+    banner("2. both bugs fixed: walk the plan again")
+    demo.implementation = demo.port
+    print("$ cutover rollout retry codec --reason 'decimal rounding and memo fixed'")
+    demo.show(
+        demo.controller.retry(
+            "codec", actor="team-payments", reason="decimal rounding and memo fixed"
+        )
+    )
+    demo.until({"rollback"}, 200)
+    for _ in range(20):  # rolled back, it holds at 25%: guarded, not promoted again
+        demo.minute()
+    rollout = store.rollout("codec")
+    state = store.state("codec")
+    assert rollout is not None and state is not None
+    print(
+        f"\n  now: {rollout.status.value} at {step_label(plan, rollout.step)},"
+        f" {state.mode.value} {state.percent:g}%, serving normally"
+    )
+
+    banner("the evidence behind the rollback")
+    rollback = next(d for d in reversed(store.decisions("codec")) if d.kind == "rollback")
+    for check in rollback.evidence["checks"]:
+        print(f"  {check['name']:<10} {check['outcome']:<13} {check['reason']}")
+
+    banner("cutover rollout status codec (at the demo's simulated time)")
+    render_status(demo.controller.evaluate("codec"))
     cutover.runtime.shutdown()
+    demo.controller.close()
+
     banner("the same store, through the CLI")
-    for args in (["status"], ["drifts", "codec", "--group", "--limit", "3"]):
+    for args in (["history", "codec"],):
         print(f"$ cutover --store {STORE} {' '.join(args)}")
         subprocess.run([sys.executable, "-m", "cutover", "--store", STORE, *args], check=True)
     elapsed = time.perf_counter() - started
-    print(f"\nDone in {elapsed:.1f}s. Try: cutover --store {STORE} history codec")
-
-
-def _flags(change: dict[str, object]) -> list[str]:
-    flags = []
-    for key, value in change.items():
-        flags += [f"--{key}", value.value if isinstance(value, Mode) else f"{value:g}"]
-    return flags
+    print(
+        f"\nDone in {elapsed:.1f}s. Try: cutover --store {STORE} history codec --json,"
+        " or drifts codec --group"
+    )
 
 
 if __name__ == "__main__":

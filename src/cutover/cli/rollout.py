@@ -135,7 +135,7 @@ def status(session: Session, name: str | None, as_json: bool) -> None:
     if as_json:
         print_json(evaluation.to_json())
         return
-    _render(evaluation)
+    render(evaluation)
 
 
 def _table(evaluations: list[Any]) -> None:
@@ -165,7 +165,8 @@ _MARK = {
 }
 
 
-def _render(e: Any) -> None:
+def render(e: Any) -> None:
+    """A rollout's evaluation as `cutover rollout status NAME` prints it."""
     from cutover.control.controller import step_label
 
     r = e.rollout

@@ -729,7 +729,7 @@ class Controller:
                     f" (steps waiting: {', '.join(str(i + 1) for i in waiting) or 'none'})"
                 )
         elif not waiting:
-            raise InvalidInput(f"no step of {name!r}'s plan waits for an approval")
+            raise InvalidInput(f"no step of the plan for {name!r} waits for an approval")
         else:
             index = waiting[0]
         rule = plan.steps[index].approval_rule

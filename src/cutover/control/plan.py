@@ -180,6 +180,8 @@ class Check(_Strict):
             return f"only during {', '.join(m.value for m in self.during)}"
         if self.source == "prometheus":
             return None
+        if self.metric is Metric.FALLBACK_RATE and mode is not Mode.CANARY:
+            return f"no call served by new can fall back in {mode.value} mode"
         arms = {self.measured_arm} if self.metric is not Metric.DRIFT_RATE else set(Arm)
         if self.max_ratio_to is not None:
             arms.add(self.max_ratio_to)

@@ -1,0 +1,665 @@
+"""One controller tick over many migrations with weeks of per-minute windows, on PostgreSQL.
+
+Every migration has an active rollout of the same plan (shadow for 14 days, canary 5/25/50/100,
+then new), spread over its steps and over step start times from minutes to days ago, so some
+step totals come from the last hour of windows and others need the aggregate over days. The
+windows are loaded straight into the store's tables with ``INSERT ... SELECT generate_series``
+in time order, minute after minute for every migration, as app instances write them (a
+migration's rows are spread over the whole table, not clustered). Counters are shaped like
+shadow traffic (both arms run every call) at 300 to 3,000 calls a minute with a daily swing;
+latency histograms have 20 to 40 non-empty buckets per arm and minute.
+
+Histograms are loaded for the last ``--histogram-hours`` only (default 24): the controller
+reads histograms only within its latency checks' windows (10 minutes in this plan), so older
+histogram rows add table size and nothing else to a tick, while 30 days of them for 200
+migrations would be about 500 million rows (tens of GB; hours to load).
+
+Each of ``--ticks`` ticks is timed after one minute of fresh telemetry for every migration is
+written through ``write_flush``; the clock then moves one minute on. Statements are counted
+with a ``before_cursor_execute`` event on the store's engine (the advisory-lock lease runs on a
+connection of its own and is not among them). The anchor is what a hand-written cron job would
+do: per migration, one aggregate over each check's window (``store.windows``), without the step
+totals, the statistics or any decision.
+
+    python bench/controller_tick.py [--server postgresql://postgres@127.0.0.1/test]
+                                    [--migrations 200] [--days 30] [--histogram-hours 24]
+                                    [--ticks 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import math
+import random
+import secrets
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from sqlalchemy import event
+
+from _harness import emit, scratch_schema
+from cutover.clock import ManualClock
+from cutover.control.controller import Controller
+from cutover.control.plan import Metric, Plan, parse_plan
+from cutover.model import Arm, State
+from cutover.store import FlushBatch
+from cutover.store.sql import SqlStore
+from cutover.telemetry.histogram import Histogram
+from cutover.telemetry.windows import COUNTERS, ArmCounts, WindowDelta
+
+MINUTE = 60
+HOUR = 3600
+DAY = 86400
+
+STEPS = [
+    {"mode": "shadow", "hold": "14d", "min_comparisons": 10000},
+    {"mode": "canary", "percent": 5, "hold": "1h"},
+    {"mode": "canary", "percent": 25, "hold": "4h"},
+    {"mode": "canary", "percent": 50, "hold": "8h"},
+    {"mode": "canary", "percent": 100, "hold": "14d", "approval": True},
+    {"mode": "new", "approval": True},
+]
+CHECKS = [
+    {"name": "parity", "metric": "drift_rate", "max": 0.001, "window": "1h"},
+    {"name": "new-errors", "metric": "error_rate", "arm": "new", "max": 0.05, "window": "5m"},
+    {
+        "name": "latency",
+        "metric": "p99_ms",
+        "arm": "new",
+        "max_ratio_to": "legacy",
+        "max": 2.0,
+        "window": "10m",
+    },
+    {
+        "name": "errors-warn",
+        "metric": "error_rate",
+        "arm": "new",
+        "max": 0.02,
+        "window": "30m",
+        "severity": "warning",
+    },
+]
+
+# Where the rollouts stand: (step index, share of migrations, oldest step start in seconds).
+# Step start times are drawn log-uniformly from 2 minutes to the oldest, so every step has
+# rollouts that began minutes ago and others that began hours or days ago (a canary 50% step
+# past its 8 h hold waits for the approval of 100%).
+PLACEMENT = [(0, 0.35, 13.5 * DAY), (1, 0.10, 70 * MINUTE), (2, 0.10, 4.5 * HOUR)]
+PLACEMENT += [(3, 0.15, 3 * DAY), (4, 0.30, 13.5 * DAY)]
+
+LEGACY_ERRORS, NEW_ERRORS, BAD_NEW_ERRORS = 0.002, 0.003, 0.03
+TIMEOUT_RATE, DRIFT_RATE = 0.0005, 0.0002
+BASE_BUCKET = 120  # about 0.3 ms; each migration's latencies start 0 to 39 buckets above it
+SLOW_SHIFT = 10  # buckets: new about 2.4 times slower than legacy on the slow migrations
+
+
+def plan_for(name: str) -> Plan:
+    return parse_plan({"migration": name, "steps": STEPS, "checks": CHECKS})
+
+
+def names(migrations: int) -> list[str]:
+    width = max(3, len(str(migrations - 1)))
+    return [f"migration-{m:0{width}d}" for m in range(migrations)]
+
+
+def rate(m: int) -> int:
+    """Calls a minute of migration ``m`` on average."""
+    return 300 + (m * 7919) % 2701
+
+
+def troubled(migrations: int) -> tuple[list[int], list[int]]:
+    """Migrations whose new arm is too slow (critical), and those with new erring at 3%
+    (a warning): one in 50 of each."""
+    slow = [m for m in range(migrations) if m % 50 == 7]
+    erring = [m for m in range(migrations) if m % 50 == 23]
+    return slow, erring
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+WINDOWS_SQL = """
+INSERT INTO cutover_windows (migration, arm, start, {counters})
+SELECT 'migration-' || lpad(m::text, %(width)s, '0'),
+       CASE WHEN a = 0 THEN 'legacy' ELSE 'new' END,
+       start,
+       calls,
+       floor(calls * CASE WHEN a = 0 THEN %(legacy_errors)s
+                          WHEN m = ANY(%(erring)s) THEN %(bad_errors)s
+                          ELSE %(new_errors)s END * (0.5 + random()) + random()),
+       floor(calls * %(timeouts)s * (0.5 + random()) + random()),
+       CASE WHEN a = 0 THEN 0 ELSE calls END,
+       0,
+       CASE WHEN a = 0 THEN 0 ELSE calls - floor(random() * 3) END,
+       CASE WHEN a = 0 THEN 0 ELSE floor(calls * %(drift)s * (0.5 + random()) + random()) END,
+       0, 0, 0
+FROM (
+    SELECT m, a, start,
+           floor((300 + (m * 7919) %% 2701)
+                 * (1 + 0.4 * sin(2 * pi() * (start %% 86400) / 86400.0))
+                 * (0.8 + 0.4 * random()))::bigint AS calls
+    FROM (
+        SELECT %(first)s + (i / (2 * %(migrations)s)) * 60 AS start,
+               ((i / 2) %% %(migrations)s)::int AS m,
+               (i %% 2)::int AS a
+        FROM generate_series(%(begin)s::bigint, %(end)s::bigint - 1) AS i
+    ) AS k
+) AS t
+"""
+
+HISTOGRAMS_SQL = """
+INSERT INTO cutover_histograms (migration, arm, start, bucket, count)
+SELECT 'migration-' || lpad(m::text, %(width)s, '0'),
+       CASE WHEN a = 0 THEN 'legacy' ELSE 'new' END,
+       start,
+       %(base)s + m %% 40 + CASE WHEN a = 1 AND m = ANY(%(slow)s) THEN %(shift)s ELSE 0 END + b,
+       greatest(1, floor(calls * (CASE WHEN b < peak THEN (b + 1.0) / (peak + 1)
+                                       ELSE (k - b)::numeric / (k - peak) END)
+                         / (0.5 * k) + random()))::bigint
+FROM (
+    SELECT m, a, start, k, (k * 0.35)::int AS peak,
+           floor((300 + (m * 7919) %% 2701)
+                 * (1 + 0.4 * sin(2 * pi() * (start %% 86400) / 86400.0))
+                 * (0.8 + 0.4 * random()))::bigint AS calls
+    FROM (
+        SELECT %(first)s + (i / (2 * %(migrations)s)) * 60 AS start,
+               ((i / 2) %% %(migrations)s)::int AS m,
+               (i %% 2)::int AS a,
+               20 + ((i * 7 + i / 2 * 13) %% 21)::int AS k
+        FROM generate_series(%(begin)s::bigint, %(end)s::bigint - 1) AS i
+    ) AS r
+) AS t, generate_series(0, k - 1) AS b
+"""
+
+CHUNK_MINUTES = 1440  # one statement per day of windows: short transactions, visible progress
+
+
+def conninfo(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+@contextlib.contextmanager
+def indexes_dropped(conn: psycopg.Connection[Any], tables: list[str]) -> Iterator[None]:
+    """Drop the tables' keys and indexes for the load, and build them again after it (the
+    usual bulk-load order: one sort per index instead of millions of insertions into it)."""
+    constraints = conn.execute(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid::regclass::text = ANY(%s) AND contype IN ('p', 'u')",
+        (tables,),
+    ).fetchall()
+    indexes = conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+        " AND tablename = ANY(%s) AND indexname NOT IN"
+        " (SELECT conname FROM pg_constraint WHERE conrelid::regclass::text = ANY(%s))",
+        (tables, tables),
+    ).fetchall()
+    for table, name, _ in constraints:
+        conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+    for name, _ in indexes:
+        conn.execute(f'DROP INDEX "{name}"')
+    yield
+    for table, name, definition in constraints:
+        conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+    for _, definition in indexes:
+        conn.execute(definition)
+
+
+def fill(url: str, sql: str, parameters: dict[str, Any], minutes: range) -> None:
+    """Run ``sql`` for every chunk of ``minutes`` (minute indexes from the first loaded)."""
+    per_minute = 2 * parameters["migrations"]
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("SELECT setseed(%s)", (0.5 if "shift" in parameters else 0.25,))
+        for first in range(minutes.start, minutes.stop, CHUNK_MINUTES):
+            last = min(first + CHUNK_MINUTES, minutes.stop)
+            conn.execute(
+                sql,
+                {**parameters, "begin": first * per_minute, "end": last * per_minute},
+                prepare=False,
+            )
+
+
+def load(url: str, migrations: int, days: float, histogram_hours: float, now: int) -> dict:
+    """Windows for ``days`` up to ``now`` and histograms for the last ``histogram_hours``."""
+    minutes = int(days * DAY) // MINUTE
+    first = now - minutes * MINUTE
+    slow, erring = troubled(migrations)
+    common = {
+        "migrations": migrations,
+        "first": first,
+        "width": max(3, len(str(migrations - 1))),
+    }
+    window_parameters = {
+        **common,
+        "legacy_errors": LEGACY_ERRORS,
+        "new_errors": NEW_ERRORS,
+        "bad_errors": BAD_NEW_ERRORS,
+        "erring": erring,
+        "timeouts": TIMEOUT_RATE,
+        "drift": DRIFT_RATE,
+    }
+    histogram_parameters = {**common, "base": BASE_BUCKET, "slow": slow, "shift": SLOW_SHIFT}
+    histogram_minutes = min(minutes, int(histogram_hours * HOUR) // MINUTE)
+    counters = ", ".join(COUNTERS)
+    tables = ["cutover_windows", "cutover_histograms"]
+    timings: dict[str, float] = {}
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        began = time.perf_counter()
+        with indexes_dropped(conn, tables):
+            # Two connections, one per table, so both of the server's loaders run at once.
+            jobs = [
+                threading.Thread(
+                    target=fill,
+                    args=(
+                        url,
+                        WINDOWS_SQL.format(counters=counters),
+                        window_parameters,
+                        range(0, minutes),
+                    ),
+                ),
+                threading.Thread(
+                    target=fill,
+                    args=(
+                        url,
+                        HISTOGRAMS_SQL,
+                        histogram_parameters,
+                        range(minutes - histogram_minutes, minutes),
+                    ),
+                ),
+            ]
+            errors: list[BaseException] = []
+            for job in jobs:
+                job.run = _catching(job.run, errors)  # type: ignore[method-assign]
+                job.start()
+            for job in jobs:
+                job.join()
+            if errors:
+                raise errors[0]
+            timings["insert_s"] = round(time.perf_counter() - began, 1)
+            began = time.perf_counter()
+        timings["index_s"] = round(time.perf_counter() - began, 1)
+        began = time.perf_counter()
+        conn.execute("ANALYZE")
+        timings["analyze_s"] = round(time.perf_counter() - began, 1)
+    return timings
+
+
+def _catching(run: Any, errors: list[BaseException]) -> Any:
+    def wrapped() -> None:
+        try:
+            run()
+        except BaseException as error:
+            errors.append(error)
+
+    return wrapped
+
+
+def table_figures(url: str) -> dict[str, Any]:
+    out = {}
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        for table in ("cutover_windows", "cutover_histograms", "cutover_rollouts"):
+            rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            sizes = conn.execute(
+                "SELECT pg_relation_size(%s), pg_indexes_size(%s)", (table, table)
+            ).fetchone()
+            assert rows is not None and sizes is not None
+            out[table] = {
+                "rows": rows[0],
+                "table_mb": round(sizes[0] / 2**20),
+                "indexes_mb": round(sizes[1] / 2**20),
+            }
+    return out
+
+
+# -- rollouts --------------------------------------------------------------------------------
+
+
+def place_rollouts(store: SqlStore, migrations: list[str], now: int, seed: int) -> dict:
+    """Start every rollout with ``Controller.start`` and move it to its step, begun at a time
+    drawn per PLACEMENT. Returns how many stand where."""
+    rng = random.Random(seed)
+    steps: list[tuple[int, float]] = []
+    for index, share, oldest in PLACEMENT:
+        count = round(share * len(migrations))
+        steps += [(index, oldest)] * count
+    steps = (steps + [(0, PLACEMENT[0][2])] * len(migrations))[: len(migrations)]
+    rng.shuffle(steps)
+    clock = {"now": 0.0}
+    starter = Controller(store, clock=lambda: clock["now"], actor="bench")
+    where: collections.Counter[str] = collections.Counter()
+    long_steps = 0
+    try:
+        for name, (index, oldest) in zip(migrations, steps, strict=True):
+            age = math.exp(rng.uniform(math.log(2 * MINUTE), math.log(oldest)))
+            step_started = now - age
+            plan = plan_for(name)
+            started = step_started - sum(step.hold for step in plan.steps[:index])
+            clock["now"] = started
+            starter.start(plan, actor="bench", source="bench/controller_tick.py")
+            if index > 0:
+                rollout = store.rollout(name)
+                state = store.state(name) or State()
+                assert rollout is not None
+                approvals = {
+                    str(i): {"by": "bench", "reason": "bench", "at": started}
+                    for i in range(1, index + 1)
+                    if plan.steps[i].needs_approval
+                }
+                store.commit(
+                    name,
+                    kind="promote",
+                    actor="bench",
+                    reason=f"placed at {plan.steps[index].label}",
+                    at=step_started,
+                    state=plan.steps[index].state_from(state),
+                    expected_version=state.version,
+                    rollout=rollout.evolve(
+                        step=index, step_started_at=step_started, approvals=approvals
+                    ),
+                    expected_rollout=rollout.version,
+                )
+            where[plan.steps[index].label] += 1
+            longest = max(check.window for check in plan.checks)
+            long_steps += step_started < now - longest
+    finally:
+        starter.close()
+    return {"by_step": dict(where), "step_began_before_longest_window": long_steps}
+
+
+# -- fresh telemetry -------------------------------------------------------------------------
+
+
+def minute_of(m: int, name: str, start: int, rng: random.Random, slow: set, erring: set) -> Any:
+    """One minute of migration ``m``'s telemetry, shaped like the loaded windows."""
+    swing = 1 + 0.4 * math.sin(2 * math.pi * (start % DAY) / DAY)
+    arms = {}
+    for a, arm in enumerate((Arm.LEGACY, Arm.NEW)):
+        calls = int(rate(m) * swing * rng.uniform(0.8, 1.2))
+        error_rate = LEGACY_ERRORS if a == 0 else BAD_NEW_ERRORS if m in erring else NEW_ERRORS
+        counts = dict.fromkeys(COUNTERS, 0)
+        counts["calls"] = calls
+        counts["errors"] = int(calls * error_rate * rng.uniform(0.5, 1.5) + rng.random())
+        counts["timeouts"] = int(calls * TIMEOUT_RATE * rng.uniform(0.5, 1.5) + rng.random())
+        if a == 1:
+            counts["offpath"] = calls
+            counts["comparisons"] = calls - rng.randrange(3)
+            counts["drifts"] = int(calls * DRIFT_RATE * rng.uniform(0.5, 1.5) + rng.random())
+        k = rng.randint(20, 40)
+        peak = int(k * 0.35)
+        base = BASE_BUCKET + m % 40 + (SLOW_SHIFT if a == 1 and m in slow else 0)
+        histogram = Histogram()
+        for b in range(k):
+            weight = (b + 1) / (peak + 1) if b < peak else (k - b) / (k - peak)
+            histogram.add(base + b, max(1, int(calls * weight / (0.5 * k) + rng.random())))
+        arms[arm] = ArmCounts([counts[c] for c in COUNTERS], histogram)
+    return start, WindowDelta(name, arms)
+
+
+def write_minute(store: SqlStore, migrations: list[str], start: int, seq: int, run: str) -> None:
+    rng = random.Random(start)
+    slow, erring = (set(group) for group in troubled(len(migrations)))
+    windows = [minute_of(m, name, start, rng, slow, erring) for m, name in enumerate(migrations)]
+    assert store.write_flush(FlushBatch("bench", seq, start + 30, windows, run=run))
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+
+class Statements:
+    """Every statement run on the engine: how many, and time per distinct SQL text."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.count = 0
+        self.by_text: dict[str, list[float]] = collections.defaultdict(list)
+        self.slowest: tuple[float, str, Any] = (0.0, "", None)
+        self.on = True
+        event.listen(store.engine, "before_cursor_execute", self._before)
+        event.listen(store.engine, "after_cursor_execute", self._after)
+
+    def _before(self, conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        self.count += self.on
+        conn.info["bench_began"] = time.perf_counter()
+
+    def _after(self, conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        took = (time.perf_counter() - conn.info.pop("bench_began")) * 1000
+        if not self.on:
+            return
+        self.by_text[statement].append(took)
+        if took > self.slowest[0] and statement.lstrip().upper().startswith("SELECT"):
+            self.slowest = (took, statement, parameters)
+
+    def reset(self) -> None:
+        self.count = 0
+        self.by_text.clear()
+        self.slowest = (0.0, "", None)
+
+    def top(self, n: int = 4) -> list[dict[str, Any]]:
+        ranked = sorted(self.by_text.items(), key=lambda item: -sum(item[1]))[:n]
+        return [
+            {
+                "sql": " ".join(text.split())[:160],
+                "count": len(times),
+                "total_ms": round(sum(times), 1),
+                "median_ms": round(statistics.median(times), 2),
+                "max_ms": round(max(times), 2),
+            }
+            for text, times in ranked
+        ]
+
+
+def explain(store: SqlStore, statement: str, parameters: Any) -> dict[str, Any]:
+    """EXPLAIN ANALYZE of one statement: its plan's nodes, the indexes used, the buffers."""
+    with store.engine.connect() as conn:
+        raw = conn.exec_driver_sql(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, parameters
+        ).scalar_one()
+    document = raw if isinstance(raw, list) else json.loads(raw)
+    top = document[0]["Plan"]
+    nodes: list[str] = []
+    indexes: list[str] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        label = node["Node Type"]
+        if "Index Name" in node:
+            indexes.append(node["Index Name"])
+            label += f" using {node['Index Name']}"
+            if "Index Cond" in node:
+                label += f" (cond {node['Index Cond']})"
+            if "Filter" in node:
+                label += f" (filter {node['Filter']})"
+        nodes.append(f"{label}: {node.get('Actual Rows')} rows, {node.get('Actual Total Time')} ms")
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(top)
+    return {
+        "sql": " ".join(statement.split())[:200],
+        "parameters": dict(parameters),
+        "execution_ms": document[0]["Execution Time"],
+        "nodes": nodes,
+        "indexes": indexes,
+        "shared_hit_blocks": top.get("Shared Hit Blocks"),
+        "shared_read_blocks": top.get("Shared Read Blocks"),
+    }
+
+
+def measure(
+    url: str, migrations: list[str], now: int, ticks: int, placed: dict[str, Any]
+) -> dict[str, Any]:
+    store = SqlStore(url)
+    statements = Statements(store)
+    clock = ManualClock(now)
+    controller = Controller(store, clock=clock)
+    run = secrets.token_hex(8)
+    try:
+        began = time.perf_counter()
+        Controller(store, clock=clock, dry_run=True).tick()  # pool and caches, nothing written
+        warmup_ms = (time.perf_counter() - began) * 1000
+        controller.tick(names=())  # takes the lease, evaluates nothing
+        statements.reset()
+        per_tick = []
+        kinds: collections.Counter[str] = collections.Counter()
+        for number in range(ticks):
+            statements.on = False
+            write_minute(store, migrations, int(clock()) // MINUTE * MINUTE, number + 1, run)
+            statements.on = True
+            before_statements, before_queries = statements.count, controller.queries
+            began = time.perf_counter()
+            taken = controller.tick()
+            took = (time.perf_counter() - began) * 1000
+            kinds.update(decision.kind for decision in taken)
+            per_tick.append(
+                {
+                    "ms": round(took, 1),
+                    "statements": statements.count - before_statements,
+                    "controller_queries": controller.queries - before_queries,
+                    "decisions": len(taken),
+                }
+            )
+            clock.advance(MINUTE)
+        tick_top = statements.top()
+        slowest = statements.slowest
+        statements.reset()
+
+        rollouts = store.rollouts()
+        longest = max(check.window for check in plan_for("x").checks)
+        old = next(n for n, r in rollouts.items() if r.step_started_at < clock() - DAY)
+        recent = next(
+            n for n, r in rollouts.items() if clock() - r.step_started_at < longest / 2
+        )
+        evaluate = {}
+        for label, name in (("step_began_days_ago", old), ("step_began_minutes_ago", recent)):
+            times = []
+            for _ in range(5):
+                began = time.perf_counter()
+                controller.evaluate(name)
+                times.append((time.perf_counter() - began) * 1000)
+            evaluate[label] = {"migration": name, "median_ms": round(statistics.median(times), 2)}
+
+        naive_runs = []
+        for _ in range(3):
+            before = statements.count
+            began = time.perf_counter()
+            naive_pass(store, migrations, clock())
+            naive_runs.append(
+                ((time.perf_counter() - began) * 1000, statements.count - before)
+            )
+        explained = explain(store, slowest[1], slowest[2]) if slowest[1] else None
+        explained_slowest = {"ms_in_tick": round(slowest[0], 2), **(explained or {})}
+    finally:
+        controller.close()
+        store.close()
+
+    times = [t["ms"] for t in per_tick]
+    median_tick = statistics.median(times)
+    naive_ms = statistics.median(run for run, _ in naive_runs)
+    return {
+        "rollouts": placed,
+        "warmup_dry_run_tick_ms": round(warmup_ms, 1),
+        "tick": {
+            "median_ms": round(median_tick, 1),
+            "max_ms": round(max(times), 1),
+            "per_migration_ms": round(median_tick / len(migrations), 2),
+            "statements_median": statistics.median(t["statements"] for t in per_tick),
+            "controller_queries_median": statistics.median(
+                t["controller_queries"] for t in per_tick
+            ),
+            "decisions": sum(t["decisions"] for t in per_tick),
+            "decision_kinds": dict(kinds),
+            "ticks": per_tick,
+        },
+        "tick_statements_by_time": tick_top,
+        "slowest_tick_statement": explained_slowest,
+        "evaluate_one_migration": evaluate,
+        "naive_cron": {
+            "what": "per migration, store.windows(name, now - window) for each check",
+            "median_ms": round(naive_ms, 1),
+            "statements": naive_runs[0][1],
+            "ratio_to_tick": round(naive_ms / median_tick, 2),
+        },
+    }
+
+
+def naive_pass(store: SqlStore, migrations: list[str], now: float) -> None:
+    checks = plan_for("x").checks
+    for name in migrations:
+        for check in checks:
+            latency = check.metric is not None and check.metric in LATENCY
+            store.windows(name, now - check.window, histograms=latency)
+
+
+LATENCY = {Metric.P50_MS, Metric.P95_MS, Metric.P99_MS}
+
+
+def run(
+    server: str, migrations: int = 200, days: float = 30, histogram_hours: float = 24, ticks: int = 5
+) -> dict[str, Any]:
+    now = int(time.time()) // MINUTE * MINUTE
+    named = names(migrations)
+    began = time.perf_counter()
+    with scratch_schema(server) as url:
+        store = SqlStore(url)
+        store.states()  # creates the tables
+        store.close()
+        loading = load(url, migrations, days, histogram_hours, now)
+        store = SqlStore(url)
+        try:
+            placed = place_rollouts(store, named, now, seed=migrations)
+        finally:
+            store.close()
+        tables = table_figures(url)
+        loading["total_s"] = round(time.perf_counter() - began, 1)
+        figures = measure(url, named, now, ticks, placed)
+    slow, erring = troubled(migrations)
+    return {
+        "parameters": {
+            "migrations": migrations,
+            "days": days,
+            "histogram_hours": histogram_hours,
+            "ticks": ticks,
+            "checks": [check["name"] for check in CHECKS],
+            "slow_new_migrations": len(slow),
+            "erring_new_migrations": len(erring),
+        },
+        "load": loading,
+        "tables": tables,
+        **figures,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--migrations", type=int, default=200)
+    parser.add_argument("--days", type=float, default=30.0)
+    parser.add_argument(
+        "--histogram-hours",
+        type=float,
+        default=24.0,
+        help="hours of latency histograms to load (the checks read the last 10 minutes)",
+    )
+    parser.add_argument("--ticks", type=int, default=5)
+    arguments = parser.parse_args()
+    emit(
+        "controller_tick",
+        run(
+            arguments.server,
+            arguments.migrations,
+            arguments.days,
+            arguments.histogram_hours,
+            arguments.ticks,
+        ),
+    )
+
+
+if __name__ == "__main__":
+    main()
