@@ -9,20 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from cutover.control.plan import Check, Metric, Plan
-from cutover.errors import InvalidInput
-
-try:
-    from cutover.control.statistics import (
-        quantile_interval,
-        rank_test,
-        rate_interval,
-        ratio_interval,
-    )
-except ImportError as missing:  # SciPy comes with the extra
-    raise InvalidInput(
-        f"the rollout controller needs SciPy ({missing.name} is missing):"
-        " pip install 'cutover[rollout]'"
-    ) from None
+from cutover.control.statistics import (
+    quantile_interval,
+    rank_test,
+    rate_interval,
+    ratio_interval,
+)
 from cutover.model import Arm, Mode
 from cutover.telemetry import windows as w
 from cutover.telemetry.windows import ArmCounts

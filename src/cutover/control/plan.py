@@ -361,6 +361,8 @@ def parse_plan(data: Any, source: str = "the plan") -> Plan:
             message = f"unknown field; {_known_fields(data, first['loc'])}"
         elif first["type"] == "missing":
             message = "this field is required"
+        elif first["type"] == "too_short":
+            message = f"give at least {first['ctx']['min_length']}, not none"
         # A union (rank_test: true or a mapping) reports once per branch: count places instead.
         others = len({_location(p["loc"]) for p in problems} - {where})
         more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""

@@ -17,11 +17,22 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from scipy.stats import binom, norm
-
+from cutover.errors import InvalidInput
 from cutover.telemetry.histogram import Histogram, bounds
 
 __all__ = ["RankTest", "quantile_interval", "rank_test", "rate_interval", "ratio_interval"]
+
+
+def _scipy_stats() -> Any:
+    """scipy.stats, imported on first use: it takes a second to load, and commands that judge
+    no check (pause, approve, abort) should not wait for it."""
+    try:
+        import scipy.stats
+    except ImportError:
+        raise InvalidInput(
+            "judging rollout checks needs SciPy: pip install 'cutover[rollout]'"
+        ) from None
+    return scipy.stats
 
 
 def _check_confidence(confidence: float) -> None:
@@ -32,7 +43,7 @@ def _check_confidence(confidence: float) -> None:
 def _two_sided_z(confidence: float) -> float:
     """The standard normal quantile that leaves (1 - confidence) / 2 in each tail."""
     _check_confidence(confidence)
-    return float(norm.ppf(0.5 + 0.5 * confidence))
+    return float(_scipy_stats().norm.ppf(0.5 + 0.5 * confidence))
 
 
 def _check_counts(events: int, trials: int) -> None:
@@ -133,6 +144,7 @@ def quantile_interval(
     if n == 0:
         return None
     alpha = 1.0 - confidence
+    binom = _scipy_stats().binom
     lower_rank = int(binom.ppf(alpha / 2, n, q))
     upper_rank = int(binom.ppf(1 - alpha / 2, n, q)) + 1
     low = float(bounds(_bucket_of_rank(histogram, lower_rank))[0]) if lower_rank >= 1 else 0.0
@@ -208,7 +220,7 @@ def rank_test(new: Histogram, legacy: Histogram) -> RankTest | None:
         # U - mean - 0.5, exactly: subtracting 0.5 always moves towards the larger p-value
         # because the survival function is used, as SciPy does.
         numerator = (twice_u - pairs - 1) / 2
-        p_value = float(norm.sf(numerator / math.sqrt(variance)))
+        p_value = float(_scipy_stats().norm.sf(numerator / math.sqrt(variance)))
         p_value = min(1.0, max(0.0, p_value))
 
     median_new, median_legacy = new.quantile(0.5), legacy.quantile(0.5)

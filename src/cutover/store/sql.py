@@ -934,9 +934,7 @@ def _upgrade(conn: Connection, found: int) -> None:
         else:  # SQLite cannot relax NOT NULL in place: rebuild the table
             conn.exec_driver_sql("DROP INDEX IF EXISTS cutover_decisions_by_migration")
             conn.exec_driver_sql("ALTER TABLE cutover_decisions RENAME TO cutover_decisions_v1")
-            t.decisions.create(conn)
-            for index in t.decisions.indexes:
-                index.create(conn)
+            t.decisions.create(conn)  # with its indexes
             columns = "id, migration, version, at, actor, reason, old_state, new_state, evidence"
             conn.exec_driver_sql(
                 f"INSERT INTO cutover_decisions ({columns}, kind)"
