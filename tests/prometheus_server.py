@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,3 +136,20 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+@contextlib.contextmanager
+def serving_gauge(name: str, value: float) -> Iterator[tuple[Any, str]]:
+    """An app exposing one gauge set to ``value`` on a free loopback port: (gauge, target)."""
+    from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+    registry = CollectorRegistry()
+    gauge = Gauge(name, "A gauge of the test app.", registry=registry)
+    gauge.set(value)
+    app, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        yield gauge, f"127.0.0.1:{app.server_port}"
+    finally:
+        app.shutdown()
+        app.server_close()
+        thread.join(5)

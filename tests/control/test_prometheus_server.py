@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import Gauge
 
 from cutover.control.prometheus import PrometheusError, Sample, query, render
 
-from ..prometheus_server import need_prometheus, running_prometheus
+from ..prometheus_server import need_prometheus, running_prometheus, serving_gauge
 
 pytestmark = pytest.mark.slow
 
@@ -30,17 +30,11 @@ def setup() -> Iterator[Setup]:
     """An app exposing one gauge, and a Prometheus scraping it every second."""
     need_prometheus()
     pytest.importorskip("httpx")
-    registry = CollectorRegistry()
-    gauge = Gauge("test_app_memory_bytes", "Resident memory of the test app.", registry=registry)
-    gauge.set(1.5e9)
-    app, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
-    try:
-        with running_prometheus([f"127.0.0.1:{app.server_port}"]) as url:
-            yield Setup(url, gauge)
-    finally:
-        app.shutdown()
-        app.server_close()
-        thread.join(5)
+    with (
+        serving_gauge("test_app_memory_bytes", 1.5e9) as (gauge, target),
+        running_prometheus([target]) as url,
+    ):
+        yield Setup(url, gauge)
 
 
 def eventually(probe: Callable[[], list[Sample]], until: Callable[[list[Sample]], bool]) -> Sample:

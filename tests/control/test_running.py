@@ -17,7 +17,7 @@ from cutover.control.notify import Notifier
 from cutover.model import Decision, RolloutStatus
 from cutover.store import open_store
 
-from ..prometheus_server import need_prometheus, running_prometheus
+from ..prometheus_server import need_prometheus, running_prometheus, serving_gauge
 from .test_scenarios import drive, kinds, plan
 from .traffic import Traffic
 
@@ -160,53 +160,46 @@ def test_a_slow_or_failing_webhook_never_blocks_the_loop(
 @pytest.mark.slow
 def test_a_prometheus_check_reads_a_real_server_and_rolls_back(tmp_path: Path) -> None:
     need_prometheus()
-    from prometheus_client import CollectorRegistry, Gauge, start_http_server
-
-    registry = CollectorRegistry()
-    memory = Gauge("app_resident_memory_bytes", "resident memory", registry=registry)
-    memory.set(1.0e9)
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
-    try:
-        with running_prometheus([f"127.0.0.1:{server.server_address[1]}"]) as prometheus:
-            clock = ManualClock()
-            controller = Controller(open_store(f"sqlite:///{tmp_path / 'r.db'}"), clock=clock)
-            steps = [
-                {"mode": "shadow", "hold": "10m"},
-                {"mode": "canary", "percent": 5, "hold": "10m"},
-                {"mode": "canary", "percent": 25, "hold": "10m"},
-            ]
-            memory_check = {
-                "name": "memory",
-                "source": "prometheus",
-                "query": 'max(max_over_time(app_resident_memory_bytes{job="app"}[$window]))',
-                "max": 2.0e9,
-                "window": "1m",
-            }
-            controller.start(
-                plan(steps=steps, checks=[memory_check], prometheus={"url": prometheus}),
-                actor="alice",
-            )
+    with (
+        serving_gauge("app_resident_memory_bytes", 1.0e9) as (memory, target),
+        running_prometheus([target]) as prometheus,
+    ):
+        clock = ManualClock()
+        controller = Controller(open_store(f"sqlite:///{tmp_path / 'r.db'}"), clock=clock)
+        steps = [
+            {"mode": "shadow", "hold": "10m"},
+            {"mode": "canary", "percent": 5, "hold": "10m"},
+            {"mode": "canary", "percent": 25, "hold": "10m"},
+        ]
+        memory_check = {
+            "name": "memory",
+            "source": "prometheus",
+            "query": 'max(max_over_time(app_resident_memory_bytes{job="app"}[$window]))',
+            "max": 2.0e9,
+            "window": "1m",
+        }
+        controller.start(
+            plan(steps=steps, checks=[memory_check], prometheus={"url": prometheus}),
+            actor="alice",
+        )
+        evaluation = controller.evaluate("codec")
+        deadline = time.monotonic() + 30
+        while evaluation.checks[0].outcome.value != "pass" and time.monotonic() < deadline:
+            time.sleep(0.5)  # the first scrape lands a few seconds after start
             evaluation = controller.evaluate("codec")
-            deadline = time.monotonic() + 30
-            while evaluation.checks[0].outcome.value != "pass" and time.monotonic() < deadline:
-                time.sleep(0.5)  # the first scrape lands a few seconds after start
-                evaluation = controller.evaluate("codec")
-            assert evaluation.checks[0].outcome.value == "pass", evaluation.checks[0].reason
-            assert evaluation.checks[0].value == 1.0e9
-            traffic = Traffic(controller.store, "codec", clock)
-            assert kinds(drive(controller, traffic, 12)) == ["promote"]
-            memory.set(3.0e9)  # the new arm leaks
-            taken: list[Decision] = []
-            deadline = time.monotonic() + 30
-            while not taken and time.monotonic() < deadline:
-                time.sleep(0.5)
-                taken = controller.tick()
-            assert kinds(taken) == ["rollback"], controller.evaluate("codec").checks
-            assert "memory failed: 3e+09 is beyond 2e+09" in taken[0].reason
-            controller.close()
-    finally:
-        server.shutdown()
-        thread.join(5)
+        assert evaluation.checks[0].outcome.value == "pass", evaluation.checks[0].reason
+        assert evaluation.checks[0].value == 1.0e9
+        traffic = Traffic(controller.store, "codec", clock)
+        assert kinds(drive(controller, traffic, 12)) == ["promote"]
+        memory.set(3.0e9)  # the new arm leaks
+        taken: list[Decision] = []
+        deadline = time.monotonic() + 30
+        while not taken and time.monotonic() < deadline:
+            time.sleep(0.5)
+            taken = controller.tick()
+        assert kinds(taken) == ["rollback"], controller.evaluate("codec").checks
+        assert "memory failed: 3e+09 is beyond 2e+09" in taken[0].reason
+        controller.close()
 
 
 def test_an_unreachable_prometheus_is_inconclusive_not_a_failure(tmp_path: Path) -> None:
