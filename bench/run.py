@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 import canary_million
+import controller_tick
 import flush_throughput
 import overhead
 import shadow_latency
@@ -43,6 +44,9 @@ def main() -> None:
     else:
         results["overhead_postgresql_background"] = quietly(overhead.run, 300_000, server, True)
         results["flush_throughput"] = quietly(flush_throughput.run, server, 50, 10.0)
+        # Smaller than controller_tick.py's defaults (200 migrations, 30 days: about 4 minutes,
+        # mostly loading); the full run is recorded in docs/performance.md.
+        results["controller_tick"] = quietly(controller_tick.run, server, 50, 7.0, 6.0, 3)
     print(json.dumps(results, indent=2))
 
 

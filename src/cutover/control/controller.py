@@ -157,6 +157,7 @@ class Controller:
         self.notifier = notifier if notifier is not None else Notifier()
         self.external = external if external is not None else _prometheus_values
         self._lease = store.leadership()
+        self._totals: dict[tuple[str, float], tuple[float, int, int]] = {}
         self.queries = 0  # store reads made by ticks, for benchmarks
 
     # -- evaluation ----------------------------------------------------------------------
@@ -219,14 +220,25 @@ class Controller:
         histograms_since = None if latency is None else max(start, now - latency)
         series = self.store.series(name, since, histograms_since=histograms_since)
         self.queries += 1 if latency is None else 2
-        if since > start:  # the step began before the longest window: total it apart
-            arms = self.store.windows(name, start, histograms=False)
+        recent = Telemetry(series).total(start)
+        earlier = self._earlier(name, start, since) if since > start else (0, 0)
+        comparisons = sum(c.counts[w.COMPARISONS] for c in recent.values()) + earlier[0]
+        return Telemetry(series), comparisons, recent[Arm.NEW].counts[w.CALLS] + earlier[1]
+
+    def _earlier(self, name: str, start: float, until: float) -> tuple[int, int]:
+        """(comparisons, new calls) from the step's start to ``until``. Summed once per step and
+        then extended by what the checks' windows have left behind since the last tick, so a
+        14-day step costs one long read, not one per tick."""
+        key = (name, start)
+        counted_to, comparisons, new_calls = self._totals.get(key, (start, 0, 0))
+        if until > counted_to:
+            arms = self.store.windows(name, counted_to, until, histograms=False)
             self.queries += 1
-        else:
-            arms = Telemetry(series).total(start)
-        comparisons = sum(counts.counts[w.COMPARISONS] for counts in arms.values())
-        new_calls = arms[Arm.NEW].counts[w.CALLS]
-        return Telemetry(series), comparisons, new_calls
+            comparisons += sum(c.counts[w.COMPARISONS] for c in arms.values())
+            new_calls += arms[Arm.NEW].counts[w.CALLS]
+            self._totals = {k: v for k, v in self._totals.items() if k[0] != name}
+            self._totals[key] = (until, comparisons, new_calls)
+        return comparisons, new_calls
 
     def _decide(self, e: Evaluation) -> tuple[_Planned | None, list[str]]:
         """The decision to take now (if any) and what stands in the way of promotion."""

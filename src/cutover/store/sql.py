@@ -56,6 +56,12 @@ def _unnest_upsert(
     )
 
 
+def _both_arms(table: sa.Table) -> Any:
+    """``arm IN ('legacy', 'new')``: with it the (migration, arm, start) key is read as two
+    bounded ranges of ``start``, not as every row the migration ever stored."""
+    return table.c.arm.in_([arm.value for arm in Arm])
+
+
 def fingerprint_key(fingerprint: str) -> str:
     """A fixed-width key for a fingerprint; distinct texts always get distinct keys (lone
     surrogates are encoded as they are, not replaced)."""
@@ -679,8 +685,16 @@ class SqlStore:
     ) -> dict[Arm, ArmCounts]:
         """Every instance's windows of ``name`` that start in [since, until), summed per arm
         (with their latency histograms unless ``histograms`` is False)."""
-        conditions = [t.windows.c.migration == name, t.windows.c.start >= int(since)]
-        hist_conditions = [t.histograms.c.migration == name, t.histograms.c.start >= int(since)]
+        conditions = [
+            t.windows.c.migration == name,
+            _both_arms(t.windows),
+            t.windows.c.start >= int(since),
+        ]
+        hist_conditions = [
+            t.histograms.c.migration == name,
+            _both_arms(t.histograms),
+            t.histograms.c.start >= int(since),
+        ]
         if until is not None:
             conditions.append(t.windows.c.start < int(until))
             hist_conditions.append(t.histograms.c.start < int(until))
@@ -717,7 +731,11 @@ class SqlStore:
         """Every instance's windows of ``name`` that start in [since, until), summed per window
         start and arm, oldest first. Latency histograms are read only for the windows from
         ``histograms_since`` on (none when it is None): they are the larger part."""
-        conditions = [t.windows.c.migration == name, t.windows.c.start >= int(since)]
+        conditions = [
+            t.windows.c.migration == name,
+            _both_arms(t.windows),
+            t.windows.c.start >= int(since),
+        ]
         if until is not None:
             conditions.append(t.windows.c.start < int(until))
         counters = (
@@ -745,6 +763,7 @@ class SqlStore:
                 h = t.histograms.c
                 hist_conditions = [
                     h.migration == name,
+                    _both_arms(t.histograms),
                     h.start >= int(max(since, histograms_since)),
                 ]
                 if until is not None:
