@@ -122,3 +122,12 @@ def test_checks_that_cannot_apply_in_a_mode_are_skipped() -> None:
     assert errors.applies_to(Mode.NEW) is None and errors.applies_to(Mode.LEGACY)
     assert latency.applies_to(Mode.CANARY) is None and latency.applies_to(Mode.NEW)
     assert plan.checks[4].applies_to(Mode.LEGACY) is None, "external checks always apply"
+
+
+PLANS = sorted((Path(__file__).resolve().parents[2] / "examples").glob("**/*.yaml"))
+
+
+@pytest.mark.parametrize("path", PLANS, ids=lambda p: p.name)
+def test_every_example_plan_is_valid(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUTOVER_PROMETHEUS_URL", raising=False)
+    assert load_plan(path).steps

@@ -292,3 +292,14 @@ def test_dry_run_decides_without_writing(store: Store, clock: ManualClock) -> No
     would = Controller(store, clock=clock, dry_run=True).tick()
     assert kinds(would) == ["promote"] and would[0].id == 0 and would[0].new.percent == 5
     assert (store.state("codec"), store.rollout("codec"), len(store.decisions("codec"))) == before
+
+
+def test_retry_asks_again_for_the_approvals_ahead(store: Store, clock: ManualClock) -> None:
+    controller = Controller(store, clock=clock)
+    controller.start(plan(), actor="alice")
+    controller.approve("codec", by="cab", reason="early", step=5)
+    controller.abort("codec", actor="ops", reason="pager")
+    controller.retry("codec", actor="ops", reason="again")
+    evaluation = controller.evaluate("codec")
+    assert evaluation.rollout.approval(4) is None
+    assert evaluation.to_json()["steps"][4]["approved"] is None

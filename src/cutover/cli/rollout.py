@@ -130,7 +130,8 @@ def status(session: Session, name: str | None, as_json: bool) -> None:
                 return
             _table(evaluations)
             return
-        operations.require_known(session.store, name)
+        if session.store.rollout(name) is None:
+            operations.require_known(session.store, name)  # unknown name: say so
         evaluation = controller.evaluate(name)
     if as_json:
         print_json(evaluation.to_json())
@@ -318,7 +319,9 @@ def tick(session: Session, dry_run: bool, as_json: bool) -> None:
         print_json({"dry_run": dry_run, "decisions": [d.to_dict() for d in decisions]})
         return
     _print_decisions(decisions, dry_run)
-    if not decisions:
+    if controller.standby:
+        console.print("another controller holds the lease on this store; nothing done")
+    elif not decisions:
         console.print("nothing to do")
 
 

@@ -386,7 +386,11 @@ def _external(
             outcome=Outcome.INCONCLUSIVE, reason="external sources are not read here", **base
         )
     try:
-        values = [v for v in external(check, plan, check.window) if not math.isnan(v)]
+        # Like cutover's own windows, the query looks no further back than the step's start
+        # (a minute at least), so a spike before a rollback cannot fail the step it led to.
+        seconds = max(60.0, span["until"] - span["since"])
+        span = {"since": span["until"] - seconds, "until": span["until"]}
+        values = [v for v in external(check, plan, seconds) if not math.isnan(v)]
     except PrometheusError as error:
         # An unreachable source is a reason to wait, never to roll back.
         return CheckResult(outcome=Outcome.INCONCLUSIVE, reason=str(error), **base, **span)

@@ -158,6 +158,7 @@ class Controller:
         self.external = external if external is not None else _prometheus_values
         self._lease = store.leadership()
         self._totals: dict[tuple[str, float], tuple[float, int, int]] = {}
+        self.standby = False  # the last tick found another controller holding the lease
         self.queries = 0  # store reads made by ticks, for benchmarks
 
     # -- evaluation ----------------------------------------------------------------------
@@ -252,13 +253,14 @@ class Controller:
         state = e.state or State()
         if step is not None and not step.holds(state):
             who = f" by {state.updated_by}" if state.updated_by else ""
+            why = (
+                f"the state was changed outside the plan (version {state.version}{who});"
+                f" the controller stands back: `resume` re-applies {step.label},"
+                " `abort` returns to legacy"
+            )
             return (
                 _Planned(
-                    "pause",
-                    f"the state was changed outside the plan (version {state.version}{who});"
-                    f" the controller stands back: `resume` re-applies {step.label},"
-                    " `abort` returns to legacy",
-                    rollout=rollout.evolve(status=RolloutStatus.PAUSED),
+                    "pause", why, rollout=rollout.evolve(status=RolloutStatus.PAUSED, reason=why)
                 ),
                 ["the state was changed outside the plan"],
             )
@@ -433,7 +435,8 @@ class Controller:
     def tick(self, names: Iterable[str] | None = None) -> list[Decision]:
         """One pass over every active rollout (or those named): the decisions taken. With
         ``dry_run`` nothing is written and the decisions returned have id 0."""
-        if not self.dry_run and not self._lease.held():
+        self.standby = not self.dry_run and not self._lease.held()
+        if self.standby:
             log.info("another controller holds the lease on this store; standing by")
             return []
         wanted = None if names is None else set(names)
@@ -543,7 +546,7 @@ class Controller:
             rollout=planned.rollout or rollout,
             expected_rollout=rollout.version,
         )
-        log.info("cutover: %s %s: %s", planned.kind, rollout.migration, planned.reason)
+        log.debug("cutover: %s %s: %s", planned.kind, rollout.migration, planned.reason)
         self._notify(e.plan, decision, planned.rollout or rollout)
         return decision
 
@@ -799,7 +802,9 @@ class Controller:
             )
         why = reason.strip() or "retry"
         planned = self._enter(e, index, "retry", f"retried by {actor} at {target.label}: {why}")
-        planned.rollout = (planned.rollout or rollout).evolve(notes={})
+        # Walking again: approvals for the steps ahead must be given again.
+        kept = {k: v for k, v in rollout.approvals.items() if int(k) <= index}
+        planned.rollout = (planned.rollout or rollout).evolve(notes={}, approvals=kept)
         return self._act(e, planned, actor)
 
 

@@ -117,7 +117,7 @@ class Notifier:
             if response.status_code < 500 and response.status_code not in (408, 429):
                 break  # the receiver refuses this payload: sending it again changes nothing
         log.warning(
-            "cutover could not deliver a %s notification to %s (%s)",
+            "cutover could not deliver the %s notification to %s (%s)",
             payload.get("event"),
             hook.webhook,
             problem,
