@@ -182,6 +182,8 @@ def test_a_prometheus_check_reads_a_real_server_and_rolls_back(tmp_path: Path) -
             plan(steps=steps, checks=[memory_check], prometheus={"url": prometheus}),
             actor="alice",
         )
+        assert "a query needs a minute of it" in controller.evaluate("codec").checks[0].reason
+        clock.advance(60)
         evaluation = controller.evaluate("codec")
         deadline = time.monotonic() + 30
         while evaluation.checks[0].outcome.value != "pass" and time.monotonic() < deadline:
@@ -192,6 +194,7 @@ def test_a_prometheus_check_reads_a_real_server_and_rolls_back(tmp_path: Path) -
         traffic = Traffic(controller.store, "codec", clock)
         assert kinds(drive(controller, traffic, 12)) == ["promote"]
         memory.set(3.0e9)  # the new arm leaks
+        clock.advance(60)
         taken: list[Decision] = []
         deadline = time.monotonic() + 30
         while not taken and time.monotonic() < deadline:
@@ -211,6 +214,7 @@ def test_an_unreachable_prometheus_is_inconclusive_not_a_failure(tmp_path: Path)
     controller.start(
         plan(checks=[check], prometheus={"url": f"http://127.0.0.1:{free_port()}"}), actor="a"
     )
+    clock.advance(60)
     result = controller.evaluate("codec").checks[0]
     assert result.outcome.value == "inconclusive" and "127.0.0.1" in result.reason
     assert drive(controller, Traffic(controller.store, "codec", clock), 15) == []

@@ -399,3 +399,15 @@ def test_rank_test_equals_scipy_for_any_small_histograms(
     new: dict[int, int], legacy: dict[int, int]
 ) -> None:
     assert_matches_scipy(Histogram(new), Histogram(legacy))
+
+
+@pytest.mark.parametrize(("events", "trials"), [(0, 40), (1, 176), (3, 30), (40, 40), (7, 5000)])
+def test_exact_interval_agrees_with_scipy(events: int, trials: int) -> None:
+    from scipy.stats import binomtest
+
+    from cutover.control.statistics import exact_rate_interval
+
+    expected = binomtest(events, trials).proportion_ci(0.95, method="exact")
+    low, high = exact_rate_interval(events, trials)  # type: ignore[misc]
+    assert low == pytest.approx(expected.low, abs=1e-12)
+    assert high == pytest.approx(expected.high, abs=1e-12)

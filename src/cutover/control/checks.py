@@ -10,9 +10,9 @@ from typing import Any
 
 from cutover.control.plan import Check, Metric, Plan
 from cutover.control.statistics import (
+    exact_rate_interval,
     quantile_interval,
     rank_test,
-    rate_interval,
     ratio_interval,
 )
 from cutover.model import Arm, Mode
@@ -170,7 +170,7 @@ def _rate(
             return CheckResult(
                 outcome=Outcome.INCONCLUSIVE, reason=short, sample=trials, **base, **span
             )
-        interval = rate_interval(events, trials, confidence)
+        interval = exact_rate_interval(events, trials, confidence)
         assert interval is not None
         value = events / trials
         outcome = _verdict(*interval, check)
@@ -200,13 +200,13 @@ def _rate(
     assert interval is not None and check.max is not None
     outcome = _verdict(*interval, check)
     mine, theirs = (
-        rate_interval(events, trials, confidence),
-        rate_interval(other_events, other_trials, confidence),
+        exact_rate_interval(events, trials, confidence),
+        exact_rate_interval(other_events, other_trials, confidence),
     )
     assert mine is not None and theirs is not None
-    if outcome is Outcome.INCONCLUSIVE and mine[1] <= check.max * theirs[1]:
-        # Too few events on either side to measure a ratio (0 errors on both, say): pass when
-        # even new's highest plausible rate is within max times legacy's.
+    if outcome is Outcome.INCONCLUSIVE and events == 0 and mine[1] <= check.max * theirs[1]:
+        # No event at all on the measured arm, so no ratio to measure: pass when even its
+        # highest plausible rate is within max times the other arm's.
         outcome = Outcome.PASS
     value = (events / trials) / (other_events / other_trials) if other_events else None
     shown = "n/a" if value is None else f"{value:.3g}"
@@ -326,14 +326,14 @@ def _latency(
     if settings is not None:
         test = None
         if min(mine.count, theirs.count) >= settings.min_samples:
-            test = rank_test(mine, theirs) if arm is Arm.NEW else rank_test(theirs, mine)
+            test = rank_test(mine, theirs)  # one-sided: is the measured arm slower?
         if test is None:
             rank_json = {"ran": False, "why": f"fewer than {settings.min_samples} calls on an arm"}
             if outcome is Outcome.PASS:
                 outcome = Outcome.INCONCLUSIVE
                 reason += f"; the rank test needs {settings.min_samples} calls on each arm"
         else:
-            effect = test.effect if arm is Arm.NEW else 1 - test.effect
+            effect = test.effect
             shifted = test.p_value < settings.alpha and effect > settings.max_effect
             rank_json = {"ran": True, "shifted": shifted, **test.to_json()}
             ratio = test.median_ratio
@@ -386,10 +386,16 @@ def _external(
             outcome=Outcome.INCONCLUSIVE, reason="external sources are not read here", **base
         )
     try:
-        # Like cutover's own windows, the query looks no further back than the step's start
-        # (a minute at least), so a spike before a rollback cannot fail the step it led to.
-        seconds = max(60.0, span["until"] - span["since"])
-        span = {"since": span["until"] - seconds, "until": span["until"]}
+        # Like cutover's own windows, the query looks no further back than the step's start,
+        # so a spike before a rollback cannot fail the step it led to.
+        seconds = span["until"] - span["since"]
+        if seconds < 60:
+            return CheckResult(
+                outcome=Outcome.INCONCLUSIVE,
+                reason=f"the step began {seconds:.0f}s ago; a query needs a minute of it",
+                **base,
+                **span,
+            )
         values = [v for v in external(check, plan, seconds) if not math.isnan(v)]
     except PrometheusError as error:
         # An unreachable source is a reason to wait, never to roll back.

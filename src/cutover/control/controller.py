@@ -396,6 +396,8 @@ class Controller:
                 status=RolloutStatus.ROLLED_BACK,
                 status_reason=f"{', '.join(r.name for r in failed)} failed at"
                 f" {plan.steps[rollout.step].label}",
+                # The failed step must be approved again before it is entered again.
+                approvals={k: v for k, v in rollout.approvals.items() if int(k) <= back},
             )
         return self._to_legacy(e, "abort", f"returned to legacy from {where}: {why}")
 
@@ -414,21 +416,33 @@ class Controller:
 
     def _warnings(self, e: Evaluation) -> _Planned | None:
         """A decision when the set of failing warnings changes (promotion holds while any do)."""
-        failing = sorted(r.name for r in e.checks if r.failed and r.severity == Severity.WARNING)
-        known = sorted(e.rollout.notes.get("warnings", []))
-        if failing == known:
-            return None
-        notes = {**e.rollout.notes, "warnings": failing}
-        if failing:
-            what = "; ".join(
-                f"{r.name}: {r.reason}" for r in e.checks if r.name in failing and r.failed
+        known = set(e.rollout.notes.get("warnings", []))
+        warnings = [r for r in e.checks if r.severity == Severity.WARNING]
+        started = [r for r in warnings if r.failed and r.name not in known]
+        # Cleared only by passing: a warning that turns inconclusive is still held, so a value
+        # hovering at its bound does not flood the log with warnings and clearances.
+        cleared = [
+            r.name
+            for r in warnings
+            if r.name in known and r.outcome in (Outcome.PASS, Outcome.SKIPPED)
+        ]
+        where = step_label(e.plan, e.rollout.step)
+        if started:
+            notes = {**e.rollout.notes, "warnings": sorted(known | {r.name for r in started})}
+            what = "; ".join(f"{r.name}: {r.reason}" for r in started)
+            return _Planned(
+                "warning",
+                f"promotion held at {where}: {what}",
+                rollout=e.rollout.evolve(notes=notes),
             )
-            reason = f"promotion held at {step_label(e.plan, e.rollout.step)}: {what}"
-            kind = "warning"
-        else:
-            reason = f"warnings cleared at {step_label(e.plan, e.rollout.step)}: {', '.join(known)}"
-            kind = "warning_cleared"
-        return _Planned(kind, reason, rollout=e.rollout.evolve(notes=notes))
+        if cleared:
+            notes = {**e.rollout.notes, "warnings": sorted(known - set(cleared))}
+            return _Planned(
+                "warning_cleared",
+                f"warnings cleared at {where}: {', '.join(sorted(cleared))}",
+                rollout=e.rollout.evolve(notes=notes),
+            )
+        return None
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -542,7 +556,8 @@ class Controller:
             at=e.now,
             evidence=evidence,
             state=planned.state,
-            expected_version=(e.state.version if e.state else 0) if planned.state else None,
+            # Always the version read: a decision that writes no state still rests on it.
+            expected_version=e.state.version if e.state else 0,
             rollout=planned.rollout or rollout,
             expected_rollout=rollout.version,
         )
@@ -581,6 +596,7 @@ class Controller:
     ) -> Decision:
         """Begin carrying out ``plan``: the first step's state is applied at once (unless it
         waits for an approval). An active rollout is replaced only with ``replace``."""
+        plan.require_servers(source or "the plan")
         name = plan.migration
         existing = self.store.rollout(name)
         if existing is not None and existing.status.active and not replace:
@@ -622,7 +638,7 @@ class Controller:
         assert decision is not None
         return decision
 
-    def _operator(self, name: str, verb: str) -> Evaluation:
+    def _operator(self, name: str, verb: str, *, judge: bool = False) -> Evaluation:
         rollout = self.store.rollout(name)
         if rollout is None:
             if self.store.state(name) is None and name not in self.store.migrations():
@@ -630,13 +646,22 @@ class Controller:
             raise InvalidInput(
                 f"{name!r} has no rollout to {verb}; start one with `cutover rollout start PLAN`"
             )
-        return self.evaluate(name, rollout=rollout, state=self.store.state(name))
+        state = self.store.state(name)
+        if judge:
+            return self.evaluate(name, rollout=rollout, state=state)
+        # Steering needs the rollout and the state only: no check is judged, so an abort
+        # never waits on a slow Prometheus.
+        plan = parse_plan(rollout.plan, f"the stored plan of {name!r}")
+        now = self.clock()
+        held = max(0.0, now - rollout.step_started_at)
+        progress = Progress(0, 0, held, 0.0)
+        return Evaluation(rollout, plan, state, now, (), progress, (), None, "")
 
     def promote(self, name: str, *, actor: str, reason: str, force: bool = False) -> Decision:
         """Move to the next step now, without waiting out the hold or the minimum samples.
         Refused while a check fails or is inconclusive, unless ``force``; an approval the next
         step needs is never skipped."""
-        e = self._operator(name, "promote")
+        e = self._operator(name, "promote", judge=True)
         rollout, plan = e.rollout, e.plan
         _need_reason(reason)
         if not rollout.status.active:
@@ -644,15 +669,25 @@ class Controller:
                 f"the rollout of {name!r} is {rollout.status.value}; `retry` walks the plan again"
             )
         index = rollout.step + 1
+        unsure = [r for r in e.checks if r.outcome in (Outcome.FAIL, Outcome.INCONCLUSIVE)]
         if index >= len(plan.steps):
-            raise InvalidInput(f"{name!r} is on its last step; there is nothing to promote to")
+            if not force:
+                raise InvalidInput(
+                    f"{name!r} is on its last step; --force marks the rollout complete now"
+                )
+            planned = _Planned(
+                "complete",
+                f"completed by {actor} at {step_label(plan, rollout.step)}: {reason.strip()}",
+                rollout=rollout.evolve(status=RolloutStatus.COMPLETED, reason="completed"),
+            )
+            planned.evidence["forced"] = bool(unsure)
+            return self._act(e, planned, actor)
         following = plan.steps[index]
         if following.needs_approval and rollout.approval(index) is None:
             raise InvalidInput(
                 f"{step_label(plan, index)} needs an approval first:"
                 f" cutover rollout approve {name} --by WHO --reason ..."
             )
-        unsure = [r for r in e.checks if r.outcome in (Outcome.FAIL, Outcome.INCONCLUSIVE)]
         if unsure and not force:
             first = unsure[0]
             raise InvalidInput(
@@ -725,14 +760,14 @@ class Controller:
         _need_reason(reason)
         if not by.strip():
             raise InvalidInput("say who approves with --by NAME")
-        if not rollout.status.active:
-            raise InvalidInput(
-                f"the rollout of {name!r} is {rollout.status.value}; nothing to approve"
-            )
+        if rollout.status is RolloutStatus.COMPLETED:
+            raise InvalidInput(f"the rollout of {name!r} is completed; nothing to approve")
+        # An aborted rollout is retried from its start: any of its steps may be approved ahead.
+        after = BEFORE_FIRST if rollout.status is RolloutStatus.ABORTED else rollout.step
         waiting = [
             index
             for index, candidate in enumerate(plan.steps)
-            if index > rollout.step and candidate.needs_approval and rollout.approval(index) is None
+            if index > after and candidate.needs_approval and rollout.approval(index) is None
         ]
         if step is not None:
             index = step - 1

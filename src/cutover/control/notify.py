@@ -86,7 +86,17 @@ class Notifier:
                     if item is None:
                         return
                     hook, payload = item
-                    if self._deliver(client, hook, payload):
+                    try:
+                        delivered = self._deliver(client, hook, payload)
+                    except Exception as error:  # noqa: BLE001 - one bad payload or header must not end the thread
+                        log.warning(
+                            "cutover could not send the %s notification to %s: %s",
+                            payload.get("event"),
+                            hook.webhook,
+                            error,
+                        )
+                        delivered = False
+                    if delivered:
                         self.delivered += 1
                     else:
                         self.failed += 1

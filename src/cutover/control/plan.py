@@ -77,7 +77,7 @@ class OnCritical(enum.StrEnum):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RankTest(_Strict):
@@ -123,6 +123,8 @@ class Check(_Strict):
     def _coherent(self) -> Check:
         if self.max is None and self.min is None:
             raise ValueError("give a threshold: max (and/or min)")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}; swap them")
         if self.source == "prometheus":
             if not self.query:
                 raise ValueError("a prometheus check needs a query, e.g. query: 'max(up)'")
@@ -248,6 +250,13 @@ class Step(_Strict):
                 raise ValueError(str(error)) from None
         elif self.percent is not None:
             raise ValueError(f"percent applies to canary steps; remove it from this {self.mode}")
+        if self.min_comparisons and self.mode in (Mode.LEGACY, Mode.NEW):
+            raise ValueError(
+                f"nothing is compared in {self.mode} mode, so min_comparisons could never be"
+                " reached; remove it"
+            )
+        if self.min_calls and self.mode is Mode.LEGACY:
+            raise ValueError("new makes no calls in legacy mode; remove min_calls")
         return self
 
     @property
@@ -282,10 +291,35 @@ class Step(_Strict):
         return self.state_from(state).same_settings(state)
 
 
+EVENTS = (
+    "start",
+    "promote",
+    "rollback",
+    "abort",
+    "complete",
+    "pause",
+    "resume",
+    "retry",
+    "approve",
+    "approval_needed",
+    "warning",
+    "warning_cleared",
+)
+"""The kinds of decision a rollout records, which webhooks may filter on."""
+
+
 class Webhook(_Strict):
     webhook: str = Field(min_length=1)
     events: tuple[str, ...] | None = None  # decision kinds to send; all when absent
     headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        unknown = sorted(set(value or ()) - set(EVENTS))
+        if unknown:
+            raise ValueError(f"unknown event {unknown[0]!r}; the events are {', '.join(EVENTS)}")
+        return value
 
     @field_validator("webhook")
     @classmethod
@@ -320,17 +354,21 @@ class Plan(_Strict):
             if check.name in seen:
                 raise ValueError(f"two checks are named {check.name!r}; give each its own name")
             seen.add(check.name)
-        needs_server = any(c.source == "prometheus" and not c.url for c in self.checks)
-        if (
-            needs_server
-            and self.prometheus is None
-            and not os.environ.get("CUTOVER_PROMETHEUS_URL")
-        ):
-            raise ValueError(
-                "a prometheus check needs a server: add prometheus: {url: http://host:9090}"
-                " to the plan, url: to the check, or set CUTOVER_PROMETHEUS_URL"
-            )
         return self
+
+    def require_servers(self, source: str = "the plan") -> None:
+        """Refuse to start a plan whose Prometheus checks have no server to ask. Checked when
+        a plan is read from a file, not when a stored one is: a controller without the
+        variable judges such a check inconclusive rather than refuse the whole rollout."""
+        if self.prometheus is not None or os.environ.get("CUTOVER_PROMETHEUS_URL"):
+            return
+        for index, check in enumerate(self.checks):
+            if check.source == "prometheus" and not check.url:
+                raise InvalidInput(
+                    f"{source}: checks[{index}]: a prometheus check needs a server: add"
+                    " prometheus: {url: http://host:9090} to the plan, url: to the check,"
+                    " or set CUTOVER_PROMETHEUS_URL"
+                )
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -392,7 +430,9 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
         ) from None
     except yaml.YAMLError as error:
         raise InvalidInput(f"{where}: not valid YAML ({error})") from None
-    return parse_plan(data, where)
+    plan = parse_plan(data, where)
+    plan.require_servers(where)
+    return plan
 
 
 def _location(loc: tuple[Any, ...]) -> str:

@@ -20,7 +20,14 @@ from typing import Any
 from cutover.errors import InvalidInput
 from cutover.telemetry.histogram import Histogram, bounds
 
-__all__ = ["RankTest", "quantile_interval", "rank_test", "rate_interval", "ratio_interval"]
+__all__ = [
+    "RankTest",
+    "exact_rate_interval",
+    "quantile_interval",
+    "rank_test",
+    "rate_interval",
+    "ratio_interval",
+]
 
 
 def _scipy_stats() -> Any:
@@ -49,6 +56,26 @@ def _two_sided_z(confidence: float) -> float:
 def _check_counts(events: int, trials: int) -> None:
     if trials < 0 or not 0 <= events <= trials:
         raise ValueError(f"need 0 <= events <= trials, got {events} of {trials}")
+
+
+def exact_rate_interval(
+    events: int, trials: int, confidence: float = 0.95
+) -> tuple[float, float] | None:
+    """Two-sided exact (Clopper-Pearson) interval for events / trials, or None if no trials.
+
+    What a check decides on: its coverage is at least ``confidence`` for every true rate, so a
+    healthy arm is not failed on one or two events in a short window (Wilson's lower end is
+    too high there: 1 event in 176 gives 0.00100, where the exact bound is 0.00014).
+    """
+    _check_counts(events, trials)
+    _check_confidence(confidence)
+    if trials == 0:
+        return None
+    beta = _scipy_stats().beta
+    alpha = 1 - confidence
+    low = 0.0 if events == 0 else float(beta.ppf(alpha / 2, events, trials - events + 1))
+    high = 1.0 if events == trials else float(beta.ppf(1 - alpha / 2, events + 1, trials - events))
+    return low, high
 
 
 def rate_interval(events: int, trials: int, confidence: float = 0.95) -> tuple[float, float] | None:

@@ -394,7 +394,9 @@ class SqlStore:
         """Record one decision in one transaction, with what it changes: a new ``state``
         (compare-and-set against ``expected_version``) and a new ``rollout`` record
         (compare-and-set against ``expected_rollout``, 0 when there is none yet). Either may be
-        left out; a lost compare-and-set raises ConflictError and writes nothing."""
+        left out; ``expected_version`` without a state still requires the stored state to be at
+        that version (a decision taken on a state someone has since changed is refused). A lost
+        compare-and-set raises ConflictError and writes nothing."""
         if state is not None and expected_version is None:
             raise ValueError("a state is written against an expected version")
         if rollout is not None and expected_rollout is None:
@@ -402,17 +404,20 @@ class SqlStore:
         evidence = dict(evidence or {})
         try:
             with self._connect(write=True) as conn:
-                row = conn.execute(sa.select(t.states).where(t.states.c.name == name)).first()
+                read = sa.select(t.states).where(t.states.c.name == name)
+                if self.dialect == "postgresql":  # held to the commit: the version stays read
+                    read = read.with_for_update()
+                row = conn.execute(read).first()
                 old = _state_from_row(row) if row else None
                 new = old or State()
                 new_version = None
+                current = old.version if old else 0
+                if expected_version is not None and current != expected_version:
+                    raise ConflictError(
+                        name, expected_version, current, old.updated_by if old else None
+                    )
                 if state is not None:
                     assert expected_version is not None
-                    current = old.version if old else 0
-                    if current != expected_version:
-                        raise ConflictError(
-                            name, expected_version, current, old.updated_by if old else None
-                        )
                     new_version = expected_version + 1
                     new = state.evolve(version=new_version, updated_at=at, updated_by=actor)
                     self._cas_state(conn, name, old, new, expected_version)
