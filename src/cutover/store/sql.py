@@ -56,10 +56,18 @@ def _unnest_upsert(
     )
 
 
-def _both_arms(table: sa.Table) -> Any:
-    """``arm IN ('legacy', 'new')``: with it the (migration, arm, start) key is read as two
-    bounded ranges of ``start``, not as every row the migration ever stored."""
-    return table.c.arm.in_([arm.value for arm in Arm])
+def _span(table: sa.Table, name: str, since: float, until: float | None) -> list[Any]:
+    """The rows of ``name`` whose window starts in [since, until). ``arm IN ('legacy', 'new')``
+    lets the (migration, arm, start) key be read as two bounded ranges of ``start``, not as
+    every row the migration ever stored."""
+    conditions = [
+        table.c.migration == name,
+        table.c.arm.in_([arm.value for arm in Arm]),
+        table.c.start >= int(since),
+    ]
+    if until is not None:
+        conditions.append(table.c.start < int(until))
+    return conditions
 
 
 def fingerprint_key(fingerprint: str) -> str:
@@ -690,19 +698,8 @@ class SqlStore:
     ) -> dict[Arm, ArmCounts]:
         """Every instance's windows of ``name`` that start in [since, until), summed per arm
         (with their latency histograms unless ``histograms`` is False)."""
-        conditions = [
-            t.windows.c.migration == name,
-            _both_arms(t.windows),
-            t.windows.c.start >= int(since),
-        ]
-        hist_conditions = [
-            t.histograms.c.migration == name,
-            _both_arms(t.histograms),
-            t.histograms.c.start >= int(since),
-        ]
-        if until is not None:
-            conditions.append(t.windows.c.start < int(until))
-            hist_conditions.append(t.histograms.c.start < int(until))
+        conditions = _span(t.windows, name, since, until)
+        hist_conditions = _span(t.histograms, name, since, until)
         counters = (
             sa.select(
                 t.windows.c.arm,
@@ -736,13 +733,7 @@ class SqlStore:
         """Every instance's windows of ``name`` that start in [since, until), summed per window
         start and arm, oldest first. Latency histograms are read only for the windows from
         ``histograms_since`` on (none when it is None): they are the larger part."""
-        conditions = [
-            t.windows.c.migration == name,
-            _both_arms(t.windows),
-            t.windows.c.start >= int(since),
-        ]
-        if until is not None:
-            conditions.append(t.windows.c.start < int(until))
+        conditions = _span(t.windows, name, since, until)
         counters = (
             sa.select(
                 t.windows.c.start,
@@ -766,13 +757,7 @@ class SqlStore:
                 slot(int(row[0]))[Arm(row[1])].counts = [int(value) for value in row[2:]]
             if histograms_since is not None:
                 h = t.histograms.c
-                hist_conditions = [
-                    h.migration == name,
-                    _both_arms(t.histograms),
-                    h.start >= int(max(since, histograms_since)),
-                ]
-                if until is not None:
-                    hist_conditions.append(h.start < int(until))
+                hist_conditions = _span(t.histograms, name, max(since, histograms_since), until)
                 buckets = (
                     sa.select(h.start, h.arm, h.bucket, sa.func.sum(h.count))
                     .where(*hist_conditions)
