@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -865,12 +864,3 @@ def _prometheus_values(check: Check, plan: Plan, window: float) -> list[float]:
         headers=source.headers if source else None,
     )
     return [sample.value for sample in samples]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
