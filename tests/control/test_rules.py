@@ -90,3 +90,26 @@ def test_a_stored_plan_does_not_depend_on_the_environment(
     [result] = controller.evaluate("codec").checks
     assert result.outcome is Outcome.INCONCLUSIVE and "no Prometheus server" in result.reason
     assert controller.abort("codec", actor="ops", reason="pager").kind == "abort"
+
+
+def test_one_broken_rollout_does_not_stop_the_others(tmp_path: Path) -> None:
+    def external(check: object, rules: object, window: float) -> list[float]:
+        raise RuntimeError("a bug in an external source")
+
+    clock = ManualClock()
+    store = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+    controller = Controller(store, clock=clock, external=external)
+    broken = {
+        "name": "mem",
+        "source": "prometheus",
+        "query": "max(up)",
+        "max": 1,
+        "url": "http://x",
+    }
+    controller.start(plan(migration="a", checks=[broken]), actor="ops")
+    controller.start(
+        plan(migration="b", steps=[{"mode": "shadow"}, {"mode": "new"}], checks=[]), actor="ops"
+    )
+    clock.advance(120)
+    [decision] = controller.tick()
+    assert (decision.migration, decision.kind) == ("b", "promote")

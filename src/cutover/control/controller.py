@@ -7,7 +7,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cutover.clock import Clock
@@ -46,9 +46,19 @@ class Evaluation:
     now: float
     checks: tuple[CheckResult, ...]
     progress: Progress
-    blockers: tuple[str, ...]  # why it is not promoted now
-    action: str | None  # the decision the controller would take now, if any
-    reason: str  # why that action, or why none
+    blockers: tuple[str, ...] = ()  # why it is not promoted now
+    planned: _Planned | None = None  # the decision the controller would take now, if any
+
+    @property
+    def action(self) -> str | None:
+        return self.planned.kind if self.planned else None
+
+    @property
+    def reason(self) -> str:
+        """Why that action, or why none."""
+        if self.planned:
+            return self.planned.reason
+        return "; ".join(self.blockers) or "nothing to do"
 
     @property
     def step(self) -> Step | None:
@@ -117,8 +127,8 @@ class _Planned:
 
     kind: str
     reason: str
+    rollout: Rollout  # the rollout record as the decision leaves it
     state: State | None = None  # the new state, when the decision changes it
-    rollout: Rollout | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
@@ -196,19 +206,9 @@ class Controller:
         held = max(0.0, now - rollout.step_started_at)
         hold_left = max(0.0, (step.hold if step else 0.0) - held)
         progress = Progress(comparisons, new_calls, held, hold_left)
-        evaluation = Evaluation(rollout, plan, state, now, checks, progress, (), None, "")
+        evaluation = Evaluation(rollout, plan, state, now, checks, progress)
         planned, blockers = self._decide(evaluation)
-        return Evaluation(
-            rollout,
-            plan,
-            state,
-            now,
-            checks,
-            progress,
-            tuple(blockers),
-            planned.kind if planned else None,
-            planned.reason if planned else "; ".join(blockers) or "nothing to do",
-        )
+        return replace(evaluation, blockers=tuple(blockers), planned=planned)
 
     def _telemetry(
         self, name: str, plan: Plan, rollout: Rollout, now: float
@@ -220,10 +220,11 @@ class Controller:
         histograms_since = None if latency is None else max(start, now - latency)
         series = self.store.series(name, since, histograms_since=histograms_since)
         self.queries += 1 if latency is None else 2
-        recent = Telemetry(series).total(start)
+        telemetry = Telemetry(series)
+        recent = telemetry.total(start)
         earlier = self._earlier(name, start, since) if since > start else (0, 0)
         comparisons = sum(c.counts[w.COMPARISONS] for c in recent.values()) + earlier[0]
-        return Telemetry(series), comparisons, recent[Arm.NEW].counts[w.CALLS] + earlier[1]
+        return telemetry, comparisons, recent[Arm.NEW].counts[w.CALLS] + earlier[1]
 
     def _earlier(self, name: str, start: float, until: float) -> tuple[int, int]:
         """(comparisons, new calls) from the step's start to ``until``. Summed once per step and
@@ -300,8 +301,6 @@ class Controller:
                 [waiting],
             )
         if following is None:
-            if rollout.step == BEFORE_FIRST:  # an empty plan cannot be started; defensive
-                return None, ["the plan has no steps"]
             return (
                 _Planned(
                     "complete",
@@ -368,7 +367,7 @@ class Controller:
                 step_started_at=e.now,
                 status=changes.pop("status", RolloutStatus.RUNNING),
                 reason=changes.pop("status_reason", reason),
-                notes=notes,
+                notes=changes.pop("notes", notes),
                 **changes,
             ),
         )
@@ -396,7 +395,7 @@ class Controller:
                 status_reason=f"{', '.join(r.name for r in failed)} failed at"
                 f" {plan.steps[rollout.step].label}",
                 # The failed step must be approved again before it is entered again.
-                approvals={k: v for k, v in rollout.approvals.items() if int(k) <= back},
+                approvals=_approvals_up_to(rollout, back),
             )
         return self._to_legacy(e, "abort", f"returned to legacy from {where}: {why}")
 
@@ -409,7 +408,6 @@ class Controller:
             rollout=e.rollout.evolve(
                 status=RolloutStatus.ABORTED,
                 reason=reason,
-                notes={**e.rollout.notes, "failed_step": e.rollout.step},
             ),
         )
 
@@ -462,11 +460,8 @@ class Controller:
                 continue
             try:
                 evaluation = self.evaluate(name, rollout=rollout, state=states.get(name))
-                planned, _blockers = self._decide(evaluation)
-                if planned is not None:
-                    decision = self._record(evaluation, planned, self.actor)
-                    if decision is not None:
-                        taken.append(decision)
+                if evaluation.planned is not None:
+                    taken.append(self._record(evaluation, evaluation.planned, self.actor))
             except ConflictError as error:
                 log.info(
                     "cutover: %s changed while the controller decided; next tick: %s", name, error
@@ -475,6 +470,8 @@ class Controller:
                 raise
             except CutoverError as error:
                 log.warning("cutover cannot carry out the rollout of %s: %s", name, error)
+            except Exception:  # one broken rollout must not stop the others
+                log.exception("cutover: the rollout of %s failed unexpectedly", name)
         return taken
 
     def run(
@@ -510,17 +507,14 @@ class Controller:
         self._lease.release()
         self.notifier.close(timeout)
 
-    def _record(self, e: Evaluation, planned: _Planned, actor: str) -> Decision | None:
-        rollout = e.rollout
+    def _record(self, e: Evaluation, planned: _Planned, actor: str) -> Decision:
+        rollout, after = e.rollout, planned.rollout
         evidence = {
             "rollout": {
                 "plan": rollout.source,
                 "from": {"status": rollout.status.value, "step": rollout.step},
-                "to": {
-                    "status": (planned.rollout or rollout).status.value,
-                    "step": (planned.rollout or rollout).step,
-                },
-                "step_label": step_label(e.plan, (planned.rollout or rollout).step),
+                "to": {"status": after.status.value, "step": after.step},
+                "step_label": step_label(e.plan, after.step),
             },
             "progress": {
                 "comparisons": e.progress.comparisons,
@@ -557,11 +551,11 @@ class Controller:
             state=planned.state,
             # Always the version read: a decision that writes no state still rests on it.
             expected_version=e.state.version if e.state else 0,
-            rollout=planned.rollout or rollout,
+            rollout=after,
             expected_rollout=rollout.version,
         )
         log.debug("cutover: %s %s: %s", planned.kind, rollout.migration, planned.reason)
-        self._notify(e.plan, decision, planned.rollout or rollout)
+        self._notify(e.plan, decision, after)
         return decision
 
     def _notify(self, plan: Plan, decision: Decision, rollout: Rollout) -> None:
@@ -618,7 +612,7 @@ class Controller:
             reason="started",
             version=existing.version if existing else 0,
         )
-        e = Evaluation(rollout, plan, state, now, (), Progress(0, 0, 0.0, 0.0), (), None, "")
+        e = Evaluation(rollout, plan, state, now, (), Progress(0, 0, 0.0, 0.0))
         first = plan.steps[0]
         why = reason.strip() or f"rollout started from {rollout.source}"
         if first.needs_approval:
@@ -630,12 +624,7 @@ class Controller:
         else:
             planned = self._enter(e, 0, "start", f"{why}; entering {first.label}")
         planned.evidence["plan"] = plan.to_json()
-        return self._act(e, planned, actor)
-
-    def _act(self, e: Evaluation, planned: _Planned, actor: str) -> Decision:
-        decision = self._record(e, planned, actor)
-        assert decision is not None
-        return decision
+        return self._record(e, planned, actor)
 
     def _operator(self, name: str, verb: str, *, judge: bool = False) -> Evaluation:
         rollout = self.store.rollout(name)
@@ -654,7 +643,7 @@ class Controller:
         now = self.clock()
         held = max(0.0, now - rollout.step_started_at)
         progress = Progress(0, 0, held, 0.0)
-        return Evaluation(rollout, plan, state, now, (), progress, (), None, "")
+        return Evaluation(rollout, plan, state, now, (), progress)
 
     def promote(self, name: str, *, actor: str, reason: str, force: bool = False) -> Decision:
         """Move to the next step now, without waiting out the hold or the minimum samples.
@@ -680,7 +669,7 @@ class Controller:
                 rollout=rollout.evolve(status=RolloutStatus.COMPLETED, reason="completed"),
             )
             planned.evidence["forced"] = bool(unsure)
-            return self._act(e, planned, actor)
+            return self._record(e, planned, actor)
         following = plan.steps[index]
         if following.needs_approval and rollout.approval(index) is None:
             raise InvalidInput(
@@ -702,7 +691,7 @@ class Controller:
             f" {following.label}: {reason.strip()}{forced}",
         )
         planned.evidence["forced"] = bool(unsure)
-        return self._act(e, planned, actor)
+        return self._record(e, planned, actor)
 
     def pause(self, name: str, *, actor: str, reason: str) -> Decision:
         e = self._operator(name, "pause")
@@ -716,7 +705,7 @@ class Controller:
         planned = _Planned(
             "pause", text, rollout=e.rollout.evolve(status=RolloutStatus.PAUSED, reason=text)
         )
-        return self._act(e, planned, actor)
+        return self._record(e, planned, actor)
 
     def resume(self, name: str, *, actor: str, reason: str = "") -> Decision:
         """Hand a paused or rolled-back rollout back to the controller; the step's state is
@@ -749,7 +738,7 @@ class Controller:
                 else e.rollout.step_started_at,
             ),
         )
-        return self._act(e, planned, actor)
+        return self._record(e, planned, actor)
 
     def approve(self, name: str, *, by: str, reason: str, step: int | None = None) -> Decision:
         """Approve entering a step that asks for it (the next one waiting, unless ``step``, a
@@ -794,7 +783,7 @@ class Controller:
             f"{by.strip()} approved {step_label(plan, index)}: {reason.strip()}",
             rollout=rollout.evolve(approvals=approvals),
         )
-        return self._act(e, planned, by.strip())
+        return self._record(e, planned, by.strip())
 
     def abort(self, name: str, *, actor: str, reason: str) -> Decision:
         """Return to legacy now and stop the rollout (any status but aborted)."""
@@ -804,7 +793,7 @@ class Controller:
             raise InvalidInput(
                 f"the rollout of {name!r} is already aborted; `retry` starts it again"
             )
-        return self._act(
+        return self._record(
             e, self._to_legacy(e, "abort", f"aborted by {actor}: {reason.strip()}"), actor
         )
 
@@ -835,11 +824,20 @@ class Controller:
                 f" cutover rollout approve {name} --step {index + 1} --by WHO --reason ..."
             )
         why = reason.strip() or "retry"
-        planned = self._enter(e, index, "retry", f"retried by {actor} at {target.label}: {why}")
-        # Walking again: approvals for the steps ahead must be given again.
-        kept = {k: v for k, v in rollout.approvals.items() if int(k) <= index}
-        planned.rollout = (planned.rollout or rollout).evolve(notes={}, approvals=kept)
-        return self._act(e, planned, actor)
+        planned = self._enter(
+            e,
+            index,
+            "retry",
+            f"retried by {actor} at {target.label}: {why}",
+            notes={},
+            approvals=_approvals_up_to(rollout, index),  # the steps ahead are approved again
+        )
+        return self._record(e, planned, actor)
+
+
+def _approvals_up_to(rollout: Rollout, index: int) -> dict[str, Any]:
+    """The approvals of steps up to ``index``: those ahead of it must be given again."""
+    return {step: given for step, given in rollout.approvals.items() if int(step) <= index}
 
 
 def _need_reason(reason: str) -> None:
