@@ -7,6 +7,7 @@ import json
 import platform
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,6 +61,27 @@ def per_call_ns(loop: Callable[[int], None], calls: int, repeats: int = 7) -> fl
         loop(calls)
         best = min(best, (time.perf_counter_ns() - started) / calls)
     return best
+
+
+def in_threads(work: Callable[[int], None], count: int) -> float:
+    """Run ``work(0)`` .. ``work(count - 1)`` on threads of their own; the seconds it took."""
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(count)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - began
+
+
+def throughput(latencies: list[float], rows: int, elapsed: float) -> dict[str, float]:
+    """Writes a second, rows a second and the write latency of a saturated writer."""
+    return {
+        "flushes_per_second": round(len(latencies) / elapsed, 1),
+        "rows_per_second": round(rows / elapsed),
+        "flush_p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+        "flush_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+    }
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -6,12 +6,10 @@ python bench/canary_million.py [--calls 1000000] [--threads 4]
 from __future__ import annotations
 
 import argparse
-import threading
-import time
 from typing import Any
 
 import cutover
-from _harness import emit, fresh_runtime
+from _harness import emit, fresh_runtime, in_threads
 from cutover import operations
 
 
@@ -42,13 +40,7 @@ def run(calls: int, threads: int) -> dict[str, Any]:
                 wrapped.serving_arm(i) is cutover.Arm.NEW for i in range(start, start + share)
             )
 
-        started = time.perf_counter()
-        pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-        for thread in pool:
-            thread.start()
-        for thread in pool:
-            thread.join()
-        elapsed = time.perf_counter() - started
+        elapsed = in_threads(worker, threads)
         rt.flush()
         report = operations.stats(rt.store, "million", 86400, rt.clock() + 60)
     made = share * threads

@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from _harness import emit, percentile, scratch_schema
+from _harness import emit, in_threads, percentile, scratch_schema, throughput
 from cutover.model import Arm
 from cutover.store import FlushBatch
 from cutover.store.sql import SqlStore
@@ -81,21 +81,9 @@ def cutover_flushes(url: str, instances: int, seconds: float) -> dict[str, Any]:
                 latencies.append(took)
                 rows += rows_in(flush)
 
-    threads = [threading.Thread(target=instance, args=(n,)) for n in range(instances)]
-    began = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - began
+    elapsed = in_threads(instance, instances)
     store.close()
-    return {
-        "flushes_per_second": round(len(latencies) / elapsed, 1),
-        "rows_per_second": round(rows / elapsed),
-        "flush_p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
-        "flush_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
-        "flushes": len(latencies),
-    }
+    return {**throughput(latencies, rows, elapsed), "flushes": len(latencies)}
 
 
 def raw_copies(url: str, instances: int, seconds: float) -> dict[str, Any]:
@@ -121,18 +109,9 @@ def raw_copies(url: str, instances: int, seconds: float) -> dict[str, Any]:
                 with lock:
                     latencies.append(time.perf_counter() - began)
 
-    threads = [threading.Thread(target=instance, args=(n,)) for n in range(instances)]
-    began = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - began
+    elapsed = in_threads(instance, instances)
     return {
-        "flushes_per_second": round(len(latencies) / elapsed, 1),
-        "rows_per_second": round(len(latencies) * per_flush / elapsed),
-        "flush_p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
-        "flush_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        **throughput(latencies, len(latencies) * per_flush, elapsed),
         "rows_per_flush": per_flush,
     }
 
@@ -160,11 +139,7 @@ def paced(url: str, instances: int, seconds: float, interval: float) -> dict[str
                 latencies.append(took)
             time.sleep(max(0.0, interval - took))
 
-    threads = [threading.Thread(target=instance, args=(n,)) for n in range(instances)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(instance, instances)
     store.close()
     return {
         "interval_s": interval,
