@@ -113,3 +113,17 @@ def test_one_broken_rollout_does_not_stop_the_others(tmp_path: Path) -> None:
     clock.advance(120)
     [decision] = controller.tick()
     assert (decision.migration, decision.kind) == ("b", "promote")
+
+
+def test_a_failure_names_the_bound_it_crossed() -> None:
+    rules = parse_plan(
+        {
+            "migration": "m",
+            "steps": [{"mode": "shadow"}],
+            "checks": [{"name": "e", "metric": "error_rate", "min": 0.01, "max": 0.2}],
+        }
+    )
+    telemetry = Telemetry({540: {Arm.LEGACY: counts(calls=10), Arm.NEW: counts(calls=5000)}})
+    result = evaluate(rules.checks[0], rules, Mode.CANARY, telemetry, now=600, step_started_at=0)
+    assert result.outcome is Outcome.FAIL and result.threshold == 0.01
+    assert result.reason.endswith("is beyond 0.01")

@@ -120,14 +120,20 @@ def evaluate(
     return _rate(check, arms, confidence, base, span)
 
 
-def _verdict(low: float, high: float, check: Check, threshold: float | None = None) -> Outcome:
-    """Pass when the whole interval is within the bounds, fail when it is wholly beyond one."""
-    top = check.max if threshold is None else threshold
-    fails = (top is not None and low > top) or (check.min is not None and high < check.min)
-    if fails:
-        return Outcome.FAIL
-    within = (top is None or high <= top) and (check.min is None or low >= check.min)
-    return Outcome.PASS if within else Outcome.INCONCLUSIVE
+def _verdict(low: float, high: float, check: Check) -> tuple[Outcome, float]:
+    """Pass when the whole interval is within the bounds, fail when it is wholly beyond one;
+    with the bound that decides: the one crossed or still in reach, else max."""
+    top, bottom = check.max, check.min
+    if bottom is not None and high < bottom:
+        return Outcome.FAIL, bottom
+    if top is not None and low > top:
+        return Outcome.FAIL, top
+    within = (top is None or high <= top) and (bottom is None or low >= bottom)
+    outcome = Outcome.PASS if within else Outcome.INCONCLUSIVE
+    if bottom is not None and (top is None or low < bottom):
+        return outcome, bottom
+    assert top is not None  # a check has max, min or both
+    return outcome, top
 
 
 def _rate_of(metric: Metric, arms: Mapping[Arm, ArmCounts], arm: Arm) -> tuple[int, int, str]:
@@ -173,8 +179,7 @@ def _rate(
         interval = exact_rate_interval(events, trials, confidence)
         assert interval is not None
         value = events / trials
-        outcome = _verdict(*interval, check)
-        bound = check.max if check.max is not None else check.min
+        outcome, bound = _verdict(*interval, check)
         reason = (
             f"{name} {value:.4g} ({events} of {trials} {what}; {level} interval"
             f" {interval[0]:.4g} to {interval[1]:.4g}) {_relation(outcome)} {bound:g}"
@@ -198,7 +203,7 @@ def _rate(
         )
     interval = ratio_interval(events, trials, other_events, other_trials, confidence)
     assert interval is not None and check.max is not None
-    outcome = _verdict(*interval, check)
+    outcome, _bound = _verdict(*interval, check)
     mine, theirs = (
         exact_rate_interval(events, trials, confidence),
         exact_rate_interval(other_events, other_trials, confidence),
@@ -278,8 +283,7 @@ def _latency(
             )
         low, high = _ms(quantile_interval(mine, q, confidence))
         value = mine.quantile(q) / 1e6  # type: ignore[operator]
-        outcome = _verdict(low, high, check)
-        bound = check.max if check.max is not None else check.min
+        outcome, bound = _verdict(low, high, check)
         reason = (
             f"{arm} {label} {value:.4g} ms ({confidence:.0%} interval {low:.4g} to"
             f" {_fmt(high)} ms over {mine.count} calls) {_relation(outcome)} {bound:g} ms"
@@ -310,7 +314,7 @@ def _latency(
     mine_q, theirs_q = mine.quantile(q), theirs.quantile(q)
     assert mine_q is not None and theirs_q is not None
     value = mine_q / theirs_q if theirs_q else math.inf
-    outcome = _verdict(low, high, check)
+    outcome, _bound = _verdict(low, high, check)
     reason = (
         f"{label} {arm}/{other} {value:.3g} ({mine_q / 1e6:.4g} vs {theirs_q / 1e6:.4g} ms;"
         f" {confidence:.0%} interval {low:.3g} to {_fmt(high)}) {_relation(outcome)}"
