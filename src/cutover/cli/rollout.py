@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -48,6 +48,13 @@ actor_option = click.option(
 reason_option = click.option("--reason", required=True, help="Why: recorded in the decision log.")
 
 
+def _steer_with(session: Session, as_json: bool, action: Callable[[Any], Decision]) -> None:
+    """Run one steering action on a controller and print the decision it recorded."""
+    with _controller(session) as controller:
+        decision = action(controller)
+    _done(decision, as_json)
+
+
 def _done(decision: Decision, as_json: bool) -> None:
     if as_json:
         print_json({"decision": decision.to_dict()})
@@ -79,11 +86,13 @@ def start(
     from cutover.control.plan import load_plan
 
     plan = load_plan(plan_file)
-    with _controller(session) as controller:
-        decision = controller.start(
+    _steer_with(
+        session,
+        as_json,
+        lambda c: c.start(
             plan, actor=_actor(actor), reason=reason, source=plan_file, replace=replace
-        )
-    _done(decision, as_json)
+        ),
+    )
 
 
 @rollout.command()
@@ -231,9 +240,9 @@ def promote(
     session: Session, name: str, actor: str | None, as_json: bool, reason: str, force: bool
 ) -> None:
     """Move to the next step now, skipping the rest of the hold."""
-    with _controller(session) as controller:
-        decision = controller.promote(name, actor=_actor(actor), reason=reason, force=force)
-    _done(decision, as_json)
+    _steer_with(
+        session, as_json, lambda c: c.promote(name, actor=_actor(actor), reason=reason, force=force)
+    )
 
 
 @rollout.command()
@@ -242,9 +251,7 @@ def promote(
 @pass_session
 def pause(session: Session, name: str, actor: str | None, as_json: bool, reason: str) -> None:
     """Stop the controller acting on NAME (no promotion, no rollback) until `resume`."""
-    with _controller(session) as controller:
-        decision = controller.pause(name, actor=_actor(actor), reason=reason)
-    _done(decision, as_json)
+    _steer_with(session, as_json, lambda c: c.pause(name, actor=_actor(actor), reason=reason))
 
 
 @rollout.command()
@@ -253,9 +260,7 @@ def pause(session: Session, name: str, actor: str | None, as_json: bool, reason:
 @pass_session
 def resume(session: Session, name: str, actor: str | None, as_json: bool, reason: str) -> None:
     """Hand a paused or rolled-back rollout back to the controller."""
-    with _controller(session) as controller:
-        decision = controller.resume(name, actor=_actor(actor), reason=reason)
-    _done(decision, as_json)
+    _steer_with(session, as_json, lambda c: c.resume(name, actor=_actor(actor), reason=reason))
 
 
 @rollout.command()
@@ -274,9 +279,11 @@ def approve(
     step: int | None,
 ) -> None:
     """Approve entering the next step that asks for an approval."""
-    with _controller(session) as controller:
-        decision = controller.approve(name, by=by or _actor(actor), reason=reason, step=step)
-    _done(decision, as_json)
+    _steer_with(
+        session,
+        as_json,
+        lambda c: c.approve(name, by=by or _actor(actor), reason=reason, step=step),
+    )
 
 
 @rollout.command()
@@ -285,9 +292,7 @@ def approve(
 @pass_session
 def abort(session: Session, name: str, actor: str | None, as_json: bool, reason: str) -> None:
     """Return NAME to legacy now and stop its rollout."""
-    with _controller(session) as controller:
-        decision = controller.abort(name, actor=_actor(actor), reason=reason)
-    _done(decision, as_json)
+    _steer_with(session, as_json, lambda c: c.abort(name, actor=_actor(actor), reason=reason))
 
 
 @rollout.command()
@@ -300,9 +305,9 @@ def retry(
 ) -> None:
     """Walk the plan again: an aborted rollout from its first step, a rolled-back or paused one
     from where it stands."""
-    with _controller(session) as controller:
-        decision = controller.retry(name, actor=_actor(actor), reason=reason, step=step)
-    _done(decision, as_json)
+    _steer_with(
+        session, as_json, lambda c: c.retry(name, actor=_actor(actor), reason=reason, step=step)
+    )
 
 
 @rollout.command()
