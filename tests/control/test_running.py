@@ -14,6 +14,7 @@ import pytest
 from cutover.clock import ManualClock
 from cutover.control.controller import Controller
 from cutover.control.notify import Notifier
+from cutover.control.plan import Webhook
 from cutover.model import Decision, RolloutStatus
 from cutover.store import open_store
 
@@ -218,3 +219,17 @@ def test_an_unreachable_prometheus_is_inconclusive_not_a_failure(tmp_path: Path)
     result = controller.evaluate("codec").checks[0]
     assert result.outcome.value == "inconclusive" and "127.0.0.1" in result.reason
     assert drive(controller, Traffic(controller.store, "codec", clock), 15) == []
+
+
+def test_a_notifier_delivers_again_after_it_was_closed(
+    receiver: tuple[str, type[_Receiver]],
+) -> None:
+    url, handler = receiver
+    notifier = Notifier()
+    hook = [Webhook(webhook=url)]
+    notifier.send(hook, {"event": "pause"})
+    assert notifier.close(timeout=10)
+    assert notifier.close(timeout=10), "closing twice is harmless"
+    notifier.send(hook, {"event": "resume"})
+    assert notifier.close(timeout=10)
+    assert [p["event"] for p in handler.received] == ["pause", "resume"]

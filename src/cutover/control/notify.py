@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -57,16 +56,18 @@ class Notifier:
     def close(self, timeout: float = 10.0) -> bool:
         """Deliver what is queued, waiting at most ``timeout`` seconds; True when all went."""
         thread = self._thread
-        if thread is None:
+        if thread is None or not thread.is_alive():
             return True
         deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
-        done = not self._queue.unfinished_tasks
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
+        try:  # behind everything already queued: the thread delivers it all, then ends
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            return False
         thread.join(max(0.0, deadline - time.monotonic()))
-        return done
+        if thread.is_alive():
+            return False
+        self._thread = None
+        return True
 
     def _start(self) -> None:
         with self._lock:
