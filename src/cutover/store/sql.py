@@ -428,7 +428,8 @@ class SqlStore:
                     assert expected_version is not None
                     new_version = expected_version + 1
                     new = state.evolve(version=new_version, updated_at=at, updated_by=actor)
-                    self._cas_state(conn, name, old, new, expected_version)
+                    values = {"name": name, **new.to_dict()}
+                    _put_versioned(conn, t.states.c.name, name, old, expected_version, values)
                 if rollout is not None:
                     assert expected_rollout is not None
                     self._cas_rollout(conn, rollout, expected_rollout, at)
@@ -463,23 +464,7 @@ class SqlStore:
             decision_id, name, at, actor, reason, old, new, evidence, kind, new_version is not None
         )
 
-    def _cas_state(
-        self, conn: Connection, name: str, old: State | None, new: State, expected: int
-    ) -> None:
-        values = new.to_dict()
-        if old is None:
-            conn.execute(sa.insert(t.states).values(name=name, **values))
-            return
-        result = conn.execute(
-            sa.update(t.states)
-            .where(t.states.c.name == name, t.states.c.version == expected)
-            .values(**values)
-        )
-        if result.rowcount != 1:
-            raise _Lost()
-
     def _cas_rollout(self, conn: Connection, rollout: Rollout, expected: int, at: float) -> None:
-        values = rollout.evolve(version=expected + 1, updated_at=at).to_dict()
         found = conn.execute(
             sa.select(t.rollouts.c.version, t.rollouts.c.started_by).where(
                 t.rollouts.c.migration == rollout.migration
@@ -494,16 +479,8 @@ class SqlStore:
                 found.started_by if found else None,
                 what="rollout",
             )
-        if found is None:
-            conn.execute(sa.insert(t.rollouts).values(**values))
-            return
-        result = conn.execute(
-            sa.update(t.rollouts)
-            .where(t.rollouts.c.migration == rollout.migration, t.rollouts.c.version == expected)
-            .values(**values)
-        )
-        if result.rowcount != 1:
-            raise _Lost()
+        values = rollout.evolve(version=expected + 1, updated_at=at).to_dict()
+        _put_versioned(conn, t.rollouts.c.migration, rollout.migration, found, expected, values)
 
     def _lost_race(
         self,
@@ -514,7 +491,7 @@ class SqlStore:
         expected_rollout: int | None,
     ) -> ConflictError:
         """Another writer won between our read and our write: report who, and of what."""
-        if state is not None and expected_version is not None:
+        if expected_version is not None:
             latest = self.state(name)
             if latest is None or latest.version != expected_version:
                 return ConflictError(
@@ -927,6 +904,22 @@ class Leadership:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()  # closing the session releases the lock
+
+
+def _put_versioned(
+    conn: Connection, key: Any, value: str, found: object, expected: int, values: dict[str, Any]
+) -> None:
+    """Insert the row keyed ``key == value`` (none was ``found``), or update it only while its
+    version is still ``expected``; a writer that got there first raises _Lost."""
+    table = key.table
+    if found is None:
+        conn.execute(sa.insert(table).values(**values))
+        return
+    result = conn.execute(
+        sa.update(table).where(key == value, table.c.version == expected).values(**values)
+    )
+    if result.rowcount != 1:
+        raise _Lost()
 
 
 def _upgrade(conn: Connection, found: int) -> None:
