@@ -16,8 +16,6 @@ import pytest
 
 from cutover.control.prometheus import PrometheusError, Sample, query, render
 
-pytest.importorskip("httpx")
-
 
 @dataclass
 class Canned:

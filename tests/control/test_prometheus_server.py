@@ -29,7 +29,6 @@ class Setup:
 def setup() -> Iterator[Setup]:
     """An app exposing one gauge, and a Prometheus scraping it every second."""
     need_prometheus()
-    pytest.importorskip("httpx")
     with (
         serving_gauge("test_app_memory_bytes", 1.5e9) as (gauge, target),
         running_prometheus([target]) as url,

@@ -59,9 +59,8 @@ def test_an_operator_steers_a_rollout_from_the_shell(store_url: str, plan_file: 
     assert run(store_url, "rollout", "retry", "codec").returncode == 0
 
     history = json.loads(run(store_url, "history", "codec", "--json").stdout)["decisions"]
-    assert [d["kind"] for d in history] == [
-        "start", "promote", "approve", "pause", "resume", "abort", "retry"
-    ]  # fmt: skip
+    kinds = [d["kind"] for d in history]
+    assert kinds == ["start", "promote", "approve", "pause", "resume", "abort", "retry"]
     assert all(d["reason"] and d["actor"] for d in history)
     assert history[2]["changed_state"] is False and history[2]["actor"] == "cab"
     table = run(store_url, "history", "codec").stdout

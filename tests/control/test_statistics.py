@@ -5,13 +5,10 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-pytest.importorskip("scipy", reason="the rollout statistics need the cutover[rollout] extra")
-
-import numpy as np
 from scipy import stats
 
 from cutover.control.statistics import (
