@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 import getpass
+import math
 import os
 import random
 import socket
@@ -13,10 +15,21 @@ from typing import Any
 
 from cutover.clock import Clock
 from cutover.errors import ConflictError, InvalidInput, UnknownMigration
-from cutover.model import Decision, Mode, State, check_percent, check_share, pin_changes
+from cutover.model import (
+    Arm,
+    Decision,
+    Mode,
+    Rollout,
+    RolloutStatus,
+    State,
+    check_percent,
+    check_share,
+    pin_changes,
+)
 from cutover.routing import env_override
-from cutover.stats import MigrationStats, summarize
+from cutover.stats import MigrationStats, Point, series, summarize
 from cutover.store import InstanceInfo, Store
+from cutover.telemetry.windows import ArmCounts
 
 LIVE_SECONDS = 60.0
 """An instance that reported within this many seconds (or three of its flush intervals, if
@@ -223,6 +236,12 @@ def status(store: Store, now: float) -> list[MigrationStatus]:
     return [_status_of(name, states.get(name), live, now) for name in names]
 
 
+def status_of(store: Store, name: str, state: State | None, now: float) -> MigrationStatus:
+    """The ``status`` line of one migration."""
+    live = [i for i in store.instances() if is_live(i, now)]
+    return _status_of(name, state, live, now)
+
+
 def _status_of(
     name: str, state: State | None, live: Iterable[InstanceInfo], now: float
 ) -> MigrationStatus:
@@ -259,3 +278,118 @@ def _status_of(
         local_override=local,
         stale=tuple(stale),
     )
+
+
+def time_series(store: Store, name: str, *, since: float, until: float, step: float) -> list[Point]:
+    """Both arms of ``name`` per bucket of ``step`` seconds over [since, until), with latency
+    percentiles: what the dashboard charts."""
+    require_known(store, name)
+    if step <= 0:
+        raise InvalidInput("the step of a series must be a positive duration, like 1m")
+    if (until - since) / step > MAX_POINTS:
+        raise InvalidInput(
+            f"a series holds at most {MAX_POINTS} points; choose a step of at least"
+            f" {math.ceil((until - since) / MAX_POINTS)}s for this span"
+        )
+    first = since // step * step
+    windows = store.series(name, first, until, histograms_since=first)
+    return series(windows, since=first, until=until, step=step)
+
+
+MAX_POINTS = 1440
+"""The most buckets one series may hold: a day of minutes."""
+
+
+class Level(enum.StrEnum):
+    """How a migration looks at a glance, from worst to best."""
+
+    CRITICAL = "critical"  # its rollout rolled back
+    WARNING = "warning"  # drifts, new failing more than legacy, fallbacks, or a paused rollout
+    OK = "ok"  # traffic and nothing of the above
+    IDLE = "idle"  # no calls in the window
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    level: Level
+    reasons: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"level": self.level.value, "reasons": list(self.reasons)}
+
+
+def health(report: MigrationStats, rollout: Rollout | None) -> Health:
+    """A migration's level over ``report``'s window, with the reasons for it."""
+    critical = []
+    warnings = []
+    if rollout is not None:
+        if rollout.status is RolloutStatus.ROLLED_BACK:
+            critical.append(f"rollout rolled back: {rollout.reason}")
+        elif rollout.status is RolloutStatus.PAUSED:
+            warnings.append(f"rollout paused: {rollout.reason}")
+    if report.drifts:
+        warnings.append(f"{report.drifts} drifts in {report.comparisons} comparisons")
+    legacy, new = report.legacy, report.new
+    if new.errors and (new.error_rate or 0) > (legacy.error_rate or 0):
+        warnings.append(
+            f"new fails {new.error_rate:.2%} of its calls, legacy {legacy.error_rate or 0:.2%}"
+        )
+    if new.fallbacks:
+        warnings.append(f"{new.fallbacks} calls fell back to legacy")
+    if critical:
+        return Health(Level.CRITICAL, tuple(critical + warnings))
+    if warnings:
+        return Health(Level.WARNING, tuple(warnings))
+    if legacy.calls + new.calls == 0:
+        return Health(Level.IDLE, ("no calls in the window",))
+    return Health(Level.OK)
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """One migration at a glance: state, rollout, recent stats and health."""
+
+    name: str
+    state: State | None
+    rollout: Rollout | None
+    stats: MigrationStats
+    health: Health
+
+    def to_json(self) -> dict[str, Any]:
+        rollout = self.rollout
+        return {
+            "name": self.name,
+            "state": (self.state or State()).to_dict(),
+            "stored": self.state is not None,
+            "rollout": None
+            if rollout is None
+            else {
+                "status": rollout.status.value,
+                "step": rollout.step,
+                "steps": len(rollout.plan.get("steps", ())),
+                "reason": rollout.reason,
+                "started_by": rollout.started_by,
+                "step_started_at": rollout.step_started_at,
+                "version": rollout.version,
+            },
+            "stats": self.stats.to_json(),
+            "health": self.health.to_json(),
+        }
+
+
+def overview(store: Store, now: float, window_seconds: float = 300.0) -> list[Overview]:
+    """Every migration at a glance over the last ``window_seconds``, in a few statements
+    however many migrations there are."""
+    since = now - window_seconds
+    states = store.states()
+    rollouts = store.rollouts()
+    totals = store.totals(since)
+    names = sorted(set(states) | set(rollouts) | set(totals) | set(store.migrations()))
+    out = []
+    for name in names:
+        state = states.get(name)
+        arms = totals.get(name) or {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()}
+        report = summarize(name, state, arms, since=since, until=now)
+        rollout = rollouts.get(name)
+        out.append(Overview(name, state, rollout, report, health(report, rollout)))
+    return out

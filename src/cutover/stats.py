@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,20 @@ class ArmStats:
     def fallback_rate(self) -> float | None:
         """Of the calls routed to this arm to serve, the share that legacy served instead."""
         return rate(self.fallbacks, self.served + self.fallbacks)
+
+    def to_json(self, *, detail: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "calls": self.calls,
+            "errors": self.errors,
+            "error_rate": self.error_rate,
+            "p50_ms": self.p50_ms,
+            "p95_ms": self.p95_ms,
+            "p99_ms": self.p99_ms,
+        }
+        if detail:
+            out["timeouts"] = self.timeouts
+            out["fallbacks"] = self.fallbacks
+        return out
 
     @classmethod
     def of(cls, counts: w.ArmCounts) -> ArmStats:
@@ -81,28 +96,13 @@ class MigrationStats:
 
     def to_json(self) -> dict[str, Any]:
         """The documented shape of ``cutover stats --json``."""
-
-        def arm(stats: ArmStats, extra: bool) -> dict[str, Any]:
-            out: dict[str, Any] = {
-                "calls": stats.calls,
-                "errors": stats.errors,
-                "error_rate": stats.error_rate,
-                "p50_ms": stats.p50_ms,
-                "p95_ms": stats.p95_ms,
-                "p99_ms": stats.p99_ms,
-            }
-            if extra:
-                out["timeouts"] = stats.timeouts
-                out["fallbacks"] = stats.fallbacks
-            return out
-
         return {
             "migration": self.migration,
             "mode": self.mode.value,
             "percent": self.percent,
             "window_seconds": self.window_seconds,
-            "legacy": arm(self.legacy, False),
-            "new": arm(self.new, True),
+            "legacy": self.legacy.to_json(detail=False),
+            "new": self.new.to_json(),
             "comparisons": self.comparisons,
             "drifts": self.drifts,
             "drift_rate": self.drift_rate,
@@ -137,6 +137,60 @@ def summarize(
         offpath_dropped=sum(c[w.DROPPED] for c in both),
         hook_errors=sum(c[w.HOOK_ERRORS] for c in both),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One bucket of a time series: both arms and the comparisons of the windows in it."""
+
+    start: float
+    legacy: ArmStats
+    new: ArmStats
+    comparisons: int
+    drifts: int
+
+    @property
+    def parity_rate(self) -> float | None:
+        """The share of comparisons that matched."""
+        return None if not self.comparisons else 1 - self.drifts / self.comparisons
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "legacy": self.legacy.to_json(),
+            "new": self.new.to_json(),
+            "comparisons": self.comparisons,
+            "drifts": self.drifts,
+            "parity_rate": self.parity_rate,
+        }
+
+
+def series(
+    windows: dict[int, dict[Arm, w.ArmCounts]], *, since: float, until: float, step: float
+) -> list[Point]:
+    """Stored windows folded into buckets of ``step`` seconds from ``since`` (aligned down to a
+    multiple of ``step``) to ``until``; a bucket without windows is present, with zero calls."""
+    first = since // step * step
+    count = max(1, math.ceil((until - first) / step))
+    folded = [{Arm.LEGACY: w.ArmCounts(), Arm.NEW: w.ArmCounts()} for _ in range(count)]
+    for start, arms in windows.items():
+        index = int((start - first) // step)
+        if 0 <= index < count:
+            for arm, counts in arms.items():
+                folded[index][arm].add(counts)
+    points = []
+    for index, arms in enumerate(folded):
+        both = [arms[Arm.LEGACY].counts, arms[Arm.NEW].counts]
+        points.append(
+            Point(
+                start=first + index * step,
+                legacy=ArmStats.of(arms[Arm.LEGACY]),
+                new=ArmStats.of(arms[Arm.NEW]),
+                comparisons=sum(c[w.COMPARISONS] for c in both),
+                drifts=sum(c[w.DRIFTS] for c in both),
+            )
+        )
+    return points
 
 
 @dataclass(frozen=True, slots=True)

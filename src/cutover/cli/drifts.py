@@ -37,22 +37,7 @@ def drifts(
     if group:
         groups = store.drift_groups(name, start)[:limit]
         if as_json:
-            print_json(
-                {
-                    "migration": name,
-                    "groups": [
-                        {
-                            "fingerprint": g.fingerprint,
-                            "drifts": g.count,
-                            "samples": g.samples,
-                            "first_at": g.first_at,
-                            "last_at": g.last_at,
-                            "example": g.example.to_dict() if g.example else None,
-                        }
-                        for g in groups
-                    ],
-                }
-            )
+            print_json({"migration": name, "groups": [g.to_json() for g in groups]})
             return
         if not groups:
             console.print(f"{name}: no drifts{' in that span' if since else ''}.")

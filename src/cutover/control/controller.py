@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -17,7 +19,7 @@ from cutover.control.plan import Check, OnCritical, Plan, Severity, Step, parse_
 from cutover.durations import format_duration
 from cutover.errors import ConflictError, CutoverError, InvalidInput, StoreError, UnknownMigration
 from cutover.model import Arm, Decision, Mode, Rollout, RolloutStatus, State
-from cutover.store import Store
+from cutover.store import InstanceInfo, Store
 from cutover.telemetry import windows as w
 
 log = logging.getLogger("cutover.controller")
@@ -152,6 +154,7 @@ class Controller:
         dry_run: bool = False,
         notifier: Notifier | None = None,
         external: Callable[[Check, Plan, float], list[float]] | None = None,
+        four_eyes: bool = False,
     ) -> None:
         if store is None or clock is None:
             from cutover.runtime import current
@@ -165,7 +168,12 @@ class Controller:
         self.dry_run = dry_run
         self.notifier = notifier if notifier is not None else Notifier()
         self.external = external if external is not None else _prometheus_values
+        # Every approval must come from someone other than the rollout's starter, whatever
+        # the plan says.
+        self.four_eyes = four_eyes
         self._lease = store.leadership()
+        self._instance = f"{CONTROLLER}:{socket.gethostname()}:{os.getpid()}"
+        self._started_at = clock()
         self._totals: dict[tuple[str, float], tuple[float, int, int]] = {}
         self.standby = False  # the last tick found another controller holding the lease
         self.queries = 0  # store reads made by ticks, for benchmarks
@@ -451,6 +459,8 @@ class Controller:
             log.info("another controller holds the lease on this store; standing by")
             return []
         wanted = None if names is None else set(names)
+        if not self.dry_run:
+            self._beat()
         rollouts = self.store.rollouts()
         states = self.store.states()
         self.queries += 2
@@ -473,6 +483,20 @@ class Controller:
             except Exception:  # one broken rollout must not stop the others
                 log.exception("cutover: the rollout of %s failed unexpectedly", name)
         return taken
+
+    def _beat(self) -> None:
+        """Tell the store this controller is ticking: ``/healthz`` reports the lag from it."""
+        now = self.clock()
+        self.store.heartbeat(
+            InstanceInfo(
+                instance=self._instance,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                started_at=self._started_at,
+                last_seen=now,
+                info={"role": CONTROLLER, "ticked_at": now},
+            )
+        )
 
     def run(
         self,
@@ -586,12 +610,20 @@ class Controller:
         reason: str = "",
         source: str = "",
         replace: bool = False,
+        expected_version: int | None = None,
     ) -> Decision:
         """Begin carrying out ``plan``: the first step's state is applied at once (unless it
-        waits for an approval). An active rollout is replaced only with ``replace``."""
+        waits for an approval). An active rollout is replaced only with ``replace``;
+        ``expected_version`` is the version of the rollout record it replaces (0 for none)."""
         plan.require_servers(source or "the plan")
         name = plan.migration
         existing = self.store.rollout(name)
+        if expected_version is not None and expected_version != (
+            existing.version if existing else 0
+        ):
+            raise ConflictError(
+                name, expected_version, existing.version if existing else 0, what="rollout"
+            )
         if existing is not None and existing.status.active and not replace:
             raise InvalidInput(
                 f"{name!r} already has a {existing.status.value} rollout"
@@ -626,7 +658,9 @@ class Controller:
         planned.evidence["plan"] = plan.to_json()
         return self._record(e, planned, actor)
 
-    def _operator(self, name: str, verb: str, *, judge: bool = False) -> Evaluation:
+    def _operator(
+        self, name: str, verb: str, *, judge: bool = False, expected_version: int | None = None
+    ) -> Evaluation:
         rollout = self.store.rollout(name)
         if rollout is None:
             if self.store.state(name) is None and name not in self.store.migrations():
@@ -634,6 +668,7 @@ class Controller:
             raise InvalidInput(
                 f"{name!r} has no rollout to {verb}; start one with `cutover rollout start PLAN`"
             )
+        _expect(rollout, expected_version)
         state = self.store.state(name)
         if judge:
             return self.evaluate(name, rollout=rollout, state=state)
@@ -645,11 +680,19 @@ class Controller:
         progress = Progress(0, 0, held, 0.0)
         return Evaluation(rollout, plan, state, now, (), progress)
 
-    def promote(self, name: str, *, actor: str, reason: str, force: bool = False) -> Decision:
+    def promote(
+        self,
+        name: str,
+        *,
+        actor: str,
+        reason: str,
+        force: bool = False,
+        expected_version: int | None = None,
+    ) -> Decision:
         """Move to the next step now, without waiting out the hold or the minimum samples.
         Refused while a check fails or is inconclusive, unless ``force``; an approval the next
         step needs is never skipped."""
-        e = self._operator(name, "promote", judge=True)
+        e = self._operator(name, "promote", judge=True, expected_version=expected_version)
         rollout, plan = e.rollout, e.plan
         _need_reason(reason)
         if not rollout.status.active:
@@ -693,8 +736,10 @@ class Controller:
         planned.evidence["forced"] = bool(unsure)
         return self._record(e, planned, actor)
 
-    def pause(self, name: str, *, actor: str, reason: str) -> Decision:
-        e = self._operator(name, "pause")
+    def pause(
+        self, name: str, *, actor: str, reason: str, expected_version: int | None = None
+    ) -> Decision:
+        e = self._operator(name, "pause", expected_version=expected_version)
         _need_reason(reason)
         if (
             e.rollout.status is not RolloutStatus.RUNNING
@@ -707,10 +752,12 @@ class Controller:
         )
         return self._record(e, planned, actor)
 
-    def resume(self, name: str, *, actor: str, reason: str = "") -> Decision:
+    def resume(
+        self, name: str, *, actor: str, reason: str = "", expected_version: int | None = None
+    ) -> Decision:
         """Hand a paused or rolled-back rollout back to the controller; the step's state is
         re-applied if someone changed it meanwhile."""
-        e = self._operator(name, "resume")
+        e = self._operator(name, "resume", expected_version=expected_version)
         status = e.rollout.status
         if status not in (RolloutStatus.PAUSED, RolloutStatus.ROLLED_BACK):
             raise InvalidInput(
@@ -740,10 +787,18 @@ class Controller:
         )
         return self._record(e, planned, actor)
 
-    def approve(self, name: str, *, by: str, reason: str, step: int | None = None) -> Decision:
+    def approve(
+        self,
+        name: str,
+        *,
+        by: str,
+        reason: str,
+        step: int | None = None,
+        expected_version: int | None = None,
+    ) -> Decision:
         """Approve entering a step that asks for it (the next one waiting, unless ``step``, a
         1-based step number, says which); the controller promotes once the gate passes."""
-        e = self._operator(name, "approve")
+        e = self._operator(name, "approve", expected_version=expected_version)
         rollout, plan = e.rollout, e.plan
         _need_reason(reason)
         if not by.strip():
@@ -771,7 +826,7 @@ class Controller:
         else:
             index = waiting[0]
         rule = plan.steps[index].approval_rule
-        if rule.distinct_from_starter and by.strip() == rollout.started_by:
+        if (rule.distinct_from_starter or self.four_eyes) and by.strip() == rollout.started_by:
             raise InvalidInput(
                 f"{step_label(plan, index)} must be approved by someone other than"
                 f" {rollout.started_by}, who started the rollout"
@@ -785,9 +840,11 @@ class Controller:
         )
         return self._record(e, planned, by.strip())
 
-    def abort(self, name: str, *, actor: str, reason: str) -> Decision:
+    def abort(
+        self, name: str, *, actor: str, reason: str, expected_version: int | None = None
+    ) -> Decision:
         """Return to legacy now and stop the rollout (any status but aborted)."""
-        e = self._operator(name, "abort")
+        e = self._operator(name, "abort", expected_version=expected_version)
         _need_reason(reason)
         if e.rollout.status is RolloutStatus.ABORTED:
             raise InvalidInput(
@@ -798,11 +855,17 @@ class Controller:
         )
 
     def retry(
-        self, name: str, *, actor: str, reason: str = "", step: int | None = None
+        self,
+        name: str,
+        *,
+        actor: str,
+        reason: str = "",
+        step: int | None = None,
+        expected_version: int | None = None,
     ) -> Decision:
         """Walk the plan again: an aborted rollout from its first step (or ``step``, 1-based);
         a rolled-back or paused one from the step it is on, with a fresh hold."""
-        e = self._operator(name, "retry")
+        e = self._operator(name, "retry", expected_version=expected_version)
         rollout, plan = e.rollout, e.plan
         if rollout.status is RolloutStatus.RUNNING or rollout.status is RolloutStatus.COMPLETED:
             raise InvalidInput(
@@ -838,6 +901,17 @@ class Controller:
 def _approvals_up_to(rollout: Rollout, index: int) -> dict[str, Any]:
     """The approvals of steps up to ``index``: those ahead of it must be given again."""
     return {step: given for step, given in rollout.approvals.items() if int(step) <= index}
+
+
+def _expect(rollout: Rollout, expected_version: int | None) -> None:
+    """Refuse an action taken on a rollout record older than the stored one."""
+    if expected_version is not None and expected_version != rollout.version:
+        raise ConflictError(
+            rollout.migration,
+            expected_version,
+            rollout.version,
+            what="rollout",
+        )
 
 
 def _need_reason(reason: str) -> None:

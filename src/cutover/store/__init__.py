@@ -146,6 +146,16 @@ class DriftGroup:
     last_at: float
     example: DriftSample | None
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "drifts": self.count,
+            "samples": self.samples,
+            "first_at": self.first_at,
+            "last_at": self.last_at,
+            "example": self.example.to_dict() if self.example else None,
+        }
+
 
 class Lease(Protocol):
     """Held by at most one process at a time (see :meth:`Store.leadership`)."""
@@ -205,6 +215,10 @@ class Store(Protocol):
         self, name: str, since: float, until: float | None = None, *, histograms: bool = True
     ) -> dict[Arm, ArmCounts]: ...
 
+    def totals(
+        self, since: float, until: float | None = None
+    ) -> dict[str, dict[Arm, ArmCounts]]: ...
+
     def series(
         self,
         name: str,
@@ -223,6 +237,8 @@ class Store(Protocol):
     def drift_groups(self, name: str, since: float | None = None) -> list[DriftGroup]: ...
 
     def instances(self) -> list[InstanceInfo]: ...
+
+    def heartbeat(self, info: InstanceInfo) -> None: ...
 
     def gc(self, before: float) -> dict[str, int]: ...
 

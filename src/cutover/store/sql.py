@@ -652,6 +652,11 @@ class SqlStore:
                 {f"p{i}": [row[name] for row in chunk] for i, name in enumerate(columns)},
             )
 
+    def heartbeat(self, info: InstanceInfo) -> None:
+        """Record that a process (an app instance, a controller) is alive, without telemetry."""
+        with self._connect(write=True) as conn:
+            self._heartbeat(conn, info)
+
     def _heartbeat(self, conn: Connection, info: InstanceInfo | None) -> None:
         if info is None:
             return
@@ -697,6 +702,27 @@ class SqlStore:
             if histograms:
                 for arm, bucket, count in conn.execute(buckets):
                     out[Arm(arm)].histogram.add(int(bucket), int(count))
+        return out
+
+    def totals(self, since: float, until: float | None = None) -> dict[str, dict[Arm, ArmCounts]]:
+        """Every migration's counters over the windows that start in [since, until), summed per
+        arm, in one statement (no histograms): what an overview of many migrations needs."""
+        c = t.windows.c
+        conditions = [c.start >= int(since), c.arm.in_([arm.value for arm in Arm])]
+        if until is not None:
+            conditions.append(c.start < int(until))
+        query = (
+            sa.select(c.migration, c.arm, *(sa.func.sum(c[n]) for n in COUNTERS))
+            .where(*conditions)
+            .group_by(c.migration, c.arm)
+        )
+        out: dict[str, dict[Arm, ArmCounts]] = {}
+        with self._connect() as conn:
+            for row in conn.execute(query):
+                arms = out.get(row[0])
+                if arms is None:
+                    arms = out[row[0]] = {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()}
+                arms[Arm(row[1])].counts = [int(value) for value in row[2:]]
         return out
 
     def series(
