@@ -34,10 +34,10 @@ class ConflictError(CutoverError):
         *,
         what: str = "state",
     ) -> None:
-        who = f" by {updated_by}" if updated_by else ""
+        who = f" (written by {updated_by})" if updated_by else ""
         subject = f"migration {name!r}" if what == "state" else f"the {what} of {name!r}"
         super().__init__(
-            f"{subject} is at version {current} (written{who}), not {expected};"
+            f"{subject} is at version {current}{who}, not {expected};"
             f" read the current {what} and retry"
         )
         self.what = what

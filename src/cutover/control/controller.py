@@ -628,7 +628,7 @@ class Controller:
             raise InvalidInput(
                 f"{name!r} already has a {existing.status.value} rollout"
                 f" ({step_label(parse_plan(existing.plan), existing.step)}); abort it first or"
-                " pass --replace"
+                " replace it"
             )
         now = self.clock()
         state = self.store.state(name)
@@ -704,7 +704,8 @@ class Controller:
         if index >= len(plan.steps):
             if not force:
                 raise InvalidInput(
-                    f"{name!r} is on its last step; --force marks the rollout complete now"
+                    f"{name!r} is on its last step; a forced promotion (--force, or force in the"
+                    " API) marks the rollout complete now"
                 )
             planned = _Planned(
                 "complete",
@@ -722,8 +723,8 @@ class Controller:
         if unsure and not force:
             first = unsure[0]
             raise InvalidInput(
-                f"{first.name} is {first.outcome.value} ({first.reason}); wait, or promote with"
-                " --force to override the checks"
+                f"{first.name} is {first.outcome.value} ({first.reason}); wait, or force the"
+                " promotion past the checks (--force, or force in the API)"
             )
         forced = " (forced past: " + "; ".join(r.name for r in unsure) + ")" if unsure else ""
         planned = self._enter(
@@ -815,7 +816,7 @@ class Controller:
         if step is not None:
             index = step - 1
             if not 0 <= index < len(plan.steps):
-                raise InvalidInput(f"--step must be from 1 to {len(plan.steps)}, got {step}")
+                raise InvalidInput(f"step must be from 1 to {len(plan.steps)}, got {step}")
             if index not in waiting:
                 raise InvalidInput(
                     f"{step_label(plan, index)} does not wait for an approval"
@@ -873,7 +874,7 @@ class Controller:
                 " rolled-back and paused rollouts"
             )
         if step is not None and not 1 <= step <= len(plan.steps):
-            raise InvalidInput(f"--step must be from 1 to {len(plan.steps)}, got {step}")
+            raise InvalidInput(f"step must be from 1 to {len(plan.steps)}, got {step}")
         if step is not None:
             index = step - 1
         elif rollout.status is RolloutStatus.ABORTED:
