@@ -304,7 +304,7 @@ class Level(enum.StrEnum):
     """How a migration looks at a glance, from worst to best."""
 
     CRITICAL = "critical"  # its rollout rolled back
-    WARNING = "warning"  # drifts, new failing more than legacy, fallbacks, or a paused rollout
+    WARNING = "warning"  # drifts, new failing clearly more than legacy, fallbacks, or a pause
     OK = "ok"  # traffic and nothing of the above
     IDLE = "idle"  # no calls in the window
 
@@ -328,14 +328,16 @@ def health(report: MigrationStats, rollout: Rollout | None) -> Health:
         elif rollout.status is RolloutStatus.PAUSED:
             warnings.append(f"rollout paused: {rollout.reason}")
     if report.drifts:
-        warnings.append(f"{report.drifts} drifts in {report.comparisons} comparisons")
+        warnings.append(
+            f"{_count(report.drifts, 'drift')} in {_count(report.comparisons, 'comparison')}"
+        )
     legacy, new = report.legacy, report.new
-    if new.errors and (new.error_rate or 0) > (legacy.error_rate or 0):
+    if _fails_more(new.errors, new.calls, legacy.errors, legacy.calls):
         warnings.append(
             f"new fails {new.error_rate:.2%} of its calls, legacy {legacy.error_rate or 0:.2%}"
         )
     if new.fallbacks:
-        warnings.append(f"{new.fallbacks} calls fell back to legacy")
+        warnings.append(f"{_count(new.fallbacks, 'call')} fell back to legacy")
     if critical:
         return Health(Level.CRITICAL, tuple(critical + warnings))
     if warnings:
@@ -343,6 +345,25 @@ def health(report: MigrationStats, rollout: Rollout | None) -> Health:
     if legacy.calls + new.calls == 0:
         return Health(Level.IDLE, ("no calls in the window",))
     return Health(Level.OK)
+
+
+ERRORS_Z = 3.0
+"""How many standard errors new's error rate must exceed legacy's by before the overview
+warns: a handful of errors in a young canary is noise, not news (the rollout's checks judge
+with exact intervals; this is only the at-a-glance signal)."""
+
+
+def _fails_more(errors: int, calls: int, base_errors: int, base_calls: int) -> bool:
+    """A one-sided two-proportion z-test: does new fail more often than legacy?"""
+    if not errors or not calls or not base_calls:
+        return False
+    pooled = (errors + base_errors) / (calls + base_calls)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / calls + 1 / base_calls))
+    return spread > 0 and (errors / calls - base_errors / base_calls) / spread > ERRORS_Z
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 @dataclass(frozen=True, slots=True)

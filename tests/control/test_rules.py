@@ -67,7 +67,7 @@ def test_every_rollout_can_be_finished(tmp_path: Path) -> None:
         plan(checks=[{"name": "e", "metric": "p95_ms", "max": float("inf")}])
     controller = Controller(open_store(f"sqlite:///{tmp_path / 'r.db'}"), clock=ManualClock())
     controller.start(plan(steps=[{"mode": "new", "hold": "1d"}]), actor="a")
-    with pytest.raises(InvalidInput, match="force marks the rollout complete"):
+    with pytest.raises(InvalidInput, match=r"forced promotion .* marks the rollout complete"):
         controller.promote("codec", actor="ops", reason="done")
     assert controller.promote("codec", actor="ops", reason="done", force=True).kind == "complete"
     assert controller.store.rollout("codec").status is RolloutStatus.COMPLETED  # type: ignore[union-attr]

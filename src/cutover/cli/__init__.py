@@ -5,6 +5,7 @@ from cutover.cli import (  # noqa: F401 - importing registers the commands
     instances,
     maintenance,
     rollout,
+    serve,
     state,
     stats,
     status,

@@ -1,0 +1,191 @@
+"""``cutover serve`` (the admin API and dashboard) and ``cutover token`` (who may use them)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import click
+
+from cutover.cli._app import Session, cli, console, errors, pass_session, seconds
+from cutover.durations import format_duration
+from cutover.errors import InvalidInput
+from cutover.store import redact_url
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _server_extra() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import jinja2  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise InvalidInput("the server needs its extra: pip install 'cutover[server]'") from None
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--plans",
+    "plans_dir",
+    default=None,
+    type=click.Path(file_okay=False, exists=True),
+    help="Directory of plan files the API may start by name.",
+)
+@click.option(
+    "--tokens",
+    "tokens_file",
+    envvar="CUTOVER_TOKENS_FILE",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="YAML file of hashed tokens (default: $CUTOVER_TOKENS_FILE); $CUTOVER_TOKENS adds more.",
+)
+@click.option("--public-read", is_flag=True, help="Let anyone read; actions still need a token.")
+@click.option(
+    "--four-eyes",
+    is_flag=True,
+    help="Every approval must come from someone other than the rollout's starter.",
+)
+@click.option(
+    "--controller/--no-controller",
+    "run_controller",
+    default=False,
+    help="Also run the rollout controller in this process.",
+)
+@click.option("--interval", default="10s", show_default=True, help="Controller tick interval.")
+@click.option("--refresh", default="5s", show_default=True, help="Dashboard refresh interval.")
+@click.option("--secure-cookie", is_flag=True, help="Mark the sign-in cookie Secure (HTTPS).")
+@pass_session
+def serve(
+    session: Session,
+    host: str,
+    port: int,
+    plans_dir: str | None,
+    tokens_file: str | None,
+    public_read: bool,
+    four_eyes: bool,
+    run_controller: bool,
+    interval: str,
+    refresh: str,
+    secure_cookie: bool,
+) -> None:
+    """Serve the admin API (/api/v1, /openapi.json), the dashboard (/), /metrics and /healthz."""
+    _server_extra()
+    import uvicorn
+
+    from cutover.control.controller import Controller
+    from cutover.http import Settings, Tokens, create_app
+
+    every = seconds(interval, "--interval")
+    tokens = Tokens.load(tokens_file)
+    settings = Settings(
+        store=session.store,
+        tokens=tokens,
+        public_read=public_read,
+        plans_dir=Path(plans_dir) if plans_dir else None,
+        four_eyes=four_eyes,
+        refresh_seconds=seconds(refresh, "--refresh"),
+        controller_interval=every,
+        secure_cookie=secure_cookie,
+    )
+    app = create_app(settings)
+    if not len(tokens):
+        errors.print(
+            "cutover serve: no tokens configured, so every action is refused"
+            f"{'' if public_read else ' and so is every read'}; mint one with"
+            " `cutover token create NAME --role operator --file tokens.yaml`",
+            markup=False,
+        )
+    if public_read and host not in LOOPBACK:
+        errors.print(
+            f"cutover serve: --public-read on {host} lets anyone who reaches it read every"
+            " migration",
+            markup=False,
+        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    stop = threading.Event()
+    worker = None
+    if run_controller:
+        controller = Controller(session.store, four_eyes=four_eyes)
+        worker = threading.Thread(
+            target=controller.run, args=(every, stop), name="cutover-controller", daemon=True
+        )
+        worker.start()
+    console.print(
+        f"cutover serving {redact_url(session.store.url)} on http://{host}:{port}"
+        f" ({len(tokens)} tokens{', public read' if public_read else ''}"
+        f"{f', controller every {format_duration(every)}' if run_controller else ''})",
+        markup=False,
+    )
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.join(timeout=15)
+
+
+@cli.group()
+def token() -> None:
+    """Mint tokens for the admin API and dashboard (only their hashes are stored)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option(
+    "--role",
+    type=click.Choice(["viewer", "operator", "admin"]),
+    default="viewer",
+    show_default=True,
+)
+@click.option(
+    "--file",
+    "tokens_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Append the hashed entry to this tokens file (created with mode 0600).",
+)
+def create(name: str, role: str, tokens_file: str | None) -> None:
+    """Mint a token for NAME; it is printed once, and only its hash is kept."""
+    from cutover.http import Tokens, hash_token, new_token
+    from cutover.http._auth import check_name
+
+    check_name(name, "NAME")
+    secret = new_token()
+    digest = hash_token(secret)
+    if tokens_file is not None:
+        path = Path(tokens_file)
+        text = ""
+        if path.exists():
+            if name in Tokens.load(path, env="").names():
+                raise InvalidInput(f"{path} already has a token named {name!r}; pick another name")
+            text = path.read_text()
+        entry = f"  - name: {name}\n    role: {role}\n    sha256: {digest}\n"
+        if not text.strip():
+            text = "tokens:\n"
+        elif not text.endswith("\n"):
+            text += "\n"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text + entry)
+        try:
+            Tokens.load(path, env="")
+        except InvalidInput:
+            path.write_text(text if text != "tokens:\n" else "")
+            raise InvalidInput(
+                f"{path}: cannot append to its `tokens:` list (is it written inline, like"
+                " `tokens: []`?); write it as a block list or use a new file"
+            ) from None
+        console.print(f"added {name} ({role}) to {path}", markup=False)
+    else:
+        console.print(
+            "add this to the tokens file:\n"
+            f"  - name: {name}\n    role: {role}\n    sha256: {digest}\n"
+            f"or to the environment: CUTOVER_TOKENS={name}:{role}:{digest}",
+            markup=False,
+        )
+    console.print(f"token (shown once): {secret}", markup=False)

@@ -1,0 +1,511 @@
+"""The JSON API under ``/api/v1``: reads for viewers, actions for operators and admins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field
+
+from cutover import operations
+from cutover.control.controller import Controller
+from cutover.control.plan import Plan, load_plan, parse_plan
+from cutover.durations import parse_duration
+from cutover.errors import InvalidInput
+from cutover.http._app import (
+    ApiError,
+    Operator,
+    Settings,
+    Viewer,
+    controller_of,
+    settings_of,
+)
+from cutover.http._auth import Role
+from cutover.model import Decision, Mode, State
+
+# -- shapes ---------------------------------------------------------------------------------
+
+
+class ErrorOut(BaseModel):
+    """Every refusal: one sentence saying what is wrong and how to fix it."""
+
+    error: str
+    fields: list[dict[str, Any]] | None = None
+    current: dict[str, Any] | None = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "No valid token"},
+    403: {"model": ErrorOut, "description": "The token's role is too weak"},
+    404: {"model": ErrorOut, "description": "No such migration"},
+    413: {"model": ErrorOut, "description": "The body is too large"},
+    422: {"model": ErrorOut, "description": "A field is invalid; the message names it"},
+    503: {"model": ErrorOut, "description": "The store is unavailable"},
+}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": ErrorOut,
+        "description": "The expected version is stale; `current` holds the state and rollout",
+    }
+}
+
+router = APIRouter(prefix="/api/v1", responses=ERRORS)
+
+Name = Annotated[
+    str,
+    PathParam(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^/\x00-\x1f]+$",
+        description="The migration's name",
+        examples=["payments"],
+    ),
+]
+DURATION = r"^(?:[1-9][0-9]{0,3}(?:ms|s|m|h|d)){1,3}$|^[1-9][0-9]{0,8}$"
+"""Durations the API takes: up to three parts like 1h30m, or seconds; never zero, never more
+than a lifetime (each part under 10,000 units)."""
+
+Window = Annotated[
+    str,
+    Query(pattern=DURATION, description="How far back: 30s, 5m, 1h, 14d", examples=["1h"]),
+]
+Until = Annotated[
+    float | None,
+    Query(ge=0, le=4102444800, description="End of the span, Unix seconds (default: now)"),
+]
+Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many")]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(
+        min_length=1, max_length=2000, description="Why: recorded in the decision log"
+    )
+
+
+class Versioned(_Body):
+    expected_version: int = Field(
+        ge=0,
+        le=10**15,
+        description="The rollout version you acted on; a stale one gets 409 with the current",
+    )
+
+
+class SetState(_Body):
+    """A state change; fields left out keep their value."""
+
+    expected_version: int = Field(
+        ge=0, le=10**15, description="The state version you read (0 for a migration not stored)"
+    )
+    mode: Mode | None = None
+    percent: float | None = Field(None, ge=0, le=100)
+    percent_delta: float | None = Field(
+        None, ge=-100, le=100, description="Relative change of percent: +5 or -10"
+    )
+    sample: float | None = Field(None, ge=0, le=1)
+    fallback: bool | None = None
+    pin_new: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    pin_legacy: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    unpin: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=1000
+    )
+
+
+class StartRollout(_Body):
+    """Start a plan: by file name from the server's plans directory, or (admins) inline."""
+
+    reason: str = Field("", max_length=2000, description="Why (default: the plan's source)")
+    plan: str | None = Field(
+        None, min_length=1, max_length=200, description="A file name `GET /plans` lists"
+    )
+    definition: dict[str, Any] | None = Field(None, description="A whole plan (admin only)")
+    replace: bool = Field(False, description="Replace an active rollout (admin only)")
+    expected_version: int = Field(
+        0, ge=0, le=10**15, description="The version of the rollout replaced (0 for none)"
+    )
+
+
+class Promote(Versioned):
+    force: bool = Field(False, description="Override failing checks (admin only)")
+
+
+class Resume(Versioned):
+    reason: str = Field("", max_length=2000, description="Why (optional)")
+
+
+class Approve(Versioned):
+    step: int | None = Field(None, ge=1, le=1000, description="1-based step (default: next)")
+
+
+class Retry(Versioned):
+    reason: str = Field("", max_length=2000, description="Why (optional)")
+    step: int | None = Field(None, ge=1, le=1000, description="1-based step to retry from")
+
+
+class DecisionOut(BaseModel):
+    decision: dict[str, Any] | None = Field(
+        description="The decision recorded; null when the state already had these settings"
+    )
+
+
+class WhoAmI(BaseModel):
+    name: str
+    role: Literal["viewer", "operator", "admin"]
+
+
+class StateOut(BaseModel):
+    name: str
+    stored: bool
+    mode: Literal["legacy", "shadow", "canary", "new"]
+    percent: float
+    effective_percent: float
+    sample: float
+    fallback: bool
+    pins: dict[str, list[str]]
+    version: int
+    updated_at: float | None
+    updated_by: str | None
+
+
+# -- reads ----------------------------------------------------------------------------------
+
+
+def _seconds(text: str, field: str) -> float:
+    try:
+        return parse_duration(text, field)
+    except InvalidInput as error:
+        raise ApiError(422, f"{field}: {error}") from None
+
+
+@router.get("/whoami", response_model=WhoAmI, tags=["read"], summary="Who the token is")
+def whoami(who: Viewer) -> dict[str, Any]:
+    return {"name": who.name, "role": who.role.label}
+
+
+@router.get("/migrations", tags=["read"], summary="Every migration at a glance")
+def migrations(request: Request, _who: Viewer, window: Window = "5m") -> dict[str, Any]:
+    settings = settings_of(request)
+    span = _seconds(window, "window")
+    now = settings.clock()
+    rows = operations.overview(settings.store, now, span)
+    return {"at": now, "window_seconds": span, "migrations": [row.to_json() for row in rows]}
+
+
+@router.get("/migrations/{name}", tags=["read"], summary="One migration: state, rollout, stats")
+def migration(request: Request, name: Name, _who: Viewer, window: Window = "5m") -> dict[str, Any]:
+    return migration_detail(request, name, _seconds(window, "window"))
+
+
+def migration_detail(request: Request, name: str, window_seconds: float) -> dict[str, Any]:
+    """One migration as `cutover status --json` has it, its stats and health over the window,
+    and its rollout as the controller evaluates it now."""
+    settings = settings_of(request)
+    store = settings.store
+    now = settings.clock()
+    state = operations.require_known(store, name)
+    report = operations.stats(store, name, window_seconds, now)
+    rollout = store.rollout(name)
+    evaluation = None
+    if rollout is not None:
+        evaluation = controller_of(request).evaluate(name, rollout=rollout, state=state).to_json()
+    return {
+        "name": name,
+        "state": operations.status_of(store, name, state, now).to_json(),
+        "stats": report.to_json(),
+        "health": operations.health(report, rollout).to_json(),
+        "rollout": evaluation,
+    }
+
+
+def _state(name: str, state: State | None) -> dict[str, Any]:
+    current = state or State()
+    return {
+        "name": name,
+        "stored": state is not None,
+        **current.to_dict(),
+        "effective_percent": current.effective_percent,
+    }
+
+
+@router.get(
+    "/migrations/{name}/state",
+    response_model=StateOut,
+    tags=["read"],
+    summary="The stored state: mode, percent, sample, fallback, pins, version",
+)
+def state(request: Request, name: Name, _who: Viewer) -> dict[str, Any]:
+    store = settings_of(request).store
+    return _state(name, operations.require_known(store, name))
+
+
+@router.get("/migrations/{name}/stats", tags=["read"], summary="Both arms over a window")
+def stats(
+    request: Request, name: Name, _who: Viewer, window: Window = "1h", until: Until = None
+) -> dict[str, Any]:
+    settings = settings_of(request)
+    span = _seconds(window, "window")
+    report = operations.stats(settings.store, name, span, settings.clock(), until)
+    return report.to_json()
+
+
+@router.get("/migrations/{name}/series", tags=["read"], summary="Both arms over time")
+def series(
+    request: Request,
+    name: Name,
+    _who: Viewer,
+    window: Window = "1h",
+    step: Annotated[
+        str | None,
+        Query(
+            pattern=DURATION,
+            description="Bucket width (default: window / 60, at least 1m); widened to keep"
+            f" at most {operations.MAX_POINTS} points",
+        ),
+    ] = None,
+    until: Until = None,
+) -> dict[str, Any]:
+    settings = settings_of(request)
+    span = _seconds(window, "window")
+    width = max(
+        _seconds(step, "step") if step else max(60.0, span / 60), span / operations.MAX_POINTS
+    )
+    end = settings.clock() if until is None else until
+    points = operations.time_series(settings.store, name, since=end - span, until=end, step=width)
+    return {
+        "migration": name,
+        "since": end - span,
+        "until": end,
+        "step_seconds": width,
+        "points": [point.to_json() for point in points],
+    }
+
+
+@router.get("/migrations/{name}/drifts", tags=["read"], summary="Drifts grouped by root cause")
+def drifts(
+    request: Request, name: Name, _who: Viewer, window: Window = "7d", limit: Limit = 20
+) -> dict[str, Any]:
+    settings = settings_of(request)
+    operations.require_known(settings.store, name)
+    since = settings.clock() - _seconds(window, "window")
+    groups = settings.store.drift_groups(name, since)[:limit]
+    return {"migration": name, "groups": [group.to_json() for group in groups]}
+
+
+@router.get("/migrations/{name}/drift-samples", tags=["read"], summary="Recent drift samples")
+def drift_samples(
+    request: Request,
+    name: Name,
+    _who: Viewer,
+    window: Window = "7d",
+    limit: Limit = 20,
+    fingerprint: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    settings = settings_of(request)
+    operations.require_known(settings.store, name)
+    since = settings.clock() - _seconds(window, "window")
+    samples = settings.store.drift_samples(name, limit, since, fingerprint)
+    return {"migration": name, "samples": [sample.to_dict() for sample in samples]}
+
+
+@router.get("/migrations/{name}/decisions", tags=["read"], summary="The decision log, newest first")
+def migration_decisions(
+    request: Request, name: Name, _who: Viewer, limit: Limit = 100
+) -> dict[str, Any]:
+    store = settings_of(request).store
+    operations.require_known(store, name)
+    return {"decisions": [d.to_dict() for d in reversed(store.decisions(name, limit))]}
+
+
+@router.get(
+    "/decisions", tags=["read"], summary="The decision log of every migration, newest first"
+)
+def decisions(request: Request, _who: Viewer, limit: Limit = 100) -> dict[str, Any]:
+    store = settings_of(request).store
+    return {"decisions": [d.to_dict() for d in reversed(store.decisions(None, limit))]}
+
+
+@router.get(
+    "/migrations/{name}/rollout",
+    tags=["read"],
+    summary="The rollout: plan, step, checks with their evidence, next action",
+)
+def rollout(request: Request, name: Name, _who: Viewer) -> dict[str, Any]:
+    store = settings_of(request).store
+    state = operations.require_known(store, name)
+    current = store.rollout(name)
+    if current is None:
+        raise ApiError(404, f"{name!r} has no rollout; start one with POST /api/v1/rollouts")
+    return controller_of(request).evaluate(name, rollout=current, state=state).to_json()
+
+
+@router.get("/plans", tags=["read"], summary="The plans this server may start")
+def plans(request: Request, _who: Viewer) -> dict[str, Any]:
+    settings = settings_of(request)
+    out = []
+    for path in plan_files(settings):
+        try:
+            plan = load_plan(path)
+        except InvalidInput as error:
+            out.append({"file": path.name, "valid": False, "error": str(error)})
+            continue
+        out.append(
+            {
+                "file": path.name,
+                "valid": True,
+                "migration": plan.migration,
+                "description": plan.description,
+                "steps": [step.label for step in plan.steps],
+            }
+        )
+    return {"plans": out}
+
+
+def plan_files(settings: Settings) -> list[Path]:
+    if settings.plans_dir is None:
+        return []
+    return sorted(
+        path
+        for path in settings.plans_dir.iterdir()
+        if path.is_file() and path.suffix in (".yaml", ".yml", ".json")
+    )
+
+
+# -- actions --------------------------------------------------------------------------------
+
+
+def _decided(decision: Decision) -> dict[str, Any]:
+    return {"decision": decision.to_dict()}
+
+
+@router.post(
+    "/migrations/{name}/state",
+    response_model=DecisionOut,
+    responses=CONFLICT,
+    tags=["act"],
+    summary="Set the state (operator)",
+)
+def set_state(request: Request, name: Name, body: SetState, who: Operator) -> dict[str, Any]:
+    settings = settings_of(request)
+    if body.percent is not None and body.percent_delta is not None:
+        raise ApiError(422, "percent and percent_delta: give one of them, not both")
+    change = operations.Change(
+        mode=body.mode,
+        percent=body.percent,
+        percent_delta=body.percent_delta,
+        sample=body.sample,
+        fallback=body.fallback,
+        pin_new=tuple(body.pin_new),
+        pin_legacy=tuple(body.pin_legacy),
+        unpin=tuple(body.unpin),
+    )
+    if change.empty:
+        raise ApiError(
+            422,
+            "nothing to change: give mode, percent, percent_delta, sample, fallback, pin_new,"
+            " pin_legacy or unpin",
+        )
+    decision = operations.set_state(
+        settings.store,
+        name,
+        change,
+        reason=body.reason,
+        actor=who.name,
+        clock=settings.clock,
+        expected_version=body.expected_version,
+        evidence={"via": "api", "role": who.role.label},
+    )
+    return {"decision": None} if decision is None else _decided(decision)
+
+
+@router.post(
+    "/rollouts",
+    response_model=DecisionOut,
+    responses=CONFLICT,
+    tags=["act"],
+    summary="Start a rollout plan (operator; inline plans and replace: admin)",
+)
+def start(request: Request, body: StartRollout, who: Operator) -> dict[str, Any]:
+    settings = settings_of(request)
+    if (body.plan is None) == (body.definition is None):
+        raise ApiError(422, "plan or definition: give exactly one of them")
+    if (body.definition is not None or body.replace) and who.role < Role.ADMIN:
+        what = "an inline plan" if body.definition is not None else "replace"
+        raise ApiError(403, f"{what} needs the admin role; the token of {who.name} has operator")
+    plan: Plan
+    if body.definition is not None:
+        plan = parse_plan(body.definition, "definition")
+        source = f"inline plan from {who.name}"
+    else:
+        found = {path.name: path for path in plan_files(settings)}
+        if body.plan not in found:
+            known = ", ".join(sorted(found)) or "none; start the server with --plans DIR"
+            raise ApiError(422, f"plan: no plan file named {body.plan!r} (known: {known})")
+        plan = load_plan(found[body.plan])
+        source = body.plan or ""
+    decision = controller_of(request).start(
+        plan,
+        actor=who.name,
+        reason=body.reason,
+        source=source,
+        replace=body.replace,
+        expected_version=body.expected_version,
+    )
+    return _decided(decision)
+
+
+Steering = Annotated[Controller, Depends(controller_of)]
+
+
+def _action(path: str, summary: str) -> Any:
+    return router.post(
+        f"/migrations/{{name}}/rollout/{path}",
+        response_model=DecisionOut,
+        responses=CONFLICT,
+        tags=["act"],
+        summary=summary,
+    )
+
+
+def _steer(action: Any, name: str, body: Versioned, **arguments: Any) -> dict[str, Any]:
+    """Run one controller action with the body's reason and expected version."""
+    decision = action(name, reason=body.reason, expected_version=body.expected_version, **arguments)
+    return _decided(decision)
+
+
+@_action("promote", "Move to the next step now (operator; force: admin)")
+def promote(name: Name, body: Promote, who: Operator, controller: Steering) -> dict[str, Any]:
+    if body.force and who.role < Role.ADMIN:
+        raise ApiError(403, f"force needs the admin role; the token of {who.name} has operator")
+    return _steer(controller.promote, name, body, actor=who.name, force=body.force)
+
+
+@_action("pause", "Hand the rollout to people: nothing automatic until resumed (operator)")
+def pause(name: Name, body: Versioned, who: Operator, controller: Steering) -> dict[str, Any]:
+    return _steer(controller.pause, name, body, actor=who.name)
+
+
+@_action("resume", "Hand a paused or rolled-back rollout back to the controller (operator)")
+def resume(name: Name, body: Resume, who: Operator, controller: Steering) -> dict[str, Any]:
+    return _steer(controller.resume, name, body, actor=who.name)
+
+
+@_action("approve", "Approve entering a step that asks for it (operator; four-eyes)")
+def approve(name: Name, body: Approve, who: Operator, controller: Steering) -> dict[str, Any]:
+    return _steer(controller.approve, name, body, by=who.name, step=body.step)
+
+
+@_action("abort", "Return to legacy now and stop the rollout (operator)")
+def abort(name: Name, body: Versioned, who: Operator, controller: Steering) -> dict[str, Any]:
+    return _steer(controller.abort, name, body, actor=who.name)
+
+
+@_action("retry", "Walk the plan again from a step (operator)")
+def retry(name: Name, body: Retry, who: Operator, controller: Steering) -> dict[str, Any]:
+    return _steer(controller.retry, name, body, actor=who.name, step=body.step)

@@ -1,0 +1,504 @@
+"""The FastAPI application: settings, authentication, guards, errors, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
+
+from cutover.clock import Clock, system_clock
+from cutover.control.controller import CONTROLLER, Controller
+from cutover.errors import ConflictError, CutoverError, InvalidInput, StoreError, UnknownMigration
+from cutover.http._auth import Principal, Role, Tokens
+from cutover.model import Mode
+from cutover.runtime import __version__
+from cutover.store import Store
+
+log = logging.getLogger("cutover.http")
+
+COOKIE = "cutover_token"
+"""The dashboard keeps the signed-in token in this HttpOnly, SameSite=Strict cookie."""
+
+CSRF_HEADER = "x-cutover-request"
+"""A write authenticated by the cookie must carry this header: a form or link on another site
+cannot set it, and a script on another site would need CORS, which this server never grants."""
+
+MAX_BODY = 256 * 1024
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+        b" connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self';"
+        b" frame-ancestors 'none'",
+    ),
+]
+
+
+@dataclass
+class Settings:
+    """How one server runs: its store, who may do what, and where plans come from."""
+
+    store: Store
+    tokens: Tokens = field(default_factory=Tokens)
+    public_read: bool = False  # read endpoints and the dashboard need no token
+    plans_dir: Path | None = None  # plans that `POST /api/v1/rollouts` may start by name
+    four_eyes: bool = False  # every approval from someone other than the rollout's starter
+    refresh_seconds: float = 5.0  # how often the dashboard polls
+    controller_interval: float = 10.0  # the expected tick interval, for the health lag
+    clock: Clock = system_clock
+    secure_cookie: bool = False  # mark the dashboard cookie Secure (behind HTTPS)
+
+
+class ApiError(Exception):
+    """An HTTP error with a one-sentence message (and optional details) as its JSON body."""
+
+    def __init__(self, status: int, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details
+
+
+bearer = HTTPBearer(auto_error=False, description="A token `cutover token create` minted.")
+
+
+def settings_of(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def controller_of(request: Request) -> Controller:
+    return request.app.state.controller
+
+
+def identify(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    """The caller, from a bearer token or the dashboard's cookie; 401 without a valid one."""
+    settings = settings_of(request)
+    token = None
+    if credentials is not None:
+        token = credentials.credentials
+    elif COOKIE in request.cookies:
+        token = request.cookies[COOKIE]
+        if request.method not in SAFE_METHODS and CSRF_HEADER not in request.headers:
+            raise ApiError(403, f"a write signed in by cookie must send the {CSRF_HEADER} header")
+    if not token:
+        raise ApiError(401, "this needs a token: send Authorization: Bearer <token>")
+    principal = settings.tokens.check(token)
+    if principal is None:
+        raise ApiError(401, "the token is not valid; ask an admin for one (cutover token create)")
+    return principal
+
+
+def requires(role: Role) -> Callable[..., Principal]:
+    """A dependency that admits callers with at least ``role``."""
+
+    def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Principal:
+        settings = settings_of(request)
+        if (
+            role is Role.VIEWER
+            and settings.public_read
+            and credentials is None
+            and COOKIE not in request.cookies
+        ):
+            return Principal("anonymous", Role.VIEWER)
+        principal = identify(request, credentials)
+        if principal.role < role:
+            raise ApiError(
+                403,
+                f"this needs the {role.label} role; the token of {principal.name} has"
+                f" {principal.role.label}",
+            )
+        return principal
+
+    return dependency
+
+
+Viewer = Annotated[Principal, Depends(requires(Role.VIEWER))]
+Operator = Annotated[Principal, Depends(requires(Role.OPERATOR))]
+Admin = Annotated[Principal, Depends(requires(Role.ADMIN))]
+
+
+def error_body(message: str, **details: Any) -> dict[str, Any]:
+    return {"error": message, **details}
+
+
+def _conflict(request: Request, error: ConflictError) -> JSONResponse:
+    store = settings_of(request).store
+    state = store.state(error.name)
+    rollout = store.rollout(error.name)
+    return JSONResponse(
+        error_body(
+            str(error),
+            current={
+                "state": state.to_dict() if state else None,
+                "rollout": rollout.to_dict() if rollout else None,
+            },
+        ),
+        status_code=409,
+    )
+
+
+PATTERN_HINTS = {
+    "window": "is not a duration; write it like 30s, 5m, 1h30m or 14d",
+    "step": "is not a duration; write it like 1m, 5m or 1h",
+    "name": "is not a migration name (no slashes or control characters)",
+}
+"""What a parameter that fails its pattern should look like, said to people."""
+
+
+def _validation(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "body"
+        message = item.get("msg", "invalid")
+        field_name = where.rsplit(".", 1)[-1]
+        if item.get("type") == "string_pattern_mismatch" and field_name in PATTERN_HINTS:
+            message = f"{item.get('input')!r} {PATTERN_HINTS[field_name]}"
+        problems.append(
+            {
+                "field": field_name if where.startswith(("query.", "path.")) else where,
+                "message": message,
+            }
+        )
+    first = problems[0] if problems else {"field": "body", "message": "invalid"}
+    return JSONResponse(
+        error_body(f"{first['field']}: {first['message']}", fields=problems), status_code=422
+    )
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, error: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+        return JSONResponse(
+            error_body(error.message, **error.details), status_code=error.status, headers=headers
+        )
+
+    app.add_exception_handler(RequestValidationError, _validation)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        message = error.detail if isinstance(error.detail, str) else "request refused"
+        code = error.status_code
+        headers = error.headers
+        if code == 404 and message == "Not Found":
+            message = "no such endpoint; the API is described at /openapi.json"
+        elif code == 405:
+            message = "this endpoint does not take that method; see /openapi.json"
+            # Every method the path takes, not only those of the first route that matched it.
+            allowed = {
+                method
+                for route in request.app.routes
+                if isinstance(route, Route) and route.path_regex.match(request.url.path)
+                for method in route.methods or ()
+            }
+            headers = {"Allow": ", ".join(sorted(allowed))}
+        elif code == 400:  # a body FastAPI could not decode at all
+            code, message = 422, "body: not valid JSON; send a JSON object encoded as UTF-8"
+        return JSONResponse(error_body(message), status_code=code, headers=headers)
+
+    @app.exception_handler(UnknownMigration)
+    async def unknown(_request: Request, error: UnknownMigration) -> JSONResponse:
+        return JSONResponse(
+            error_body(f"no migration named {error.name!r} in the store"), status_code=404
+        )
+
+    @app.exception_handler(ConflictError)
+    async def conflict(request: Request, error: ConflictError) -> JSONResponse:
+        return _conflict(request, error)
+
+    @app.exception_handler(InvalidInput)
+    async def invalid(_request: Request, error: InvalidInput) -> JSONResponse:
+        return JSONResponse(error_body(str(error)), status_code=422)
+
+    @app.exception_handler(StoreError)
+    async def store_down(_request: Request, error: StoreError) -> JSONResponse:
+        log.warning("cutover server: %s", error)
+        return JSONResponse(
+            error_body("the store is unavailable; try again shortly"),
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(CutoverError)
+    async def refused(_request: Request, error: CutoverError) -> JSONResponse:
+        return JSONResponse(error_body(str(error)), status_code=422)
+
+
+class Guard:
+    """Pure ASGI middleware: refuses oversized bodies, sets security headers, counts requests.
+    An unexpected error becomes a 500 without its traceback (which goes to the log)."""
+
+    def __init__(self, app: Any, requests: Counter, latency: Histogram) -> None:
+        self.app = app
+        self.requests = requests
+        self.latency = latency
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500, "sent": False}
+        declared = _content_length(scope)
+        if declared is not None and declared > MAX_BODY:
+            await _refuse_body(send)
+            self._count(scope, 413, started)
+            return
+        if declared is None and scope.get("method") not in SAFE_METHODS:
+            # A body without a declared length is read here, so its size is known before
+            # the application sees any of it.
+            body = bytearray()
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                body += message.get("body", b"")
+                if len(body) > MAX_BODY:
+                    await _refuse_body(send)
+                    self._count(scope, 413, started)
+                    return
+                if not message.get("more_body", False):
+                    break
+            receive = _replay(bytes(body), receive)
+
+        async def guarded(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.update(code=message["status"], sent=True)
+                headers = list(message.get("headers", ()))
+                headers.extend(SECURITY_HEADERS)
+                if scope["path"].startswith("/api/"):
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, guarded)
+        except Exception:
+            log.exception("cutover server: %s %s failed", scope.get("method"), scope.get("path"))
+            if not status["sent"]:
+                await _send_json(send, 500, error_body("internal error; the server log has it"))
+                status.update(code=500, sent=True)
+        self._count(scope, status["code"], started)
+
+    def _count(self, scope: MutableMapping[str, Any], code: int, started: float) -> None:
+        route = scope.get("route")
+        path = getattr(route, "path", None) or "unmatched"
+        method = scope.get("method", "")
+        self.requests.labels(method, path, str(code)).inc()
+        self.latency.labels(method, path).observe(time.perf_counter() - started)
+
+
+def _replay(
+    body: bytes, receive: Callable[[], Awaitable[MutableMapping[str, Any]]]
+) -> Callable[[], Awaitable[MutableMapping[str, Any]]]:
+    """A receive that hands over ``body`` whole, then waits on the client as before."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> MutableMapping[str, Any]:
+        return pending.pop() if pending else await receive()
+
+    return replayed
+
+
+def _content_length(scope: MutableMapping[str, Any]) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _refuse_body(send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> None:
+    await _send_json(
+        send, 413, error_body(f"the request body is larger than {MAX_BODY // 1024} KiB")
+    )
+
+
+async def _send_json(
+    send: Callable[[MutableMapping[str, Any]], Awaitable[None]], code: int, body: dict[str, Any]
+) -> None:
+    response = JSONResponse(body, status_code=code)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": code,
+            "headers": [*response.raw_headers, *SECURITY_HEADERS],
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})
+
+
+class StoreCollector(Collector):
+    """Each migration's stored state and rollout, read from the store at scrape time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        store = self.settings.store
+        percent = _gauge("cutover_state_percent", "Share of units new serves", "migration")
+        mode = _gauge("cutover_state_mode", "1 for each stored mode", "migration", "mode")
+        version = _gauge("cutover_state_version", "Version of the stored state", "migration")
+        step = _gauge(
+            "cutover_rollout_step", "Step of the rollout (1-based, 0 before the first)", "migration"
+        )
+        status = _gauge(
+            "cutover_rollout_status", "1 for the status of each rollout", "migration", "status"
+        )
+        lag = _gauge("cutover_controller_lag_seconds", "Seconds since a controller last ticked")
+        up = _gauge("cutover_store_up", "1 when the store answered this scrape")
+        try:
+            states = store.states()
+            rollouts = store.rollouts()
+            seen = controller_lag(store, self.settings.clock())
+        except StoreError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        for name, state in sorted(states.items()):
+            percent.add_metric([name], state.effective_percent)
+            version.add_metric([name], state.version)
+            for candidate in Mode:
+                mode.add_metric([name, candidate.value], float(candidate is state.mode))
+        for name, rollout in sorted(rollouts.items()):
+            step.add_metric([name], rollout.step + 1)
+            status.add_metric([name, rollout.status.value], 1)
+        if seen is not None:
+            lag.add_metric([], seen)
+        yield from (up, percent, mode, version, step, status, lag)
+
+
+def _gauge(name: str, documentation: str, *labels: str) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, labels=list(labels))
+
+
+def controller_lag(store: Store, now: float) -> float | None:
+    """Seconds since the most recent tick of any controller on ``store``; None if none ever
+    ticked."""
+    ticks = [
+        float(instance.info.get("ticked_at") or instance.last_seen)
+        for instance in store.instances()
+        if instance.info.get("role") == CONTROLLER
+    ]
+    return max(0.0, now - max(ticks)) if ticks else None
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The admin API and dashboard over ``settings.store``."""
+    from cutover.http import _api, _dashboard
+
+    registry = CollectorRegistry(auto_describe=False)
+    requests = Counter(
+        "cutover_http_requests_total",
+        "HTTP requests answered",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    latency = Histogram(
+        "cutover_http_request_duration_seconds",
+        "Time to answer an HTTP request",
+        ["method", "route"],
+        registry=registry,
+    )
+    registry.register(StoreCollector(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        yield
+        app.state.controller.close()
+
+    app = FastAPI(
+        title="cutover",
+        version=__version__,
+        description="Admin API of cutover: migrations, their states, stats, drifts, decisions"
+        " and rollouts. Every action takes a reason and the version it expects, and records a"
+        " decision with the caller's identity.",
+        lifespan=lifespan,
+        # The interactive pages load scripts from a CDN, which the strict CSP and an offline
+        # machine both refuse; /openapi.json serves any OpenAPI tool instead.
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.controller = Controller(
+        settings.store, clock=settings.clock, four_eyes=settings.four_eyes
+    )
+    _install_errors(app)
+    app.include_router(_api.router)
+    app.include_router(_dashboard.router)
+    _dashboard.mount_static(app)
+
+    @app.get("/healthz", tags=["service"], summary="Store reachable, controller lag")
+    def healthz() -> JSONResponse:
+        now = settings.clock()
+        try:
+            rollouts = settings.store.rollouts()
+            lag = controller_lag(settings.store, now)
+        except StoreError:
+            return JSONResponse(
+                {"status": "down", "store": "unreachable", "controller_lag_seconds": None},
+                status_code=503,
+            )
+        active = any(rollout.status.active for rollout in rollouts.values())
+        late = max(60.0, 3 * settings.controller_interval)
+        status = "ok"
+        if active and (lag is None or lag > late):
+            status = "degraded"  # rollouts wait on a controller that is not ticking
+        return JSONResponse(
+            {
+                "status": status,
+                "store": "reachable",
+                "controller_lag_seconds": lag,
+                "active_rollouts": sum(r.status.active for r in rollouts.values()),
+            }
+        )
+
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+            401: {"description": "No valid token (unless --public-read)"},
+            403: {"description": "The token's role is too weak"},
+        },
+    )
+    def metrics(_who: Viewer) -> Response:
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    app.add_middleware(Guard, requests=requests, latency=latency)
+    return app
