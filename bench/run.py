@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import io
 import json
+import shutil
 from typing import Any
 
 import psycopg
@@ -19,6 +20,7 @@ import psycopg
 import canary_million
 import controller_tick
 import flush_throughput
+import http_api
 import overhead
 import shadow_latency
 from _harness import machine
@@ -47,6 +49,12 @@ def main() -> None:
         # Smaller than controller_tick.py's defaults (200 migrations, 30 days: about 4 minutes,
         # mostly loading); the full run is recorded in docs/performance.md.
         results["controller_tick"] = quietly(controller_tick.run, server, 50, 7.0, 6.0, 3)
+        # 3-second wrk runs, one round (http_api.py --quick); the full run (10 s, 3 rounds) is
+        # recorded in docs/performance.md.
+        if shutil.which("wrk") is None:
+            results["http_api"] = "skipped: wrk is not installed (apt-get install wrk)"
+        else:
+            results["http_api"] = quietly(http_api.run, server, 1000, 3.0, 1.0, 1)
     print(json.dumps(results, indent=2))
 
 
