@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cutover.telemetry.histogram import SIZE, Histogram, bounds, index_of
+from cutover.telemetry.histogram import SIZE, Histogram, bounds, index_of, midpoint
 
 
 @given(st.integers(0, 2**63 - 1))
@@ -63,3 +64,17 @@ def test_cumulative_buckets_for_prometheus_are_monotone_and_conservative() -> No
         hist.record(ns)
     cumulative = hist.cumulative([0.001, 0.01, 0.1])
     assert cumulative == [2, 3, 4]
+
+
+@given(
+    st.dictionaries(st.integers(0, 300), st.integers(1, 50), min_size=1, max_size=40),
+    st.lists(st.floats(0.001, 1.0), min_size=1, max_size=5),
+)
+def test_quantiles_in_one_pass_are_the_nearest_ranks(
+    counts: dict[int, int], qs: list[float]
+) -> None:
+    histogram = Histogram(counts)
+    values = sorted(index for index, count in counts.items() for _ in range(count))
+    expected = [midpoint(values[max(1, math.ceil(q * len(values))) - 1]) for q in sorted(qs)]
+    assert histogram.quantiles(tuple(sorted(qs))) == expected
+    assert histogram.quantiles_ms(tuple(sorted(qs))) == [round(v / 1e6, 6) for v in expected]

@@ -58,7 +58,7 @@ class ArmStats:
     @classmethod
     def of(cls, counts: w.ArmCounts) -> ArmStats:
         c = counts.counts
-        hist = counts.histogram
+        p50, p95, p99 = counts.histogram.quantiles_ms((0.50, 0.95, 0.99))
         return cls(
             calls=c[w.CALLS],
             errors=c[w.ERRORS],
@@ -66,9 +66,9 @@ class ArmStats:
             # Every run served the caller but the off-path ones and new's failed attempts.
             served=c[w.CALLS] - c[w.OFFPATH] - c[w.FALLBACKS],
             fallbacks=c[w.FALLBACKS],
-            p50_ms=hist.quantile_ms(0.50),
-            p95_ms=hist.quantile_ms(0.95),
-            p99_ms=hist.quantile_ms(0.99),
+            p50_ms=p50,
+            p95_ms=p95,
+            p99_ms=p99,
         )
 
 

@@ -112,7 +112,7 @@ def identify(request: Request, credentials: HTTPAuthorizationCredentials | None)
 def requires(role: Role) -> Callable[..., Principal]:
     """A dependency that admits callers with at least ``role``."""
 
-    def dependency(
+    async def dependency(  # no I/O: runs on the event loop, not on a worker thread
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:

@@ -29,6 +29,7 @@ from cutover.store import (
 )
 from cutover.store import schema as t
 from cutover.telemetry.drift import DriftSample, clean_text
+from cutover.telemetry.histogram import Histogram
 from cutover.telemetry.windows import COUNTERS, ArmCounts
 
 log = logging.getLogger("cutover")
@@ -68,6 +69,9 @@ def _span(table: sa.Table, name: str, since: float, until: float | None) -> list
     if until is not None:
         conditions.append(table.c.start < int(until))
     return conditions
+
+
+_ARMS = {arm.value: arm for arm in Arm}
 
 
 def fingerprint_key(fingerprint: str) -> str:
@@ -166,8 +170,10 @@ class SqlStore:
             parsed,
             connect_args=self._pg_connect_args(),
             pool_pre_ping=True,
-            pool_size=2,
-            max_overflow=4,
+            # Up to 6 connections, each kept once opened: an overflow connection would be
+            # closed on return whenever 2 sit idle, and reopened on the next burst.
+            pool_size=6,
+            max_overflow=0,
             pool_recycle=1800,
         )
 
@@ -755,19 +761,38 @@ class SqlStore:
                 found = out[start] = {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()}
             return found
 
+        rows: list[Any] = []
         with self._connect() as conn:
-            for row in conn.execute(counters):
-                slot(int(row[0]))[Arm(row[1])].counts = [int(value) for value in row[2:]]
+            for row in conn.execute(counters).all():
+                slot(int(row[0]))[_ARMS[row[1]]].counts = [int(value) for value in row[2:]]
             if histograms_since is not None:
                 h = t.histograms.c
                 hist_conditions = _span(t.histograms, name, max(since, histograms_since), until)
-                buckets = (
-                    sa.select(h.start, h.arm, h.bucket, sa.func.sum(h.count))
-                    .where(*hist_conditions)
-                    .group_by(h.start, h.arm, h.bucket)
-                )
-                for start, arm, bucket, count in conn.execute(buckets):
-                    slot(int(start))[Arm(arm)].histogram.add(int(bucket), int(count))
+                if self.dialect == "postgresql":
+                    # The key holds one row per (start, arm, bucket) of a migration: one row
+                    # per window and arm, with its buckets and counts as two arrays.
+                    per_window = (
+                        sa.select(
+                            h.start, h.arm, sa.func.array_agg(h.bucket), sa.func.array_agg(h.count)
+                        )
+                        .where(*hist_conditions)
+                        .group_by(h.start, h.arm)
+                    )
+                    for start, arm, indexes, counts in conn.execute(per_window).all():
+                        slot(int(start))[_ARMS[arm]].histogram = Histogram.of_counts(
+                            dict(zip(indexes, counts, strict=True))
+                        )
+                else:
+                    buckets = sa.select(h.start, h.arm, h.bucket, h.count).where(*hist_conditions)
+                    rows = conn.execute(buckets).all()
+        buckets_of: dict[tuple[int, str], dict[int, int]] = {}
+        for start, arm, bucket, count in rows:
+            found = buckets_of.get((start, arm))
+            if found is None:
+                found = buckets_of[start, arm] = {}
+            found[bucket] = count  # the key holds one row per (start, arm, bucket)
+        for (start, arm), counts in buckets_of.items():
+            slot(int(start))[_ARMS[arm]].histogram = Histogram.of_counts(counts)
         return dict(sorted(out.items()))
 
     def migrations(self) -> list[str]:

@@ -53,6 +53,13 @@ class Histogram:
         for index, count in items:
             self.add(int(index), int(count))
 
+    @classmethod
+    def of_counts(cls, counts: dict[int, int]) -> Histogram:
+        """A histogram that takes ``counts`` (bucket -> count, as stored) as its own."""
+        histogram = cls.__new__(cls)
+        histogram._counts = {index: count for index, count in counts.items() if count}
+        return histogram
+
     def add(self, index: int, count: int = 1) -> None:
         if count:
             self._counts[index] = self._counts.get(index, 0) + count
@@ -61,8 +68,9 @@ class Histogram:
         self.add(index_of(ns))
 
     def merge(self, other: Histogram) -> Histogram:
+        counts = self._counts
         for index, count in other._counts.items():
-            self.add(index, count)
+            counts[index] = counts.get(index, 0) + count
         return self
 
     @property
@@ -73,22 +81,31 @@ class Histogram:
         """(bucket, count) pairs in bucket order."""
         return iter(sorted(self._counts.items()))
 
-    def quantile(self, q: float) -> float | None:
-        """The q-quantile in nanoseconds by nearest rank, or None when empty."""
-        total = self.count
+    def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
+        """The q-quantiles (``qs`` ascending) in nanoseconds by nearest rank, in one pass over
+        the buckets; None when empty."""
+        total = sum(self._counts.values())
         if total == 0:
-            return None
-        rank = max(1, math.ceil(q * total))
+            return [None] * len(qs)
+        ranks = [max(1, math.ceil(q * total)) for q in qs]
+        out: list[float | None] = []
         seen = 0
-        for index, count in self.items():
+        for index, count in sorted(self._counts.items()):
             seen += count
-            if seen >= rank:
-                return midpoint(index)
-        raise AssertionError("unreachable: rank is at most the total")
+            while len(out) < len(ranks) and seen >= ranks[len(out)]:
+                out.append(midpoint(index))
+            if len(out) == len(ranks):
+                return out
+        raise AssertionError("unreachable: every rank is at most the total")
+
+    def quantile(self, q: float) -> float | None:
+        return self.quantiles((q,))[0]
+
+    def quantiles_ms(self, qs: tuple[float, ...]) -> list[float | None]:
+        return [None if ns is None else round(ns / 1e6, 6) for ns in self.quantiles(qs)]
 
     def quantile_ms(self, q: float) -> float | None:
-        value = self.quantile(q)
-        return None if value is None else round(value / 1e6, 6)
+        return self.quantiles_ms((q,))[0]
 
     def cumulative(self, upper_bounds_seconds: Iterable[float]) -> list[int]:
         """Counts at or below each bound, for Prometheus' ``le`` buckets.
