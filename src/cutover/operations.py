@@ -59,9 +59,10 @@ def default_actor() -> str:
 
 
 def require_known(store: Store, name: str) -> State | None:
-    """The stored state of ``name`` (None if it only has telemetry); UnknownMigration if neither."""
+    """The stored state of ``name`` (None if it only has telemetry or a rollout waiting for its
+    first approval); UnknownMigration if it has none of these."""
     state = store.state(name)
-    if state is None and name not in store.migrations():
+    if state is None and store.rollout(name) is None and name not in store.migrations():
         raise UnknownMigration(name)
     return state
 
@@ -281,19 +282,20 @@ def _status_of(
 
 
 def time_series(store: Store, name: str, *, since: float, until: float, step: float) -> list[Point]:
-    """Both arms of ``name`` per bucket of ``step`` seconds over [since, until), with latency
-    percentiles: what the dashboard charts."""
+    """Both arms of ``name`` per bucket of ``step`` seconds over [since, until), the first
+    bucket aligned down to a multiple of ``step``, with latency percentiles: what the dashboard
+    charts."""
     require_known(store, name)
     if step <= 0:
         raise InvalidInput("the step of a series must be a positive duration, like 1m")
-    if (until - since) / step > MAX_POINTS:
+    first = since // step * step
+    if math.ceil((until - first) / step - 1e-9) > MAX_POINTS:
         raise InvalidInput(
             f"a series holds at most {MAX_POINTS} points; choose a step of at least"
-            f" {math.ceil((until - since) / MAX_POINTS)}s for this span"
+            f" {math.ceil((until - since) / (MAX_POINTS - 1))}s for this span"
         )
-    first = since // step * step
     windows = store.series(name, first, until, histograms_since=first)
-    return series(windows, since=first, until=until, step=step)
+    return series(windows, since=since, until=until, step=step)  # aligns as above
 
 
 MAX_POINTS = 1440

@@ -171,7 +171,7 @@ def series(
     """Stored windows folded into buckets of ``step`` seconds from ``since`` (aligned down to a
     multiple of ``step``) to ``until``; a bucket without windows is present, with zero calls."""
     first = since // step * step
-    count = max(1, math.ceil((until - first) / step))
+    count = max(1, math.ceil((until - first) / step - 1e-9))
     folded = [{Arm.LEGACY: w.ArmCounts(), Arm.NEW: w.ArmCounts()} for _ in range(count)]
     for start, arms in windows.items():
         index = int((start - first) // step)

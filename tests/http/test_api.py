@@ -307,7 +307,7 @@ def test_every_response_carries_the_security_headers(server: Server) -> None:
         assert answer.headers["x-content-type-options"] == "nosniff"
         assert answer.headers["x-frame-options"] == "DENY"
         assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
-        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["referrer-policy"] == "same-origin"
     assert call(server, "viewer", "GET", "/api/v1/plans").headers["cache-control"] == "no-store"
     assert "server" not in {name.lower() for name in call(server, NONE, "GET", "/healthz").headers}
 
@@ -394,3 +394,43 @@ def test_a_store_outage_is_503_and_the_server_recovers(
     assert call(server, NONE, "GET", "/healthz").status_code == 503
     proxy.restore()
     assert call(server, "viewer", "GET", "/api/v1/migrations/pay/state").json()["version"] == 1
+
+
+def test_a_rollout_waiting_for_its_first_approval_is_known(server: Server, plans: Path) -> None:
+    (plans / "gated.yaml").write_text(
+        "migration: gated\nsteps:\n  - {mode: shadow, approval: true}\n  - {mode: new}\n"
+    )
+    assert start(server, plan="gated.yaml").is_success
+    rollout = call(server, "viewer", "GET", "/api/v1/migrations/gated/rollout")
+    assert rollout.status_code == 200 and rollout.json()["step"] == -1
+    assert call(server, "viewer", "GET", "/api/v1/migrations/gated").status_code == 200
+    approve = {"reason": "CAB-1", "expected_version": rollout.json()["version"]}
+    given = call(server, "olga", "POST", "/api/v1/migrations/gated/rollout/approve", approve)
+    assert given.status_code == 200, given.text
+
+
+def test_a_plan_starts_again_after_an_abort(server: Server) -> None:
+    assert start(server).is_success
+    abort = {"reason": "stop", "expected_version": rollout_version(server)}
+    assert call(
+        server, "operator", "POST", "/api/v1/migrations/pay/rollout/abort", abort
+    ).is_success
+    again = start(server)
+    assert again.status_code == 200, again.text
+    assert start(server, expected_version=0).status_code == 409  # a record exists: not 0
+
+
+def test_a_series_never_holds_more_than_1440_points(server: Server) -> None:
+    call(
+        server,
+        "operator",
+        "POST",
+        "/api/v1/migrations/pay/state",
+        {"reason": "r", "expected_version": 0, "mode": "shadow"},
+    )
+    for query in ("window=1474s&step=1s", "window=1h&step=1s", "window=1d&step=1m"):
+        answer = call(server, "viewer", "GET", f"/api/v1/migrations/pay/series?{query}")
+        assert answer.status_code == 200, (query, answer.text)
+        body = answer.json()
+        assert len(body["points"]) <= 1440, query
+        assert body["since"] == body["points"][0]["start"]

@@ -136,3 +136,16 @@ def test_serve_refuses_a_bad_tokens_file_with_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "role 'boss' is not one of viewer, operator, admin" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_token_lands_in_the_tokens_list_or_the_file_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    code, out = mint(tmp_path, "2024", "--role", "operator", "--file", str(path))
+    assert code == 0, out
+    assert Tokens.load(path, env="").check(token_in(out)).name == "2024"  # not the number 2024
+    path.write_text(path.read_text() + "others:\n  - x\n")
+    before = path.read_text()
+    code, message = mint(tmp_path, "bob", "--file", str(path))
+    assert code == 2 and "last block of the file" in message
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["tokens.yaml"]  # no scratch file left

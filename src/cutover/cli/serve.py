@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -134,6 +135,41 @@ def token() -> None:
     """Mint tokens for the admin API and dashboard (only their hashes are stored)."""
 
 
+def _append_token(path: Path, name: str, role: str, digest: str) -> None:
+    """Add an entry to the file's `tokens:` list; the file is replaced whole, and only once the
+    new text is known to hold the new token, so a failure leaves it as it was."""
+    import tempfile
+
+    from cutover.http import Tokens
+
+    text = path.read_text() if path.exists() else ""
+    if text.strip() and name in Tokens.load(path, env="").names():
+        raise InvalidInput(f"{path} already has a token named {name!r}; pick another name")
+    if not text.strip():
+        text = "tokens:\n"
+    elif not text.endswith("\n"):
+        text += "\n"
+    # JSON strings are YAML strings: a name like 2024 or on stays a name.
+    text += f"  - name: {json.dumps(name)}\n    role: {role}\n    sha256: {digest}\n"
+    fd, scratch = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as out:  # mkstemp creates it with mode 0600
+            out.write(text)
+        try:
+            added = name in Tokens.load(scratch, env="").names()
+        except InvalidInput:
+            added = False
+        if not added:
+            raise InvalidInput(
+                f"{path}: cannot append to its `tokens:` list (it must be the last block of the"
+                " file, written as a block list, not `tokens: []`); edit it or use a new file"
+            )
+        os.replace(scratch, path)
+    finally:
+        if os.path.exists(scratch):
+            os.unlink(scratch)
+
+
 @token.command("create")
 @click.argument("name")
 @click.option(
@@ -151,7 +187,7 @@ def token() -> None:
 )
 def create(name: str, role: str, tokens_file: str | None) -> None:
     """Mint a token for NAME; it is printed once, and only its hash is kept."""
-    from cutover.http import Tokens, hash_token, new_token
+    from cutover.http import hash_token, new_token
     from cutover.http._auth import check_name
 
     check_name(name, "NAME")
@@ -159,32 +195,12 @@ def create(name: str, role: str, tokens_file: str | None) -> None:
     digest = hash_token(secret)
     if tokens_file is not None:
         path = Path(tokens_file)
-        text = ""
-        if path.exists():
-            if name in Tokens.load(path, env="").names():
-                raise InvalidInput(f"{path} already has a token named {name!r}; pick another name")
-            text = path.read_text()
-        entry = f"  - name: {name}\n    role: {role}\n    sha256: {digest}\n"
-        if not text.strip():
-            text = "tokens:\n"
-        elif not text.endswith("\n"):
-            text += "\n"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(text + entry)
-        try:
-            Tokens.load(path, env="")
-        except InvalidInput:
-            path.write_text(text if text != "tokens:\n" else "")
-            raise InvalidInput(
-                f"{path}: cannot append to its `tokens:` list (is it written inline, like"
-                " `tokens: []`?); write it as a block list or use a new file"
-            ) from None
+        _append_token(path, name, role, digest)
         console.print(f"added {name} ({role}) to {path}", markup=False)
     else:
         console.print(
             "add this to the tokens file:\n"
-            f"  - name: {name}\n    role: {role}\n    sha256: {digest}\n"
+            f"  - name: {json.dumps(name)}\n    role: {role}\n    sha256: {digest}\n"
             f"or to the environment: CUTOVER_TOKENS={name}:{role}:{digest}",
             markup=False,
         )

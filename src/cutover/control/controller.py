@@ -176,6 +176,7 @@ class Controller:
         self._started_at = clock()
         self._totals: dict[tuple[str, float], tuple[float, int, int]] = {}
         self.standby = False  # the last tick found another controller holding the lease
+        self.interval: float | None = None  # seconds between ticks, while run() loops
         self.queries = 0  # store reads made by ticks, for benchmarks
 
     # -- evaluation ----------------------------------------------------------------------
@@ -494,7 +495,7 @@ class Controller:
                 pid=os.getpid(),
                 started_at=self._started_at,
                 last_seen=now,
-                info={"role": CONTROLLER, "ticked_at": now},
+                info={"role": CONTROLLER, "ticked_at": now, "interval": self.interval},
             )
         )
 
@@ -509,6 +510,7 @@ class Controller:
         with a growing pause; the loop itself never ends on an error."""
         stop = stop or threading.Event()
         wait = sleep or stop.wait
+        self.interval = interval
         backoff = interval
         try:
             while not stop.is_set():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -127,8 +128,12 @@ class StartRollout(_Body):
     )
     definition: dict[str, Any] | None = Field(None, description="A whole plan (admin only)")
     replace: bool = Field(False, description="Replace an active rollout (admin only)")
-    expected_version: int = Field(
-        0, ge=0, le=10**15, description="The version of the rollout replaced (0 for none)"
+    expected_version: int | None = Field(
+        None,
+        ge=0,
+        le=10**15,
+        description="The version of the rollout record this replaces or restarts (0 for none);"
+        " left out, it is not checked",
     )
 
 
@@ -273,14 +278,16 @@ def series(
 ) -> dict[str, Any]:
     settings = settings_of(request)
     span = _seconds(window, "window")
+    # One bucket more than span / step when the first is aligned down: leave room for it.
     width = max(
-        _seconds(step, "step") if step else max(60.0, span / 60), span / operations.MAX_POINTS
+        _seconds(step, "step") if step else max(60.0, span / 60),
+        float(math.ceil(span / (operations.MAX_POINTS - 1))),  # whole seconds: readable starts
     )
     end = settings.clock() if until is None else until
     points = operations.time_series(settings.store, name, since=end - span, until=end, step=width)
     return {
         "migration": name,
-        "since": end - span,
+        "since": points[0].start,  # the first bucket's start, aligned down to the step
         "until": end,
         "step_seconds": width,
         "points": [point.to_json() for point in points],

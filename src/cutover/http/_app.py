@@ -43,7 +43,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # a real Origin on our own form posts
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
     (
@@ -145,10 +145,16 @@ def error_body(message: str, **details: Any) -> dict[str, Any]:
     return {"error": message, **details}
 
 
-def _conflict(request: Request, error: ConflictError) -> JSONResponse:
+def _conflict(request: Request, error: Exception) -> JSONResponse:
+    """409 with what is current now. A plain function: Starlette runs it on a worker thread, so
+    reading the store never blocks the event loop."""
+    assert isinstance(error, ConflictError)
     store = settings_of(request).store
-    state = store.state(error.name)
-    rollout = store.rollout(error.name)
+    try:
+        state = store.state(error.name)
+        rollout = store.rollout(error.name)
+    except StoreError:
+        return _unavailable()
     return JSONResponse(
         error_body(
             str(error),
@@ -167,6 +173,14 @@ PATTERN_HINTS = {
     "name": "is not a migration name (no slashes or control characters)",
 }
 """What a parameter that fails its pattern should look like, said to people."""
+
+
+def _unavailable() -> JSONResponse:
+    return JSONResponse(
+        error_body("the store is unavailable; try again shortly"),
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
 
 
 def _validation(_request: Request, error: Exception) -> JSONResponse:
@@ -227,9 +241,7 @@ def _install_errors(app: FastAPI) -> None:
             error_body(f"no migration named {error.name!r} in the store"), status_code=404
         )
 
-    @app.exception_handler(ConflictError)
-    async def conflict(request: Request, error: ConflictError) -> JSONResponse:
-        return _conflict(request, error)
+    app.add_exception_handler(ConflictError, _conflict)
 
     @app.exception_handler(InvalidInput)
     async def invalid(_request: Request, error: InvalidInput) -> JSONResponse:
@@ -238,11 +250,7 @@ def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(StoreError)
     async def store_down(_request: Request, error: StoreError) -> JSONResponse:
         log.warning("cutover server: %s", error)
-        return JSONResponse(
-            error_body("the store is unavailable; try again shortly"),
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
+        return _unavailable()
 
     @app.exception_handler(CutoverError)
     async def refused(_request: Request, error: CutoverError) -> JSONResponse:
@@ -382,7 +390,7 @@ class StoreCollector(Collector):
         try:
             states = store.states()
             rollouts = store.rollouts()
-            seen = controller_lag(store, self.settings.clock())
+            seen, _ = controller_lag(store, self.settings.clock())
         except StoreError:
             up.add_metric([], 0)
             yield up
@@ -405,15 +413,20 @@ def _gauge(name: str, documentation: str, *labels: str) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, labels=list(labels))
 
 
-def controller_lag(store: Store, now: float) -> float | None:
-    """Seconds since the most recent tick of any controller on ``store``; None if none ever
-    ticked."""
-    ticks = [
-        float(instance.info.get("ticked_at") or instance.last_seen)
-        for instance in store.instances()
-        if instance.info.get("role") == CONTROLLER
-    ]
-    return max(0.0, now - max(ticks)) if ticks else None
+def controller_lag(store: Store, now: float) -> tuple[float | None, float | None]:
+    """Seconds since the most recent tick of any controller on ``store`` (None if none ever
+    ticked), and the interval that controller said it ticks at (None if it did not say)."""
+    latest = None
+    for instance in store.instances():
+        if instance.info.get("role") != CONTROLLER:
+            continue
+        at = float(instance.info.get("ticked_at") or instance.last_seen)
+        if latest is None or at > latest[0]:
+            latest = (at, instance.info.get("interval"))
+    if latest is None:
+        return None, None
+    interval = latest[1]
+    return max(0.0, now - latest[0]), None if interval is None else float(interval)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -466,14 +479,15 @@ def create_app(settings: Settings) -> FastAPI:
         now = settings.clock()
         try:
             rollouts = settings.store.rollouts()
-            lag = controller_lag(settings.store, now)
+            lag, interval = controller_lag(settings.store, now)
         except StoreError:
             return JSONResponse(
                 {"status": "down", "store": "unreachable", "controller_lag_seconds": None},
                 status_code=503,
             )
         active = any(rollout.status.active for rollout in rollouts.values())
-        late = max(60.0, 3 * settings.controller_interval)
+        # Three of the ticking controller's own intervals (else this server's --interval).
+        late = max(60.0, 3 * (interval or settings.controller_interval))
         status = "ok"
         if active and (lag is None or lag > late):
             status = "degraded"  # rollouts wait on a controller that is not ticking

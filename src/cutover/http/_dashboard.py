@@ -250,14 +250,16 @@ def _local(target: str | None) -> str:
 def _same_origin(request: Request) -> bool:
     """Whether a form post comes from a page of this server (a sign-in posted from another site
     would sign the victim in as the attacker). Browsers say where a request comes from in
-    Sec-Fetch-Site; under this server's no-referrer policy their Origin is just "null"."""
+    Sec-Fetch-Site, which every current browser sends; without it, Origin must name this
+    server."""
     site = request.headers.get("sec-fetch-site")
     if site is not None:
         return site in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
+    if origin is None:  # not a browser (curl, a script): nothing to forge
         return True
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+    # "null" comes from sandboxed frames and other opaque origins: not this server's pages.
+    return origin != "null" and urlsplit(origin).netloc == request.headers.get("host", "")
 
 
 # -- sign in and out --------------------------------------------------------------------------
