@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from pathlib import Path
 
 import click
@@ -78,7 +77,6 @@ def serve(
     _server_extra()
     import uvicorn
 
-    from cutover.control.controller import Controller
     from cutover.http import Settings, Tokens, create_app
 
     every = seconds(interval, "--interval")
@@ -90,6 +88,7 @@ def serve(
         plans_dir=Path(plans_dir) if plans_dir else None,
         four_eyes=four_eyes,
         refresh_seconds=seconds(refresh, "--refresh"),
+        run_controller=run_controller,
         controller_interval=every,
         secure_cookie=secure_cookie,
     )
@@ -108,26 +107,13 @@ def serve(
             markup=False,
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    stop = threading.Event()
-    worker = None
-    if run_controller:
-        controller = Controller(session.store, four_eyes=four_eyes)
-        worker = threading.Thread(
-            target=controller.run, args=(every, stop), name="cutover-controller", daemon=True
-        )
-        worker.start()
     console.print(
         f"cutover serving {redact_url(session.store.url)} on http://{host}:{port}"
         f" ({len(tokens)} tokens{', public read' if public_read else ''}"
         f"{f', controller every {format_duration(every)}' if run_controller else ''})",
         markup=False,
     )
-    try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
-    finally:
-        stop.set()
-        if worker is not None:
-            worker.join(timeout=15)
+    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
 
 
 @cli.group()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager
@@ -65,7 +67,8 @@ class Settings:
     plans_dir: Path | None = None  # plans that `POST /api/v1/rollouts` may start by name
     four_eyes: bool = False  # every approval from someone other than the rollout's starter
     refresh_seconds: float = 5.0  # how often the dashboard polls
-    controller_interval: float = 10.0  # the expected tick interval, for the health lag
+    run_controller: bool = False  # also run the rollout controller in this process
+    controller_interval: float = 10.0  # its tick interval; also the expected one for health
     clock: Clock = system_clock
     secure_cookie: bool = False  # mark the dashboard cookie Secure (behind HTTPS)
 
@@ -450,7 +453,23 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
+        # The in-process controller lives exactly as long as the server: it stops, and
+        # delivers its pending notifications, before the process exits.
+        stop = threading.Event()
+        worker = None
+        if settings.run_controller:
+            ticking = Controller(settings.store, clock=settings.clock, four_eyes=settings.four_eyes)
+            worker = threading.Thread(
+                target=ticking.run,
+                args=(settings.controller_interval, stop),
+                name="cutover-controller",
+                daemon=True,
+            )
+            worker.start()
         yield
+        stop.set()
+        if worker is not None:
+            await asyncio.to_thread(worker.join, 15)
         app.state.controller.close()
 
     app = FastAPI(
