@@ -36,11 +36,17 @@ def _pg_reason() -> str | None:
 _PG_REASON = _pg_reason()
 
 
-def need_postgres() -> None:
-    if _PG_REASON is not None:
+def need(reason: str | None) -> None:
+    """Skip the test for ``reason`` (a missing server or tool), or fail it where services are
+    required; nothing when ``reason`` is None."""
+    if reason is not None:
         if REQUIRE:
-            pytest.fail(f"CUTOVER_REQUIRE_SERVICES=1 but {_PG_REASON}")
-        pytest.skip(_PG_REASON)
+            pytest.fail(f"CUTOVER_REQUIRE_SERVICES=1 but {reason}")
+        pytest.skip(reason)
+
+
+def need_postgres() -> None:
+    need(_PG_REASON)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
+from .conftest import need
+from .helpers import free_port
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 READY_WITHIN = 30.0
@@ -35,17 +35,7 @@ def prometheus_reason() -> str | None:
 
 def need_prometheus() -> None:
     """Skip the test when Prometheus is missing, or fail it when services are required."""
-    reason = prometheus_reason()
-    if reason is not None:
-        if os.environ.get("CUTOVER_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"CUTOVER_REQUIRE_SERVICES=1 but {reason}")
-        pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    need(prometheus_reason())
 
 
 @contextlib.contextmanager

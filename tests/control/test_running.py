@@ -207,7 +207,7 @@ def test_a_prometheus_check_reads_a_real_server_and_rolls_back(tmp_path: Path) -
 
 
 def test_an_unreachable_prometheus_is_inconclusive_not_a_failure(tmp_path: Path) -> None:
-    from ..prometheus_server import free_port
+    from ..helpers import free_port
 
     clock = ManualClock()
     controller = Controller(open_store(f"sqlite:///{tmp_path / 'r.db'}"), clock=clock)

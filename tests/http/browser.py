@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
 from cutover import operations
 from cutover.clock import ManualClock
 from cutover.control.controller import Controller
@@ -20,7 +18,7 @@ from cutover.store import FlushBatch, InstanceInfo, open_store
 from cutover.telemetry import windows as w
 from cutover.telemetry.drift import DriftSample
 
-from ..conftest import REQUIRE
+from ..conftest import need
 from ..control.traffic import Traffic
 
 if TYPE_CHECKING:
@@ -52,11 +50,7 @@ def _browser_reason() -> str | None:
 
 
 def need_browser() -> None:
-    reason = _browser_reason()
-    if reason is not None:
-        if REQUIRE:
-            pytest.fail(f"CUTOVER_REQUIRE_SERVICES=1 but {reason}")
-        pytest.skip(reason)
+    need(_browser_reason())
 
 
 @contextmanager
