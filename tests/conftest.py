@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,31 @@ def _pg_reason() -> str | None:
 
 _PG_REASON = _pg_reason()
 
+MARIADB_HOST = os.environ.get("CUTOVER_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
+
+
+def _mariadb_reason() -> str | None:
+    """Why MariaDB (or MySQL) cannot be used here, or None when it can."""
+    try:
+        import pymysql
+    except ImportError:
+        return "PyMySQL is not installed (pip install 'cutover[mysql]')"
+    address = urllib.parse.urlsplit(MARIADB_HOST)
+    try:
+        pymysql.connect(
+            host=address.hostname,
+            port=address.port or 3306,
+            user=address.username or "root",
+            password=address.password or "",
+            connect_timeout=3,
+        ).close()
+        return None
+    except pymysql.MySQLError as error:
+        return f"MariaDB is not reachable at {address.hostname}:{address.port}: {error}"
+
+
+_MARIADB_REASON = _mariadb_reason()
+
 
 def need(reason: str | None) -> None:
     """Skip the test for ``reason`` (a missing server or tool), or fail it where services are
@@ -47,6 +72,10 @@ def need(reason: str | None) -> None:
 
 def need_postgres() -> None:
     need(_PG_REASON)
+
+
+def need_mariadb() -> None:
+    need(_MARIADB_REASON)
 
 
 @pytest.fixture
@@ -85,6 +114,52 @@ def pg_proxy(pg_schema: str) -> Iterator[tuple[TcpProxy, str]]:
         yield proxy, schema_url(pg_schema, through)
     finally:
         proxy.close()
+
+
+@pytest.fixture
+def fresh_pg() -> Iterator[Callable[[], str]]:
+    """Makes schemas of their own on the real PostgreSQL and returns SQLAlchemy URLs into
+    them; every schema is dropped afterwards."""
+    need_postgres()
+    import psycopg
+
+    made: list[str] = []
+
+    def make() -> str:
+        schema = f"cutover_test_{secrets.token_hex(5)}"
+        with psycopg.connect(PG_HOST, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        made.append(schema)
+        return schema_url(schema, PG_HOST.replace("postgresql://", "postgresql+psycopg://", 1))
+
+    yield make
+    with psycopg.connect(PG_HOST, autocommit=True) as conn:
+        for schema in made:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def fresh_mariadb() -> Iterator[Callable[[], str]]:
+    """Makes databases of their own on the real MariaDB and returns SQLAlchemy URLs to them;
+    every database is dropped afterwards."""
+    need_mariadb()
+    import sqlalchemy as sa
+
+    made: list[str] = []
+    admin = sa.create_engine(MARIADB_HOST, isolation_level="AUTOCOMMIT")
+
+    def make() -> str:
+        name = f"cutover_test_{secrets.token_hex(5)}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+        made.append(name)
+        return MARIADB_HOST.rsplit("/", 1)[0] + f"/{name}?charset=utf8mb4"
+
+    yield make
+    with admin.connect() as conn:
+        for name in made:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+    admin.dispose()
 
 
 @pytest.fixture

@@ -1,0 +1,238 @@
+"""Connecting to the databases a data migration spans, and the SQL each one hashes rows with.
+
+PostgreSQL and MySQL/MariaDB hash rows themselves (``md5`` of an unambiguous encoding, 64 bits
+of it summed per chunk); SQLite rows are hashed in Python. Every audit connection is read-only
+and speaks UTC.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from cutover.data._encoding import Kind
+from cutover.errors import InvalidInput
+from cutover.store import redact_url
+
+_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "postgresql+psycopg2": "postgresql+psycopg2",
+    "mysql": "mysql+pymysql",
+    "mysql+pymysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+    "mariadb+pymysql": "mariadb+pymysql",
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
+}
+
+
+def database_url(url: str | os.PathLike[str], role: str = "database") -> str:
+    """The SQLAlchemy URL for what a user wrote: a URL of a supported engine or an SQLite path."""
+    text = os.fspath(url).strip()
+    if not text:
+        raise InvalidInput(f"the {role} URL is empty; give postgresql://, mysql:// or sqlite:///")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return "sqlite:///" + text
+    driver = _DRIVERS.get(scheme.lower())
+    if driver is None:
+        raise InvalidInput(
+            f"unsupported {role} URL scheme {scheme!r}; use postgresql://, mysql://,"
+            " mariadb:// or sqlite:///"
+        )
+    return f"{driver}://{rest}"
+
+
+def _on_connect(dialect: str, read_only: bool) -> list[str]:
+    if dialect == "postgresql":
+        statements = ["SET TIME ZONE 'UTC'", "SET extra_float_digits = 1"]
+        if read_only:
+            statements.append("SET default_transaction_read_only = on")
+        return statements
+    if dialect in ("mysql", "mariadb"):
+        statements = ["SET time_zone = '+00:00'"]
+        if read_only:
+            statements.append("SET SESSION TRANSACTION READ ONLY")
+        return statements
+    return ["PRAGMA query_only = ON"] if read_only else []
+
+
+def connect(
+    url: str | os.PathLike[str], role: str, *, pool_size: int = 4, read_only: bool = True
+) -> sa.Engine:
+    """An engine on ``url`` whose connections speak UTC and, by default, cannot write.
+
+    A missing driver or an unreachable server is bad input naming the ``role`` (source or
+    target) and how to fix it."""
+    full = database_url(url, role)
+    if full.startswith("sqlite"):
+        path = sa.engine.make_url(full).database
+        if path and path != ":memory:" and not os.path.exists(path):
+            raise InvalidInput(f"the {role} database file {path} does not exist; check --{role}")
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if not full.startswith("sqlite"):
+        options.update(pool_size=pool_size, max_overflow=pool_size)
+    try:
+        engine = sa.create_engine(full, **options)
+    except ImportError as error:
+        extra = "postgres" if full.startswith("postgresql") else "mysql"
+        raise InvalidInput(
+            f"the {role} database needs its driver ({error.name}): pip install 'cutover[{extra}]'"
+        ) from None
+    except sa.exc.ArgumentError as error:
+        raise InvalidInput(f"the {role} URL is not valid: {error}") from None
+    statements = _on_connect(engine.dialect.name, read_only)
+
+    @sa.event.listens_for(engine, "connect")
+    def _session(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        for statement in statements:
+            cursor.execute(statement)
+        cursor.close()
+        if engine.dialect.name == "postgresql":
+            dbapi_connection.commit()
+
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.DBAPIError as error:
+        engine.dispose()
+        first = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise InvalidInput(
+            f"cannot connect to the {role} database at {redact_url(full)}: {first}; check --{role}"
+        ) from None
+    return engine
+
+
+@dataclass(frozen=True, slots=True)
+class Hashed:
+    """A column as the row hash sees it: its SQL, its compared kind and tolerance."""
+
+    sql: str
+    kind: Kind
+    tolerance: float | None = None
+    own_kind: Kind | None = None  # the column's own kind on this side, when it differs
+
+
+class Pushdown:
+    """SQL that hashes rows inside one engine; subclasses say how."""
+
+    null = "'\\N'"
+
+    def field(self, column: Hashed) -> str:
+        raise NotImplementedError
+
+    def row_hash(self, columns: Sequence[Hashed]) -> str:
+        raise NotImplementedError
+
+    def binary(self, column_sql: str) -> str:
+        """The column compared by its bytes, whatever its collation."""
+        raise NotImplementedError
+
+
+class PostgresPushdown(Pushdown):
+    null = "'\\N'"
+
+    def field(self, column: Hashed) -> str:
+        c, kind, tolerance = column.sql, column.kind, column.tolerance
+        if tolerance is not None and kind in (Kind.NUMERIC, Kind.FLOAT, Kind.INTEGER):
+            cast = "float8" if kind is Kind.FLOAT else "numeric"
+            text = f"round(({c})::{cast} / {tolerance!r})::numeric::text"
+        elif kind is Kind.NUMERIC:
+            text = f"trim_scale(({c})::numeric)::text"
+        elif kind is Kind.FLOAT:
+            text = f"({c})::float8::text"
+        elif kind is Kind.BOOLEAN:
+            text = f"(({c})::int <> 0)::text"
+        elif kind is Kind.TEXT:
+            text = f"'T' || length({c})::text || ':' || ({c})::text"
+        elif kind is Kind.BYTES:
+            text = f"encode({c}, 'hex')"
+        elif kind is Kind.TIMESTAMPTZ and column.own_kind is not Kind.TIMESTAMP:
+            text = f"({c} AT TIME ZONE 'UTC')::text"  # naive timestamps count as UTC
+        else:
+            text = f"({c})::text"
+        return f"coalesce({text}, {self.null})"
+
+    def row_hash(self, columns: Sequence[Hashed]) -> str:
+        encoded = " || '|' || ".join(self.field(column) for column in columns) or "''"
+        return f"('x' || substr(md5({encoded}), 1, 16))::bit(64)::bigint"
+
+    def binary(self, column_sql: str) -> str:
+        return f'{column_sql} COLLATE "C"'
+
+
+class MysqlPushdown(Pushdown):
+    null = "'\\\\N'"
+
+    def field(self, column: Hashed) -> str:
+        c, kind, tolerance = column.sql, column.kind, column.tolerance
+        if tolerance is not None and kind in (Kind.NUMERIC, Kind.FLOAT, Kind.INTEGER):
+            text = f"CAST(ROUND({c} / {tolerance!r}) AS DECIMAL(65,0))"
+        elif kind is Kind.NUMERIC:
+            raw = f"CAST({c} AS CHAR)"
+            text = (
+                f"IF(LOCATE('.', {raw}) > 0,"
+                f" TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM {raw})), {raw})"
+            )
+        elif kind is Kind.BOOLEAN:
+            text = f"IF({c} <> 0, 'true', 'false')"
+        elif kind is Kind.TEXT:
+            text = f"CONCAT('T', CHAR_LENGTH({c}), ':', {c})"
+        elif kind is Kind.BYTES:
+            text = f"HEX({c})"
+        else:
+            text = f"CAST({c} AS CHAR)"
+        return f"COALESCE({text}, {self.null})"
+
+    def row_hash(self, columns: Sequence[Hashed]) -> str:
+        fields = ", '|', ".join(self.field(column) for column in columns) or "''"
+        return f"CAST(CONV(SUBSTRING(MD5(CONCAT({fields})), 1, 16), 16, 10) AS UNSIGNED)"
+
+    def binary(self, column_sql: str) -> str:
+        return f"BINARY {column_sql}"
+
+
+def pushdown(dialect: str) -> Pushdown | None:
+    """How this engine hashes rows itself, or None when rows are hashed in Python."""
+    if dialect == "postgresql":
+        return PostgresPushdown()
+    if dialect in ("mysql", "mariadb"):
+        return MysqlPushdown()
+    return None
+
+
+def bytewise_text(engine: sa.Engine, table: sa.Table, column: str) -> bool:
+    """Whether the engine orders this text column by its bytes, so a range can use its index."""
+    dialect = engine.dialect.name
+    with engine.connect() as conn:
+        if dialect == "postgresql":
+            collation = conn.execute(
+                sa.text(
+                    "SELECT coalesce(c.collname, d.datcollate) FROM pg_attribute a"
+                    " LEFT JOIN pg_collation c"
+                    " ON c.oid = a.attcollation AND c.collname <> 'default'"
+                    " CROSS JOIN pg_database d"
+                    " WHERE d.datname = current_database() AND a.attrelid = CAST(:t AS regclass)"
+                    " AND a.attname = :c"
+                ),
+                {"t": table.fullname, "c": column},
+            ).scalar()
+            return collation in ("C", "POSIX", "ucs_basic")
+        if dialect in ("mysql", "mariadb"):
+            collation = conn.execute(
+                sa.text(
+                    "SELECT COLLATION_NAME FROM information_schema.COLUMNS"
+                    " WHERE TABLE_SCHEMA = COALESCE(:s, DATABASE()) AND TABLE_NAME = :t"
+                    " AND COLUMN_NAME = :c"
+                ),
+                {"s": table.schema, "t": table.name, "c": column},
+            ).scalar()
+            return collation is None or str(collation).endswith("_bin")
+    return True  # SQLite compares text with BINARY unless told otherwise

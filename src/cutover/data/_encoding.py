@@ -1,0 +1,261 @@
+"""What two databases' values mean: column kinds, equality across engines, and JSON forms.
+
+Every value the audit compares goes through :func:`canonical` for its column's kind, so that
+engines agree on what "equal" is: numerics by value whatever their scale, timestamps with a
+zone in UTC, text and bytes exactly (never by collation), NULL apart from the empty string.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import math
+import uuid
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+
+
+class Kind(enum.StrEnum):
+    INTEGER = "integer"
+    NUMERIC = "numeric"
+    FLOAT = "float"
+    BOOLEAN = "boolean"
+    TEXT = "text"
+    BYTES = "bytes"
+    TIMESTAMP = "timestamp"
+    TIMESTAMPTZ = "timestamptz"
+    DATE = "date"
+    TIME = "time"
+    UUID = "uuid"
+    JSON = "json"
+
+
+def kind_of(column_type: sa.types.TypeEngine[Any]) -> Kind:
+    """The kind of a reflected column type; unknown types compare as their text."""
+    name = type(column_type).__name__.upper()
+    if isinstance(column_type, sa.Boolean) or name == "BOOLEAN":
+        return Kind.BOOLEAN
+    if name == "TINYINT" and getattr(column_type, "display_width", None) == 1:
+        return Kind.BOOLEAN  # MySQL's BOOL
+    if isinstance(column_type, sa.Integer):
+        return Kind.INTEGER
+    if isinstance(column_type, sa.Float) or name in ("DOUBLE", "REAL", "DOUBLE_PRECISION"):
+        return Kind.FLOAT
+    if isinstance(column_type, sa.Numeric):
+        return Kind.NUMERIC
+    if isinstance(column_type, sa.DateTime):
+        return Kind.TIMESTAMPTZ if getattr(column_type, "timezone", False) else Kind.TIMESTAMP
+    if isinstance(column_type, sa.Date):
+        return Kind.DATE
+    if isinstance(column_type, sa.Time):
+        return Kind.TIME
+    if isinstance(column_type, sa.Uuid) or name == "UUID":
+        return Kind.UUID
+    if isinstance(column_type, sa.JSON) or name in ("JSON", "JSONB"):
+        return Kind.JSON
+    if isinstance(column_type, sa.LargeBinary | sa.types._Binary) or name in ("BYTEA", "BLOB"):
+        return Kind.BYTES
+    return Kind.TEXT
+
+
+_WIDER = {
+    frozenset((Kind.INTEGER, Kind.NUMERIC)): Kind.NUMERIC,
+    frozenset((Kind.INTEGER, Kind.FLOAT)): Kind.FLOAT,
+    frozenset((Kind.NUMERIC, Kind.FLOAT)): Kind.FLOAT,
+    frozenset((Kind.INTEGER, Kind.BOOLEAN)): Kind.BOOLEAN,
+    frozenset((Kind.TEXT, Kind.UUID)): Kind.UUID,
+    frozenset((Kind.TEXT, Kind.JSON)): Kind.JSON,
+    frozenset((Kind.TIMESTAMP, Kind.TIMESTAMPTZ)): Kind.TIMESTAMPTZ,
+    frozenset((Kind.TEXT, Kind.TIMESTAMP)): Kind.TIMESTAMP,
+    frozenset((Kind.TEXT, Kind.TIMESTAMPTZ)): Kind.TIMESTAMPTZ,
+    frozenset((Kind.TEXT, Kind.DATE)): Kind.DATE,
+    frozenset((Kind.TEXT, Kind.TIME)): Kind.TIME,
+    frozenset((Kind.TEXT, Kind.NUMERIC)): Kind.NUMERIC,
+    frozenset((Kind.TEXT, Kind.INTEGER)): Kind.INTEGER,
+    frozenset((Kind.TEXT, Kind.FLOAT)): Kind.FLOAT,
+}
+
+
+def common_kind(source: Kind, target: Kind) -> Kind:
+    """The kind both sides are compared as (SQLite declares little, so text yields)."""
+    if source is target:
+        return source
+    return _WIDER.get(frozenset((source, target)), Kind.TEXT)
+
+
+def _decimal(value: Any) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return Decimal(str(value).strip())
+
+
+def _timestamp(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.strip().replace(" ", "T", 1))
+    elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime(value.year, value.month, value.day)
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("t", "true", "1", "y", "yes"):
+            return True
+        if text in ("f", "false", "0", "n", "no"):
+            return False
+        raise ValueError(value)
+    return bool(value)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "surrogateescape")
+    return str(value)
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _date(value: Any) -> dt.date:
+    if isinstance(value, str):
+        return dt.date.fromisoformat(value.strip()[:10])
+    if isinstance(value, dt.datetime):
+        return value.date()
+    return value
+
+
+def _time(value: Any) -> Any:
+    if isinstance(value, str):
+        return dt.time.fromisoformat(value.strip())
+    if isinstance(value, dt.timedelta):  # MySQL returns TIME as a duration
+        seconds = value.total_seconds()
+        return (dt.datetime.min + dt.timedelta(seconds=seconds)).time()
+    return value
+
+
+def _float(value: Any) -> float:
+    return float(value)
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(_text(value).strip())
+
+
+_CANONICAL: dict[Kind, Callable[[Any], Any]] = {
+    Kind.INTEGER: int,
+    Kind.NUMERIC: _decimal,
+    Kind.FLOAT: _float,
+    Kind.BOOLEAN: _boolean,
+    Kind.TEXT: _text,
+    Kind.BYTES: bytes,
+    Kind.TIMESTAMP: _timestamp,
+    Kind.TIMESTAMPTZ: _timestamp,
+    Kind.DATE: _date,
+    Kind.TIME: _time,
+    Kind.UUID: _uuid,
+    Kind.JSON: _json,
+}
+
+
+class Unreadable:
+    """A value that could not be read as its column's kind: equal only to the same raw value."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Unreadable) and other.raw == self.raw
+
+    def __hash__(self) -> int:
+        return hash(repr(self.raw))
+
+    def __repr__(self) -> str:
+        return f"Unreadable({self.raw!r})"
+
+
+def canonical(kind: Kind, value: Any) -> Any:
+    """The value as its kind means it; None stays None (NULL is never equal to '')."""
+    if value is None:
+        return None
+    try:
+        return _CANONICAL[kind](value)
+    except (ValueError, TypeError, InvalidOperation, json.JSONDecodeError):
+        return Unreadable(value)
+
+
+def equal(kind: Kind, a: Any, b: Any, tolerance: float | None = None) -> bool:
+    """Whether two canonical values are the same (within ``tolerance`` for numbers)."""
+    if a is None or b is None:
+        return a is b
+    if kind is Kind.FLOAT and isinstance(a, float) and isinstance(b, float):
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        if tolerance is not None and math.isfinite(a) and math.isfinite(b):
+            return abs(a - b) <= tolerance
+        return a == b
+    if tolerance is not None and isinstance(a, Decimal | int) and isinstance(b, Decimal | int):
+        return abs(_decimal(a) - _decimal(b)) <= _decimal(tolerance)
+    return bool(a == b)
+
+
+def to_json(value: Any) -> Any:
+    """A JSON form of a canonical value that a person can read and reconcile can read back."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, Decimal):
+        if value.is_finite():
+            text = format(value.normalize(), "f")
+            return "0" if value == 0 else text
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, Unreadable):
+        return to_json(value.raw) if not isinstance(value.raw, Unreadable) else repr(value.raw)
+    if isinstance(value, dict | list):
+        return value
+    return str(value)
+
+
+def from_json(kind: Kind, value: Any) -> Any:
+    """The Python value behind a JSON form written by :func:`to_json` for this kind."""
+    if value is None:
+        return None
+    if kind is Kind.BYTES:
+        return bytes.fromhex(value)
+    if kind is Kind.JSON:
+        return value
+    if kind is Kind.TIMESTAMPTZ:
+        stamp = _timestamp(value)
+        return stamp.replace(tzinfo=dt.UTC)
+    return canonical(kind, value)
+
+
+def to_param(kind: Kind, value: Any) -> Any:
+    """A canonical value as a bound parameter for a column of ``kind`` on some engine."""
+    if value is None:
+        return None
+    if kind is Kind.TEXT:
+        return _text(value)
+    if kind is Kind.UUID and not isinstance(value, uuid.UUID):
+        return _uuid(value)
+    if kind is Kind.TIMESTAMPTZ and isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
