@@ -1,11 +1,14 @@
-"""A store written by the first release is upgraded in place, its decisions kept."""
+"""A store written by an earlier release is upgraded in place, its decisions kept."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from cutover.model import Rollout, RolloutStatus, State
+from cutover.clock import ManualClock
+from cutover.data import cohorts
+from cutover.model import Mode, Rollout, RolloutStatus, State
 from cutover.store import normalize_url, open_store
+from cutover.store import schema as t
 
 V1_DECISIONS = """
 CREATE TABLE cutover_decisions (
@@ -65,8 +68,35 @@ def test_a_first_release_store_is_upgraded_and_keeps_its_decisions(store_url: st
     )
     assert not paused.changed and store.decisions("codec")[-1].kind == "pause"
     assert store.write_state("other", State(), expected_version=0, actor="o", reason="r", at=3)
+    assert schema_version(store) == str(t.SCHEMA_VERSION)
+
+
+def schema_version(store: object) -> str:
     with store.engine.connect() as conn:  # type: ignore[attr-defined]
-        version = conn.exec_driver_sql(
-            "SELECT value FROM cutover_meta WHERE key = 'schema_version'"
-        ).scalar()
-    assert version == "2"
+        return str(
+            conn.exec_driver_sql(
+                "SELECT value FROM cutover_meta WHERE key = 'schema_version'"
+            ).scalar()
+        )
+
+
+def test_a_version_2_store_gains_cohorts_and_keeps_its_states(store_url: str) -> None:
+    engine = sa.create_engine(normalize_url(store_url))
+    version_2 = [table for table in t.metadata.sorted_tables if table is not t.cohorts]
+    stored = State(mode=Mode.CANARY, version=1, updated_at=1.0, updated_by="ops")
+    with engine.begin() as conn:  # version 2 is today's schema without cutover_cohorts
+        t.metadata.create_all(conn, tables=version_2)
+        conn.execute(sa.insert(t.meta).values(key="schema_version", value="2"))
+        conn.execute(sa.insert(t.states).values(name="orders", **stored.to_dict()))
+    engine.dispose()
+
+    store = open_store(store_url)
+    assert store.state("orders") == stored
+    assert schema_version(store) == "3"
+    clock = ManualClock()
+    cohorts.add(store, "orders", "wave-1", tenants=["acme"], wave=1, actor="ops", clock=clock)
+    promoted = cohorts.promote(store, "orders", "wave-1", reason="after", actor="ops", clock=clock)
+    assert promoted.decision.new.pins_new == {"acme"} and promoted.decision.new.version == 2
+    assert [d.kind for d in store.decisions("orders")] == ["cohort-add", "cohort-promote"]
+    assert [c.name for c in store.cohorts()] == ["wave-1"]
+    store.close()

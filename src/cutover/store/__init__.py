@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from cutover.errors import InvalidInput
@@ -157,6 +158,91 @@ class DriftGroup:
         }
 
 
+DEFAULT_COHORT_WINDOW = 48 * 3600.0
+"""How long after its promotion a cohort may be rolled back without forcing: two days."""
+
+
+class CohortStatus(enum.StrEnum):
+    """Where a cohort stands; every status has a command that leaves it."""
+
+    PLANNED = "planned"  # its tenants follow the migration's state; `promote` pins them to new
+    PROMOTED = "promoted"  # pinned to new; `rollback` pins them to legacy within the window
+    ROLLED_BACK = "rolled-back"  # pinned to legacy; `promote` again once the cause is fixed
+
+
+@dataclass(frozen=True, slots=True)
+class Cohort:
+    """A named group of tenants of one migration that moves to new together, in a wave.
+
+    ``window`` is how many seconds after its promotion a rollback needs no force. ``version``
+    increases with every change (compare-and-set); a cohort that was never stored has 0.
+    """
+
+    migration: str
+    name: str
+    wave: int
+    tenants: tuple[str, ...]
+    status: CohortStatus = CohortStatus.PLANNED
+    window: float = DEFAULT_COHORT_WINDOW
+    created_at: float = 0.0
+    created_by: str = ""
+    promoted_at: float | None = None
+    rolled_back_at: float | None = None
+    version: int = 0
+    updated_at: float | None = None
+    updated_by: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", CohortStatus(self.status))
+        object.__setattr__(self, "tenants", tuple(str(tenant) for tenant in self.tenants))
+
+    @property
+    def rollback_until(self) -> float | None:
+        """When the rollback window of a promoted cohort closes; None for any other status."""
+        if self.status is not CohortStatus.PROMOTED or self.promoted_at is None:
+            return None
+        return self.promoted_at + self.window
+
+    def evolve(self, **changes: Any) -> Cohort:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON, and as the columns of ``cutover_cohorts``."""
+        return {
+            "migration": self.migration,
+            "name": self.name,
+            "wave": self.wave,
+            "tenants": list(self.tenants),
+            "status": self.status.value,
+            "window_seconds": self.window,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "promoted_at": self.promoted_at,
+            "rolled_back_at": self.rolled_back_at,
+            "version": self.version,
+            "updated_at": self.updated_at,
+            "updated_by": self.updated_by,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Cohort:
+        return cls(
+            migration=data["migration"],
+            name=data["name"],
+            wave=int(data["wave"]),
+            tenants=tuple(data.get("tenants") or ()),
+            status=CohortStatus(data.get("status", "planned")),
+            window=float(data.get("window_seconds", DEFAULT_COHORT_WINDOW)),
+            created_at=float(data.get("created_at") or 0.0),
+            created_by=data.get("created_by") or "",
+            promoted_at=data.get("promoted_at"),
+            rolled_back_at=data.get("rolled_back_at"),
+            version=int(data.get("version", 0)),
+            updated_at=data.get("updated_at"),
+            updated_by=data.get("updated_by"),
+        )
+
+
 class Lease(Protocol):
     """Held by at most one process at a time (see :meth:`Store.leadership`)."""
 
@@ -199,7 +285,22 @@ class Store(Protocol):
         expected_version: int | None = None,
         rollout: Rollout | None = None,
         expected_rollout: int | None = None,
-    ) -> Decision: ...
+        cohort: Cohort | None = None,
+        expected_cohort: int | None = None,
+        remove_cohort: bool = False,
+    ) -> Decision:
+        """Record one decision, and what it changes, in one transaction: each of ``state``,
+        ``rollout`` and ``cohort`` by compare-and-set against its own expected version (0 when
+        none is stored yet); ``remove_cohort`` deletes ``cohort`` instead of writing it. A
+        cohort that would share a tenant with another cohort of the migration raises
+        InvalidInput; a lost compare-and-set raises ConflictError; either writes nothing."""
+        ...
+
+    def cohorts(self, name: str | None = None) -> list[Cohort]:
+        """The cohorts of migration ``name`` (of every migration when None), by wave and name."""
+        ...
+
+    def cohort(self, name: str, cohort: str) -> Cohort | None: ...
 
     def decisions(self, name: str | None = None, limit: int = 100) -> list[Decision]: ...
 
@@ -312,7 +413,10 @@ def redact_url(url: str) -> str:
 
 
 __all__: Sequence[str] = [
+    "DEFAULT_COHORT_WINDOW",
     "DEFAULT_STORE",
+    "Cohort",
+    "CohortStatus",
     "DriftGroup",
     "FlushBatch",
     "InstanceInfo",

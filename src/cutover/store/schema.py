@@ -6,8 +6,9 @@ import sqlalchemy as sa
 
 from cutover.telemetry.windows import COUNTERS
 
-SCHEMA_VERSION = 2
-"""1: the first release. 2: rollouts, and decisions that change no state (kind, version NULL)."""
+SCHEMA_VERSION = 3
+"""1: the first release. 2: rollouts, and decisions that change no state (kind, version NULL).
+3: tenant cohorts."""
 
 metadata = sa.MetaData()
 
@@ -67,6 +68,24 @@ rollouts = sa.Table(
     sa.Column("notes", sa.JSON, nullable=False),
     sa.Column("version", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=True),
+)
+
+cohorts = sa.Table(
+    "cutover_cohorts",
+    metadata,
+    sa.Column("migration", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("wave", sa.Integer, nullable=False),
+    sa.Column("tenants", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("window_seconds", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("promoted_at", sa.Float, nullable=True),
+    sa.Column("rolled_back_at", sa.Float, nullable=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
 )
 
 

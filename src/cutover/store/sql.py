@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from cutover.errors import ConflictError, InvalidInput, StoreError
 from cutover.model import Arm, Decision, Rollout, State
 from cutover.store import (
+    Cohort,
     DriftGroup,
     FlushBatch,
     InstanceInfo,
@@ -420,17 +421,24 @@ class SqlStore:
         expected_version: int | None = None,
         rollout: Rollout | None = None,
         expected_rollout: int | None = None,
+        cohort: Cohort | None = None,
+        expected_cohort: int | None = None,
+        remove_cohort: bool = False,
     ) -> Decision:
         """Record one decision in one transaction, with what it changes: a new ``state``
-        (compare-and-set against ``expected_version``) and a new ``rollout`` record
-        (compare-and-set against ``expected_rollout``, 0 when there is none yet). Either may be
-        left out; ``expected_version`` without a state still requires the stored state to be at
-        that version (a decision taken on a state someone has since changed is refused). A lost
-        compare-and-set raises ConflictError and writes nothing."""
+        (compare-and-set against ``expected_version``), a new ``rollout`` record
+        (compare-and-set against ``expected_rollout``, 0 when there is none yet) and a new or
+        removed ``cohort`` (compare-and-set against ``expected_cohort``). Any may be left out;
+        ``expected_version`` without a state still requires the stored state to be at that
+        version (a decision taken on a state someone has since changed is refused). A lost
+        compare-and-set raises ConflictError and writes nothing; so does a cohort that would
+        share a tenant with another cohort of the migration (InvalidInput)."""
         if state is not None and expected_version is None:
             raise ValueError("a state is written against an expected version")
         if rollout is not None and expected_rollout is None:
             raise ValueError("a rollout is written against an expected rollout version")
+        if cohort is not None and (expected_cohort is None or cohort.migration != name):
+            raise ValueError("a cohort of this migration is written against its expected version")
         evidence = dict(evidence or {})
         try:
             with self._connect(write=True) as conn:
@@ -455,6 +463,9 @@ class SqlStore:
                 if rollout is not None:
                     assert expected_rollout is not None
                     self._cas_rollout(conn, rollout, expected_rollout, at)
+                if cohort is not None:
+                    assert expected_cohort is not None
+                    self._cas_cohort(conn, cohort, expected_cohort, at, actor, remove_cohort)
                 decision_id = conn.execute(
                     sa.insert(t.decisions)
                     .values(
@@ -480,7 +491,7 @@ class SqlStore:
             if isinstance(error, StoreError) and not isinstance(cause, sa.exc.IntegrityError):
                 raise
             raise self._lost_race(
-                name, state, rollout, expected_version, expected_rollout
+                name, state, rollout, expected_version, expected_rollout, cohort, expected_cohort
             ) from None
         return Decision(
             decision_id, name, at, actor, reason, old, new, evidence, kind, new_version is not None
@@ -504,6 +515,71 @@ class SqlStore:
         values = rollout.evolve(version=expected + 1, updated_at=at).to_dict()
         _put_versioned(conn, t.rollouts.c.migration, rollout.migration, found, expected, values)
 
+    def _cas_cohort(
+        self,
+        conn: Connection,
+        cohort: Cohort,
+        expected: int,
+        at: float,
+        actor: str,
+        remove: bool,
+    ) -> None:
+        """Write (or delete) ``cohort`` if its stored version is still ``expected``, keeping
+        every tenant in at most one cohort of the migration."""
+        c = t.cohorts.c
+        if self.dialect == "postgresql":
+            # Cohort writes of one migration take turns, so two cohorts claiming the same
+            # tenant at once cannot both see the other missing. SQLite writers already do.
+            digest = hashlib.sha1(f"{self._channel}:cohorts:{cohort.migration}".encode()).digest()
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                {"key": int.from_bytes(digest[:8], "big", signed=True)},
+            )
+        rows = conn.execute(
+            sa.select(c.name, c.tenants, c.version, c.updated_by).where(
+                c.migration == cohort.migration
+            )
+        ).all()
+        found = next((row for row in rows if row.name == cohort.name), None)
+        current = found.version if found else 0
+        if current != expected:
+            raise _cohort_conflict(cohort, expected, current, found.updated_by if found else None)
+        mine = (c.migration == cohort.migration, c.name == cohort.name, c.version == expected)
+        if remove:
+            if found is None or conn.execute(sa.delete(t.cohorts).where(*mine)).rowcount != 1:
+                raise _Lost()
+            return
+        claimed = set(cohort.tenants)
+        for row in sorted(rows, key=lambda row: row.name):
+            shared = sorted(claimed.intersection(row.tenants or ()))
+            if row.name != cohort.name and shared:
+                raise InvalidInput(
+                    f"tenant {shared[0]!r} is already in cohort {row.name!r} of"
+                    f" {cohort.migration!r}; a tenant belongs to at most one cohort of a"
+                    " migration, so leave it out or remove it from the other cohort first"
+                )
+        values = cohort.evolve(version=expected + 1, updated_at=at, updated_by=actor).to_dict()
+        if found is None:
+            conn.execute(sa.insert(t.cohorts).values(**values))
+        elif conn.execute(sa.update(t.cohorts).where(*mine).values(**values)).rowcount != 1:
+            raise _Lost()
+
+    def cohorts(self, name: str | None = None) -> list[Cohort]:
+        c = t.cohorts.c
+        query = sa.select(t.cohorts).order_by(c.migration, c.wave, c.name)
+        if name is not None:
+            query = query.where(c.migration == name)
+        with self._connect() as conn:
+            rows = conn.execute(query).all()
+        return [Cohort.from_dict(row._mapping) for row in rows]
+
+    def cohort(self, name: str, cohort: str) -> Cohort | None:
+        c = t.cohorts.c
+        query = sa.select(t.cohorts).where(c.migration == name, c.name == cohort)
+        with self._connect() as conn:
+            row = conn.execute(query).first()
+        return Cohort.from_dict(row._mapping) if row else None
+
     def _lost_race(
         self,
         name: str,
@@ -511,6 +587,8 @@ class SqlStore:
         rollout: Rollout | None,
         expected_version: int | None,
         expected_rollout: int | None,
+        cohort: Cohort | None = None,
+        expected_cohort: int | None = None,
     ) -> ConflictError:
         """Another writer won between our read and our write: report who, and of what."""
         if expected_version is not None:
@@ -522,6 +600,14 @@ class SqlStore:
                     latest.version if latest else 0,
                     latest.updated_by if latest else None,
                 )
+        if cohort is not None and rollout is None:
+            stored = self.cohort(name, cohort.name)
+            return _cohort_conflict(
+                cohort,
+                expected_cohort or 0,
+                stored.version if stored else 0,
+                stored.updated_by if stored else None,
+            )
         found = self.rollout(name)
         return ConflictError(
             name,
@@ -989,6 +1075,14 @@ def _put_versioned(
         raise _Lost()
 
 
+def _cohort_conflict(
+    cohort: Cohort, expected: int, current: int, updated_by: str | None
+) -> ConflictError:
+    return ConflictError(
+        cohort.migration, expected, current, updated_by, what=f"cohort {cohort.name!r}"
+    )
+
+
 def _upgrade(conn: Connection, found: int) -> None:
     """Bring a store written by an earlier cutover to the current schema, in the caller's
     transaction (which holds the schema lock)."""
@@ -1010,6 +1104,8 @@ def _upgrade(conn: Connection, found: int) -> None:
                 f" SELECT {columns}, 'set' FROM cutover_decisions_v1"
             )
             conn.exec_driver_sql("DROP TABLE cutover_decisions_v1")
+    if found < 3:
+        t.cohorts.create(conn, checkfirst=True)  # a new table: nothing else changed
     conn.execute(
         sa.update(t.meta)
         .where(t.meta.c.key == "schema_version")
