@@ -593,6 +593,22 @@ class Migration:
         _record(block, arm, elapsed, ERRORS if failure is not None else None)
         mine = Observation(arm, value, failure, elapsed)
         legacy, new = (observed, mine) if arm is Arm.NEW else (mine, observed)
+        self._compared(runtime, block, base, legacy, new, args, kwargs, unit, at)
+
+    def _compared(
+        self,
+        runtime: rt.Runtime,
+        block: list[int],
+        base: int,
+        legacy: Observation,
+        new: Observation,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        unit: Any,
+        at: float,
+    ) -> Verdict:
+        """Judge two observations, count the verdict at ``base`` (the arm that ran to compare),
+        keep a drift sample, publish, log the event. Never raises."""
         verdict, diff, problem = judge(self._compare, self._compare_exceptions, legacy, new)
         if verdict is Verdict.ERROR:
             block[base + COMPARATOR_ERRORS] += 1
@@ -661,6 +677,7 @@ class Migration:
                 event["fingerprint"] = fingerprint
                 event["paths"] = diff.paths()[:20]
             events.emit(event)
+        return verdict
 
     def _emit_fallback(self, unit: Any, failure: Exception | None) -> None:
         """Queue a fallback event for the event log (on the caller's path: guarded, no I/O)."""
