@@ -183,7 +183,8 @@ def summary(report: AuditReport) -> None:
         for tenant, counts in report.tenants.items():
             tenants.add_row(tenant, *(str(counts[kind]) for kind in KINDS))
         console.print(tenants)
-    for diff in report.diffs[:10]:
+    shown = report.diffs[:10]
+    for diff in shown:
         key = ", ".join(str(part) for part in diff.to_json()["key"])
         detail = f" ({', '.join(diff.columns)})" if diff.columns else ""
         if diff.kind == "changed" and diff.source and diff.target:
@@ -191,10 +192,10 @@ def summary(report: AuditReport) -> None:
                 f"  {c}: {diff.source.get(c)!r} -> {diff.target.get(c)!r}" for c in diff.columns
             )
         console.print(f"  {diff.kind:8} key {key}{detail}", markup=False)
-    if len(report.diffs) > 10 or report.truncated:
+    more = sum(report.counts[k] for k in KINDS) - len(shown)
+    if more:
         console.print(
-            f"  … {sum(report.counts[k] for k in KINDS) - 10} more (see --json for up to"
-            f" --max-diffs {report.max_diffs})",
+            f"  … {more} more (the --json report keeps up to --max-diffs {report.max_diffs})",
             markup=False,
         )
     verdict = "clean" if report.clean else f"DRIFT: {report.counts['drift']} rows differ"

@@ -118,6 +118,14 @@ class Hashed:
     kind: Kind
     tolerance: float | None = None
     own_kind: Kind | None = None  # the column's own kind on this side, when it differs
+    nullable: bool = True
+
+
+BUCKET_WIDTH = 16
+"""Keys per bucket when a differing chunk is narrowed down before its rows are read."""
+
+_GRID = 1e15
+"""Tolerance grids cover values up to this many tolerances from zero (exact in a float)."""
 
 
 class Pushdown:
@@ -135,6 +143,11 @@ class Pushdown:
         """The column compared by its bytes, whatever its collation."""
         raise NotImplementedError
 
+    def bucket(self, key: Sequence[Hashed], buckets: int) -> str:
+        """A small number that depends on the key alone: runs of ``BUCKET_WIDTH`` consecutive
+        integer keys, else a hash of the key modulo ``buckets``."""
+        raise NotImplementedError
+
 
 class PostgresPushdown(Pushdown):
     null = "'\\N'"
@@ -142,8 +155,14 @@ class PostgresPushdown(Pushdown):
     def field(self, column: Hashed) -> str:
         c, kind, tolerance = column.sql, column.kind, column.tolerance
         if tolerance is not None and kind in (Kind.NUMERIC, Kind.FLOAT, Kind.INTEGER):
+            # The value's cell on a grid as wide as the tolerance: values further apart than
+            # the tolerance never share a cell. Huge values hash as themselves instead.
             cast = "float8" if kind is Kind.FLOAT else "numeric"
-            text = f"round(({c})::{cast} / {tolerance!r})::numeric::text"
+            text = (
+                f"CASE WHEN abs({c}) < {tolerance * _GRID!r}"
+                f" THEN round(({c})::{cast} / {tolerance!r})::bigint::text"
+                f" ELSE 'H' || ({c})::text END"
+            )
         elif kind is Kind.NUMERIC:
             text = f"trim_scale(({c})::numeric)::text"
         elif kind is Kind.FLOAT:
@@ -167,6 +186,68 @@ class PostgresPushdown(Pushdown):
     def binary(self, column_sql: str) -> str:
         return f'{column_sql} COLLATE "C"'
 
+    def bucket(self, key: Sequence[Hashed], buckets: int) -> str:
+        if len(key) == 1 and key[0].kind is Kind.INTEGER:
+            return f"(({key[0].sql})::bigint / {BUCKET_WIDTH})"
+        encoded = " || '|' || ".join(self.field(column) for column in key)
+        return f"mod(('x' || substr(md5({encoded}), 1, 7))::bit(28)::int, {buckets})"
+
+
+class TypedPostgresPushdown(PostgresPushdown):
+    """PostgreSQL 14 and later: the row hashed as typed values, each by its type's own 64-bit
+    hash (the functions hash partitioning relies on), with no text rendering at all.
+
+    Each type's hash agrees with its equality: 1.0 and 1.00, or 0.0 and -0.0, hash alike;
+    text hashes by its bytes (the default collation is deterministic); NULL is its own value.
+    Several times cheaper than MD5 over the row's text, and as exact."""
+
+    def value(self, column: Hashed) -> str:
+        c, kind, tolerance = column.sql, column.kind, column.tolerance
+        if tolerance is not None and kind in (Kind.NUMERIC, Kind.FLOAT, Kind.INTEGER):
+            return super().field(column)  # the grid cell, as text
+        if kind is Kind.TIMESTAMPTZ and column.own_kind is Kind.TIMESTAMP:
+            return f"({c} AT TIME ZONE 'UTC')"  # naive timestamps count as UTC
+        if kind is Kind.BOOLEAN:
+            return f"(({c})::int <> 0)"
+        if kind is Kind.TEXT:  # by bytes even under a case-insensitive collation
+            return f'(({c})::text COLLATE "C")'
+        return f"({c})::{_PG_TYPES.get(kind, 'text')}"
+
+    def row_hash(self, columns: Sequence[Hashed]) -> str:
+        # A NULL field hashes as 0, and so do a float or numeric zero: nullable columns carry
+        # their NULL-ness as a field of its own.
+        values = [
+            part
+            for column in columns
+            for part in (
+                (self.value(column), f"({column.sql}) IS NULL")
+                if column.nullable
+                else (self.value(column),)
+            )
+        ]
+        return f"hash_record_extended(ROW({', '.join(values) or '0'}), 0)"
+
+    def bucket(self, key: Sequence[Hashed], buckets: int) -> str:
+        if len(key) == 1 and key[0].kind is Kind.INTEGER:
+            return super().bucket(key, buckets)
+        values = ", ".join(self.value(column) for column in key)
+        return f"mod(hash_record_extended(ROW({values}), 1), {buckets})"
+
+
+_PG_TYPES = {
+    Kind.INTEGER: "bigint",
+    Kind.NUMERIC: "numeric",
+    Kind.FLOAT: "float8",
+    Kind.TEXT: "text",
+    Kind.BYTES: "bytea",
+    Kind.TIMESTAMPTZ: "timestamptz",
+    Kind.TIMESTAMP: "timestamp",
+    Kind.DATE: "date",
+    Kind.TIME: "time",
+    Kind.UUID: "uuid",
+    Kind.JSON: "jsonb",
+}
+
 
 class MysqlPushdown(Pushdown):
     null = "'\\\\N'"
@@ -174,7 +255,10 @@ class MysqlPushdown(Pushdown):
     def field(self, column: Hashed) -> str:
         c, kind, tolerance = column.sql, column.kind, column.tolerance
         if tolerance is not None and kind in (Kind.NUMERIC, Kind.FLOAT, Kind.INTEGER):
-            text = f"CAST(ROUND({c} / {tolerance!r}) AS DECIMAL(65,0))"
+            text = (
+                f"IF(ABS({c}) < {tolerance * _GRID!r},"
+                f" CAST(ROUND({c} / {tolerance!r}) AS SIGNED), CONCAT('H', {c}))"
+            )
         elif kind is Kind.NUMERIC:
             raw = f"CAST({c} AS CHAR)"
             text = (
@@ -198,11 +282,19 @@ class MysqlPushdown(Pushdown):
     def binary(self, column_sql: str) -> str:
         return f"BINARY {column_sql}"
 
+    def bucket(self, key: Sequence[Hashed], buckets: int) -> str:
+        if len(key) == 1 and key[0].kind is Kind.INTEGER:
+            return f"({key[0].sql} DIV {BUCKET_WIDTH})"
+        fields = ", '|', ".join(self.field(column) for column in key)
+        return f"MOD(CONV(SUBSTRING(MD5(CONCAT({fields})), 1, 7), 16, 10), {buckets})"
 
-def pushdown(dialect: str) -> Pushdown | None:
-    """How this engine hashes rows itself, or None when rows are hashed in Python."""
+
+def pushdown(engine: sa.Engine) -> Pushdown | None:
+    """How this engine hashes rows itself, or None when rows are compared in Python."""
+    dialect = engine.dialect.name
     if dialect == "postgresql":
-        return PostgresPushdown()
+        version = engine.dialect.server_version_info or (0,)
+        return TypedPostgresPushdown() if version >= (14,) else PostgresPushdown()
     if dialect in ("mysql", "mariadb"):
         return MysqlPushdown()
     return None

@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -34,7 +35,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cutover.data._dialects import Hashed, Pushdown, bytewise_text, connect, pushdown
+from cutover.data._dialects import (
+    BUCKET_WIDTH,
+    Hashed,
+    PostgresPushdown,
+    Pushdown,
+    bytewise_text,
+    connect,
+    pushdown,
+)
 from cutover.data._encoding import (
     Kind,
     canonical,
@@ -50,6 +59,9 @@ from cutover.store import redact_url
 
 KINDS = ("missing", "extra", "changed", "pending")
 """What a difference can be; ``pending`` rows changed during the audit and are not drift."""
+
+NULL_TENANT = "(null)"
+"""Where per-tenant counts put rows whose tenant column is NULL."""
 
 _MASK = (1 << 64) - 1
 _RECHECKS = 3
@@ -192,6 +204,19 @@ class AuditReport:
         }
 
 
+def renamed(condition: str, column_map: Mapping[str, str]) -> str:
+    """A SQL condition written with source column names, with the renamed ones replaced by
+    their target names (outside string literals; plain or double-quoted identifiers)."""
+    if not column_map:
+        return condition
+    names = "|".join(re.escape(name) for name in sorted(column_map, key=len, reverse=True))
+    word = re.compile(rf'(?<![\w.])("?)({names})\1(?!\w)')
+    parts = re.split(r"('(?:[^']|'')*')", condition)
+    for index in range(0, len(parts), 2):  # the odd parts are string literals
+        parts[index] = word.sub(lambda m: f"{m[1]}{column_map[m[2]]}{m[1]}", parts[index])
+    return "".join(parts)
+
+
 # -- one side -------------------------------------------------------------------------------
 
 
@@ -216,16 +241,20 @@ class _Side:
             self.table = sa.Table(
                 name, sa.MetaData(), schema=schema or None, autoload_with=self.engine
             )
-        except sa.exc.NoSuchTableError:
+        except (sa.exc.NoSuchTableError, sa.exc.OperationalError, sa.exc.ProgrammingError):
             self.engine.dispose()
             raise InvalidInput(
                 f"table {table!r} does not exist in the {role} database {self.url};"
                 f" check --{'table' if role == 'source' else 'target-table'}"
             ) from None
+        for column in self.table.c:
+            if isinstance(column.type, sa.Float):
+                # MySQL reflects DOUBLE as returning Decimals cut to ten digits: read floats.
+                column.type.asdecimal = False
         self.name = table
         self.where = where
         self.dialect = self.engine.dialect.name
-        self.pushdown: Pushdown | None = pushdown(self.dialect)
+        self.pushdown: Pushdown | None = pushdown(self.engine)
         self.rows = 0
 
     def column(self, name: str) -> sa.Column[Any]:
@@ -233,8 +262,10 @@ class _Side:
             return self.table.c[name]
         except KeyError:
             known = ", ".join(self.table.c.keys())
+            hint = "" if self.role == "source" else "; use --map old=new or --columns"
             raise InvalidInput(
-                f"column {name!r} is not in the {self.role} table {self.name} (it has {known})"
+                f"column {name!r} is not in the {self.role} table {self.name}"
+                f" (it has {known}){hint}"
             ) from None
 
     def kind(self, name: str) -> Kind:
@@ -243,11 +274,15 @@ class _Side:
     def quoted(self, name: str) -> str:
         return self.engine.dialect.identifier_preparer.quote(name)
 
+    def primary_on(self, columns: Sequence[str]) -> bool:
+        """Whether every column is part of the primary key, so none can be NULL."""
+        primary = {c.name for c in self.table.primary_key.columns}
+        return bool(primary) and set(columns) <= primary
+
     def unique_on(self, columns: Sequence[str]) -> bool:
         wanted = set(columns)
-        if {c.name for c in self.table.primary_key.columns} <= wanted and len(
-            self.table.primary_key.columns
-        ):
+        primary = {c.name for c in self.table.primary_key.columns}
+        if primary and primary <= wanted:
             return True
         inspector = sa.inspect(self.engine)
         for index in inspector.get_indexes(self.table.name, schema=self.table.schema):
@@ -289,7 +324,7 @@ class _Side:
     def run(self, query: sa.Executable, params: Mapping[str, Any] | None = None) -> list[Any]:
         try:
             with self.engine.connect() as conn:
-                return list(conn.execute(query, params or {}))
+                return conn.execute(query, params or {}).fetchall()  # one fetch, not per row
         except sa.exc.DBAPIError as error:
             first = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
             if isinstance(error, sa.exc.ProgrammingError | sa.exc.OperationalError) and self.where:
@@ -328,7 +363,9 @@ class _Audit:
         self.progress = progress
         self.source = _Side("source", spec.source, spec.table, spec.where, spec.workers)
         try:
-            target_where = spec.target_where if spec.target_where is not None else spec.where
+            target_where = spec.target_where
+            if target_where is None and spec.where:
+                target_where = renamed(spec.where, spec.column_map)
             self.target = _Side(
                 "target",
                 spec.target,
@@ -379,22 +416,22 @@ class _Audit:
                 f" source table {source.name}"
             )
         columns = list(spec.columns) or [c for c in source.table.c.keys() if c not in key]  # noqa: SIM118
-        if not spec.columns:  # by default only the columns both sides have
-            columns = [c for c in columns if spec.column_map.get(c, c) in self.target.table.c]
         self.key = [self._pair(name) for name in key]
         self.columns = [self._pair(name, spec.tolerance.get(name)) for name in columns]
         self.tenant: tuple[_Column, _Column] | None = None
         if spec.tenant_column:
             self.tenant = self._pair(spec.tenant_column)
-        self.pushdown = (
-            self.source.pushdown
-            if self.source.dialect == self.target.dialect and self.source.pushdown
-            else None
-        )
+        ours, theirs = self.source.pushdown, self.target.pushdown
+        both_postgres = isinstance(ours, PostgresPushdown) and isinstance(theirs, PostgresPushdown)
+        if both_postgres and type(ours) is not type(theirs):  # PostgreSQL 13 on one side: MD5
+            self.source.pushdown = self.target.pushdown = ours = theirs = PostgresPushdown()
+        self.pushdown = ours if type(ours) is type(theirs) else None
         for index, side in enumerate((self.source, self.target)):
             names = [pair[index].own for pair in self.key]
             if not side.unique_on(names):
                 self._no_duplicates(side, names)
+            if not side.primary_on(names):
+                self._no_null_keys(side, names)
 
     def _no_duplicates(self, side: _Side, names: list[str]) -> None:
         columns = [side.column(name) for name in names]
@@ -407,6 +444,17 @@ class _Audit:
             raise InvalidInput(
                 f"the {side.role} table {side.name} has more than one row with key {shown};"
                 " pass --key with columns that identify one row"
+            )
+
+    def _no_null_keys(self, side: _Side, names: list[str]) -> None:
+        nulls = sa.or_(*(side.column(name).is_(None) for name in names))
+        if side.run(
+            side.filtered(sa.select(sa.literal(1)).select_from(side.table).where(nulls).limit(1))
+        ):
+            raise InvalidInput(
+                f"the {side.role} table {side.name} has a row whose key ({', '.join(names)}) is"
+                " NULL, which no other row can be matched with; pass --key with columns that"
+                " are never NULL"
             )
 
     def _own(self, index: int, pairs: Iterable[tuple[_Column, _Column]]) -> list[_Column]:
@@ -435,7 +483,12 @@ class _Audit:
 
         def bound(values: tuple[Any, ...]) -> sa.ColumnElement[Any]:
             params = [
-                sa.bindparam(None, to_param(c.own_kind, v), type_=side.column(c.own).type)
+                sa.bindparam(
+                    None,
+                    to_param(c.own_kind, v),
+                    # Text bounds carry no collation: the key is compared by its bytes.
+                    type_=sa.String() if c.own_kind is Kind.TEXT else side.column(c.own).type,
+                )
                 for c, v in zip(own, values, strict=True)
             ]
             return sa.tuple_(*params) if len(params) > 1 else params[0]
@@ -452,7 +505,7 @@ class _Audit:
         self, index: int, side: _Side, pairs: Iterable[tuple[_Column, _Column]]
     ) -> list[Hashed]:
         return [
-            Hashed(side.quoted(c.own), c.kind, c.tolerance, c.own_kind)
+            Hashed(side.quoted(c.own), c.kind, c.tolerance, c.own_kind, side.column(c.own).nullable)
             for c in self._own(index, pairs)
         ]
 
@@ -467,24 +520,56 @@ class _Audit:
         count, total = side.run(query)[0]
         return int(count), int(total or 0) & _MASK
 
-    def _hashes(self, index: int, side: _Side, chunk: _Chunk) -> dict[tuple[Any, ...], int]:
-        """Every row of the chunk as key -> 64-bit hash, hashed by the server."""
+    def _bucket(self, index: int, side: _Side) -> sa.ColumnElement[Any]:
+        assert side.pushdown is not None
+        buckets = max(1, self.spec.chunk_rows // BUCKET_WIDTH)
+        return sa.literal_column(side.pushdown.bucket(self._hashed(index, side, self.key), buckets))
+
+    def _buckets(self, index: int, side: _Side, chunk: _Chunk) -> dict[int, tuple[int, int]]:
+        """The chunk's rows summed per bucket: bucket -> (rows, sum of row hashes)."""
+        assert side.pushdown is not None
+        row_hash = side.pushdown.row_hash(self._hashed(index, side, self.key + self.columns))
+        bucket = self._bucket(index, side).label("b")
+        query = side.filtered(
+            sa.select(bucket, sa.func.count(), sa.literal_column(f"sum({row_hash})"))
+            .select_from(side.table)
+            .where(*self._range(index, side, chunk))
+            .group_by(sa.literal_column("b"))
+        )
+        return {int(b): (int(n), int(total or 0) & _MASK) for b, n, total in side.run(query)}
+
+    def _hashes(
+        self, index: int, side: _Side, chunk: _Chunk, buckets: Sequence[int] = ()
+    ) -> dict[tuple[Any, ...], int]:
+        """The chunk's rows (of ``buckets`` only, if given) as key -> 64-bit hash."""
         assert side.pushdown is not None
         row_hash = side.pushdown.row_hash(self._hashed(index, side, self.key + self.columns))
         own = self._own(index, self.key)
+        conditions = self._range(index, side, chunk)
+        if buckets:
+            conditions.append(self._bucket(index, side).in_(buckets))
         query = side.filtered(
             sa.select(*(side.column(c.own) for c in own), sa.literal_column(row_hash))
             .select_from(side.table)
-            .where(*self._range(index, side, chunk))
+            .where(*conditions)
         )
-        width = len(own)
-        kinds = [c.kind for c in own]
-        hashes: dict[tuple[Any, ...], int] = {}
-        for row in side.run(query):
-            key = tuple(canonical(kind, value) for kind, value in zip(kinds, row, strict=False))
-            if key in hashes:
-                self._duplicate(side, key)
-            hashes[key] = row[width]
+        rows = side.run(query)
+        if len(own) == 1 and own[0].kind is Kind.INTEGER:  # the common case, at full speed
+            hashes = {(int(key),): value for key, value in rows}
+        else:
+            kinds = [c.kind for c in own]
+            width = len(own)
+            hashes = {
+                tuple(canonical(kind, v) for kind, v in zip(kinds, row, strict=False)): row[width]
+                for row in rows
+            }
+        if len(hashes) < len(rows):
+            seen: set[tuple[Any, ...]] = set()
+            for row in rows:
+                key = tuple(canonical(c.kind, v) for c, v in zip(own, row, strict=False))
+                if key in seen:
+                    self._duplicate(side, key)
+                seen.add(key)
         return hashes
 
     def _duplicate(self, side: _Side, key: tuple[Any, ...]) -> None:
@@ -493,11 +578,12 @@ class _Audit:
             f" {[value_json(k) for k in key]}; pass --key with columns that identify one row"
         )
 
-    def _select_rows(self, index: int, side: _Side) -> sa.Select[Any]:
+    def _select_rows(self, index: int, side: _Side, *, filtered: bool = True) -> sa.Select[Any]:
         names = [c.own for c in self._own(index, self.key + self.columns)]
         if self.tenant is not None:
             names.append(self.tenant[index].own)
-        return side.filtered(sa.select(*(side.column(n) for n in names)))
+        query = sa.select(*(side.column(n) for n in names))
+        return side.filtered(query) if filtered else query
 
     def _canonical(self, index: int, raw: Sequence[Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         pairs = self.key + self.columns + ([self.tenant] if self.tenant else [])
@@ -508,10 +594,16 @@ class _Audit:
         return values[:width], values[width:]
 
     def _rows(
-        self, index: int, side: _Side, conditions: Sequence[sa.ColumnElement[Any]]
+        self,
+        index: int,
+        side: _Side,
+        conditions: Sequence[sa.ColumnElement[Any]],
+        *,
+        filtered: bool = True,
     ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
         rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-        for raw in side.run(self._select_rows(index, side).where(*conditions)):
+        query = self._select_rows(index, side, filtered=filtered).where(*conditions)
+        for raw in side.run(query):
             key, values = self._canonical(index, raw)
             if key in rows:
                 self._duplicate(side, key)
@@ -535,7 +627,8 @@ class _Audit:
                         for k in batch
                     ]
                 )
-            found.update(self._rows(index, side, [condition]))
+            # Unfiltered: a row that --where keeps on one side only is changed, not missing.
+            found.update(self._rows(index, side, [condition], filtered=False))
         return found
 
     # -- comparing ----------------------------------------------------------------------------
@@ -587,10 +680,27 @@ class _Audit:
         found: _Found,
         *counted: int,
     ) -> tuple[int, int, _Found, bool]:
-        """Read the chunk's keys and row hashes from both sides and merge them; only rows whose
-        hashes differ are then read in full and compared value by value."""
-        theirs_pending = pool.submit(self._hashes, 1, self.target, chunk)
-        ours = self._hashes(0, self.source, chunk)
+        """Narrow a differing chunk down: sums per bucket of a few keys from both sides, then
+        the keys and row hashes of the differing buckets only (every row's when most differ),
+        merged by key; only rows whose hashes differ are read in full and compared."""
+        theirs_pending = pool.submit(self._buckets, 1, self.target, chunk)
+        our_buckets = self._buckets(0, self.source, chunk)
+        their_buckets = theirs_pending.result()
+        rows = counted or (
+            sum(n for n, _ in our_buckets.values()),
+            sum(n for n, _ in their_buckets.values()),
+        )
+        differing = sorted(
+            b
+            for b in our_buckets.keys() | their_buckets.keys()
+            if our_buckets.get(b) != their_buckets.get(b)
+        )
+        if not differing:
+            return rows[0], rows[1], found, False
+        if len(differing) * 2 > len(our_buckets.keys() | their_buckets.keys()):
+            differing = []  # most buckets differ: every row, without filtering
+        theirs_pending = pool.submit(self._hashes, 1, self.target, chunk, differing)
+        ours = self._hashes(0, self.source, chunk, differing)
         theirs = theirs_pending.result()
         suspects = [key for key, value in ours.items() if theirs.get(key) != value]
         suspects.extend(key for key in theirs if key not in ours)
@@ -598,7 +708,6 @@ class _Audit:
             target_rows = pool.submit(self._by_keys, 1, self.target, suspects)
             source_rows = self._by_keys(0, self.source, suspects)
             self._merge(source_rows, target_rows.result(), found)
-        rows = counted or (len(ours), len(theirs))
         return rows[0], rows[1], found, True
 
     def _dense(self) -> bool:
@@ -864,6 +973,8 @@ class _Audit:
         def shown(row: tuple[Any, ...] | None) -> Any:
             return None if row is None else [value_json(v) for v in row]
 
+        if before == now:  # the common case; NaN (never equal to itself) takes the long way
+            return True
         return all(shown(a) == shown(b) for a, b in zip(before, now, strict=True))
 
     def _diff(
@@ -905,11 +1016,15 @@ class _Audit:
         for diff in diffs:
             counts[diff.kind] += 1
             if self.tenant is not None:
-                per = tenants.setdefault(diff.tenant or "", dict.fromkeys(KINDS, 0))
+                tenant = NULL_TENANT if diff.tenant is None else diff.tenant
+                per = tenants.setdefault(tenant, dict.fromkeys(KINDS, 0))
                 per[diff.kind] += 1
         counts["drift"] = counts["missing"] + counts["extra"] + counts["changed"]
         order = {kind: i for i, kind in enumerate(KINDS)}
-        diffs.sort(key=lambda d: (order[d.kind], [str(value_json(v)) for v in d.key]))
+        try:  # by kind, then in key order (1, 2, 10), the lowest keys kept by --max-diffs
+            diffs.sort(key=lambda d: (order[d.kind], d.key))
+        except TypeError:  # keys that do not compare (unreadable values): by their text
+            diffs.sort(key=lambda d: (order[d.kind], [str(value_json(v)) for v in d.key]))
 
         def side(s: _Side) -> dict[str, Any]:
             return {"url": s.url, "table": s.name, "dialect": s.dialect, "rows": s.rows}
