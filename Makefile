@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo demo-tenants test lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python -m examples.codec.demo
+
+demo-tenants: $(STAMP)
+	$(BIN)/python -m examples.tenants.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -30,4 +33,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache cutover-demo.db*
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache cutover-demo.db* cutover-tenants-demo

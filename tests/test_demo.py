@@ -35,3 +35,29 @@ def test_the_controller_walks_the_plan_and_rolls_back_the_drift(tmp_path: Path) 
     assert re.search(r"rollback rolled back from canary 50% to canary 25%: parity failed", out)
     assert "now: rolled_back at step 3/6 (canary 25%), canary 25%" in out
     assert "history codec" in out and "team-payments" in out
+
+
+def test_the_tenant_move_follows_the_playbook(tmp_path: Path) -> None:
+    """`make demo-tenants`: the audit gate catches the backfill's bug and reconcile repairs it,
+    an outage is replayed from the outbox, a cohort is rolled back after a drift and promoted
+    again after the fix, and every audit after a repair is clean."""
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.tenants.demo"],
+        cwd=ROOT,
+        env={**os.environ, "DEMO_FOLDER": str(tmp_path / "demo")},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    out = result.stdout
+    assert re.search(r"│\s+1 │\s+0 │\s+6 │\s+0 │\s+7 │", out)  # the backfill: 1 missing, 6 changed
+    assert "applied on the target (orders): 1 inserted, 6 updated, 0 deleted" in out
+    assert re.search(r"replayed (\d+) writes, 0 left", out)
+    assert re.search(r"│ initech │\s+0 │\s+0 │\s+\d+ │\s+0 │", out)
+    assert "status: 'refunded' -> 'paid'" in out
+    assert "cohort wave-2 (wave 2, 2 tenants) pinned to legacy" in out
+    assert out.count("\nclean\n") == 6  # every audit after a repair, and every phase's gate
+    assert "drifted on" not in out + result.stderr  # no guardrail tripped on clean data
+    assert re.search(r"│ hooli\s+│ -\s+│ -\s+│ -\s+│ -\s+│ new-only │ new\s+│", out)

@@ -112,9 +112,10 @@ def _describe(state: State | None) -> str:
         text += f" sample {state.sample:g}"
     if not state.fallback:
         text += " no-fallback"
-    pins = len(state.pins_new) + len(state.pins_legacy)
-    if pins:
-        text += f" pins {pins}"
+    if state.pins_new:
+        text += f" pins {len(state.pins_new)} new"
+    if state.pins_legacy:
+        text += f" {'' if state.pins_new else 'pins '}{len(state.pins_legacy)} legacy"
     return text
 
 
