@@ -202,7 +202,8 @@ class Runtime:
 
     @property
     def migrations(self) -> list[Migration]:
-        return [m for m in declared() if m._runtime is self]
+        # A migration being built is declared a moment before it is attached: skip it.
+        return [m for m in declared() if getattr(m, "_runtime", None) is self]
 
     # -- background work -----------------------------------------------------------------
 

@@ -960,3 +960,19 @@ def test_table_repository_upserts_on_mariadb(
         assert side.contents() == []
     finally:
         side.engine.dispose()
+
+
+def test_a_replay_after_new_only_keeps_what_another_process_wrote(runtime: Runtime) -> None:
+    """A key left in this process's outbox under shadow is written by another process once the
+    tenant writes new only; the replay must copy that newer row to legacy, not legacy's older
+    row over it."""
+    legacy, new = pair()
+    orders = DualStore("orders", legacy, new)
+    put(runtime, "orders", mode=Mode.SHADOW)
+    new.fail("put")
+    orders.put(1, {"amount": 100}, tenant="acme")  # legacy has it, new failed: outbox
+    new.heal()
+    put(runtime, "orders", mode=Mode.NEW, fallback=False)
+    new.put(1, {"amount": 250})  # another process, writing new only
+    assert orders.replay().clean
+    assert legacy.rows()[1] == new.rows()[1] == {"amount": 250}

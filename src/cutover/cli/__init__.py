@@ -1,19 +1,8 @@
-"""The ``cutover`` command line: thin commands that parse, call the library and print."""
+"""The ``cutover`` command line: thin commands that parse, call the library and print.
 
-from cutover.cli import (  # noqa: F401 - importing registers the commands
-    audit,
-    cohort,
-    drifts,
-    instances,
-    maintenance,
-    reconcile,
-    rollout,
-    serve,
-    state,
-    stats,
-    status,
-    strategies,
-)
+Each command's module is imported when the command runs (see ``_app._Commands``).
+"""
+
 from cutover.cli._app import cli, main
 
 __all__ = ["cli", "main"]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 from rich.console import Console
@@ -42,7 +43,42 @@ class Session:
 pass_session = click.make_pass_decorator(Session)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Commands(click.Group):
+    """The command group; each command's module is imported when the command is used, so
+    ``cutover audit`` does not load the server, nor ``cutover set`` the audit."""
+
+    modules: ClassVar[dict[str, str]] = {
+        "audit": "audit",
+        "bucket": "maintenance",
+        "check": "stats",
+        "cohort": "cohort",
+        "drifts": "drifts",
+        "gc": "maintenance",
+        "history": "state",
+        "instances": "instances",
+        "reconcile": "reconcile",
+        "rollout": "rollout",
+        "serve": "serve",
+        "set": "state",
+        "stats": "stats",
+        "status": "status",
+        "strategies": "strategies",
+        "token": "serve",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.modules))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.modules:
+            importlib.import_module(f"cutover.cli.{self.modules[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=_Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--store",
     envvar="CUTOVER_STORE",

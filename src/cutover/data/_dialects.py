@@ -164,11 +164,15 @@ class PostgresPushdown(Pushdown):
                 f" ELSE 'H' || ({c})::text END"
             )
         elif kind is Kind.NUMERIC:
-            text = f"trim_scale(({c})::numeric)::text"
+            raw = f"(({c})::numeric)::text"
+            text = (
+                f"CASE WHEN strpos({raw}, '.') > 0"
+                f" THEN rtrim(rtrim({raw}, '0'), '.') ELSE {raw} END"
+            )
         elif kind is Kind.FLOAT:
             text = f"({c})::float8::text"
         elif kind is Kind.BOOLEAN:
-            text = f"(({c})::int <> 0)::text"
+            text = f"(({c})::int)::text"
         elif kind is Kind.TEXT:
             text = f"'T' || length({c})::text || ':' || ({c})::text"
         elif kind is Kind.BYTES:
@@ -208,24 +212,28 @@ class TypedPostgresPushdown(PostgresPushdown):
         if kind is Kind.TIMESTAMPTZ and column.own_kind is Kind.TIMESTAMP:
             return f"({c} AT TIME ZONE 'UTC')"  # naive timestamps count as UTC
         if kind is Kind.BOOLEAN:
-            return f"(({c})::int <> 0)"
+            return f"(({c})::int)::bigint"  # true and 1 alike; 2 is not a boolean
         if kind is Kind.TEXT:  # by bytes even under a case-insensitive collation
             return f'(({c})::text COLLATE "C")'
         return f"({c})::{_PG_TYPES.get(kind, 'text')}"
 
     def row_hash(self, columns: Sequence[Hashed]) -> str:
-        # A NULL field hashes as 0, and so do a float or numeric zero: nullable columns carry
-        # their NULL-ness as a field of its own.
+        # A NULL field hashes as 0, and so do a float zero and a numeric NaN (other types hash
+        # no value to 0): such columns, when nullable, carry their NULL-ness as a field too.
         values = [
             part
             for column in columns
             for part in (
                 (self.value(column), f"({column.sql}) IS NULL")
                 if column.nullable
+                and column.tolerance is None
+                and column.kind in (Kind.FLOAT, Kind.NUMERIC)
                 else (self.value(column),)
             )
         ]
-        return f"hash_record_extended(ROW({', '.join(values) or '0'}), 0)"
+        # hash_record_extended combines fields linearly (31 * h + field), so values swapped
+        # between two rows would leave a chunk's sum unchanged: mix each row's hash once more.
+        return f"hashint8extended(hash_record_extended(ROW({', '.join(values) or '0'}), 0), 0)"
 
     def bucket(self, key: Sequence[Hashed], buckets: int) -> str:
         if len(key) == 1 and key[0].kind is Kind.INTEGER:
@@ -266,11 +274,13 @@ class MysqlPushdown(Pushdown):
                 f" TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM {raw})), {raw})"
             )
         elif kind is Kind.BOOLEAN:
-            text = f"IF({c} <> 0, 'true', 'false')"
+            text = f"CAST({c} AS SIGNED)"
         elif kind is Kind.TEXT:
             text = f"CONCAT('T', CHAR_LENGTH({c}), ':', {c})"
         elif kind is Kind.BYTES:
             text = f"HEX({c})"
+        elif kind is Kind.FLOAT:
+            text = f"CAST({c} + 0e0 AS CHAR)"  # as a double: FLOAT prints only 6 digits
         else:
             text = f"CAST({c} AS CHAR)"
         return f"COALESCE({text}, {self.null})"
@@ -300,6 +310,67 @@ def pushdown(engine: sa.Engine) -> Pushdown | None:
     return None
 
 
+class _Raw(sa.types.TypeDecorator[Any]):
+    """A column type whose values are read as the driver returns them, unconverted."""
+
+    impl = sa.types.NullType
+    cache_ok = True
+
+    def __init__(self, original: sa.types.TypeEngine[Any]) -> None:
+        super().__init__()
+        self.impl = original  # what the column is (its kind); only reading changes
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
+        return value
+
+    def result_processor(self, dialect: sa.Dialect, coltype: Any) -> None:
+        return None
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of a database error, without SQLAlchemy's wrapping."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def reflect(engine: sa.Engine, name: str, role: str, hint: str) -> sa.Table:
+    """The table ``name`` (``schema.table`` allowed) as the database describes it, reading
+    its values as stored (:func:`readable`); a table that is not there is bad input."""
+    schema, _, bare = name.rpartition(".")
+    try:
+        table = sa.Table(bare, sa.MetaData(), schema=schema or None, autoload_with=engine)
+    except (sa.exc.NoSuchTableError, sa.exc.OperationalError, sa.exc.ProgrammingError):
+        shown = redact_url(engine.url.render_as_string(hide_password=False))
+        raise InvalidInput(
+            f"table {name!r} does not exist in the {role} database {shown}; {hint}"
+        ) from None
+    return readable(table, engine.dialect.name)
+
+
+def readable(table: sa.Table, dialect: str) -> sa.Table:
+    """Make a reflected table's columns read their values as stored: MySQL's DOUBLE as floats
+    (not Decimals cut to ten digits), its TIME as a duration (not a time of day), SQLite's
+    BOOLEAN as the number it holds (a 2 is no boolean)."""
+    for column in table.c:
+        if isinstance(column.type, sa.Float):
+            column.type.asdecimal = False
+        elif (dialect in ("mysql", "mariadb") and isinstance(column.type, sa.Time)) or (
+            dialect == "sqlite" and isinstance(column.type, sa.Boolean)
+        ):
+            column.type = _Raw(column.type)
+    return table
+
+
+def single_float(column: sa.Column[Any], dialect: str) -> bool:
+    """A MySQL FLOAT, which the server sends rounded to six digits unless read as a double."""
+    return dialect in ("mysql", "mariadb") and type(column.type).__name__ == "FLOAT"
+
+
+def qualified(engine: sa.Engine, table: sa.Table) -> str:
+    """The table's name as SQL would write it, quoted where needed (for ``regclass``)."""
+    return engine.dialect.identifier_preparer.format_table(table)
+
+
 def bytewise_text(engine: sa.Engine, table: sa.Table, column: str) -> bool:
     """Whether the engine orders this text column by its bytes, so a range can use its index."""
     dialect = engine.dialect.name
@@ -314,9 +385,9 @@ def bytewise_text(engine: sa.Engine, table: sa.Table, column: str) -> bool:
                     " WHERE d.datname = current_database() AND a.attrelid = CAST(:t AS regclass)"
                     " AND a.attname = :c"
                 ),
-                {"t": table.fullname, "c": column},
+                {"t": qualified(engine, table), "c": column},
             ).scalar()
-            return collation in ("C", "POSIX", "ucs_basic")
+            return collation in ("C", "POSIX", "ucs_basic", "C.UTF-8", "C.utf8", "pg_c_utf8")
         if dialect in ("mysql", "mariadb"):
             collation = conn.execute(
                 sa.text(

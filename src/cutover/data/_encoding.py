@@ -36,6 +36,10 @@ class Kind(enum.StrEnum):
 
 def kind_of(column_type: sa.types.TypeEngine[Any]) -> Kind:
     """The kind of a reflected column type; unknown types compare as their text."""
+    if isinstance(column_type, sa.types.TypeDecorator):
+        column_type = column_type.impl_instance
+        if isinstance(column_type, sa.types.TypeDecorator):  # a type wrapped to read it raw
+            column_type = column_type.impl_instance
     name = type(column_type).__name__.upper()
     if isinstance(column_type, sa.Boolean) or name == "BOOLEAN":
         return Kind.BOOLEAN
@@ -52,7 +56,8 @@ def kind_of(column_type: sa.types.TypeEngine[Any]) -> Kind:
     if isinstance(column_type, sa.Date):
         return Kind.DATE
     if isinstance(column_type, sa.Time):
-        return Kind.TIME
+        # A time with an offset compares as written: '10:00+02' is not '10:00+05'.
+        return Kind.TEXT if getattr(column_type, "timezone", False) else Kind.TIME
     if isinstance(column_type, sa.Uuid) or name == "UUID":
         return Kind.UUID
     if isinstance(column_type, sa.JSON) or name in ("JSON", "JSONB"):
@@ -113,7 +118,25 @@ def _boolean(value: Any) -> bool:
         if text in ("f", "false", "0", "n", "no"):
             return False
         raise ValueError(value)
-    return bool(value)
+    if value in (0, 1):  # True, False, 0, 1; a 2 in a MySQL BOOL is no boolean
+        return bool(value)
+    raise ValueError(value)
+
+
+def _integer(value: Any) -> int:
+    """Integers only losslessly: SQLite keeps 1.5 in an INTEGER column, and 1.5 is not 1."""
+    if isinstance(value, int):
+        return value
+    number = _decimal(value)
+    if number != number.to_integral_value():
+        raise ValueError(value)
+    return int(number)
+
+
+def _bytes(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise ValueError(value)  # SQLite keeps text or numbers in a BLOB column as they are
 
 
 def _text(value: Any) -> str:
@@ -134,13 +157,19 @@ def _date(value: Any) -> dt.date:
     return value
 
 
-def _time(value: Any) -> Any:
-    if isinstance(value, str):
-        return dt.time.fromisoformat(value.strip())
-    if isinstance(value, dt.timedelta):  # MySQL returns TIME as a duration
-        seconds = value.total_seconds()
-        return (dt.datetime.min + dt.timedelta(seconds=seconds)).time()
-    return value
+def _time(value: Any) -> dt.timedelta:
+    """A time of day as the duration since midnight: MySQL's TIME is a duration that can be
+    negative or longer than a day, and '25:00' must not equal '01:00'."""
+    if isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, str):  # [-]HH:MM:SS[.ffffff], hours beyond 23 allowed
+        text = value.strip()
+        sign = -1 if text.startswith("-") else 1
+        hours, minutes, seconds = text.lstrip("-").split(":")
+        return sign * dt.timedelta(hours=int(hours), minutes=int(minutes), seconds=float(seconds))
+    return dt.timedelta(
+        hours=value.hour, minutes=value.minute, seconds=value.second, microseconds=value.microsecond
+    )
 
 
 def _float(value: Any) -> float:
@@ -152,12 +181,12 @@ def _uuid(value: Any) -> uuid.UUID:
 
 
 _CANONICAL: dict[Kind, Callable[[Any], Any]] = {
-    Kind.INTEGER: int,
+    Kind.INTEGER: _integer,
     Kind.NUMERIC: _decimal,
     Kind.FLOAT: _float,
     Kind.BOOLEAN: _boolean,
     Kind.TEXT: _text,
-    Kind.BYTES: bytes,
+    Kind.BYTES: _bytes,
     Kind.TIMESTAMP: _timestamp,
     Kind.TIMESTAMPTZ: _timestamp,
     Kind.DATE: _date,
@@ -223,6 +252,11 @@ def to_json(value: Any) -> Any:
         return str(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
+    if isinstance(value, dt.timedelta):  # a time of day, or MySQL's longer TIME
+        sign, rest = ("-", -value) if value < dt.timedelta(0) else ("", value)
+        hours, remainder = divmod(rest, dt.timedelta(hours=1))
+        text = f"{sign}{hours:02d}:{(dt.datetime.min + remainder).time().isoformat()[3:]}"
+        return text
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):

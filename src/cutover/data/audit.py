@@ -42,7 +42,11 @@ from cutover.data._dialects import (
     Pushdown,
     bytewise_text,
     connect,
+    first_line,
     pushdown,
+    qualified,
+    reflect,
+    single_float,
 )
 from cutover.data._encoding import (
     Kind,
@@ -234,23 +238,21 @@ class _Side:
 
     def __init__(self, role: str, url: str, table: str, where: str | None, pool: int) -> None:
         self.role = role
-        self.engine = connect(url, role, pool_size=pool)
+        self.engine = connect(url, role, pool_size=pool + 1)
+        self._local = threading.local()
+        self._opened: list[sa.Connection] = []
+        self._opened_lock = threading.Lock()
         self.url = redact_url(self.engine.url.render_as_string(hide_password=False))
-        schema, _, name = table.rpartition(".")
         try:
-            self.table = sa.Table(
-                name, sa.MetaData(), schema=schema or None, autoload_with=self.engine
+            self.table = reflect(
+                self.engine,
+                table,
+                role,
+                f"check --{'table' if role == 'source' else 'target-table'}",
             )
-        except (sa.exc.NoSuchTableError, sa.exc.OperationalError, sa.exc.ProgrammingError):
+        except InvalidInput:
             self.engine.dispose()
-            raise InvalidInput(
-                f"table {table!r} does not exist in the {role} database {self.url};"
-                f" check --{'table' if role == 'source' else 'target-table'}"
-            ) from None
-        for column in self.table.c:
-            if isinstance(column.type, sa.Float):
-                # MySQL reflects DOUBLE as returning Decimals cut to ten digits: read floats.
-                column.type.asdecimal = False
+            raise
         self.name = table
         self.where = where
         self.dialect = self.engine.dialect.name
@@ -300,7 +302,7 @@ class _Side:
         if not self.where and self.dialect == "postgresql":
             estimate = self.run(
                 sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"),
-                {"t": self.table.fullname},
+                {"t": qualified(self.engine, self.table)},
             )[0][0]
             if estimate and estimate > 0:
                 return int(estimate)
@@ -321,18 +323,40 @@ class _Side:
     def filtered(self, query: sa.Select[Any]) -> sa.Select[Any]:
         return query.where(sa.text(self.where)) if self.where else query
 
+    def connection(self) -> sa.Connection:
+        """This thread's connection, opened once for the whole audit: a query costs one round
+        trip (autocommit: no BEGIN and ROLLBACK around it, no ping before it)."""
+        conn: sa.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._local.conn = conn
+            with self._opened_lock:
+                self._opened.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            conn.close()
+        self.engine.dispose()
+
     def run(self, query: sa.Executable, params: Mapping[str, Any] | None = None) -> list[Any]:
         try:
-            with self.engine.connect() as conn:
-                return conn.execute(query, params or {}).fetchall()  # one fetch, not per row
+            return self.connection().execute(query, params or {}).fetchall()  # one fetch
         except sa.exc.DBAPIError as error:
-            first = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+            first = first_line(error)
             if isinstance(error, sa.exc.ProgrammingError | sa.exc.OperationalError) and self.where:
                 raise InvalidInput(
                     f"the {self.role} database rejected the query with --where {self.where!r}:"
                     f" {first}"
                 ) from None
             raise
+
+
+def _bound_type(column_type: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
+    """A key bound's type: text without the column's collation (keys compare by bytes)."""
+    return sa.String() if isinstance(column_type, sa.String) else column_type
 
 
 # -- the audit ----------------------------------------------------------------------------
@@ -374,7 +398,7 @@ class _Audit:
                 spec.workers,
             )
         except BaseException:
-            self.source.engine.dispose()
+            self.source.close()
             raise
         self._bytewise = [True, True]
         self._tally = [0, 0]  # chunks finished, chunks that differed
@@ -466,13 +490,10 @@ class _Audit:
         expressions: list[sa.ColumnElement[Any]] = []
         for column in self._own(index, self.key):
             element: sa.ColumnElement[Any] = side.column(column.own)
-            if column.own_kind is Kind.TEXT and side.dialect == "sqlite":
+            collatable = isinstance(side.column(column.own).type, sa.String)
+            if collatable and side.dialect == "sqlite":
                 element = element.collate("BINARY")
-            elif (
-                column.own_kind is Kind.TEXT
-                and not self._bytewise[index]
-                and side.pushdown is not None
-            ):
+            elif collatable and not self._bytewise[index] and side.pushdown is not None:
                 element = sa.literal_column(side.pushdown.binary(side.quoted(column.own)))
             expressions.append(element)
         return expressions
@@ -487,7 +508,7 @@ class _Audit:
                     None,
                     to_param(c.own_kind, v),
                     # Text bounds carry no collation: the key is compared by its bytes.
-                    type_=sa.String() if c.own_kind is Kind.TEXT else side.column(c.own).type,
+                    type_=_bound_type(side.column(c.own).type),
                 )
                 for c, v in zip(own, values, strict=True)
             ]
@@ -505,9 +526,14 @@ class _Audit:
         self, index: int, side: _Side, pairs: Iterable[tuple[_Column, _Column]]
     ) -> list[Hashed]:
         return [
-            Hashed(side.quoted(c.own), c.kind, c.tolerance, c.own_kind, side.column(c.own).nullable)
+            Hashed(side.quoted(c.own), c.kind, c.tolerance, c.own_kind, self._nullable(c.name))
             for c in self._own(index, pairs)
         ]
+
+    def _nullable(self, name: str) -> bool:
+        """Whether either side lets the column be NULL (both sides must hash it alike)."""
+        own = self.spec.column_map.get(name, name)
+        return bool(self.source.column(name).nullable or self.target.column(own).nullable)
 
     def _summary(self, index: int, side: _Side, chunk: _Chunk) -> tuple[int, int]:
         assert side.pushdown is not None
@@ -523,7 +549,8 @@ class _Audit:
     def _bucket(self, index: int, side: _Side) -> sa.ColumnElement[Any]:
         assert side.pushdown is not None
         buckets = max(1, self.spec.chunk_rows // BUCKET_WIDTH)
-        return sa.literal_column(side.pushdown.bucket(self._hashed(index, side, self.key), buckets))
+        bucket = side.pushdown.bucket(self._hashed(index, side, self.key), buckets)
+        return sa.literal_column(bucket, type_=sa.BigInteger())
 
     def _buckets(self, index: int, side: _Side, chunk: _Chunk) -> dict[int, tuple[int, int]]:
         """The chunk's rows summed per bucket: bucket -> (rows, sum of row hashes)."""
@@ -582,7 +609,13 @@ class _Audit:
         names = [c.own for c in self._own(index, self.key + self.columns)]
         if self.tenant is not None:
             names.append(self.tenant[index].own)
-        query = sa.select(*(side.column(n) for n in names))
+        columns = [side.column(n) for n in names]
+        query = sa.select(
+            *(
+                (c + sa.literal_column("0e0")).label(c.name) if single_float(c, side.dialect) else c
+                for c in columns
+            )
+        )
         return side.filtered(query) if filtered else query
 
     def _canonical(self, index: int, raw: Sequence[Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
@@ -600,22 +633,32 @@ class _Audit:
         conditions: Sequence[sa.ColumnElement[Any]],
         *,
         filtered: bool = True,
+        outside: set[tuple[Any, ...]] | None = None,
     ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+        """Rows as key -> canonical values; unfiltered, ``outside`` gets the keys of the rows
+        the side's ``--where`` does not keep."""
         rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         query = self._select_rows(index, side, filtered=filtered).where(*conditions)
+        scoped = not filtered and side.where and outside is not None
+        if scoped:  # which rows the side's condition keeps, read with them
+            query = query.add_columns(sa.case((sa.text(f"({side.where})"), 1), else_=0))
         for raw in side.run(query):
-            key, values = self._canonical(index, raw)
+            key, values = self._canonical(index, raw[:-1] if scoped else raw)
             if key in rows:
                 self._duplicate(side, key)
             rows[key] = values
+            if scoped and not raw[-1]:
+                outside.add(key)  # type: ignore[union-attr]
         return rows
 
     def _by_keys(
         self, index: int, side: _Side, keys: Sequence[tuple[Any, ...]]
-    ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    ) -> tuple[dict[tuple[Any, ...], tuple[Any, ...]], set[tuple[Any, ...]]]:
+        """Rows by key, whatever ``--where`` says, and the keys of those it does not keep."""
         own = self._own(index, self.key)
         columns = [side.column(c.own) for c in own]
         found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        outside: set[tuple[Any, ...]] = set()
         for start in range(0, len(keys), 500):
             batch = keys[start : start + 500]
             if len(columns) == 1:
@@ -627,9 +670,39 @@ class _Audit:
                         for k in batch
                     ]
                 )
-            # Unfiltered: a row that --where keeps on one side only is changed, not missing.
-            found.update(self._rows(index, side, [condition], filtered=False))
-        return found
+            found.update(self._rows(index, side, [condition], filtered=False, outside=outside))
+        return found, outside
+
+    def _read_both(
+        self, keys: Sequence[tuple[Any, ...]], pool: ThreadPoolExecutor | None = None
+    ) -> tuple[dict[tuple[Any, ...], tuple[Any, ...]], dict[tuple[Any, ...], tuple[Any, ...]]]:
+        """Rows by key from both sides, read past ``--where`` so that a row its condition keeps
+        on one side only is seen: it is changed when its compared values differ, else missing
+        (or extra) as the condition says; a row the condition drops on both sides is not there.
+        """
+        if pool is None:
+            ours, ours_out = self._by_keys(0, self.source, keys)
+            theirs, theirs_out = self._by_keys(1, self.target, keys)
+        else:
+            pending = pool.submit(self._by_keys, 1, self.target, keys)
+            ours, ours_out = self._by_keys(0, self.source, keys)
+            theirs, theirs_out = pending.result()
+        for key in ours_out | theirs_out:
+            a, b = ours.get(key), theirs.get(key)
+            a_in, b_in = (
+                a is not None and key not in ours_out,
+                b is not None and key not in theirs_out,
+            )
+            if a_in and b_in:
+                continue
+            one_side = a_in or b_in
+            if one_side and a is not None and b is not None and self._changed_columns(a, b):
+                continue  # in scope on one side, and different: changed
+            if not a_in:
+                ours.pop(key, None)
+            if not b_in:
+                theirs.pop(key, None)
+        return ours, theirs
 
     # -- comparing ----------------------------------------------------------------------------
 
@@ -705,9 +778,7 @@ class _Audit:
         suspects = [key for key, value in ours.items() if theirs.get(key) != value]
         suspects.extend(key for key in theirs if key not in ours)
         if suspects:
-            target_rows = pool.submit(self._by_keys, 1, self.target, suspects)
-            source_rows = self._by_keys(0, self.source, suspects)
-            self._merge(source_rows, target_rows.result(), found)
+            self._merge(*self._read_both(suspects, pool), found)
         return rows[0], rows[1], found, True
 
     def _dense(self) -> bool:
@@ -717,15 +788,16 @@ class _Audit:
 
     # -- planning -----------------------------------------------------------------------------
 
-    def _plan(self) -> list[_Chunk]:
-        source = self.source
-        self._bytewise = [True, True]
+    def _collations(self) -> None:
+        """Which sides order their text keys by bytes, so that key ranges can use an index."""
         for index, side in enumerate((self.source, self.target)):
             for column in self._own(index, self.key):
-                if column.own_kind is Kind.TEXT and not bytewise_text(
-                    side.engine, side.table, column.own
-                ):
+                collatable = isinstance(side.column(column.own).type, sa.String)
+                if collatable and not bytewise_text(side.engine, side.table, column.own):
                     self._bytewise[index] = False
+
+    def _plan(self) -> list[_Chunk]:
+        source = self.source
         step = self.spec.chunk_rows
         if not all(self._bytewise):
             # Ranges compared by bytes cannot use an index ordered by a collation: each chunk
@@ -773,7 +845,7 @@ class _Audit:
 
     # -- checkpoint ----------------------------------------------------------------------------
 
-    def _fingerprint(self, chunks: list[_Chunk]) -> str:
+    def _fingerprint(self) -> str:
         spec = self.spec
         described = {
             "source": self.source.url,
@@ -782,7 +854,7 @@ class _Audit:
             "key": [c.name for c, _ in self.key],
             "columns": [(c.name, c.tolerance) for c, _ in self.columns],
             "where": [self.source.where, self.target.where],
-            "chunks": [self._edge_json(c.lo) for c in chunks],
+            "chunk_rows": spec.chunk_rows,
             "tenant": spec.tenant_column,
             "map": dict(spec.column_map),
         }
@@ -799,22 +871,25 @@ class _Audit:
             for (c, _), v in zip(self.key, values, strict=True)
         )
 
-    def _resume(self, chunks: list[_Chunk]) -> tuple[dict[int, tuple[int, int, bool]], _Found, str]:
+    def _resume(self) -> tuple[list[_Chunk], dict[int, tuple[int, int, bool]], _Found]:
+        """The chunks a checkpoint planned (empty when there is none), the ones it finished, and
+        the keys they found differing; the chunks are reused as planned, so rows written or
+        statistics refreshed since do not move them."""
         done: dict[int, tuple[int, int, bool]] = {}
         found = _Found()
-        fingerprint = self._fingerprint(chunks)
         path = self.spec.checkpoint
         if not path or not os.path.exists(path):
-            return done, found, fingerprint
+            return [], done, found
         with open(path, encoding="utf-8") as handle:
             lines = [line for line in handle if line.strip()]
         try:
             header = json.loads(lines[0]) if lines else {}
-            if header.get("fingerprint") != fingerprint:
+            if header.get("fingerprint") != self._fingerprint():
                 raise InvalidInput(
                     f"checkpoint {path} was written by a different audit (other databases,"
-                    " table, columns or chunks); delete it or give another --checkpoint"
+                    " table, columns or options); delete it or give another --checkpoint"
                 )
+            edges = [self._key_from_json(edge) for edge in header["edges"]]
             for line in lines[1:]:
                 try:
                     entry = json.loads(line)
@@ -829,15 +904,18 @@ class _Audit:
                 f"checkpoint {path} is not an audit checkpoint; delete it or give another"
                 " --checkpoint"
             ) from None
-        return done, found, fingerprint
+        return self._chunks(edges), done, found
 
     # -- running ------------------------------------------------------------------------------
 
     def run(self) -> AuditReport:
         started = time.time()
-        chunks = self._plan()
-        done, found, fingerprint = self._resume(chunks)
-        checkpoint = self._open_checkpoint(fingerprint, fresh=not done)
+        self._collations()
+        chunks, done, found = self._resume()
+        fresh = not chunks
+        if fresh:
+            chunks = self._plan()
+        checkpoint = self._open_checkpoint(chunks, fresh=fresh)
         lock = threading.Lock()
         totals = [0, 0]
         differing = 0
@@ -898,16 +976,18 @@ class _Audit:
             os.remove(self.spec.checkpoint)  # finished: the next audit starts afresh
         return report
 
-    def _open_checkpoint(self, fingerprint: str, *, fresh: bool) -> Any:
+    def _open_checkpoint(self, chunks: list[_Chunk], *, fresh: bool) -> Any:
         path = self.spec.checkpoint
         if not path:
             return None
         if fresh:
+            header = {
+                "format": "cutover-audit-checkpoint/1",
+                "fingerprint": self._fingerprint(),
+                "edges": [self._edge_json(chunk.lo) for chunk in chunks[1:]],
+            }
             handle = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by run()
-            handle.write(
-                json.dumps({"format": "cutover-audit-checkpoint/1", "fingerprint": fingerprint})
-                + "\n"
-            )
+            handle.write(json.dumps(header) + "\n")
             handle.flush()
             return handle
         return open(path, "a", encoding="utf-8")
@@ -935,8 +1015,7 @@ class _Audit:
                 break
             if round_:
                 time.sleep(self.spec.recheck_delay)
-            ours_now = self._by_keys(0, self.source, pending)
-            theirs_now = self._by_keys(1, self.target, pending)
+            ours_now, theirs_now = self._read_both(pending)
             still: list[tuple[Any, ...]] = []
             for key in pending:
                 now = (ours_now.get(key), theirs_now.get(key))
@@ -1055,8 +1134,8 @@ class _Audit:
         )
 
     def close(self) -> None:
-        self.source.engine.dispose()
-        self.target.engine.dispose()
+        self.source.close()
+        self.target.close()
 
 
 def audit(spec: AuditSpec, progress: Callable[[int, int], None] | None = None) -> AuditReport:

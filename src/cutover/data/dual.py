@@ -1168,7 +1168,7 @@ class DualStore:
                 if current is None:
                     continue  # a reconcile got there first
                 try:
-                    self._copy(current.key, current.truth)
+                    self._copy(current.key, self._replay_truth(current))
                 except Exception as error:  # noqa: BLE001 - reported; the entry stays
                     failed.append((current.key, f"{type(error).__name__}: {error}"))
                     continue
@@ -1206,6 +1206,16 @@ class DualStore:
         with self._lock:
             remaining = len(self._outbox)
         return ReplayResult(tuple(repaired), tuple(failed), remaining)
+
+    def _replay_truth(self, entry: OutboxEntry) -> Arm:
+        """The side a replay copies from: the one that took the key's latest acknowledged write
+        here, unless the tenant's strategy now writes one side only, which is then the truth
+        (its writes, from any process, are newer than anything the other side holds)."""
+        _, _, unit = self._resolve(entry.key, None, entry.tenant)
+        write = self._derive(unit).write
+        if write.follower is None:
+            return write.truth
+        return entry.truth
 
     def _copy(self, key: Any, truth: Arm) -> None:
         row = _as_row(self._repository(truth).get(key))

@@ -5,6 +5,7 @@ before anything changes."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import uuid
@@ -20,7 +21,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.expression import Executable
 
 from cutover.clock import Clock, system_clock
-from cutover.data._dialects import connect, database_url
+from cutover.data._dialects import connect, database_url, first_line, reflect
 from cutover.data._encoding import (
     Kind,
     Unreadable,
@@ -313,7 +314,7 @@ def apply(
                 restore = f"; undo it with {undo}" if undo and committed else ""
                 raise CutoverError(
                     f"batch {number} of {len(batches)} failed on the {plan.side} and was rolled"
-                    f" back ({_first_line(error)}); {committed} earlier statements stay"
+                    f" back ({first_line(error)}); {committed} earlier statements stay"
                     f" committed{restore}; run reconcile again to re-read the rows"
                 ) from None
             for kind, count in counted.items():
@@ -502,20 +503,13 @@ def _checked_url(text: str, side: str, *, overridden: bool) -> str:
 
 def _reflect(engine: sa.Engine, url: str, side: str, report: _Report) -> _Side:
     name = report.table[side]
-    schema, _, bare = name.rpartition(".")
     try:
-        with engine.connect() as conn:
-            table = sa.Table(bare, sa.MetaData(), schema=schema or None, autoload_with=conn)
-            dialect = conn.dialect
-    except sa.exc.NoSuchTableError:
-        raise InvalidInput(
-            f"the {side} has no table {name!r} (at {redact_url(url)}); check the report's table"
-            f" or pass --{side}"
-        ) from None
+        table = reflect(engine, name, side, f"check the report's table or pass --{side}")
     except sa.exc.DBAPIError as error:
         raise CutoverError(
-            f"reading the {side} table {name!r} failed: {_first_line(error)}"
+            f"reading the {side} table {name!r} failed: {first_line(error)}"
         ) from None
+    dialect = engine.dialect
     mapping = report.names[side]
     for source_name, column_name in mapping.items():
         if column_name not in table.c:
@@ -651,11 +645,11 @@ class _Planner:
             if where is not None:
                 raise InvalidInput(
                     f"the audit's where condition {where!r} fails on the {side.name}"
-                    f" ({_first_line(error)}); run the audit again with one that works there"
+                    f" ({first_line(error)}); run the audit again with one that works there"
                 ) from None
             raise CutoverError(
                 f"reading {self.report.table[side.name]} on the {side.name} failed:"
-                f" {_first_line(error)}"
+                f" {first_line(error)}"
             ) from None
         found: dict[tuple[Any, ...], tuple[dict[str, Any], bool]] = {}
         for row in rows:
@@ -774,8 +768,8 @@ def _adapt(value: Any, column: sa.Column[Any]) -> Any:
         if not aware and value.tzinfo is not None:
             return value.astimezone(UTC).replace(tzinfo=None)
         return value
-    if kind is time and isinstance(value, timedelta):  # MySQL reads TIME as a duration
-        return (datetime.min + value).time()
+    if kind is time and isinstance(value, timedelta) and timedelta(0) <= value < timedelta(days=1):
+        return (datetime.min + value).time()  # MySQL's TIME is a duration; within a day, a time
     if kind is bool and isinstance(value, (int, Decimal)) and not isinstance(value, bool):
         return bool(value)
     if kind is int and isinstance(value, bool):
@@ -808,6 +802,12 @@ def _literal(value: Any, type_: sa.types.TypeEngine[Any], dialect: Dialect) -> s
     if isinstance(value, (bytes, bytearray, memoryview)):
         digits = bytes(value).hex()
         return f"decode('{digits}', 'hex')" if dialect.name == "postgresql" else f"X'{digits}'"
+    if isinstance(value, float) and not math.isfinite(value):
+        return _special_float(value, dialect)
+    if isinstance(value, timedelta):  # MySQL's TIME: a duration, beyond a day or negative
+        return _render(value_json(value), sa.String(), dialect)
+    if isinstance(type_, sa.ARRAY) and isinstance(value, list):
+        return _render(value, type_, dialect)
     if isinstance(type_, sa.JSON) or isinstance(value, (dict, list)):
         value, type_ = json.dumps(value, ensure_ascii=False), sa.String()
     if isinstance(value, str) and ("\n" in value or "\r" in value):
@@ -816,6 +816,18 @@ def _literal(value: Any, type_: sa.types.TypeEngine[Any], dialect: Dialect) -> s
         return _render(value, type_, dialect)
     except (sa.exc.CompileError, NotImplementedError, TypeError, ValueError):
         return _render(str(value), sa.String(), dialect)
+
+
+def _special_float(value: float, dialect: Dialect) -> str:
+    """NaN and the infinities, which SQL has no numerals for."""
+    if dialect.name == "postgresql":
+        name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return f"'{name}'::float8"
+    if dialect.name == "sqlite" and not math.isnan(value):
+        return "9e999" if value > 0 else "-9e999"
+    raise InvalidInput(
+        f"the value {value!r} cannot be written to {dialect.name} as SQL; repair this row by hand"
+    )
 
 
 def _render(value: Any, type_: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
@@ -914,11 +926,6 @@ def _session(dialect: str) -> tuple[str, ...]:
     if dialect in ("mysql", "mariadb"):
         return ("SET time_zone = '+00:00';",)
     return ()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _write_durably(path: str, text: str) -> None:
