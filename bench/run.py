@@ -13,10 +13,12 @@ import contextlib
 import io
 import json
 import shutil
+import subprocess
 from typing import Any
 
 import psycopg
 
+import audit
 import canary_million
 import controller_tick
 import flush_throughput
@@ -55,6 +57,12 @@ def main() -> None:
             results["http_api"] = "skipped: wrk is not installed (apt-get install wrk)"
         else:
             results["http_api"] = quietly(http_api.run, server, 1000, 3.0, 1.0, 1)
+        # 200,000 rows and one run of each tool (audit.py's defaults: 1,000,000 rows, the
+        # median of 3 runs); reladiff runs from its own virtual environment, made on first use.
+        try:
+            results["audit"] = quietly(audit.run, server, 200_000, 1)
+        except subprocess.CalledProcessError as error:
+            results["audit"] = f"skipped: cannot install reladiff: {error}"
     print(json.dumps(results, indent=2))
 
 

@@ -35,9 +35,15 @@ def test_a_daily_gc_keeps_the_store_bounded_and_the_decisions_whole(
                     for table in (t.windows, t.histograms, t.drift_samples, t.drift_counts)
                 }
             )
-    for table in ("cutover_windows", "cutover_histograms", "cutover_drift_samples"):
+    # Without collection, day 45 would hold half again as much as day 31. Histogram rows count
+    # the latency buckets real calls landed in, which a loaded machine spreads a little wider.
+    for table, slack in (
+        ("cutover_windows", 1.05),
+        ("cutover_histograms", 1.2),
+        ("cutover_drift_samples", 1.05),
+    ):
         late = [size[table] for size in sizes[35:]]
-        assert max(late) <= 1.05 * sizes[31][table], f"{table} keeps growing after thirty days"
+        assert max(late) <= slack * sizes[31][table], f"{table} keeps growing after thirty days"
     assert max(size["cutover_windows"] for size in sizes) <= 31 * 24 * 2
     assert max(size["cutover_drift_samples"] for size in sizes) <= 31 * 24 * 2
     assert len(runtime.store.decisions("codec", limit=1000)) == 6, "decisions are never collected"

@@ -304,7 +304,7 @@ def test_an_audit_gates_promotion_per_tenant(
         ({"format": "other/1"}, "is not a cutover-audit/1 report"),
         (report({}, tenant_column=None), "has no counts per tenant; audit again with --tenant"),
         (report({"acme": {"missing": -1}}), "unreadable counts for tenant 'acme'"),
-        ("missing.json", "cannot read the audit report 'missing.json'"),
+        ("missing.json", "no audit report at missing.json"),
     ],
 )
 def test_an_audit_report_that_cannot_judge_tenants_is_refused(audit: Any, message: str) -> None:
@@ -491,7 +491,7 @@ def test_the_window_refusal_says_how_to_force(
         ),
         (
             ["promote", "w", "--migration", "orders", "--reason", "r", "--audit", "nope.json"],
-            "cannot read the audit report 'nope.json'",
+            "no audit report at nope.json",
         ),
         (["rollback", "w", "--migration", "orders", "--reason", "r"], "no cohort named 'w'"),
         (["remove", "w", "--migration", "orders", "--reason", "r"], "no cohort named 'w'"),

@@ -669,7 +669,10 @@ def test_a_file_that_is_not_a_report_is_one_sentence(
 @pytest.mark.parametrize(
     ("change", "words"),
     [
-        ({"target": {"url": "", "table": "nope"}}, "table 'nope' does not exist in the target database"),
+        (
+            {"target": {"url": "", "table": "nope"}},
+            "table 'nope' does not exist in the target database",
+        ),
         (
             {"columns": [{"source": "amount", "target": "amount", "kind": "numeric"}]},
             "has no column 'amount' that the report compares",

@@ -8,6 +8,7 @@ import click
 
 from cutover.cli._app import cli, print_json
 from cutover.data import reconcile as rec
+from cutover.data.audit import load_report
 
 
 @cli.command()
@@ -57,7 +58,7 @@ def reconcile(
     Rows are re-read by key now, so the report may be old. Without --apply it prints the SQL it
     would run and writes nothing.
     """
-    data = rec.load_report(report)
+    data = load_report(report)
     planned = rec.plan(data, prefer=prefer, allow_delete=allow_delete, source=source, target=target)
     undo = undo_path or rec.default_undo_path(report)
     result = None

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,6 +61,9 @@ from cutover.data._encoding import (
 from cutover.data._encoding import to_json as value_json
 from cutover.errors import InvalidInput
 from cutover.store import redact_url
+
+FORMAT = "cutover-audit/1"
+"""The report's format; readers refuse others."""
 
 KINDS = ("missing", "extra", "changed", "pending")
 """What a difference can be; ``pending`` rows changed during the audit and are not drift."""
@@ -184,7 +188,7 @@ class AuditReport:
             return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
 
         return {
-            "format": "cutover-audit/1",
+            "format": FORMAT,
             "source": dict(self.source),
             "target": dict(self.target),
             "key": list(self.key),
@@ -210,11 +214,11 @@ class AuditReport:
 
 def renamed(condition: str, column_map: Mapping[str, str]) -> str:
     """A SQL condition written with source column names, with the renamed ones replaced by
-    their target names (outside string literals; plain or double-quoted identifiers)."""
+    their target names (outside string literals; plain, "quoted" or `quoted` identifiers)."""
     if not column_map:
         return condition
     names = "|".join(re.escape(name) for name in sorted(column_map, key=len, reverse=True))
-    word = re.compile(rf'(?<![\w.])("?)({names})\1(?!\w)')
+    word = re.compile(rf'(?<![\w.])(["`]?)({names})\1(?!\w)')
     parts = re.split(r"('(?:[^']|'')*')", condition)
     for index in range(0, len(parts), 2):  # the odd parts are string literals
         parts[index] = word.sub(lambda m: f"{m[1]}{column_map[m[2]]}{m[1]}", parts[index])
@@ -1136,6 +1140,53 @@ class _Audit:
     def close(self) -> None:
         self.source.close()
         self.target.close()
+
+
+def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The audit report JSON in ``path``, checked to be one this module reads."""
+    name = os.fspath(path)
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput(
+            f"no audit report at {name}; write one with `cutover audit ... --json {name}`"
+        ) from None
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            f"{name} is not JSON (not even UTF-8 text); give the file that `cutover audit --json`"
+            " wrote"
+        ) from None
+    except OSError as error:
+        raise InvalidInput(f"cannot read the audit report {name}: {error.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidInput(
+            f"{name} is not JSON ({error.msg} at line {error.lineno}); give the file that"
+            " `cutover audit --json` wrote"
+        ) from None
+    check_report(data, name)
+    return data
+
+
+def check_report(data: Any, name: str) -> None:
+    """Refuse what is not an audit report of the format this version writes."""
+    if not isinstance(data, Mapping) or "format" not in data:
+        raise InvalidInput(
+            f"{name} is not an audit report (no 'format' field); give the file that"
+            " `cutover audit --json` wrote"
+        )
+    fmt = data["format"]
+    if isinstance(fmt, str) and fmt.startswith("cutover-audit/") and fmt != FORMAT:
+        raise InvalidInput(
+            f"{name} has audit report format {fmt!r}, which this version does not read"
+            f" ({FORMAT}); run the audit again with this version of cutover"
+        )
+    if fmt != FORMAT:
+        raise InvalidInput(
+            f"{name} is not an audit report (format {fmt!r}); give the file that"
+            " `cutover audit --json` wrote"
+        )
 
 
 def audit(spec: AuditSpec, progress: Callable[[int, int], None] | None = None) -> AuditReport:

@@ -8,7 +8,6 @@ change no state. A tenant belongs to at most one cohort of a migration.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cutover.clock import Clock
+from cutover.data.audit import FORMAT, load_report
 from cutover.durations import MAX_SECONDS, format_duration
 from cutover.errors import ConflictError, InvalidInput
 from cutover.model import Decision, State, pin_changes
@@ -33,7 +33,6 @@ MAX_TENANTS = 10_000
 """Tenants one cohort may hold: each becomes a pin in the migration's state, which every app
 process holds in memory and reads on every call."""
 
-AUDIT_FORMAT = "cutover-audit/1"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _TENANT_CHARS = 400
@@ -403,24 +402,11 @@ def load_audit(
     report: Any = audit
     if isinstance(audit, str | os.PathLike):
         source = os.fspath(audit)
-        try:
-            with open(source, encoding="utf-8") as file:
-                report = json.load(file)
-        except OSError as error:
-            raise InvalidInput(
-                f"cannot read the audit report {source!r} ({error.strerror}); give the file"
-                " `cutover audit --json FILE` wrote"
-            ) from None
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidInput(
-                f"the audit report {source!r} is not JSON; give the file"
-                " `cutover audit --json FILE` wrote"
-            ) from None
+        report = load_report(source)
     where = f"the audit report {source!r}" if source else "the audit report"
-    if not isinstance(report, Mapping) or report.get("format") != AUDIT_FORMAT:
+    if not isinstance(report, Mapping) or report.get("format") != FORMAT:
         raise InvalidInput(
-            f"{where} is not a {AUDIT_FORMAT} report; give the file `cutover audit --json FILE`"
-            " wrote"
+            f"{where} is not a {FORMAT} report; give the file `cutover audit --json FILE` wrote"
         )
     tenants = report.get("tenants")
     if not report.get("tenant_column") or not isinstance(tenants, Mapping):
@@ -557,8 +543,8 @@ def _iso(timestamp: float | None) -> str:
 
 
 __all__ = [
-    "AUDIT_FORMAT",
     "DEFAULT_WINDOW",
+    "FORMAT",
     "MAX_TENANTS",
     "Cohort",
     "CohortChange",

@@ -13,7 +13,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,10 +32,10 @@ from cutover.data._encoding import (
     to_param,
 )
 from cutover.data._encoding import to_json as value_json
+from cutover.data.audit import check_report, load_report
 from cutover.errors import CutoverError, InvalidInput
 from cutover.store import redact_url
 
-FORMAT = "cutover-audit/1"
 """The audit report format this module reads."""
 
 SIDES = ("source", "target")
@@ -166,33 +165,6 @@ class ReconcileResult:
         }
 
 
-def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The audit report JSON in ``path``, checked to be one this module reads."""
-    name = os.fspath(path)
-    try:
-        text = Path(name).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InvalidInput(
-            f"no audit report at {name}; write one with `cutover audit ... --json {name}`"
-        ) from None
-    except UnicodeDecodeError:
-        raise InvalidInput(
-            f"{name} is not JSON (not even UTF-8 text); give the file that `cutover audit --json`"
-            " wrote"
-        ) from None
-    except OSError as error:
-        raise InvalidInput(f"cannot read the audit report {name}: {error.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InvalidInput(
-            f"{name} is not JSON ({error.msg} at line {error.lineno}); give the file that"
-            " `cutover audit --json` wrote"
-        ) from None
-    _check_format(data, name)
-    return data
-
-
 def plan(
     report: Mapping[str, Any] | str | os.PathLike[str],
     *,
@@ -211,7 +183,7 @@ def plan(
         raise InvalidInput(f"prefer must be 'source' or 'target', got {prefer!r}")
     data = report if isinstance(report, Mapping) else load_report(report)
     if isinstance(report, Mapping):
-        _check_format(data, "the report")
+        check_report(data, "the report")
     parsed = _parse(data)
     written = "target" if prefer == "source" else "source"
     urls = {"source": source, "target": target}
@@ -354,25 +326,6 @@ class _Report:
     diffs: tuple[dict[str, Any], ...]
     truncated: bool
     drift: int
-
-
-def _check_format(data: Any, name: str) -> None:
-    if not isinstance(data, Mapping) or "format" not in data:
-        raise InvalidInput(
-            f"{name} is not an audit report (no 'format' field); give the file that"
-            " `cutover audit --json` wrote"
-        )
-    fmt = data["format"]
-    if isinstance(fmt, str) and fmt.startswith("cutover-audit/") and fmt != FORMAT:
-        raise InvalidInput(
-            f"{name} has audit report format {fmt!r}, which this version does not read"
-            f" ({FORMAT}); run the audit again with this version of cutover"
-        )
-    if fmt != FORMAT:
-        raise InvalidInput(
-            f"{name} is not an audit report (format {fmt!r}); give the file that"
-            " `cutover audit --json` wrote"
-        )
 
 
 def _parse(data: Mapping[str, Any]) -> _Report:
@@ -964,14 +917,12 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 __all__ = [
-    "FORMAT",
     "PlanCounts",
     "ReconcilePlan",
     "ReconcileResult",
     "Statement",
     "apply",
     "default_undo_path",
-    "load_report",
     "plan",
     "undo_script",
 ]
