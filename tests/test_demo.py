@@ -59,5 +59,8 @@ def test_the_tenant_move_follows_the_playbook(tmp_path: Path) -> None:
     assert "status: 'refunded' -> 'paid'" in out
     assert "cohort wave-2 (wave 2, 2 tenants) pinned to legacy" in out
     assert out.count("\nclean\n") == 6  # every audit after a repair, and every phase's gate
-    assert "drifted on" not in out + result.stderr  # no guardrail tripped on clean data
+    # The guardrail may trip for initech while its writer bug drifts (how often depends on how
+    # many off-path comparisons the loaded machine completes); for no tenant with clean data.
+    tripped = re.findall(r"drifted on .* for tenant '([^']+)'", out + result.stderr)
+    assert set(tripped) <= {"initech"}, tripped
     assert re.search(r"│ hooli\s+│ -\s+│ -\s+│ -\s+│ -\s+│ new-only │ new\s+│", out)

@@ -98,7 +98,7 @@ def rows(table: dict[int, Row]) -> list[Row]:
 
 
 # The pause before a difference is read again lets a live database settle; these are still.
-STILL = {"recheck_delay": 0} if "recheck_delay" in AuditSpec.__dataclass_fields__ else {}
+STILL = {"recheck_delay": 0}
 
 PROPERTY = settings(
     max_examples=40,

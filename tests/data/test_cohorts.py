@@ -301,7 +301,7 @@ def test_an_audit_gates_promotion_per_tenant(
 @pytest.mark.parametrize(
     ("audit", "message"),
     [
-        ({"format": "other/1"}, "is not a cutover-audit/1 report"),
+        ({"format": "other/1"}, r"the report is not an audit report \(format 'other/1'\)"),
         (report({}, tenant_column=None), "has no counts per tenant; audit again with --tenant"),
         (report({"acme": {"missing": -1}}), "unreadable counts for tenant 'acme'"),
         ("missing.json", "no audit report at missing.json"),

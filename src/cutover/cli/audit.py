@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cutover.cli._app import cli, console, errors
+from cutover.data._files import replace_durably
 from cutover.data.audit import KINDS, AuditReport, AuditSpec, audit
 from cutover.errors import InvalidInput
 
@@ -126,7 +127,7 @@ def audit_command(
     if json_path == "-":
         click.echo(json.dumps(data, indent=2))
     elif json_path:
-        _write(json_path, data)
+        replace_durably(json_path, json.dumps(data, indent=2) + "\n")
     if not quiet and json_path != "-":
         summary(report)
     return 1 if fail_on_drift and not report.clean else 0
@@ -149,16 +150,6 @@ def _run(spec: AuditSpec, *, show: bool) -> AuditReport:
             task, completed=done, total=total
         )
         return audit(spec, progress=update)
-
-
-def _write(path: str, data: dict[str, Any]) -> None:
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def summary(report: AuditReport) -> None:

@@ -1,12 +1,13 @@
 """Connecting to the databases a data migration spans, and the SQL each one hashes rows with.
 
-PostgreSQL and MySQL/MariaDB hash rows themselves (``md5`` of an unambiguous encoding, 64 bits
-of it summed per chunk); SQLite rows are hashed in Python. Every audit connection is read-only
-and speaks UTC.
+PostgreSQL 14 and later hash rows as typed values with the types' own 64-bit hashes; MySQL,
+MariaDB and older PostgreSQL hash an unambiguous text encoding with MD5; SQLite rows are
+compared in Python. Every audit connection is read-only and speaks UTC.
 """
 
 from __future__ import annotations
 
+import abc
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,9 +104,9 @@ def connect(
             pass
     except sa.exc.DBAPIError as error:
         engine.dispose()
-        first = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
         raise InvalidInput(
-            f"cannot connect to the {role} database at {redact_url(full)}: {first}; check --{role}"
+            f"cannot connect to the {role} database at {redact_url(full)}:"
+            f" {first_line(error)}; check --{role}"
         ) from None
     return engine
 
@@ -128,30 +129,30 @@ _GRID = 1e15
 """Tolerance grids cover values up to this many tolerances from zero (exact in a float)."""
 
 
-class Pushdown:
+class Pushdown(abc.ABC):
     """SQL that hashes rows inside one engine; subclasses say how."""
 
     null = "'\\N'"
 
+    @abc.abstractmethod
     def field(self, column: Hashed) -> str:
-        raise NotImplementedError
+        """One column as text for the row's encoding, NULL as its own token."""
 
+    @abc.abstractmethod
     def row_hash(self, columns: Sequence[Hashed]) -> str:
-        raise NotImplementedError
+        """A 64-bit hash of the row's columns."""
 
+    @abc.abstractmethod
     def binary(self, column_sql: str) -> str:
         """The column compared by its bytes, whatever its collation."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def bucket(self, key: Sequence[Hashed], buckets: int) -> str:
         """A small number that depends on the key alone: runs of ``BUCKET_WIDTH`` consecutive
         integer keys, else a hash of the key modulo ``buckets``."""
-        raise NotImplementedError
 
 
 class PostgresPushdown(Pushdown):
-    null = "'\\N'"
-
     def field(self, column: Hashed) -> str:
         c, kind, tolerance = column.sql, column.kind, column.tolerance
         if tolerance is not None and kind in (Kind.NUMERIC, Kind.FLOAT, Kind.INTEGER):
@@ -319,9 +320,6 @@ class _Raw(sa.types.TypeDecorator[Any]):
     def __init__(self, original: sa.types.TypeEngine[Any]) -> None:
         super().__init__()
         self.impl = original  # what the column is (its kind); only reading changes
-
-    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
-        return value
 
     def result_processor(self, dialect: sa.Dialect, coltype: Any) -> None:
         return None

@@ -9,10 +9,11 @@ How it works, for a user who wants to trust it:
    hash of every row's unambiguous encoding, computed inside the server (PostgreSQL, MySQL,
    MariaDB). A sum, unlike XOR, cannot cancel out pairs of changes. SQLite, and two
    different engines, are compared here row by row instead.
-3. A chunk whose sums differ is streamed: both sides return each row's key and hash, the two
-   streams are merged by key, and only the rows whose hashes differ are read in full and
-   compared value by value, each column's kind deciding equality (see
-   :mod:`cutover.data._encoding`). Once most chunks differ, chunks are streamed at once.
+3. A chunk whose sums differ is narrowed down: sums per bucket of a few keys from both
+   sides, then the keys and row hashes of the differing buckets, merged by key; only rows
+   whose hashes differ are read in full and compared value by value, each column's kind
+   deciding equality (see :mod:`cutover.data._encoding`). Once most chunks differ, the first
+   sums are skipped.
 4. Rows missing on one side and extra on the other across chunks are matched by key (two
    engines may order text differently), then every difference is read again: a row that
    changed while the audit ran is reported as ``pending``, never as drift.
@@ -27,7 +28,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -407,6 +408,12 @@ class _Audit:
         self._bytewise = [True, True]
         self._tally = [0, 0]  # chunks finished, chunks that differed
         self._resolve()
+        self._row_hash = [
+            side.pushdown.row_hash(self._hashed(index, side, self.key + self.columns))
+            if side.pushdown is not None and self.pushdown is not None
+            else ""
+            for index, side in enumerate((self.source, self.target))
+        ]
 
     # -- what is compared --------------------------------------------------------------------
 
@@ -468,11 +475,7 @@ class _Audit:
         )
         rows = side.run(query)
         if rows:
-            shown = ", ".join(f"{n}={value_json(v)!r}" for n, v in zip(names, rows[0], strict=True))
-            raise InvalidInput(
-                f"the {side.role} table {side.name} has more than one row with key {shown};"
-                " pass --key with columns that identify one row"
-            )
+            self._duplicate(side, tuple(rows[0]))
 
     def _no_null_keys(self, side: _Side, names: list[str]) -> None:
         nulls = sa.or_(*(side.column(name).is_(None) for name in names))
@@ -540,10 +543,8 @@ class _Audit:
         return bool(self.source.column(name).nullable or self.target.column(own).nullable)
 
     def _summary(self, index: int, side: _Side, chunk: _Chunk) -> tuple[int, int]:
-        assert side.pushdown is not None
-        row_hash = side.pushdown.row_hash(self._hashed(index, side, self.key + self.columns))
         query = side.filtered(
-            sa.select(sa.func.count(), sa.literal_column(f"sum({row_hash})"))
+            sa.select(sa.func.count(), sa.literal_column(f"sum({self._row_hash[index]})"))
             .select_from(side.table)
             .where(*self._range(index, side, chunk))
         )
@@ -558,11 +559,9 @@ class _Audit:
 
     def _buckets(self, index: int, side: _Side, chunk: _Chunk) -> dict[int, tuple[int, int]]:
         """The chunk's rows summed per bucket: bucket -> (rows, sum of row hashes)."""
-        assert side.pushdown is not None
-        row_hash = side.pushdown.row_hash(self._hashed(index, side, self.key + self.columns))
         bucket = self._bucket(index, side).label("b")
         query = side.filtered(
-            sa.select(bucket, sa.func.count(), sa.literal_column(f"sum({row_hash})"))
+            sa.select(bucket, sa.func.count(), sa.literal_column(f"sum({self._row_hash[index]})"))
             .select_from(side.table)
             .where(*self._range(index, side, chunk))
             .group_by(sa.literal_column("b"))
@@ -573,14 +572,12 @@ class _Audit:
         self, index: int, side: _Side, chunk: _Chunk, buckets: Sequence[int] = ()
     ) -> dict[tuple[Any, ...], int]:
         """The chunk's rows (of ``buckets`` only, if given) as key -> 64-bit hash."""
-        assert side.pushdown is not None
-        row_hash = side.pushdown.row_hash(self._hashed(index, side, self.key + self.columns))
         own = self._own(index, self.key)
         conditions = self._range(index, side, chunk)
         if buckets:
             conditions.append(self._bucket(index, side).in_(buckets))
         query = side.filtered(
-            sa.select(*(side.column(c.own) for c in own), sa.literal_column(row_hash))
+            sa.select(*(side.column(c.own) for c in own), sa.literal_column(self._row_hash[index]))
             .select_from(side.table)
             .where(*conditions)
         )
@@ -697,10 +694,8 @@ class _Audit:
                 a is not None and key not in ours_out,
                 b is not None and key not in theirs_out,
             )
-            if a_in and b_in:
-                continue
-            one_side = a_in or b_in
-            if one_side and a is not None and b is not None and self._changed_columns(a, b):
+            # The key is outside on at least one side, so at most one side holds it in scope.
+            if (a_in or b_in) and a is not None and b is not None and self._changed_columns(a, b):
                 continue  # in scope on one side, and different: changed
             if not a_in:
                 ours.pop(key, None)
@@ -919,63 +914,60 @@ class _Audit:
         fresh = not chunks
         if fresh:
             chunks = self._plan()
-        checkpoint = self._open_checkpoint(chunks, fresh=fresh)
         lock = threading.Lock()
         totals = [0, 0]
-        differing = 0
         for rows_source, rows_target, differed in done.values():
             totals[0] += rows_source
             totals[1] += rows_target
-            differing += int(differed)
+            self._tally = [self._tally[0] + 1, self._tally[1] + int(differed)]
         todo = [i for i in range(len(chunks)) if i not in done]
-        finished = len(done)
         if self.progress:
-            self.progress(finished, len(chunks))
+            self.progress(self._tally[0], len(chunks))
         limit = self.spec.max_rows_per_second
         began = time.monotonic()
         workers = self.spec.workers
-        with (
-            ThreadPoolExecutor(workers, thread_name_prefix="cutover-audit") as chunk_pool,
-            ThreadPoolExecutor(workers, thread_name_prefix="cutover-audit-target") as side_pool,
-        ):
+        checkpoint = self._open_checkpoint(chunks, fresh=fresh)
 
-            def one(index: int) -> None:
-                nonlocal differing, finished
-                if limit:
-                    with lock:
-                        ahead = sum(totals) / 2 / limit - (time.monotonic() - began)
-                    if ahead > 0:
-                        time.sleep(ahead)
-                rows_source, rows_target, part, differed = self._chunk(chunks[index], side_pool)
+        def one(index: int) -> None:
+            if limit:
                 with lock:
-                    totals[0] += rows_source
-                    totals[1] += rows_target
-                    differing += int(differed)
-                    self._tally = [self._tally[0] + 1, self._tally[1] + int(differed)]
-                    found.missing.update(part.missing)
-                    found.extra.update(part.extra)
-                    found.changed.update(part.changed)
-                    finished += 1
-                    if checkpoint is not None:
-                        keys = [*part.missing, *part.extra, *part.changed]
-                        entry = {
-                            "chunk": index,
-                            "rows": [rows_source, rows_target],
-                            "differed": differed,
-                            "keys": [[value_json(v) for v in k] for k in keys],
-                        }
-                        checkpoint.write(json.dumps(entry) + "\n")
-                        checkpoint.flush()
-                    if self.progress:
-                        self.progress(finished, len(chunks))
+                    ahead = sum(totals) / 2 / limit - (time.monotonic() - began)
+                if ahead > 0:
+                    time.sleep(ahead)
+            rows_source, rows_target, part, differed = self._chunk(chunks[index], side_pool)
+            with lock:
+                totals[0] += rows_source
+                totals[1] += rows_target
+                self._tally = [self._tally[0] + 1, self._tally[1] + int(differed)]
+                found.missing.update(part.missing)
+                found.extra.update(part.extra)
+                found.changed.update(part.changed)
+                if checkpoint is not None:
+                    keys = [*part.missing, *part.extra, *part.changed]
+                    entry = {
+                        "chunk": index,
+                        "rows": [rows_source, rows_target],
+                        "differed": differed,
+                        "keys": [[value_json(v) for v in k] for k in keys],
+                    }
+                    checkpoint.write(json.dumps(entry) + "\n")
+                    checkpoint.flush()
+                if self.progress:
+                    self.progress(self._tally[0], len(chunks))
 
-            for future in [chunk_pool.submit(one, i) for i in todo]:
-                future.result()
-        if checkpoint is not None:
-            checkpoint.close()
+        try:
+            with (
+                ThreadPoolExecutor(workers, thread_name_prefix="cutover-audit") as chunk_pool,
+                ThreadPoolExecutor(workers, thread_name_prefix="cutover-audit-target") as side_pool,
+            ):
+                for future in [chunk_pool.submit(one, i) for i in todo]:
+                    future.result()
+        finally:
+            if checkpoint is not None:
+                checkpoint.close()
         self.source.rows, self.target.rows = totals
         diffs, settled = self._recheck(found)
-        report = self._report(diffs, settled, started, len(chunks), differing)
+        report = self._report(diffs, settled, started, len(chunks), self._tally[1])
         if self.spec.checkpoint and os.path.exists(self.spec.checkpoint):
             os.remove(self.spec.checkpoint)  # finished: the next audit starts afresh
         return report
@@ -1010,7 +1002,6 @@ class _Audit:
             seen[key] = (None, theirs)
         seen.update(found.changed)
         unread = found.unread - set(seen)
-        moving: set[tuple[Any, ...]] = set()
         settled = 0
         confirmed: dict[tuple[Any, ...], tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]] = {}
         pending = list(seen) + list(unread)
@@ -1034,11 +1025,10 @@ class _Audit:
                 seen[key] = now
                 still.append(key)
             pending = still
-            moving = set(pending)
         diffs: list[Diff] = []
         for key, (ours, theirs) in confirmed.items():
             diffs.append(self._diff(key, ours, theirs, pending=False))
-        for key in moving:
+        for key in pending:  # still moving after every recheck
             ours, theirs = seen[key]
             diffs.append(self._diff(key, ours, theirs, pending=True))
         return diffs, settled
@@ -1199,9 +1189,3 @@ def audit(spec: AuditSpec, progress: Callable[[int, int], None] | None = None) -
         return job.run()
     finally:
         job.close()
-
-
-def iter_keys(report: Mapping[str, Any]) -> Iterator[tuple[Any, ...]]:
-    """The keys of a report's differences, as JSON values in key-column order."""
-    for diff in report.get("diffs", ()):
-        yield tuple(diff["key"])

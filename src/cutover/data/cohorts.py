@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cutover.clock import Clock
-from cutover.data.audit import FORMAT, load_report
+from cutover.data.audit import check_report, load_report
 from cutover.durations import MAX_SECONDS, format_duration
 from cutover.errors import ConflictError, InvalidInput
 from cutover.model import Decision, State, pin_changes
@@ -404,10 +404,7 @@ def load_audit(
         source = os.fspath(audit)
         report = load_report(source)
     where = f"the audit report {source!r}" if source else "the audit report"
-    if not isinstance(report, Mapping) or report.get("format") != FORMAT:
-        raise InvalidInput(
-            f"{where} is not a {FORMAT} report; give the file `cutover audit --json FILE` wrote"
-        )
+    check_report(report, source or "the report")
     tenants = report.get("tenants")
     if not report.get("tenant_column") or not isinstance(tenants, Mapping):
         raise InvalidInput(
@@ -544,7 +541,6 @@ def _iso(timestamp: float | None) -> str:
 
 __all__ = [
     "DEFAULT_WINDOW",
-    "FORMAT",
     "MAX_TENANTS",
     "Cohort",
     "CohortChange",

@@ -52,6 +52,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from cutover.compare import Comparator, exact, exceptions, judge
+from cutover.data._files import replace_durably
 from cutover.errors import CutoverError, InvalidInput
 from cutover.migration import Migration
 from cutover.model import Arm, Mode, Observation, State, Verdict, check_share
@@ -1306,13 +1307,8 @@ class DualStore:
             for entry in self._outbox.values():
                 with contextlib.suppress(TypeError, ValueError):
                     lines.append(json.dumps({"v": 1, "op": "pending", **entry.to_dict()}))
-            temporary = f"{self._journal}.tmp"
             try:
-                with open(temporary, "w", encoding="utf-8") as handle:
-                    handle.write("".join(line + "\n" for line in lines))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temporary, self._journal)
+                replace_durably(self._journal, "".join(line + "\n" for line in lines))
             except OSError as error:
                 self.journal_errors += 1
                 log.error("cutover cannot compact its outbox journal %s: %s", self._journal, error)
