@@ -162,6 +162,9 @@ def test_stats_json_has_exactly_the_documented_shape(sqlite_url: str) -> None:
         "mode",
         "percent",
         "window_seconds",
+        "since",
+        "until",
+        "widened",
         "legacy",
         "new",
         "comparisons",
@@ -196,6 +199,23 @@ def test_stats_json_has_exactly_the_documented_shape(sqlite_url: str) -> None:
         sqlite_url, "stats", "codec", "--since", "20261122", "--until", "now", "--json"
     )
     assert json.loads(seconds_ago.stdout)["window_seconds"] == 20261122
+
+
+def test_a_span_shorter_than_a_window_is_widened_never_zero(sqlite_url: str) -> None:
+    make_traffic(sqlite_url)  # 200 calls just now, in the current minute's window
+    short = run(sqlite_url, "stats", "codec", "--since", "30s", "--json")
+    assert short.returncode == 0, short.stderr
+    report = json.loads(short.stdout)
+    assert report["legacy"]["calls"] == 200 and report["comparisons"] == 200
+    assert report["widened"] is True and report["since"] % 60 == 0
+    assert report["window_seconds"] == pytest.approx(30, abs=1)
+    human = run(sqlite_url, "stats", "codec", "--window", "5s").stdout
+    assert "widened to whole 60 s windows" in human
+    assert "comparisons 200" in human
+    gate = run(sqlite_url, "check", "codec", "--window", "10s", "--min-comparisons", "200")
+    assert gate.returncode == 0, gate.stdout
+    empty = run(sqlite_url, "stats", "codec", "--until", "1d").stdout
+    assert "nothing was counted from" in empty
 
 
 def test_check_exit_codes_for_cron(sqlite_url: str) -> None:

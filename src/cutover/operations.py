@@ -27,7 +27,7 @@ from cutover.model import (
     pin_changes,
 )
 from cutover.routing import env_override
-from cutover.stats import MigrationStats, Point, series, summarize
+from cutover.stats import MigrationStats, Point, series, summarize, whole_windows
 from cutover.store import InstanceInfo, Store
 from cutover.telemetry.windows import ArmCounts
 
@@ -71,12 +71,15 @@ def stats(
     store: Store, name: str, window_seconds: float, now: float, until: float | None = None
 ) -> MigrationStats:
     """The report over the ``window_seconds`` before ``until`` (default: ``now``), summed over
-    every instance's windows."""
+    every instance's windows, widened to whole windows (the report says so)."""
     state = require_known(store, name)
     end = now if until is None else until
-    since = end - window_seconds
-    windows = store.windows(name, since, None if until is None else until)
-    return summarize(name, state, windows, since=since, until=end)
+    since, widened_end = whole_windows(end - window_seconds, until)
+    windows = store.windows(name, since, widened_end)
+    covered = end if widened_end is None else widened_end
+    return summarize(
+        name, state, windows, since=since, until=covered, requested=(end - window_seconds, end)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,7 +406,8 @@ class Overview:
 def overview(store: Store, now: float, window_seconds: float = 300.0) -> list[Overview]:
     """Every migration at a glance over the last ``window_seconds``, in a few statements
     however many migrations there are."""
-    since = now - window_seconds
+    asked = (now - window_seconds, now)
+    since, _ = whole_windows(asked[0], None)
     states = store.states()
     rollouts = store.rollouts()
     totals = store.totals(since)
@@ -412,7 +416,7 @@ def overview(store: Store, now: float, window_seconds: float = 300.0) -> list[Ov
     for name in names:
         state = states.get(name)
         arms = totals.get(name) or {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()}
-        report = summarize(name, state, arms, since=since, until=now)
+        report = summarize(name, state, arms, since=since, until=now, requested=asked)
         rollout = rollouts.get(name)
         out.append(Overview(name, state, rollout, report, health(report, rollout)))
     return out

@@ -9,6 +9,21 @@ from typing import Any
 from cutover.model import Arm, Mode, State
 from cutover.telemetry import windows as w
 
+WINDOW_SECONDS = 60
+"""The span of one stored window when an application keeps the default ``window_seconds``:
+reports over stored windows cover whole windows of this span."""
+
+
+def whole_windows(
+    since: float, until: float | None, width: int = WINDOW_SECONDS
+) -> tuple[float, float | None]:
+    """``[since, until)`` widened outwards to whole windows: the window that holds ``since``
+    counts whole (a report never silently drops a partial first window), and so does the one
+    that holds an explicit ``until`` (an open end, None, stays open)."""
+    start = math.floor(since / width) * width
+    end = None if until is None else math.ceil(until / width) * width
+    return start, end
+
 
 def rate(numerator: int, denominator: int) -> float | None:
     """numerator / denominator, or None when there is nothing to divide by."""
@@ -89,6 +104,8 @@ class MigrationStats:
     comparator_errors: int
     offpath_dropped: int
     hook_errors: int
+    requested: tuple[float, float] | None = None  # the span asked for, when it was widened
+    # ``window_seconds`` is the span asked for; ``since`` and ``until`` bound what was counted.
 
     @property
     def drift_rate(self) -> float | None:
@@ -101,6 +118,9 @@ class MigrationStats:
             "mode": self.mode.value,
             "percent": self.percent,
             "window_seconds": self.window_seconds,
+            "since": self.since,
+            "until": self.until,
+            "widened": self.requested is not None,
             "legacy": self.legacy.to_json(detail=False),
             "new": self.new.to_json(),
             "comparisons": self.comparisons,
@@ -117,8 +137,10 @@ def summarize(
     *,
     since: float,
     until: float,
+    requested: tuple[float, float] | None = None,
 ) -> MigrationStats:
-    """Fold per-arm window sums into a report; comparisons count wherever the off-path arm ran."""
+    """Fold per-arm window sums into a report; comparisons count wherever the off-path arm ran.
+    ``requested`` is the span asked for when ``since``/``until`` were widened to hold it."""
     legacy, new = arms[Arm.LEGACY], arms[Arm.NEW]
     both = [legacy.counts, new.counts]
     state = state or State()
@@ -126,7 +148,7 @@ def summarize(
         migration=name,
         mode=state.mode,
         percent=state.effective_percent,
-        window_seconds=until - since,
+        window_seconds=until - since if requested is None else requested[1] - requested[0],
         since=since,
         until=until,
         legacy=ArmStats.of(legacy),
@@ -136,6 +158,7 @@ def summarize(
         comparator_errors=sum(c[w.COMPARATOR_ERRORS] for c in both),
         offpath_dropped=sum(c[w.DROPPED] for c in both),
         hook_errors=sum(c[w.HOOK_ERRORS] for c in both),
+        requested=None if requested == (since, until) else requested,
     )
 
 

@@ -20,7 +20,7 @@ from cutover.cli._app import (
     window_option,
 )
 from cutover.durations import format_duration
-from cutover.stats import MigrationStats, check
+from cutover.stats import WINDOW_SECONDS, MigrationStats, check
 
 
 @cli.command()
@@ -81,6 +81,19 @@ def render(report: MigrationStats) -> None:
             millis(arm.p99_ms),
         )
     console.print(table)
+    if report.requested is not None:
+        asked_since, asked_until = report.requested
+        console.print(
+            f"  widened to whole {WINDOW_SECONDS} s windows: asked for {when(asked_since)}"
+            f" to {when(asked_until)}; stored windows are never split",
+            markup=False,
+        )
+    if not (report.legacy.calls or report.new.calls):
+        console.print(
+            f"  nothing was counted from {when(report.since)} to {when(report.until)} (UTC):"
+            " pick another span with --window, or --since and --until",
+            markup=False,
+        )
     console.print(
         f"  comparisons {report.comparisons}  drifts {report.drifts}"
         f"  drift rate {ratio(report.drift_rate)}  off-path dropped {report.offpath_dropped}"
