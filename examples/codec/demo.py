@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cutover
@@ -160,14 +162,33 @@ def main() -> None:
     demo.controller.close()
 
     banner("the same store, through the CLI")
-    for args in (["history", "codec"],):
-        print(f"$ cutover --store {STORE} {' '.join(args)}")
+    # The demo ran on a simulated clock: reports over "the last hour" of real time are empty,
+    # so the commands name the simulated span.
+    span = ["--since", iso(demo.began), "--until", iso(demo.clock())]
+    command = cli_command()
+    for args in (["history", "codec"], ["stats", "codec", *span]):
+        print(f"$ {command} --store {STORE} {' '.join(args)}")
         subprocess.run([sys.executable, "-m", "cutover", "--store", STORE, *args], check=True)
     elapsed = time.perf_counter() - started
-    print(
-        f"\nDone in {elapsed:.1f}s. Try: cutover --store {STORE} history codec --json,"
-        " or drifts codec --group"
-    )
+    print(f"\nDone in {elapsed:.1f}s. Try:")
+    for args in (["drifts", "codec", "--group"], ["stats", "codec", *span, "--json"]):
+        print(f"  {command} --store {STORE} {' '.join(args)}")
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def cli_command() -> str:
+    """How to run `cutover` from the shell that started the demo: the virtual environment's
+    script, unless that environment is active (its scripts then on PATH)."""
+    script = Path(sys.executable).parent / "cutover"
+    if shutil.which("cutover") == str(script):
+        return "cutover"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 if __name__ == "__main__":
