@@ -139,6 +139,10 @@ def main() -> None:
         conn.execute(
             sa.text("INSERT INTO orders VALUES (:id, :tenant, :status, :amount, :note)"), backfilled
         )
+    tour = FOLDER / "tour"  # the README's tour starts from here, with a store of its own
+    tour.mkdir()
+    for database in (LEGACY, NEW):
+        shutil.copy(database, tour / database.name)
     audit("backfill.json", expect=1)
     run("reconcile", "backfill.json", "--apply")
     audit("backfill-after.json")
@@ -266,6 +270,13 @@ def main() -> None:
     run("strategies", "orders", "--tenant", "hooli")
     run("history", "orders", "--limit", "20")
     cutover.runtime.shutdown()
+    console.print(
+        f"\nThe playbook's files stay in {FOLDER}. To walk it yourself from the backfill,"
+        f" follow the README's tenant tour in {tour}, which holds the two databases as the"
+        " backfill left them and no store yet (activate the environment first:"
+        " . .venv/bin/activate).",
+        markup=False,
+    )
 
 
 if __name__ == "__main__":
