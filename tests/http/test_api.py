@@ -4,6 +4,7 @@ optimistic concurrency, identity in the decision log, bad input, health and metr
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -369,6 +370,23 @@ def test_health_and_metrics_report_store_controller_and_requests(
         'cutover_http_requests_total{method="POST",route="/api/v1/rollouts",status="200"} 1.0'
         in text
     )
+
+
+def test_the_servers_controller_logs_every_decision(
+    serve: Callable[..., Server], pg_url: str, plans: Path
+) -> None:
+    (plans / "quick.yaml").write_text(
+        "migration: quick\nsteps:\n  - {mode: shadow, hold: 1s}\n  - {mode: canary, percent: 5}\n"
+    )
+    server = serve(pg_url, "--plans", str(plans), "--controller", "--interval", "1s")
+    body = {"plan": "quick.yaml", "reason": "go"}
+    assert call(server, "operator", "POST", "/api/v1/rollouts", body).is_success
+    promoted = "cutover controller: quick: promote: promoted from shadow to canary 5%"
+    deadline = time.monotonic() + 60
+    while promoted not in server.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert promoted in server.log.read_text(), server.log.read_text()
+    assert call(server, "viewer", "GET", "/api/v1/migrations/quick/state").json()["percent"] == 5
 
 
 def test_health_says_degraded_when_no_controller_ticks(server: Server) -> None:

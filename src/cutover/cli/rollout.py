@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -331,13 +332,10 @@ def tick(session: Session, dry_run: bool, as_json: bool) -> None:
 
 
 def _print_decisions(decisions: list[Decision], dry_run: bool) -> None:
+    from cutover.control.controller import describe
+
     for decision in decisions:
-        prefix = "would " if dry_run else ""
-        console.print(
-            f"{when(decision.at)}  {decision.migration}: {prefix}{decision.kind}:"
-            f" {decision.reason}",
-            markup=False,
-        )
+        console.print(f"{when(decision.at)}  {describe(decision, dry_run)}", markup=False)
 
 
 @rollout.command()
@@ -352,7 +350,8 @@ def run(session: Session, interval: str, dry_run: bool) -> None:
     from cutover.durations import parse_duration
 
     every = parse_duration(interval, "--interval")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # Decisions are logged by the controller itself, here as inside `cutover serve`.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -362,4 +361,4 @@ def run(session: Session, interval: str, dry_run: bool) -> None:
         markup=False,
     )
     with _controller(session, dry_run=dry_run) as controller:
-        controller.run(every, stop, on_tick=lambda d: _print_decisions(d, dry_run))
+        controller.run(every, stop)

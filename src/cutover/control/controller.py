@@ -134,6 +134,11 @@ class _Planned:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
+def describe(decision: Decision, dry_run: bool = False) -> str:
+    """A decision in one line: the migration, what was done (or would be), and why."""
+    return f"{decision.migration}: {'would ' if dry_run else ''}{decision.kind}: {decision.reason}"
+
+
 class Controller:
     """Carries out rollouts on one store.
 
@@ -506,8 +511,9 @@ class Controller:
         on_tick: Callable[[list[Decision]], None] | None = None,
         sleep: Callable[[float], Any] | None = None,
     ) -> None:
-        """Tick every ``interval`` seconds until ``stop`` is set. A store that fails is retried
-        with a growing pause; the loop itself never ends on an error."""
+        """Tick every ``interval`` seconds until ``stop`` is set, logging every decision (so a
+        controller inside ``cutover serve`` says what it did, as ``rollout run`` does). A store
+        that fails is retried with a growing pause; the loop itself never ends on an error."""
         stop = stop or threading.Event()
         wait = sleep or stop.wait
         self.interval = interval
@@ -517,6 +523,8 @@ class Controller:
                 try:
                     decisions = self.tick()
                     backoff = interval
+                    for decision in decisions:
+                        log.info("cutover controller: %s", describe(decision, self.dry_run))
                     if on_tick is not None:
                         on_tick(decisions)
                 except StoreError as error:
