@@ -328,3 +328,62 @@ def test_signing_in_and_out(
         )
         assert forged.status_code == 403, "a sign-in posted from another site is refused"
         assert COOKIE not in forged.cookies
+
+
+def promote_button(server: Server, who: str) -> str:
+    """The promote button's tag as ``who`` sees it on the page of migration ``pay``."""
+    import re
+
+    with server.client(who) as client:
+        page = client.get("/migrations/pay")
+    assert page.status_code == 200, page.text
+    found = re.search(r'<button[^>]*data-action="promote"[^>]*>', page.text)
+    assert found, "the page offers a promotion"
+    return found.group(0) + page.text[found.end() : page.text.index("</section>", found.end())]
+
+
+def test_promote_says_before_the_click_why_it_would_be_refused(
+    pg_url: str, serve: Callable[..., Server], tmp_path: Path, page: tuple[Page, Console]
+) -> None:
+    from .test_api import PLAN, call, rollout_version, start
+
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    (plans / "pay.yaml").write_text(PLAN)
+    server = serve(pg_url, "--plans", str(plans))
+    assert start(server).is_success
+    # In shadow the drift check is skipped: nothing stops a promotion.
+    assert "disabled" not in promote_button(server, "operator").split(">")[0]
+    body = {"reason": "to canary", "expected_version": rollout_version(server)}
+    assert call(server, "operator", "POST", "/api/v1/migrations/pay/rollout/promote", body)
+    # Canary 5% -> 50% needs an approval: nobody can promote past it, and the page says so.
+    for who in ("operator", "admin"):
+        shown = promote_button(server, who)
+        assert "disabled" in shown.split(">")[0] and "data-force" not in shown
+        assert "is refused now: canary 50% needs an approval first." in shown
+    body = {"reason": "CAB ok", "expected_version": rollout_version(server), "step": 3}
+    assert call(server, "operator", "POST", "/api/v1/migrations/pay/rollout/approve", body)
+    # Approved, the drift check has no data yet: inconclusive. Refused for an operator ...
+    shown = promote_button(server, "operator")
+    assert 'disabled title="refused now: drift is inconclusive"' in shown
+    assert "is refused now: drift is inconclusive; an admin can force it." in shown
+    # ... and a forced promotion for an admin, who is told so before the click.
+    shown = promote_button(server, "admin")
+    assert "disabled" not in shown.split(">")[0] and 'data-force="1"' in shown
+    assert "forces past what stops it now: drift is inconclusive." in shown
+    tab, console = page
+    sign_in(tab, server.url, server.tokens["admin"])
+    tab.goto(f"{server.url}/migrations/pay")
+    tab.click("button[data-action=promote]")
+    dialog = tab.locator("dialog#act")
+    assert dialog.locator("input[name=force]").is_checked(), "the dialog says it forces"
+    assert "forced past checks that do not pass" in dialog.locator("[data-act-hint]").inner_text()
+    assert console.errors == []
+    refused = call(
+        server,
+        "operator",
+        "POST",
+        "/api/v1/migrations/pay/rollout/promote",
+        {"reason": "try", "expected_version": rollout_version(server)},
+    )
+    assert refused.status_code == 422 and "drift is inconclusive" in refused.json()["error"]

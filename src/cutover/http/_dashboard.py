@@ -438,6 +438,30 @@ class Action:
     needs: Role = Role.OPERATOR
     danger: bool = False
     step: int | None = None  # 1-based step an approve or retry suggests
+    blocked: str = ""  # why the controller would refuse it now, whoever presses it
+    forceable: bool = False  # an admin may force it past what blocks it
+
+
+def _promote(evaluation: Mapping[str, Any], labels: list[str], index: int, version: int) -> Action:
+    """The promote button, with what the controller would refuse it for right now: an
+    approval the next step lacks (nobody can skip it) or checks that fail or are inconclusive
+    (an admin can force past them)."""
+    move = f"Move from {labels[index] if index >= 0 else 'the start'} to {labels[index + 1]} now"
+    following = evaluation["steps"][index + 1]
+    if following["approval"] and not following["approved"]:
+        blocked = f"{labels[index + 1]} needs an approval first"
+        return Action("promote", "Promote…", f"{move}.", version, blocked=blocked)
+    unsure = [c for c in evaluation["checks"] if c["outcome"] in ("fail", "inconclusive")]
+    if unsure:
+        blocked = "; ".join(f"{c['name']} is {c['outcome']}" for c in unsure)
+        hint = f"{move}, forced past checks that do not pass: {blocked}."
+        return Action("promote", "Promote…", hint, version, blocked=blocked, forceable=True)
+    return Action(
+        "promote",
+        "Promote…",
+        f"{move}, without waiting out the hold; every check passes now.",
+        version,
+    )
 
 
 def _rollout_actions(evaluation: Mapping[str, Any] | None, has_plans: bool) -> list[Action]:
@@ -455,16 +479,7 @@ def _rollout_actions(evaluation: Mapping[str, Any] | None, has_plans: bool) -> l
     labels = [step["label"] for step in steps]
     actions = []
     if status.active and index + 1 < len(steps):
-        actions.append(
-            Action(
-                "promote",
-                "Promote…",
-                f"Move from {labels[index] if index >= 0 else 'the start'} to"
-                f" {labels[index + 1]} now, without waiting out the hold; refused while a check"
-                " fails or is inconclusive.",
-                version,
-            )
-        )
+        actions.append(_promote(evaluation, labels, index, version))
     after = -1 if status is RolloutStatus.ABORTED else index
     waiting = [
         step["index"]

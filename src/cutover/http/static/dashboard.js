@@ -348,6 +348,8 @@
       form.elements.sample.value = button.dataset.currentSample;
     }
     if (button.dataset.step) form.elements.step.value = button.dataset.step;
+    // A promotion past failing checks is a forced one: say so by ticking the box.
+    if (verb === 'promote') form.elements.force.checked = button.dataset.force === '1';
     const submit = form.querySelector('[data-act-submit]');
     submit.textContent = button.dataset.title;
     submit.classList.toggle('danger', button.classList.contains('danger'));
