@@ -511,9 +511,8 @@ class Controller:
         on_tick: Callable[[list[Decision]], None] | None = None,
         sleep: Callable[[float], Any] | None = None,
     ) -> None:
-        """Tick every ``interval`` seconds until ``stop`` is set, logging every decision (so a
-        controller inside ``cutover serve`` says what it did, as ``rollout run`` does). A store
-        that fails is retried with a growing pause; the loop itself never ends on an error."""
+        """Tick every ``interval`` seconds until ``stop`` is set. A store that fails is retried
+        with a growing pause; the loop itself never ends on an error."""
         stop = stop or threading.Event()
         wait = sleep or stop.wait
         self.interval = interval
@@ -523,8 +522,6 @@ class Controller:
                 try:
                     decisions = self.tick()
                     backoff = interval
-                    for decision in decisions:
-                        log.info("cutover controller: %s", describe(decision, self.dry_run))
                     if on_tick is not None:
                         on_tick(decisions)
                 except StoreError as error:
@@ -559,11 +556,8 @@ class Controller:
             **planned.evidence,
         }
         if self.dry_run:
-            log.info(
-                "cutover (dry run) would %s %s: %s", planned.kind, rollout.migration, planned.reason
-            )
             old = e.state
-            return Decision(
+            decision = Decision(
                 0,
                 rollout.migration,
                 e.now,
@@ -575,6 +569,8 @@ class Controller:
                 planned.kind,
                 planned.state is not None,
             )
+            log.info("cutover controller: %s", describe(decision, dry_run=True))
+            return decision
         decision = self.store.commit(
             rollout.migration,
             kind=planned.kind,
@@ -588,7 +584,9 @@ class Controller:
             rollout=after,
             expected_rollout=rollout.version,
         )
-        log.debug("cutover: %s %s: %s", planned.kind, rollout.migration, planned.reason)
+        # Every decision, the controller's own and operators' through it, wherever it runs
+        # (`rollout run`, `cutover serve --controller`, the API's actions).
+        log.info("cutover controller: %s", describe(decision))
         self._notify(e.plan, decision, after)
         return decision
 
