@@ -100,10 +100,11 @@ class StoreHealth:
 
 
 def _instance_name(configured: str | None) -> str:
-    """How this process names itself: the configured name (with the pid in a forked child),
-    else host:pid:random."""
+    """How this process names itself: the configured name and its pid (every worker of a
+    pre-forking server configured alike is still an instance of its own), else
+    host:pid:random. Called again in a forked child."""
     if configured:
-        return configured
+        return f"{configured}:{os.getpid()}"
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
@@ -186,6 +187,9 @@ class Runtime:
         self._store_errors = 0
         self._rejected_flushes = 0
         self._loaded_at: float | None = None
+        # Reports to the store (heartbeats) start with the first counts: a pre-forking master
+        # that only imported the app serves nothing and is not listed as an instance.
+        self._served = False
 
     # -- registration and routing --------------------------------------------------------
 
@@ -385,6 +389,7 @@ class Runtime:
             self.instance, 0, now, deltas, samples, run=self.run, fingerprints=fingerprints
         )
         if not batch.empty:
+            self._served = True
             self._buffer(batch)
         return self._write_pending(now)
 
@@ -417,7 +422,7 @@ class Runtime:
     def _write_pending(self, now: float) -> bool:
         heartbeat = self.heartbeat(now)
         try:
-            if not self._pending:
+            if not self._pending and self._served:
                 self.store.write_flush(
                     FlushBatch(self.instance, 0, now, heartbeat=heartbeat, run=self.run)
                 )
@@ -525,10 +530,7 @@ class Runtime:
         self.flush(drain_timeout=0, lock_timeout=timeout)
 
     def after_fork_in_child(self) -> None:
-        if self.settings.instance:
-            self.instance = f"{self.settings.instance}:{os.getpid()}"
-        else:
-            self.instance = _instance_name(None)
+        self.instance = _instance_name(self.settings.instance)
         loaded_at = self._loaded_at
         self._fresh_process()
         self._loaded_at = loaded_at
