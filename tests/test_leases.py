@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cutover.errors import InvalidInput, LeaseLost
+from cutover.errors import InvalidInput, LeaseLost, StoreError
 from cutover.model import Mode, Rollout, RolloutStatus, State
 from cutover.store import MIN_LEASE, Store, open_store
 from cutover.store import schema as t
@@ -74,7 +74,7 @@ def test_the_lease_expires_by_the_database_clock(store_url: str) -> None:
     assert holder.seen == (candidate.holder, 2)
 
 
-def test_a_lease_is_shorter_than_a_second_is_refused(sqlite_url: str) -> None:
+def test_a_lease_shorter_than_a_second_is_refused(sqlite_url: str) -> None:
     with pytest.raises(InvalidInput, match="a lease must last at least 1s"):
         open_store(sqlite_url).leadership(duration=0.5)
 
@@ -201,3 +201,39 @@ def test_many_candidates_at_once_elect_exactly_one(pg_url: str) -> None:
     assert lease_row(store).term == 1
     for lease in leases:
         lease.release()
+
+
+def test_a_writer_frozen_inside_its_fenced_write_does_not_keep_the_lease(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(pg_url)
+    lease = store.leadership(duration=MIN_LEASE)
+    successor = open_store(pg_url).leadership(duration=60)
+    assert lease.held()
+    write_rollout = SqlStore._cas_rollout
+
+    def frozen(self: SqlStore, *args: Any, **kwargs: Any) -> None:
+        # Stopped in the middle of the transaction, which share-locks the lease row: the
+        # server ends it after a quarter of the lease, so the successor is not kept waiting.
+        try:
+            eventually(successor.held, "another controller takes the expired lease")
+        except StoreError as error:
+            pytest.fail(f"the successor waited on the frozen writer's locks: {error}")
+        write_rollout(self, *args, **kwargs)
+
+    monkeypatch.setattr(SqlStore, "_cas_rollout", frozen)
+    with pytest.raises(StoreError):
+        store.commit(
+            "codec",
+            kind="start",
+            actor="controller",
+            reason="frozen",
+            at=1.0,
+            rollout=_rollout(),
+            expected_rollout=0,
+            fence=lease.fence(),
+        )
+    monkeypatch.undo()
+    assert store.rollout("codec") is None and store.decisions("codec") == []
+    assert lease_row(store).holder == successor.holder
+    successor.release()

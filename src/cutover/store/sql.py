@@ -1159,8 +1159,9 @@ def _db_now(dialect: str) -> sa.ColumnElement[float]:
 
 def _stall_limit(duration: float) -> float:
     """How long a lease's transaction may stall: a quarter of the lease, so a frozen holder's
-    row locks are freed (by ending its session) before a successor has long to wait for them."""
-    return max(0.25, duration / 4)
+    row locks are freed (by ending its session) before a successor has long to wait for them,
+    and at most 5 s, well inside the 10 s the successor waits for a lock."""
+    return min(5.0, max(0.25, duration / 4))
 
 
 def _check_fence(conn: Connection, fence: Fence) -> None:
