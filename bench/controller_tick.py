@@ -18,10 +18,10 @@ this default understates that read for a store that keeps 30 days (docs/performa
 
 Each of ``--ticks`` ticks is timed after one minute of fresh telemetry for every migration is
 written through ``write_flush``; the clock then moves one minute on. Statements are counted
-with a ``before_cursor_execute`` event on the store's engine (the advisory-lock lease runs on a
-connection of its own and is not among them). The anchor is what a hand-written cron job would
-do: per migration, one aggregate over each check's window (``store.windows``), without the step
-totals, the statistics or any decision.
+with a ``before_cursor_execute`` event on the store's engine, the renewal of the controller's
+lease and the term check of each decision among them. The anchor is what a hand-written cron
+job would do: per migration, one aggregate over each check's window (``store.windows``),
+without the step totals, the statistics or any decision.
 
     python bench/controller_tick.py [--server postgresql://postgres@127.0.0.1/test]
                                     [--migrations 200] [--days 30] [--histogram-hours 24]

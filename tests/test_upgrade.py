@@ -71,6 +71,14 @@ def test_a_first_release_store_is_upgraded_and_keeps_its_decisions(store_url: st
     assert schema_version(store) == str(t.SCHEMA_VERSION)
 
 
+ADDED_IN = {"cutover_cohorts": 3, "cutover_leases": 4}
+
+
+def tables_of(version: int) -> list[sa.Table]:
+    """Today's tables as a store of schema ``version`` has them: those added since left out."""
+    return [table for table in t.metadata.sorted_tables if ADDED_IN.get(table.name, 0) <= version]
+
+
 def schema_version(store: object) -> str:
     with store.engine.connect() as conn:  # type: ignore[attr-defined]
         return str(
@@ -82,9 +90,9 @@ def schema_version(store: object) -> str:
 
 def test_a_version_2_store_gains_cohorts_and_keeps_its_states(store_url: str) -> None:
     engine = sa.create_engine(normalize_url(store_url))
-    version_2 = [table for table in t.metadata.sorted_tables if table is not t.cohorts]
+    version_2 = tables_of(2)
     stored = State(mode=Mode.CANARY, version=1, updated_at=1.0, updated_by="ops")
-    with engine.begin() as conn:  # version 2 is today's schema without cutover_cohorts
+    with engine.begin() as conn:  # version 2 is today's schema without the tables added since
         t.metadata.create_all(conn, tables=version_2)
         conn.execute(sa.insert(t.meta).values(key="schema_version", value="2"))
         conn.execute(sa.insert(t.states).values(name="orders", **stored.to_dict()))
@@ -92,11 +100,36 @@ def test_a_version_2_store_gains_cohorts_and_keeps_its_states(store_url: str) ->
 
     store = open_store(store_url)
     assert store.state("orders") == stored
-    assert schema_version(store) == "3"
+    assert schema_version(store) == str(t.SCHEMA_VERSION)
     clock = ManualClock()
     cohorts.add(store, "orders", "wave-1", tenants=["acme"], wave=1, actor="ops", clock=clock)
     promoted = cohorts.promote(store, "orders", "wave-1", reason="after", actor="ops", clock=clock)
     assert promoted.decision.new.pins_new == {"acme"} and promoted.decision.new.version == 2
     assert [d.kind for d in store.decisions("orders")] == ["cohort-add", "cohort-promote"]
     assert [c.name for c in store.cohorts()] == ["wave-1"]
+    store.close()
+
+
+def test_a_version_3_store_gains_leases_and_a_controller_leads_it(store_url: str) -> None:
+    engine = sa.create_engine(normalize_url(store_url))
+    stored = State(mode=Mode.SHADOW, version=1, updated_at=1.0, updated_by="ops")
+    with engine.begin() as conn:  # version 3 is today's schema without cutover_leases
+        t.metadata.create_all(conn, tables=tables_of(3))
+        conn.execute(sa.insert(t.meta).values(key="schema_version", value="3"))
+        conn.execute(sa.insert(t.states).values(name="orders", **stored.to_dict()))
+    engine.dispose()
+
+    store = open_store(store_url)
+    assert store.state("orders") == stored
+    assert schema_version(store) == "4"
+    lease = store.leadership(duration=60)
+    assert lease.held()
+    fence = lease.fence()
+    assert fence is not None and fence.term == 1
+    canary = stored.evolve(mode=Mode.CANARY, percent=5)
+    written = store.write_state(
+        "orders", canary, expected_version=1, actor="controller", reason="r", at=2.0, fence=fence
+    )
+    assert written.new.version == 2
+    lease.release()
     store.close()

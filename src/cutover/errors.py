@@ -47,6 +47,20 @@ class ConflictError(CutoverError):
         self.updated_by = updated_by
 
 
+class LeaseLost(CutoverError):
+    """A write fenced by a lease term was refused, and nothing was written: the term is over
+    (its lease expired or was released, or another holder took it), so the writer must stop
+    acting and stand by."""
+
+    def __init__(self, role: str, term: int, why: str) -> None:
+        super().__init__(
+            f"the {role} lease of term {term} is over ({why}), so the write was refused;"
+            " this process stands by until it takes the lease again"
+        )
+        self.role = role
+        self.term = term
+
+
 class StoreError(CutoverError):
     """The store could not be reached (``transient``: try again later) or refused an
     operation outright (not transient: retrying the same thing fails the same way)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from cutover.clock import ManualClock
 from cutover.control.controller import Controller
 from cutover.control.plan import Plan, parse_plan
 from cutover.model import Decision, Mode, RolloutStatus, State
-from cutover.store import Store, open_store
+from cutover.store import MIN_LEASE, Store, open_store
 
 from .traffic import Traffic
 
@@ -214,7 +215,7 @@ def test_a_controller_that_crashes_mid_step_resumes_where_it_was(
     tmp_path: Path, clock: ManualClock
 ) -> None:
     url = f"sqlite:///{tmp_path / 'rollout.db'}"
-    first = Controller(open_store(url), clock=clock)
+    first = Controller(open_store(url), clock=clock, lease=MIN_LEASE)
     first.start(plan(), actor="alice")
     traffic = Traffic(first.store, "codec", clock)
     taken = drive(first, traffic, 30, until=bool)
@@ -224,6 +225,9 @@ def test_a_controller_that_crashes_mid_step_resumes_where_it_was(
     del first  # the process dies mid-step: nothing but the store survives
     second = Controller(open_store(url), clock=clock)
     traffic.store = second.store
+    deadline = time.monotonic() + 60
+    while second.tick() == [] and second.standby and time.monotonic() < deadline:
+        time.sleep(0.1)  # the dead controller's lease runs out (real time, not the clock's)
     resumed = drive(second, traffic, 30, until=bool)
     assert kinds(resumed) == ["promote"]
     assert resumed[0].new.percent == 25

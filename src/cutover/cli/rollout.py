@@ -18,7 +18,7 @@ from cutover.cli._app import Session, cli, console, json_option, pass_session, p
 from cutover.clock import system_clock
 from cutover.durations import format_duration
 from cutover.model import Decision
-from cutover.store import redact_url
+from cutover.store import DEFAULT_LEASE, redact_url
 
 
 @cli.group()
@@ -27,12 +27,14 @@ def rollout() -> None:
 
 
 @contextmanager
-def _controller(session: Session, *, dry_run: bool = False) -> Iterator[Any]:
-    """A controller on the session's store; pending notifications go out before the command
-    ends."""
+def _controller(
+    session: Session, *, dry_run: bool = False, lease: float = DEFAULT_LEASE
+) -> Iterator[Any]:
+    """A controller on the session's store; its lease is released and pending notifications go
+    out before the command ends."""
     from cutover.control.controller import Controller
 
-    controller = Controller(session.store, clock=system_clock, dry_run=dry_run)
+    controller = Controller(session.store, clock=system_clock, dry_run=dry_run, lease=lease)
     try:
         yield controller
     finally:
@@ -338,18 +340,29 @@ def _print_decisions(decisions: list[Decision], dry_run: bool) -> None:
         console.print(f"{when(decision.at)}  {describe(decision, dry_run)}", markup=False)
 
 
+lease_option = click.option(
+    "--lease",
+    default=format_duration(DEFAULT_LEASE),
+    show_default=True,
+    help="How long leadership lasts without a renewal: a frozen leader is replaced after"
+    " about this much and a third (at least 1s).",
+)
+
+
 @rollout.command()
 @click.option("--interval", default="10s", show_default=True, help="Time between passes.")
+@lease_option
 @click.option(
     "--dry-run", is_flag=True, help="Evaluate and print what would be done; change nothing."
 )
 @pass_session
-def run(session: Session, interval: str, dry_run: bool) -> None:
-    """Run the controller until interrupted. On PostgreSQL only one controller acts at a time
-    (an advisory lock); the others stand by, so running several is safe."""
+def run(session: Session, interval: str, lease: str, dry_run: bool) -> None:
+    """Run the controller until interrupted. Only the holder of the store's lease acts; the
+    others stand by and take over when it stops renewing it, so running several is safe."""
     from cutover.durations import parse_duration
 
     every = parse_duration(interval, "--interval")
+    lasting = parse_duration(lease, "--lease")
     # Decisions are logged by the controller itself, here as inside `cutover serve`.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     stop = threading.Event()
@@ -360,5 +373,5 @@ def run(session: Session, interval: str, dry_run: bool) -> None:
         f" {format_duration(every)}{' (dry run)' if dry_run else ''}; Ctrl-C stops it",
         markup=False,
     )
-    with _controller(session, dry_run=dry_run) as controller:
+    with _controller(session, dry_run=dry_run, lease=lasting) as controller:
         controller.run(every, stop)

@@ -12,7 +12,7 @@ import click
 from cutover.cli._app import Session, cli, console, errors, pass_session, seconds
 from cutover.durations import format_duration
 from cutover.errors import InvalidInput
-from cutover.store import redact_url
+from cutover.store import DEFAULT_LEASE, redact_url
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -57,6 +57,12 @@ def _server_extra() -> None:
     help="Also run the rollout controller in this process.",
 )
 @click.option("--interval", default="10s", show_default=True, help="Controller tick interval.")
+@click.option(
+    "--lease",
+    default=format_duration(DEFAULT_LEASE),
+    show_default=True,
+    help="How long the controller's leadership lasts without a renewal (at least 1s).",
+)
 @click.option("--refresh", default="5s", show_default=True, help="Dashboard refresh interval.")
 @click.option("--secure-cookie", is_flag=True, help="Mark the sign-in cookie Secure (HTTPS).")
 @pass_session
@@ -70,6 +76,7 @@ def serve(
     four_eyes: bool,
     run_controller: bool,
     interval: str,
+    lease: str,
     refresh: str,
     secure_cookie: bool,
 ) -> None:
@@ -90,6 +97,7 @@ def serve(
         refresh_seconds=seconds(refresh, "--refresh"),
         run_controller=run_controller,
         controller_interval=every,
+        controller_lease=seconds(lease, "--lease"),
         secure_cookie=secure_cookie,
     )
     app = create_app(settings)

@@ -8,6 +8,7 @@ import math
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -17,9 +18,16 @@ from cutover.control.checks import CheckResult, Outcome, Telemetry, evaluate, wi
 from cutover.control.notify import Notifier
 from cutover.control.plan import Check, OnCritical, Plan, Severity, Step, parse_plan
 from cutover.durations import format_duration
-from cutover.errors import ConflictError, CutoverError, InvalidInput, StoreError, UnknownMigration
+from cutover.errors import (
+    ConflictError,
+    CutoverError,
+    InvalidInput,
+    LeaseLost,
+    StoreError,
+    UnknownMigration,
+)
 from cutover.model import Arm, Decision, Mode, Rollout, RolloutStatus, State
-from cutover.store import InstanceInfo, Store
+from cutover.store import DEFAULT_LEASE, Fence, InstanceInfo, Store
 from cutover.telemetry import windows as w
 
 log = logging.getLogger("cutover.controller")
@@ -146,8 +154,13 @@ class Controller:
     ``run()`` ticks in a loop. The operator actions (``start``, ``promote``, ``pause``,
     ``resume``, ``approve``, ``abort``, ``retry``) are methods too, shared by the CLI and the
     HTTP API. Every write is a compare-and-set of both the state and the rollout, so two
-    controllers, or a controller and an operator, never act twice on what they both read; on
-    PostgreSQL an advisory lock also keeps all but one controller idle.
+    controllers, or a controller and an operator, never act twice on what they both read.
+
+    Only the holder of the store's controller lease ticks; the others stand by. The lease lasts
+    ``lease`` seconds after each renewal, by the database's clock, and every write a tick makes
+    is fenced by the lease's term: once another controller has taken over, a controller that
+    was frozen past its lease cannot write when it wakes, and stands by. Operator actions are
+    not fenced (they are not the controller's acts), only compare-and-set.
     """
 
     def __init__(
@@ -160,6 +173,7 @@ class Controller:
         notifier: Notifier | None = None,
         external: Callable[[Check, Plan, float], list[float]] | None = None,
         four_eyes: bool = False,
+        lease: float = DEFAULT_LEASE,
     ) -> None:
         if store is None or clock is None:
             from cutover.runtime import current
@@ -176,7 +190,11 @@ class Controller:
         # Every approval must come from someone other than the rollout's starter, whatever
         # the plan says.
         self.four_eyes = four_eyes
-        self._lease = store.leadership()
+        self._lease = store.leadership(CONTROLLER, duration=lease)
+        self._fence: Fence | None = None  # the term this controller acts under, while leading
+        # When the lease was last renewed, by this host's monotonic clock: the lease runs on
+        # real time (the database's), whatever clock the controller's decisions use.
+        self._renewed = -math.inf
         self._instance = f"{CONTROLLER}:{socket.gethostname()}:{os.getpid()}"
         self._started_at = clock()
         self._totals: dict[tuple[str, float], tuple[float, int, int]] = {}
@@ -458,11 +476,11 @@ class Controller:
     # -- the loop --------------------------------------------------------------------------
 
     def tick(self, names: Iterable[str] | None = None) -> list[Decision]:
-        """One pass over every active rollout (or those named): the decisions taken. With
-        ``dry_run`` nothing is written and the decisions returned have id 0."""
-        self.standby = not self.dry_run and not self._lease.held()
-        if self.standby:
-            log.info("another controller holds the lease on this store; standing by")
+        """One pass over every active rollout (or those named): the decisions taken. Only the
+        holder of the lease acts (it is renewed, or taken when free, first); the others do
+        nothing and are ``standby``. With ``dry_run`` nothing is written, no lease is taken,
+        and the decisions returned have id 0."""
+        if not self.dry_run and not self._lead():
             return []
         wanted = None if names is None else set(names)
         if not self.dry_run:
@@ -474,10 +492,17 @@ class Controller:
         for name, rollout in rollouts.items():
             if (wanted is not None and name not in wanted) or not rollout.status.active:
                 continue
+            if not self.dry_run and self._renewal_due() and not self._lead():
+                break  # a pass longer than a third of the lease lost it: act no further
             try:
                 evaluation = self.evaluate(name, rollout=rollout, state=states.get(name))
                 if evaluation.planned is not None:
-                    taken.append(self._record(evaluation, evaluation.planned, self.actor))
+                    taken.append(
+                        self._record(evaluation, evaluation.planned, self.actor, self._fence)
+                    )
+            except LeaseLost as error:
+                self._stand_by(error)
+                break
             except ConflictError as error:
                 log.info(
                     "cutover: %s changed while the controller decided; next tick: %s", name, error
@@ -489,6 +514,49 @@ class Controller:
             except Exception:  # one broken rollout must not stop the others
                 log.exception("cutover: the rollout of %s failed unexpectedly", name)
         return taken
+
+    def _lead(self) -> bool:
+        """Renew the lease, or take it when it is free: whether this controller leads now. Logs
+        when it starts or stops leading; StoreError when the store cannot tell."""
+        was = self._fence
+        if self._lease.held():
+            self._renewed = time.monotonic()
+            self._fence = self._lease.fence()
+            assert self._fence is not None
+            if was is None or was.term != self._fence.term:
+                log.info(
+                    "cutover controller %s took the lease on this store (term %d, lasting %s);"
+                    " acting",
+                    self._lease.holder,
+                    self._fence.term,
+                    format_duration(self._lease.duration),
+                )
+            self.standby = False
+            return True
+        self._fence = None
+        seen = self._lease.seen
+        other = f" ({seen[0]}, term {seen[1]})" if seen else ""
+        if was is not None:
+            log.warning(
+                "cutover controller %s lost the lease of term %d to another controller%s;"
+                " standing by",
+                self._lease.holder,
+                was.term,
+                other,
+            )
+        elif not self.standby:
+            log.info("another controller holds the lease on this store%s; standing by", other)
+        self.standby = True
+        return False
+
+    def _renewal_due(self) -> bool:
+        return time.monotonic() - self._renewed >= self._lease.duration / 3
+
+    def _stand_by(self, lost: LeaseLost) -> None:
+        """A write was refused because this controller's term is over: stop acting now."""
+        log.warning("cutover controller %s: %s", self._lease.holder, lost)
+        self._fence = None
+        self.standby = True
 
     def _beat(self) -> None:
         """Tell the store this controller is ticking: ``/healthz`` reports the lag from it."""
@@ -511,8 +579,10 @@ class Controller:
         on_tick: Callable[[list[Decision]], None] | None = None,
         sleep: Callable[[float], Any] | None = None,
     ) -> None:
-        """Tick every ``interval`` seconds until ``stop`` is set. A store that fails is retried
-        with a growing pause; the loop itself never ends on an error."""
+        """Tick every ``interval`` seconds until ``stop`` is set, renewing the lease (or,
+        standing by, trying to take it) every third of its duration in between. A store that
+        fails is retried with a growing pause; the loop itself never ends on an error. The
+        lease is released on the way out, so another controller takes over at once."""
         stop = stop or threading.Event()
         wait = sleep or stop.wait
         self.interval = interval
@@ -524,21 +594,49 @@ class Controller:
                     backoff = interval
                     if on_tick is not None:
                         on_tick(decisions)
+                    self._between_ticks(interval, stop, wait)
                 except StoreError as error:
                     log.warning("cutover controller: %s; retrying in %gs", error, backoff)
                     wait(backoff)
                     backoff = min(backoff * 2, max(interval, 60.0))
-                    continue
-                wait(interval)
         finally:
             self.close()
 
+    def _between_ticks(
+        self, interval: float, stop: threading.Event, wait: Callable[[float], Any]
+    ) -> None:
+        """Wait ``interval``, renewing the lease every third of its duration (so an interval
+        longer than the lease keeps it), or trying to take it while standing by; a change of
+        leader ends the wait, so a controller that takes over acts at once."""
+        every = interval if self.dry_run else self._lease.duration / 3
+        left = interval
+        while left > 0 and not stop.is_set():
+            pause = min(left, every)
+            wait(pause)
+            left -= pause
+            if left <= 0 or stop.is_set():
+                return
+            leading = not self.standby
+            if self._lead() is not leading:
+                return
+
     def close(self, timeout: float = 10.0) -> None:
         """Release the lease and deliver pending notifications (waiting at most ``timeout``)."""
+        if self._fence is not None:
+            log.info(
+                "cutover controller %s releases the lease (term %d)",
+                self._lease.holder,
+                self._fence.term,
+            )
+        self._fence = None
         self._lease.release()
         self.notifier.close(timeout)
 
-    def _record(self, e: Evaluation, planned: _Planned, actor: str) -> Decision:
+    def _record(
+        self, e: Evaluation, planned: _Planned, actor: str, fence: Fence | None = None
+    ) -> Decision:
+        """Write the decision, the state and the rollout in one transaction; with ``fence``
+        (the controller's own decisions), only while its lease term holds."""
         rollout, after = e.rollout, planned.rollout
         evidence = {
             "rollout": {
@@ -555,6 +653,8 @@ class Controller:
             "checks": [r.to_json() for r in e.checks],
             **planned.evidence,
         }
+        if fence is not None:  # which controller decided, under which term
+            evidence["lease"] = {"holder": fence.holder, "term": fence.term}
         if self.dry_run:
             old = e.state
             decision = Decision(
@@ -583,6 +683,7 @@ class Controller:
             expected_version=e.state.version if e.state else 0,
             rollout=after,
             expected_rollout=rollout.version,
+            fence=fence,
         )
         # Every decision, the controller's own and operators' through it, wherever it runs
         # (`rollout run`, `cutover serve --controller`, the API's actions).

@@ -28,7 +28,7 @@ from cutover.errors import ConflictError, CutoverError, InvalidInput, StoreError
 from cutover.http._auth import Principal, Role, Tokens
 from cutover.model import Mode
 from cutover.runtime import __version__
-from cutover.store import Store
+from cutover.store import DEFAULT_LEASE, Store
 
 log = logging.getLogger("cutover.http")
 
@@ -69,6 +69,7 @@ class Settings:
     refresh_seconds: float = 5.0  # how often the dashboard polls
     run_controller: bool = False  # also run the rollout controller in this process
     controller_interval: float = 10.0  # its tick interval; also the expected one for health
+    controller_lease: float = DEFAULT_LEASE  # how long its leadership lasts without a renewal
     clock: Clock = system_clock
     secure_cookie: bool = False  # mark the dashboard cookie Secure (behind HTTPS)
 
@@ -458,7 +459,12 @@ def create_app(settings: Settings) -> FastAPI:
         stop = threading.Event()
         worker = None
         if settings.run_controller:
-            ticking = Controller(settings.store, clock=settings.clock, four_eyes=settings.four_eyes)
+            ticking = Controller(
+                settings.store,
+                clock=settings.clock,
+                four_eyes=settings.four_eyes,
+                lease=settings.controller_lease,
+            )
             worker = threading.Thread(
                 target=ticking.run,
                 args=(settings.controller_interval, stop),
@@ -485,8 +491,11 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.controller = Controller(
-        settings.store, clock=settings.clock, four_eyes=settings.four_eyes
+    app.state.controller = Controller(  # for operator actions: it never takes the lease
+        settings.store,
+        clock=settings.clock,
+        four_eyes=settings.four_eyes,
+        lease=settings.controller_lease,
     )
     _install_errors(app)
     app.include_router(_api.router)

@@ -243,12 +243,47 @@ class Cohort:
         )
 
 
+DEFAULT_LEASE = 15.0
+"""How long a lease lasts after its holder last renewed it: a frozen leader is replaced within
+about this much plus a third of it."""
+
+MIN_LEASE = 1.0
+"""The shortest lease: its holder renews it every third of its duration, each a write."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The lease term a write is made under. The store checks it in the write's own
+    transaction and refuses the write (with :class:`cutover.errors.LeaseLost`, writing nothing)
+    once that term is over, so a holder that was frozen past its lease cannot act on waking."""
+
+    role: str
+    holder: str
+    term: int
+    duration: float  # the lease's duration: how long a write may stall inside its transaction
+
+
 class Lease(Protocol):
-    """Held by at most one process at a time (see :meth:`Store.leadership`)."""
+    """A role held by at most one process at a time, for ``duration`` seconds after its last
+    renewal by the database's clock (see :meth:`Store.leadership`)."""
 
-    def held(self) -> bool: ...
+    holder: str  # who this lease object is, as the lease row names it: host, pid, a suffix
+    duration: float
+    seen: tuple[str, int] | None  # the (holder, term) the last try found holding the lease
 
-    def release(self) -> None: ...
+    def held(self) -> bool:
+        """Renew the lease when this process holds it, else take it when it is free (never
+        taken, released, or expired): True while this process leads. Every new holding
+        starts a new, higher term."""
+        ...
+
+    def fence(self) -> Fence | None:
+        """The fence for writes under the term held now; None while not holding."""
+        ...
+
+    def release(self) -> None:
+        """Give the lease up now (harmless when not holding), so another takes it at once."""
+        ...
 
 
 class Store(Protocol):
@@ -270,6 +305,7 @@ class Store(Protocol):
         reason: str,
         evidence: Mapping[str, Any] | None = None,
         at: float,
+        fence: Fence | None = None,
     ) -> Decision: ...
 
     def commit(
@@ -288,12 +324,14 @@ class Store(Protocol):
         cohort: Cohort | None = None,
         expected_cohort: int | None = None,
         remove_cohort: bool = False,
+        fence: Fence | None = None,
     ) -> Decision:
         """Record one decision, and what it changes, in one transaction: each of ``state``,
         ``rollout`` and ``cohort`` by compare-and-set against its own expected version (0 when
         none is stored yet); ``remove_cohort`` deletes ``cohort`` instead of writing it. A
         cohort that would share a tenant with another cohort of the migration raises
-        InvalidInput; a lost compare-and-set raises ConflictError; either writes nothing."""
+        InvalidInput; a lost compare-and-set raises ConflictError; a ``fence`` whose term is
+        over raises LeaseLost; each writes nothing."""
         ...
 
     def cohorts(self, name: str | None = None) -> list[Cohort]:
@@ -308,7 +346,10 @@ class Store(Protocol):
 
     def rollouts(self) -> dict[str, Rollout]: ...
 
-    def leadership(self, role: str = "controller") -> Lease: ...
+    def leadership(self, role: str = "controller", *, duration: float = DEFAULT_LEASE) -> Lease:
+        """A lease on ``role`` that at most one process holds at a time: ``duration`` seconds
+        after each renewal, by the database's clock; at least :data:`MIN_LEASE`."""
+        ...
 
     def write_flush(self, batch: FlushBatch) -> bool: ...
 
@@ -414,10 +455,13 @@ def redact_url(url: str) -> str:
 
 __all__: Sequence[str] = [
     "DEFAULT_COHORT_WINDOW",
+    "DEFAULT_LEASE",
     "DEFAULT_STORE",
+    "MIN_LEASE",
     "Cohort",
     "CohortStatus",
     "DriftGroup",
+    "Fence",
     "FlushBatch",
     "InstanceInfo",
     "Lease",

@@ -6,9 +6,9 @@ import sqlalchemy as sa
 
 from cutover.telemetry.windows import COUNTERS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: the first release. 2: rollouts, and decisions that change no state (kind, version NULL).
-3: tenant cohorts."""
+3: tenant cohorts. 4: leases (who leads a role such as the rollout controller)."""
 
 metadata = sa.MetaData()
 
@@ -86,6 +86,20 @@ cohorts = sa.Table(
     sa.Column("version", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("updated_by", sa.String(200), nullable=False),
+)
+
+
+leases = sa.Table(
+    "cutover_leases",
+    metadata,
+    sa.Column("role", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    # Grows by one with every new holding, and never goes back: a row is never deleted.
+    sa.Column("term", sa.BigInteger, nullable=False),
+    # Seconds since the epoch by the database's clock, never a client's.
+    sa.Column("acquired_at", sa.Float, nullable=False),
+    sa.Column("renewed_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
 )
 
 

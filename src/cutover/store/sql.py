@@ -6,8 +6,10 @@ import contextlib
 import functools
 import hashlib
 import logging
+import os
 import re
 import secrets
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -18,11 +20,15 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
-from cutover.errors import ConflictError, InvalidInput, StoreError
+from cutover.durations import format_duration
+from cutover.errors import ConflictError, InvalidInput, LeaseLost, StoreError
 from cutover.model import Arm, Decision, Rollout, State
 from cutover.store import (
+    DEFAULT_LEASE,
+    MIN_LEASE,
     Cohort,
     DriftGroup,
+    Fence,
     FlushBatch,
     InstanceInfo,
     normalize_url,
@@ -208,8 +214,11 @@ class SqlStore:
         }
 
     @contextlib.contextmanager
-    def _connect(self, *, write: bool = False) -> Iterator[Connection]:
-        """A transaction; errors of the database become StoreError naming the store."""
+    def _connect(self, *, write: bool = False, stall: float | None = None) -> Iterator[Connection]:
+        """A transaction; errors of the database become StoreError naming the store. On
+        PostgreSQL, ``stall`` bounds how long the transaction may sit idle between statements
+        before the server ends the session (undoing it and freeing its locks): for writes whose
+        client may be frozen (SIGSTOP, a paused VM) while others wait on their row locks."""
         self._ensure_schema()
         try:
             with self._engine.connect() as conn:
@@ -218,9 +227,15 @@ class SqlStore:
                 with conn.begin():
                     if self.dialect == "postgresql":
                         # Per transaction, so a pooler never hands these to another client.
-                        conn.exec_driver_sql(_PG_TIMEOUTS)
+                        timeouts = _PG_TIMEOUTS
+                        if stall is not None:
+                            timeouts += (
+                                "; SET LOCAL idle_in_transaction_session_timeout"
+                                f" = {max(1, round(stall * 1000))}"
+                            )
+                        conn.exec_driver_sql(timeouts)
                     yield conn
-        except (ConflictError, InvalidInput, _Lost):
+        except (ConflictError, InvalidInput, LeaseLost, _Lost):
             raise
         except Exception as error:
             transient = _is_transient(error)
@@ -348,9 +363,12 @@ class SqlStore:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
 
-    def leadership(self, role: str = "controller") -> Leadership:
-        """A lease that at most one process holds at a time for ``role`` on this store."""
-        return Leadership(self, role)
+    def leadership(
+        self, role: str = "controller", *, duration: float = DEFAULT_LEASE
+    ) -> Leadership:
+        """A lease that at most one process holds at a time for ``role`` on this store, for
+        ``duration`` seconds after each renewal by the database's clock."""
+        return Leadership(self, role, duration)
 
     def _listen_args(self) -> dict[str, Any]:
         """psycopg.connect() arguments for the listening connection: the engine's own, so any
@@ -394,9 +412,11 @@ class SqlStore:
         reason: str,
         evidence: Mapping[str, Any] | None = None,
         at: float,
+        fence: Fence | None = None,
     ) -> Decision:
         """Compare-and-set: write ``state`` as version ``expected_version + 1`` and its decision,
-        in one transaction; ConflictError if the stored version is not ``expected_version``."""
+        in one transaction; ConflictError if the stored version is not ``expected_version``,
+        LeaseLost if ``fence``'s term is over."""
         return self.commit(
             name,
             kind="set",
@@ -406,6 +426,7 @@ class SqlStore:
             at=at,
             state=state,
             expected_version=expected_version,
+            fence=fence,
         )
 
     def commit(
@@ -424,6 +445,7 @@ class SqlStore:
         cohort: Cohort | None = None,
         expected_cohort: int | None = None,
         remove_cohort: bool = False,
+        fence: Fence | None = None,
     ) -> Decision:
         """Record one decision in one transaction, with what it changes: a new ``state``
         (compare-and-set against ``expected_version``), a new ``rollout`` record
@@ -432,7 +454,8 @@ class SqlStore:
         ``expected_version`` without a state still requires the stored state to be at that
         version (a decision taken on a state someone has since changed is refused). A lost
         compare-and-set raises ConflictError and writes nothing; so does a cohort that would
-        share a tenant with another cohort of the migration (InvalidInput)."""
+        share a tenant with another cohort of the migration (InvalidInput), and a ``fence``
+        whose lease term is over (LeaseLost: checked first, in the same transaction)."""
         if state is not None and expected_version is None:
             raise ValueError("a state is written against an expected version")
         if rollout is not None and expected_rollout is None:
@@ -441,7 +464,10 @@ class SqlStore:
             raise ValueError("a cohort of this migration is written against its expected version")
         evidence = dict(evidence or {})
         try:
-            with self._connect(write=True) as conn:
+            stall = None if fence is None else _stall_limit(fence.duration)
+            with self._connect(write=True, stall=stall) as conn:
+                if fence is not None:
+                    _check_fence(conn, fence)
                 read = sa.select(t.states).where(t.states.c.name == name)
                 if self.dialect == "postgresql":  # held to the commit: the version stays read
                     read = read.with_for_update()
@@ -1014,49 +1040,156 @@ _TRANSIENT_SQLSTATES = ("26000", "42P05", "55P03")  # poolers' prepared statemen
 
 
 class Leadership:
-    """At most one holder at a time, across processes and hosts: on PostgreSQL a session
-    advisory lock on a connection of its own (so it is released the moment the holder dies or
-    its connection drops); on SQLite, which has a single host, every caller holds it and the
-    compare-and-set of each write is what keeps two controllers from acting twice."""
+    """A lease on one role, held by at most one process at a time across processes and hosts:
+    a row of ``cutover_leases`` naming its holder, its term and when it expires, by the
+    database's clock (never a client's: hosts disagree, and cutover's clock may be simulated).
 
-    def __init__(self, store: SqlStore, role: str) -> None:
+    The holder renews it with :meth:`held` well inside its duration; once it expires, the next
+    process to call :meth:`held` takes it with the next term. Writes fenced with :meth:`fence`
+    are refused once their term is over, so a holder frozen past its lease (SIGSTOP, a paused
+    VM) cannot act when it wakes. The same row works on SQLite and PostgreSQL."""
+
+    def __init__(self, store: SqlStore, role: str, duration: float) -> None:
+        if not duration >= MIN_LEASE:  # NaN too
+            raise InvalidInput(
+                f"a lease must last at least {format_duration(MIN_LEASE)}, got"
+                f" {duration!r} seconds; give a longer one, e.g. --lease 15s"
+            )
         self._store = store
-        self._role = role
-        self._conn: Any = None
-
-    def _key(self) -> int:
-        store = self._store
-        store._ensure_schema()
-        digest = hashlib.sha1(f"{store._channel}:{self._role}".encode()).digest()
-        return int.from_bytes(digest[:8], "big", signed=True)
+        self.role = role
+        self.duration = float(duration)
+        # Unique to this object: two leases in one process are two candidates.
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._term: int | None = None
+        self.seen: tuple[str, int] | None = None  # (holder, term) the last call found leading
 
     def held(self) -> bool:
-        """True while this process holds the lease; tries to take it when it does not. A lost
-        connection loses the lease, and the next call tries to take it again."""
-        if self._store.dialect != "postgresql":
+        """Renew the lease if this object holds it, else take it if it is free or expired (a
+        new term); True while this object holds it. StoreError when the store fails: what
+        this object holds is then unknown, and only a fenced write can tell."""
+        store = self._store
+        c = t.leases.c
+        now = _db_now(store.dialect)
+        with store._connect(write=True, stall=_stall_limit(self.duration)) as conn:
+            if self._term is not None:
+                renewed = conn.execute(
+                    sa.update(t.leases)
+                    .where(
+                        c.role == self.role,
+                        c.holder == self.holder,
+                        c.term == self._term,
+                        c.expires_at > now,
+                    )
+                    .values(renewed_at=now, expires_at=now + self.duration)
+                ).rowcount
+                if renewed == 1:
+                    self.seen = (self.holder, self._term)
+                    return True
+                self._term = None  # expired, released or taken: a new term, if any
+            read = sa.select(c.holder, c.term, c.expires_at).where(c.role == self.role)
+            if store.dialect == "postgresql":
+                read = read.with_for_update()  # candidates take turns on the row
+            row = conn.execute(read).first()
+            clock = float(conn.execute(sa.select(now)).scalar_one())  # after the row lock
+            values: dict[str, Any] = {"renewed_at": clock, "expires_at": clock + self.duration}
+            if row is not None and row.expires_at > clock:
+                self.seen = (row.holder, row.term)
+                if row.holder != self.holder:
+                    return False
+                # Taken by this object in a call whose answer was lost (the connection broke
+                # at the commit): it is ours, in that term.
+                term = row.term
+            else:
+                term = 1 if row is None else row.term + 1
+                values.update(holder=self.holder, term=term, acquired_at=clock)
+            if row is None:
+                inserted = conn.execute(
+                    store._insert(t.leases)
+                    .values(role=self.role, **values)
+                    .on_conflict_do_nothing(index_elements=["role"])
+                    .returning(c.term)
+                ).first()
+                taken = 0 if inserted is None else 1
+            else:
+                taken = conn.execute(
+                    sa.update(t.leases)
+                    .where(c.role == self.role, c.term == row.term)
+                    .values(**values)
+                ).rowcount
+            if taken != 1:
+                return False  # another candidate took it first
+            self._term = term
+            self.seen = (self.holder, term)
             return True
-        import psycopg
 
-        try:
-            if self._conn is not None:
-                self._conn.execute("SELECT 1")  # still alive, so still ours
-                return True
-            conn = psycopg.connect(**self._store._listen_args())
-            taken = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key(),)).fetchone()
-            if taken and taken[0]:
-                self._conn = conn
-                return True
-            conn.close()
-            return False
-        except (psycopg.Error, OSError, StoreError):
-            self.release()
-            return False
+    def fence(self) -> Fence | None:
+        if self._term is None:
+            return None
+        return Fence(self.role, self.holder, self._term, self.duration)
 
     def release(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()  # closing the session releases the lock
+        """End this object's term now, so another process takes over on its next try; the row
+        stays (its term only grows). A store that fails lets the lease run out instead."""
+        term, self._term = self._term, None
+        if term is None:
+            return
+        now = _db_now(self._store.dialect)
+        c = t.leases.c
+        try:
+            with self._store._connect(write=True, stall=_stall_limit(self.duration)) as conn:
+                conn.execute(
+                    sa.update(t.leases)
+                    .where(c.role == self.role, c.holder == self.holder, c.term == term)
+                    .values(expires_at=now)
+                )
+        except StoreError as error:
+            log.warning(
+                "cutover could not release the %s lease (it expires instead): %s", self.role, error
+            )
+
+
+def _db_now(dialect: str) -> sa.ColumnElement[float]:
+    """Now, in seconds since the epoch, by the database's clock (SQLite's is its host's)."""
+    if dialect == "postgresql":
+        return sa.literal_column(
+            "CAST(extract(epoch FROM clock_timestamp()) AS double precision)", sa.Float
+        )
+    return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Float)
+
+
+def _stall_limit(duration: float) -> float:
+    """How long a lease's transaction may stall: a quarter of the lease, so a frozen holder's
+    row locks are freed (by ending its session) before a successor has long to wait for them,
+    and at most 5 s, well inside the 10 s the successor waits for a lock."""
+    return min(5.0, max(0.25, duration / 4))
+
+
+def _check_fence(conn: Connection, fence: Fence) -> None:
+    """Refuse the write of this transaction (raising LeaseLost) unless ``fence``'s term still
+    holds its lease by the database's clock."""
+    c = t.leases.c
+    now = _db_now(conn.dialect.name)
+    current = sa.select(c.term).where(
+        c.role == fence.role,
+        c.holder == fence.holder,
+        c.term == fence.term,
+        c.expires_at > now,
+    )
+    if conn.dialect.name == "postgresql":
+        # Held to the commit, so the lease cannot change hands before this write lands. A row
+        # changed while this waited is read again, and the condition judged on it anew.
+        # SQLite writers already take turns (BEGIN IMMEDIATE).
+        current = current.with_for_update(read=True)
+    if conn.execute(current).first() is not None:
+        return
+    row = conn.execute(sa.select(c.holder, c.term).where(c.role == fence.role)).first()
+    if row is None:
+        why = "no process holds it"
+    elif row.term != fence.term:
+        why = f"{row.holder} holds term {row.term}"
+    else:
+        why = "it expired or was released"
+    raise LeaseLost(fence.role, fence.term, why)
 
 
 def _put_versioned(
@@ -1106,6 +1239,8 @@ def _upgrade(conn: Connection, found: int) -> None:
             conn.exec_driver_sql("DROP TABLE cutover_decisions_v1")
     if found < 3:
         t.cohorts.create(conn, checkfirst=True)  # a new table: nothing else changed
+    if found < 4:
+        t.leases.create(conn, checkfirst=True)  # a new table: nothing else changed
     conn.execute(
         sa.update(t.meta)
         .where(t.meta.c.key == "schema_version")
