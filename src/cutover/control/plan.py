@@ -410,7 +410,7 @@ def parse_plan(data: Any, source: str = "the plan") -> Plan:
 def load_plan(path: str | os.PathLike[str]) -> Plan:
     """Read and validate a YAML (or JSON) plan file."""
     try:
-        import yaml
+        from cutover._yaml import parse_yaml
     except ImportError:
         raise InvalidInput("reading plans needs PyYAML: pip install 'cutover[rollout]'") from None
     where = os.fspath(path)
@@ -420,17 +420,7 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
         raise InvalidInput(f"{where}: no such plan file; check the path") from None
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidInput(f"{where}: cannot read the plan ({error})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark
-        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InvalidInput(
-            f"{where}:{line}: not valid YAML ({error.problem}); check the indentation and quotes"
-        ) from None
-    except yaml.YAMLError as error:
-        raise InvalidInput(f"{where}: not valid YAML ({error})") from None
-    plan = parse_plan(data, where)
+    plan = parse_plan(parse_yaml(text, where), where)
     plan.require_servers(where)
     return plan
 

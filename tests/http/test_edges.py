@@ -1,0 +1,51 @@
+"""The admin API and dashboard under attack, through real HTTP: hostile plan files, NUL bytes,
+names with slashes, JSON type confusion, wrong methods and foreign Host headers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .conftest import Server
+
+PLAN = "migration: pay\nsteps:\n  - mode: shadow\n  - mode: new\n"
+
+
+def call(
+    server: Server, who: str | None, method: str, path: str, body: Any = None
+) -> httpx.Response:
+    with server.client(who) as client:
+        return client.request(method, path, json=body)
+
+
+def test_hostile_plan_files_are_listed_as_invalid_and_the_rest_still_serve(
+    serve: Callable[..., Server], sqlite_url: str, tmp_path: Path
+) -> None:
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    (plans / "pay.yaml").write_text(PLAN)
+    (plans / "deep.yaml").write_text("migration: " + "[" * 900 + "]" * 900 + "\n")
+    (plans / "twice.yaml").write_text(PLAN + "migration: other\n")
+    server = serve(sqlite_url, "--plans", str(plans))
+    listing = call(server, "viewer", "GET", "/api/v1/plans")
+    assert listing.status_code == 200, listing.text
+    listed = {plan["file"]: plan for plan in listing.json()["plans"]}
+    assert listed["pay.yaml"]["valid"] and listed["pay.yaml"]["steps"] == ["shadow", "new"]
+    assert not listed["deep.yaml"]["valid"]
+    assert "deep.yaml: line 1" in listed["deep.yaml"]["error"]
+    assert "nested deeper than" in listed["deep.yaml"]["error"]
+    assert not listed["twice.yaml"]["valid"]
+    assert "the key 'migration' is given twice" in listed["twice.yaml"]["error"]
+
+    started = call(server, "operator", "POST", "/api/v1/rollouts", {"plan": "pay.yaml"})
+    assert started.status_code == 200, started.text
+    refused = call(server, "operator", "POST", "/api/v1/rollouts", {"plan": "deep.yaml"})
+    assert refused.status_code == 422 and "deep.yaml" in refused.json()["error"]
+    for page in ("/", "/migrations/pay", "/fragments/migrations/pay"):
+        shown = call(server, "viewer", "GET", page)
+        assert shown.status_code == 200, (page, shown.text)
+    assert "pay.yaml" in call(server, "viewer", "GET", "/migrations/pay").text
+    assert "Traceback" not in server.log.read_text()
