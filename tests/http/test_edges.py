@@ -49,3 +49,31 @@ def test_hostile_plan_files_are_listed_as_invalid_and_the_rest_still_serve(
         assert shown.status_code == 200, (page, shown.text)
     assert "pay.yaml" in call(server, "viewer", "GET", "/migrations/pay").text
     assert "Traceback" not in server.log.read_text()
+
+
+def test_json_types_are_not_confused(serve: Callable[..., Server], sqlite_url: str) -> None:
+    server = serve(sqlite_url)
+    path = "/api/v1/migrations/pay/state"
+    base = {"reason": "shadow", "expected_version": 0, "mode": "shadow"}
+    for field, value in (
+        ("expected_version", False),
+        ("expected_version", "0"),
+        ("expected_version", 0.0),
+        ("fallback", 0),
+        ("fallback", "false"),
+        ("percent", "5"),
+        ("sample", True),
+    ):
+        answer = call(server, "operator", "POST", path, {**base, field: value})
+        assert answer.status_code == 422, (field, value, answer.text)
+        assert answer.json()["error"].startswith(f"{field}: "), answer.text
+    assert call(server, "operator", "POST", path, {**base, "sample": 1}).is_success  # 1 is 1.0
+    steer = {"reason": "r", "expected_version": True}
+    refused = call(server, "operator", "POST", "/api/v1/migrations/pay/rollout/pause", steer)
+    assert refused.status_code == 422 and refused.json()["error"].startswith("expected_version: ")
+    forced = {"reason": "r", "expected_version": 1, "force": "yes"}
+    refused = call(server, "admin", "POST", "/api/v1/migrations/pay/rollout/promote", forced)
+    assert refused.status_code == 422 and refused.json()["error"].startswith("force: ")
+    started = {"definition": {"migration": "pay", "steps": [{"mode": "new"}]}, "replace": 1}
+    refused = call(server, "admin", "POST", "/api/v1/rollouts", started)
+    assert refused.status_code == 422 and refused.json()["error"].startswith("replace: ")

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 from cutover import operations
 from cutover.control.controller import Controller
@@ -88,7 +88,7 @@ class _Body(BaseModel):
 
 
 class Versioned(_Body):
-    expected_version: int = Field(
+    expected_version: StrictInt = Field(
         ge=0,
         le=10**15,
         description="The rollout version you acted on; a stale one gets 409 with the current",
@@ -98,16 +98,16 @@ class Versioned(_Body):
 class SetState(_Body):
     """A state change; fields left out keep their value."""
 
-    expected_version: int = Field(
+    expected_version: StrictInt = Field(
         ge=0, le=10**15, description="The state version you read (0 for a migration not stored)"
     )
     mode: Mode | None = None
-    percent: float | None = Field(None, ge=0, le=100)
-    percent_delta: float | None = Field(
+    percent: StrictFloat | None = Field(None, ge=0, le=100)
+    percent_delta: StrictFloat | None = Field(
         None, ge=-100, le=100, description="Relative change of percent: +5 or -10"
     )
-    sample: float | None = Field(None, ge=0, le=1)
-    fallback: bool | None = None
+    sample: StrictFloat | None = Field(None, ge=0, le=1)
+    fallback: StrictBool | None = None
     pin_new: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
         default_factory=list, max_length=1000
     )
@@ -127,8 +127,8 @@ class StartRollout(_Body):
         None, min_length=1, max_length=200, description="A file name `GET /plans` lists"
     )
     definition: dict[str, Any] | None = Field(None, description="A whole plan (admin only)")
-    replace: bool = Field(False, description="Replace an active rollout (admin only)")
-    expected_version: int | None = Field(
+    replace: StrictBool = Field(False, description="Replace an active rollout (admin only)")
+    expected_version: StrictInt | None = Field(
         None,
         ge=0,
         le=10**15,
@@ -138,7 +138,7 @@ class StartRollout(_Body):
 
 
 class Promote(Versioned):
-    force: bool = Field(False, description="Override failing checks (admin only)")
+    force: StrictBool = Field(False, description="Override failing checks (admin only)")
 
 
 class Resume(Versioned):
@@ -146,12 +146,12 @@ class Resume(Versioned):
 
 
 class Approve(Versioned):
-    step: int | None = Field(None, ge=1, le=1000, description="1-based step (default: next)")
+    step: StrictInt | None = Field(None, ge=1, le=1000, description="1-based step (default: next)")
 
 
 class Retry(Versioned):
     reason: str = Field("", max_length=2000, description="Why (optional)")
-    step: int | None = Field(None, ge=1, le=1000, description="1-based step to retry from")
+    step: StrictInt | None = Field(None, ge=1, le=1000, description="1-based step to retry from")
 
 
 class DecisionOut(BaseModel):
