@@ -51,6 +51,43 @@ def test_hostile_plan_files_are_listed_as_invalid_and_the_rest_still_serve(
     assert "Traceback" not in server.log.read_text()
 
 
+def test_a_nul_is_bad_input_on_postgresql_not_an_outage(
+    serve: Callable[..., Server], pg_url: str, tmp_path: Path
+) -> None:
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    (plans / "pay.yaml").write_text(PLAN)
+    server = serve(pg_url, "--plans", str(plans))
+    create = {"reason": "shadow", "expected_version": 0, "mode": "shadow"}
+    assert call(server, "operator", "POST", "/api/v1/migrations/pay/state", create).is_success
+    create["expected_version"] = 1
+    nul = "why\x00not"
+    refusals = [
+        ("POST", "/api/v1/migrations/pay/state", {**create, "mode": "new", "reason": nul}),
+        ("POST", "/api/v1/rollouts", {"plan": "pay.yaml", "reason": nul}),
+        (
+            "POST",
+            "/api/v1/rollouts",
+            {"definition": {"migration": "pay", "steps": [{"mode": "shadow", "name": nul}]}},
+        ),
+        ("GET", "/api/v1/migrations/pay/drift-samples?fingerprint=%00", None),
+        ("GET", "/api/v1/migrations/pay%00/state", None),
+    ]
+    for method, path, body in refusals:
+        answer = call(server, "admin", method, path, body)
+        assert answer.status_code == 422, (path, answer.status_code, answer.text)
+        assert "NUL" in answer.json()["error"] or "migration name" in answer.json()["error"]
+    assert call(server, "operator", "POST", "/api/v1/rollouts", {"plan": "pay.yaml"}).is_success
+    steer = {"reason": nul, "expected_version": 1}
+    for action in ("pause", "abort", "promote"):
+        path = f"/api/v1/migrations/pay/rollout/{action}"
+        answer = call(server, "operator", "POST", path, steer)
+        assert answer.status_code == 422, (action, answer.text)
+        assert answer.json()["error"] == "the reason contains a NUL character (\\x00); remove it"
+    decisions = call(server, "viewer", "GET", "/api/v1/decisions").json()["decisions"]
+    assert [d["kind"] for d in decisions] == ["start", "set"]  # nothing else was written
+
+
 def test_json_types_are_not_confused(serve: Callable[..., Server], sqlite_url: str) -> None:
     server = serve(sqlite_url)
     path = "/api/v1/migrations/pay/state"

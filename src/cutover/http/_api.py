@@ -7,8 +7,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+)
 
 from cutover import operations
 from cutover.control.controller import Controller
@@ -24,7 +31,9 @@ from cutover.http._app import (
     settings_of,
 )
 from cutover.http._auth import Role
+from cutover.http._names import Name
 from cutover.model import Decision, Mode, State
+from cutover.text import check_text
 
 # -- shapes ---------------------------------------------------------------------------------
 
@@ -54,16 +63,6 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS)
 
-Name = Annotated[
-    str,
-    PathParam(
-        min_length=1,
-        max_length=200,
-        pattern=r"^[^/\x00-\x1f]+$",
-        description="The migration's name",
-        examples=["payments"],
-    ),
-]
 DURATION = r"^(?:[1-9][0-9]{0,3}(?:ms|s|m|h|d)){1,3}$|^[1-9][0-9]{0,8}$"
 """Durations the API takes: up to three parts like 1h30m, or seconds; never zero, never more
 than a lifetime (each part under 10,000 units)."""
@@ -77,6 +76,16 @@ Until = Annotated[
     Query(ge=0, le=4102444800, description="End of the span, Unix seconds (default: now)"),
 ]
 Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many")]
+
+
+def _storable(text: str | None) -> str | None:
+    """Text a store can be asked about (no NUL, which PostgreSQL refuses outright)."""
+    if text is None:
+        return None
+    try:
+        return check_text(text, "the value")
+    except InvalidInput as error:
+        raise ValueError(str(error)) from None
 
 
 class _Body(BaseModel):
@@ -312,7 +321,7 @@ def drift_samples(
     _who: Viewer,
     window: Window = "7d",
     limit: Limit = 20,
-    fingerprint: Annotated[str | None, Query(max_length=200)] = None,
+    fingerprint: Annotated[str | None, AfterValidator(_storable), Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     settings = settings_of(request)
     operations.require_known(settings.store, name)

@@ -26,6 +26,7 @@ from cutover.clock import Clock, system_clock
 from cutover.control.controller import CONTROLLER, Controller
 from cutover.errors import ConflictError, CutoverError, InvalidInput, StoreError, UnknownMigration
 from cutover.http._auth import Principal, Role, Tokens
+from cutover.http._names import routable_path
 from cutover.model import Mode
 from cutover.runtime import __version__
 from cutover.store import Store
@@ -173,7 +174,6 @@ def _conflict(request: Request, error: Exception) -> JSONResponse:
 PATTERN_HINTS = {
     "window": "is not a duration; write it like 30s, 5m, 1h30m or 14d",
     "step": "is not a duration; write it like 1m, 5m or 1h",
-    "name": "is not a migration name (no slashes or control characters)",
 }
 """What a parameter that fails its pattern should look like, said to people."""
 
@@ -191,7 +191,7 @@ def _validation(_request: Request, error: Exception) -> JSONResponse:
     problems = []
     for item in error.errors():
         where = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "body"
-        message = item.get("msg", "invalid")
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
         field_name = where.rsplit(".", 1)[-1]
         if item.get("type") == "string_pattern_mismatch" and field_name in PATTERN_HINTS:
             message = f"{item.get('input')!r} {PATTERN_HINTS[field_name]}"
@@ -261,8 +261,9 @@ def _install_errors(app: FastAPI) -> None:
 
 
 class Guard:
-    """Pure ASGI middleware: refuses oversized bodies, sets security headers, counts requests.
-    An unexpected error becomes a 500 without its traceback (which goes to the log)."""
+    """Pure ASGI middleware: refuses oversized bodies, routes names with encoded slashes whole,
+    sets security headers, counts requests. An unexpected error becomes a 500 without its
+    traceback (which goes to the log)."""
 
     def __init__(self, app: Any, requests: Counter, latency: Histogram) -> None:
         self.app = app
@@ -280,6 +281,7 @@ class Guard:
             return
         started = time.perf_counter()
         status = {"code": 500, "sent": False}
+        scope["path"] = routable_path(scope)
         declared = _content_length(scope)
         if declared is not None and declared > MAX_BODY:
             await _refuse_body(send)

@@ -32,6 +32,7 @@ from cutover.store import schema as t
 from cutover.telemetry.drift import DriftSample, clean_text
 from cutover.telemetry.histogram import Histogram
 from cutover.telemetry.windows import COUNTERS, ArmCounts
+from cutover.text import check_name, check_text
 
 log = logging.getLogger("cutover")
 
@@ -433,6 +434,7 @@ class SqlStore:
         version (a decision taken on a state someone has since changed is refused). A lost
         compare-and-set raises ConflictError and writes nothing; so does a cohort that would
         share a tenant with another cohort of the migration (InvalidInput)."""
+        _refuse_unkeepable(name, actor, reason, rollout)
         if state is not None and expected_version is None:
             raise ValueError("a state is written against an expected version")
         if rollout is not None and expected_rollout is None:
@@ -1057,6 +1059,22 @@ class Leadership:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()  # closing the session releases the lock
+
+
+ACTOR_LENGTH: int = t.decisions.c.actor.type.length
+"""The longest actor (and starter, author) a decision can record."""
+
+
+def _refuse_unkeepable(name: str, actor: str, reason: str, rollout: Rollout | None) -> None:
+    """Refuse, on every engine alike, a decision whose text PostgreSQL could not keep (a NUL,
+    an actor longer than its column): bad input to name, not a store that failed."""
+    check_name(name)
+    check_text(actor, "the actor", max_length=ACTOR_LENGTH)
+    check_text(reason, "the reason")
+    if rollout is not None:
+        check_text(rollout.source, "the plan's source")
+        check_text(rollout.reason, "the rollout's reason")
+        check_text(rollout.started_by, "the rollout's starter", max_length=ACTOR_LENGTH)
 
 
 def _put_versioned(
