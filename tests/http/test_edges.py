@@ -114,3 +114,20 @@ def test_json_types_are_not_confused(serve: Callable[..., Server], sqlite_url: s
     started = {"definition": {"migration": "pay", "steps": [{"mode": "new"}]}, "replace": 1}
     refused = call(server, "admin", "POST", "/api/v1/rollouts", started)
     assert refused.status_code == 422 and refused.json()["error"].startswith("replace: ")
+
+
+def test_a_405_names_the_methods_the_path_takes(
+    serve: Callable[..., Server], sqlite_url: str
+) -> None:
+    server = serve(sqlite_url)
+    for method, path, allowed in (
+        ("DELETE", "/api/v1/plans", "GET"),
+        ("PUT", "/api/v1/migrations/pay/state", "GET, POST"),
+        ("GET", "/api/v1/migrations/team%2Fcodec/rollout/pause", "POST"),
+        ("POST", "/api/v1/migrations/pay", "GET"),
+        ("DELETE", "/login", "GET, POST"),
+    ):
+        answer = call(server, "viewer", method, path)
+        assert answer.status_code == 405, (method, path)
+        assert answer.headers["allow"] == allowed, (method, path)
+        assert "openapi.json" in answer.json()["error"]

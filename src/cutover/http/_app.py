@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
+from starlette.routing import Match
 
 from cutover.clock import Clock, system_clock
 from cutover.control.controller import CONTROLLER, Controller
@@ -226,14 +226,7 @@ def _install_errors(app: FastAPI) -> None:
             message = "no such endpoint; the API is described at /openapi.json"
         elif code == 405:
             message = "this endpoint does not take that method; see /openapi.json"
-            # Every method the path takes, not only those of the first route that matched it.
-            allowed = {
-                method
-                for route in request.app.routes
-                if isinstance(route, Route) and route.path_regex.match(request.url.path)
-                for method in route.methods or ()
-            }
-            headers = {"Allow": ", ".join(sorted(allowed))}
+            headers = {"Allow": ", ".join(allowed_methods(request))}
         elif code == 400:  # a body FastAPI could not decode at all
             code, message = 422, "body: not valid JSON; send a JSON object encoded as UTF-8"
         return JSONResponse(error_body(message), status_code=code, headers=headers)
@@ -258,6 +251,22 @@ def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(CutoverError)
     async def refused(_request: Request, error: CutoverError) -> JSONResponse:
         return JSONResponse(error_body(str(error)), status_code=422)
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at the request's path, asked of the router itself (routes
+    may sit in included routers), so that a 405's Allow header lists them all."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 class Guard:
