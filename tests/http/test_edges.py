@@ -131,3 +131,44 @@ def test_a_405_names_the_methods_the_path_takes(
         assert answer.status_code == 405, (method, path)
         assert answer.headers["allow"] == allowed, (method, path)
         assert "openapi.json" in answer.json()["error"]
+
+
+def test_only_allowed_host_headers_are_answered(
+    serve: Callable[..., Server], sqlite_url: str
+) -> None:
+    server = serve(sqlite_url, "--public-read")
+    port = server.url.rsplit(":", 1)[1]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):
+        answer = httpx.get(server.url + "/api/v1/migrations", headers={"host": host})
+        assert answer.status_code == 200, host
+    for host in (f"attacker.example:{port}", "attacker.example", f"localhost:{int(port) + 1}"):
+        for path in ("/api/v1/migrations", "/", "/healthz", "/metrics", "/static/dashboard.js"):
+            answer = httpx.get(server.url + path, headers={"host": host})
+            assert answer.status_code == 421, (host, path)
+            assert host in answer.json()["error"] and "--allowed-host" in answer.json()["error"]
+    flags = ("--allowed-host", "cutover.internal", "--allowed-host", "127.0.0.1")
+    named = serve(sqlite_url, "--public-read", *flags)
+    answer = httpx.get(named.url + "/api/v1/migrations", headers={"host": "cutover.internal:1"})
+    assert answer.status_code == 200
+    for host in ("localhost", f"localhost:{named.url.rsplit(':', 1)[1]}"):  # not named: refused
+        answer = httpx.get(named.url + "/api/v1/migrations", headers={"host": host})
+        assert answer.status_code == 421, host
+
+
+def test_a_malformed_allowed_host_stops_the_server_in_one_sentence(sqlite_url: str) -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "cutover", "--store", sqlite_url, "serve"]
+    result = subprocess.run(
+        [*command, "--allowed-host", "http://cutover.internal/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "cutover: allowed host 'http://cutover.internal/' is not a host name or address,"
+        " optionally with :port, like example.com, example.com:8080 or [::1]:8080\n"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -58,6 +59,10 @@ SECURITY_HEADERS = [
 ]
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+"""The names of this machine that no other site can take, on any port."""
+
+
 @dataclass
 class Settings:
     """How one server runs: its store, who may do what, and where plans come from."""
@@ -72,6 +77,9 @@ class Settings:
     controller_interval: float = 10.0  # its tick interval; also the expected one for health
     clock: Clock = system_clock
     secure_cookie: bool = False  # mark the dashboard cookie Secure (behind HTTPS)
+    # Host headers answered (``host`` or ``host:port``; "*" answers any): a page on another
+    # site whose name an attacker points at this server (DNS rebinding) sends its own name.
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
 
 
 class ApiError(Exception):
@@ -270,14 +278,21 @@ def allowed_methods(request: Request) -> list[str]:
 
 
 class Guard:
-    """Pure ASGI middleware: refuses oversized bodies, routes names with encoded slashes whole,
-    sets security headers, counts requests. An unexpected error becomes a 500 without its
-    traceback (which goes to the log)."""
+    """Pure ASGI middleware: refuses foreign Host headers and oversized bodies, routes names
+    with encoded slashes whole, sets security headers, counts requests. An unexpected error
+    becomes a 500 without its traceback (which goes to the log)."""
 
-    def __init__(self, app: Any, requests: Counter, latency: Histogram) -> None:
+    def __init__(
+        self,
+        app: Any,
+        requests: Counter,
+        latency: Histogram,
+        hosts: HostRule,
+    ) -> None:
         self.app = app
         self.requests = requests
         self.latency = latency
+        self.hosts = hosts
 
     async def __call__(
         self,
@@ -290,6 +305,18 @@ class Guard:
             return
         started = time.perf_counter()
         status = {"code": 500, "sent": False}
+        host = _header(scope, b"host")
+        if not self.hosts.allows(host):
+            await _send_json(
+                send,
+                421,
+                error_body(
+                    f"this server does not answer to the host {host!r}; reach it by a name it"
+                    " serves, or start it with --allowed-host for this one"
+                ),
+            )
+            self._count(scope, 421, started)
+            return
         scope["path"] = routable_path(scope)
         declared = _content_length(scope)
         if declared is not None and declared > MAX_BODY:
@@ -353,13 +380,68 @@ def _replay(
 
 
 def _content_length(scope: MutableMapping[str, Any]) -> int | None:
+    value = _header(scope, b"content-length")
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+def _header(scope: MutableMapping[str, Any], wanted: bytes) -> str | None:
     for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+        if name == wanted:
+            return value.decode("latin-1")
     return None
+
+
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?\Z")
+
+
+def default_hosts(host: str, port: int) -> tuple[str, ...]:
+    """The Host headers a server listening on ``host:port`` answers unless told otherwise: its
+    listen address and this machine's loopback names, with the port (and without it on 80)."""
+    listen = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    names = tuple(dict.fromkeys((listen.lower(), *LOOPBACK_HOSTS)))
+    if port == 0:  # a port the system picks: any
+        return names
+    return (*(f"{name}:{port}" for name in names), *(names if port == 80 else ()))
+
+
+class HostRule:
+    """Which Host headers a server answers: ``host`` entries on any port, ``host:port`` entries
+    on that port only, "*" any host at all. Names compare without case."""
+
+    def __init__(self, allowed: tuple[str, ...]) -> None:
+        for entry in allowed:
+            if entry != "*" and not _HOST.match(entry):
+                raise InvalidInput(
+                    f"allowed host {entry!r} is not a host name or address, optionally with"
+                    " :port, like example.com, example.com:8080 or [::1]:8080"
+                )
+        self.any = "*" in allowed
+        self.exact = {entry.lower() for entry in allowed if _split_host(entry)[1] is not None}
+        self.anyport = {entry.lower() for entry in allowed if _split_host(entry)[1] is None}
+
+    def allows(self, host: str | None) -> bool:
+        if self.any:
+            return True
+        if not host:
+            return False
+        host = host.strip().lower()
+        return host in self.exact or _split_host(host)[0] in self.anyport
+
+
+def _split_host(text: str) -> tuple[str, str | None]:
+    """``("example.com", "8080")`` from ``example.com:8080``; ``[::1]:80`` keeps its brackets."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end != -1:
+            rest = text[end + 1 :]
+            return text[: end + 1], rest[1:] if rest.startswith(":") else None
+    name, colon, port = text.rpartition(":")
+    if colon and port.isdigit() and ":" not in name:
+        return name, port
+    return text, None
 
 
 async def _refuse_body(send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> None:
@@ -447,6 +529,7 @@ def create_app(settings: Settings) -> FastAPI:
     """The admin API and dashboard over ``settings.store``."""
     from cutover.http import _api, _dashboard
 
+    hosts = HostRule(settings.allowed_hosts)  # a malformed entry is refused now, not later
     registry = CollectorRegistry(auto_describe=False)
     requests = Counter(
         "cutover_http_requests_total",
@@ -544,5 +627,5 @@ def create_app(settings: Settings) -> FastAPI:
     def metrics(_who: Viewer) -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
-    app.add_middleware(Guard, requests=requests, latency=latency)
+    app.add_middleware(Guard, requests=requests, latency=latency, hosts=hosts)
     return app
