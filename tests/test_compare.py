@@ -205,3 +205,27 @@ def test_numeric_tolerance_never_reports_values_within_it(values: list[float]) -
     nudged = [v + abs(v) * 1e-10 for v in values]
     assert not compare.numeric(rel=1e-9)(values, nudged)
     assert all(math.isfinite(v) for v in nudged)
+
+
+def test_exact_tells_the_sign_of_zero_and_numeric_does_not() -> None:
+    exact = compare.exact()
+    assert paths(exact(0.0, -0.0)) == ["$"]
+    assert paths(exact({"total": [1.5, -0.0]}, {"total": [1.5, 0.0]})) == ["$.total[1]"]
+    assert paths(exact((0.0,), (-0.0,))) == ["$[0]"]
+    assert not exact(-0.0, -0.0) and not exact([0.0], [0.0])
+    assert exact(0, -0.0), "an int is never a float under exact"
+    nan = float("nan")
+    assert exact(nan, nan) and exact(nan, 0.0)
+    for equal in (compare.numeric(), compare.structural(), compare.numeric(abs=0.1)):
+        assert not equal(0.0, -0.0) and not equal({"t": [-0.0]}, {"t": [0.0]})
+    assert not compare.numeric()(nan, nan) and compare.numeric(nan_equal=False)(nan, nan)
+
+
+@given(st.floats())
+def test_exact_matches_a_float_only_with_the_same_value(value: float) -> None:
+    exact = compare.exact()
+    for other in (value, -value, 0.0, -0.0):
+        same = not math.isnan(value) and math.copysign(1, value) == math.copysign(1, other)
+        same = same and value == other
+        assert (not exact(value, other)) == same, (value, other)
+        assert (not exact([value], [other])) == same, (value, other)

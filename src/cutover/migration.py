@@ -18,7 +18,6 @@ import copy
 import functools
 import inspect
 import random
-import re
 import time
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -59,6 +58,7 @@ from cutover.telemetry.windows import (
     counter_offset,
     hist_offset,
 )
+from cutover.text import check_name
 
 _now = time.perf_counter_ns  # tests replace this to control measured durations
 _random = random.random
@@ -67,8 +67,6 @@ _mmh3: Callable[[str, int, bool], int] = __import__("mmh3").hash
 # Offsets of the counters the caller's path touches.
 L_CALLS, N_CALLS = LEGACY_BASE + CALLS, NEW_BASE + CALLS
 N_FALLBACKS = NEW_BASE + FALLBACKS
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}\Z")
 
 _unit: contextvars.ContextVar[str | None] = contextvars.ContextVar("cutover_unit", default=None)
 _unit_get = _unit.get
@@ -154,11 +152,7 @@ class Migration:
         redact: Redactor | None = None,
         publish: Callable[[Comparison], Any] | None = None,
     ) -> None:
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise InvalidInput(
-                f"migration name {name!r} must be 1 to 200 letters, digits or _ . : / -,"
-                " starting with a letter or digit"
-            )
+        check_name(name)
         for label, function in (
             ("legacy", legacy),
             ("new", new),

@@ -30,6 +30,7 @@ from cutover.routing import env_override
 from cutover.stats import MigrationStats, Point, series, summarize, whole_windows
 from cutover.store import InstanceInfo, Store
 from cutover.telemetry.windows import ArmCounts
+from cutover.text import check_name
 
 LIVE_SECONDS = 60.0
 """An instance that reported within this many seconds (or three of its flush intervals, if
@@ -60,8 +61,9 @@ def default_actor() -> str:
 
 def require_known(store: Store, name: str) -> State | None:
     """The stored state of ``name`` (None if it only has telemetry or a rollout waiting for its
-    first approval); UnknownMigration if it has none of these."""
-    state = store.state(name)
+    first approval); UnknownMigration if it has none of these, InvalidInput if ``name`` is not
+    a migration name at all."""
+    state = store.state(check_name(name))
     if state is None and store.rollout(name) is None and name not in store.migrations():
         raise UnknownMigration(name)
     return state
@@ -160,6 +162,7 @@ def set_state(
     concurrent writer makes it fail with ConflictError. A relative percent change is re-read
     and retried, since "+5" still means what the operator meant on the newer state.
     """
+    check_name(name)
     if not reason or not reason.strip():
         raise InvalidInput('a reason is required: say why with --reason "..."')
     if change.empty:

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from cutover._yaml import parse_yaml
 from cutover.control.plan import Metric, OnCritical, load_plan, parse_plan
 from cutover.errors import InvalidInput
 from cutover.model import Mode, State
@@ -84,7 +84,7 @@ def test_the_documented_plan_is_accepted(tmp_path: Path) -> None:
     ],
 )
 def test_a_mistake_names_the_file_the_field_and_the_fix(edit: Any, message: str) -> None:
-    data = copy.deepcopy(yaml.safe_load(ISSUE_PLAN))
+    data = copy.deepcopy(parse_yaml(ISSUE_PLAN, "plan.yaml"))
     edit(data)
     with pytest.raises(InvalidInput) as raised:
         parse_plan(data, "plan.yaml")
@@ -106,7 +106,7 @@ def test_unreadable_files_are_reported_plainly(tmp_path: Path) -> None:
 
 
 def test_a_step_keeps_pins_and_what_it_does_not_set() -> None:
-    plan = parse_plan(yaml.safe_load(ISSUE_PLAN))
+    plan = parse_plan(parse_yaml(ISSUE_PLAN, "plan.yaml"))
     current = State(mode=Mode.SHADOW, sample=0.3, fallback=False, pins_new=frozenset({"vip"}))
     canary = plan.steps[1].state_from(current)
     expected = (Mode.CANARY, 5.0, 0.3, False)
@@ -116,7 +116,7 @@ def test_a_step_keeps_pins_and_what_it_does_not_set() -> None:
 
 
 def test_checks_that_cannot_apply_in_a_mode_are_skipped() -> None:
-    plan = parse_plan(yaml.safe_load(ISSUE_PLAN))
+    plan = parse_plan(parse_yaml(ISSUE_PLAN, "plan.yaml"))
     parity, errors, latency = plan.checks[0], plan.checks[1], plan.checks[2]
     assert parity.applies_to(Mode.SHADOW) is None and parity.applies_to(Mode.NEW)
     assert errors.applies_to(Mode.NEW) is None and errors.applies_to(Mode.LEGACY)

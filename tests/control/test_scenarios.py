@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
+from cutover._yaml import parse_yaml
 from cutover.clock import ManualClock
 from cutover.control.controller import Controller
 from cutover.control.plan import Plan, parse_plan
@@ -36,7 +36,7 @@ checks:
 
 
 def plan(text: str = PLAN, **changes: object) -> Plan:
-    data = yaml.safe_load(text)
+    data = parse_yaml(text, "plan.yaml")
     data.update(changes)
     return parse_plan(data)
 

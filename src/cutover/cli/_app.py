@@ -167,6 +167,14 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
+def clip(text: str, width: int, whole: str = "--json shows it whole") -> str:
+    """``text`` cut to about ``width`` characters, saying how much was cut and how to see it
+    all: a changed value may be megabytes, and a terminal is no place for it."""
+    if len(text) <= width:
+        return text
+    return f"{text[:width]}… ({len(text) - width:,} more characters; {whole})"
+
+
 def when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"

@@ -12,7 +12,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cutover.cli._app import cli, console, errors
+from cutover.cli._app import cli, clip, console, errors
 from cutover.data._files import replace_durably
 from cutover.data.audit import KINDS, AuditReport, AuditSpec, audit
 from cutover.errors import InvalidInput
@@ -152,6 +152,10 @@ def _run(spec: AuditSpec, *, show: bool) -> AuditReport:
         return audit(spec, progress=update)
 
 
+def _value(value: object) -> str:
+    return clip(repr(value), 200, "the --json FILE report keeps it whole")
+
+
 def summary(report: AuditReport) -> None:
     """The human summary: counts, per tenant, a few examples, and the verdict."""
     source, target = report.source, report.target
@@ -180,7 +184,8 @@ def summary(report: AuditReport) -> None:
         detail = f" ({', '.join(diff.columns)})" if diff.columns else ""
         if diff.kind == "changed" and diff.source and diff.target:
             detail += "".join(
-                f"  {c}: {diff.source.get(c)!r} -> {diff.target.get(c)!r}" for c in diff.columns
+                f"  {c}: {_value(diff.source.get(c))} -> {_value(diff.target.get(c))}"
+                for c in diff.columns
             )
         console.print(f"  {diff.kind:8} key {key}{detail}", markup=False)
     more = sum(report.counts[k] for k in KINDS) - len(shown)

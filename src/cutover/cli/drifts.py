@@ -8,7 +8,16 @@ import click
 from rich.table import Table
 
 from cutover import operations
-from cutover.cli._app import Session, cli, console, json_option, pass_session, print_json, seconds
+from cutover.cli._app import (
+    Session,
+    cli,
+    clip,
+    console,
+    json_option,
+    pass_session,
+    print_json,
+    seconds,
+)
 from cutover.cli._app import when as at
 from cutover.telemetry.drift import DriftSample
 
@@ -70,6 +79,9 @@ def drifts(
         )
         console.print(f"  input   {_short(sample.input, 160)}", markup=False)
         for entry in sample.diff:
+            if "path" not in entry:  # the diff itself was cut to the size cap: its preview
+                console.print(f"  diff    {_short(entry.get('preview'), 160)}", markup=False)
+                continue
             console.print(
                 f"  {entry.get('path')}: legacy {_short(entry.get('legacy'))}"
                 f"  new {_short(entry.get('new'))}",
@@ -83,9 +95,10 @@ def _example(sample: DriftSample | None) -> str:
     if sample is None or not sample.diff:
         return "-"
     first = sample.diff[0]
+    if "path" not in first:  # cut to the size cap
+        return _short(first.get("preview"))
     return f"{_short(first.get('legacy'))} -> {_short(first.get('new'))}"
 
 
 def _short(value: object, width: int = 60) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return clip(json.dumps(value, ensure_ascii=False, default=str), width)

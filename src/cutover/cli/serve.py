@@ -65,6 +65,14 @@ def _server_extra() -> None:
 )
 @click.option("--refresh", default="5s", show_default=True, help="Dashboard refresh interval.")
 @click.option("--secure-cookie", is_flag=True, help="Mark the sign-in cookie Secure (HTTPS).")
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="A Host header to answer (repeatable; '*' answers any). Default: the listen address,"
+    " localhost, 127.0.0.1 and [::1], with the port.",
+)
 @pass_session
 def serve(
     session: Session,
@@ -79,12 +87,14 @@ def serve(
     lease: str,
     refresh: str,
     secure_cookie: bool,
+    allowed_hosts: tuple[str, ...],
 ) -> None:
     """Serve the admin API (/api/v1, /openapi.json), the dashboard (/), /metrics and /healthz."""
     _server_extra()
     import uvicorn
 
     from cutover.http import Settings, Tokens, create_app
+    from cutover.http._app import default_hosts
 
     every = seconds(interval, "--interval")
     tokens = Tokens.load(tokens_file)
@@ -99,6 +109,7 @@ def serve(
         controller_interval=every,
         controller_lease=seconds(lease, "--lease"),
         secure_cookie=secure_cookie,
+        allowed_hosts=allowed_hosts or default_hosts(host, port),
     )
     app = create_app(settings)
     if not len(tokens):
@@ -106,6 +117,12 @@ def serve(
             "cutover serve: no tokens configured, so every action is refused"
             f"{'' if public_read else ' and so is every read'}; mint one with"
             " `cutover token create NAME --role operator --file tokens.yaml`",
+            markup=False,
+        )
+    if not allowed_hosts and host not in LOOPBACK:
+        errors.print(
+            f"cutover serve: answering only requests addressed to {host}:{port} or this"
+            " machine's loopback names; name the others clients use with --allowed-host",
             markup=False,
         )
     if public_read and host not in LOOPBACK:

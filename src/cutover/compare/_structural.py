@@ -76,7 +76,7 @@ class _Walker:
             return False
         try:
             if a == b:
-                return True
+                return not (self.strict and _zero_signs_differ(a, b))
             x, y = float(a), float(b)
         except (TypeError, ValueError, OverflowError, ArithmeticError):
             return False
@@ -194,7 +194,7 @@ class Structural:
     ``rel/abs``    tolerances for numbers (as in ``math.isclose``)
     ``unordered``  path patterns of lists compared as multisets (``$.tags``)
     ``rename``     legacy key -> new key, for fields the new arm renamed
-    ``strict_types``  1 and 1.0, or a list and a tuple, differ
+    ``strict_types``  1 and 1.0, a list and a tuple, or 0.0 and -0.0 differ
     """
 
     ignore: PathSet = dataclasses.field(default_factory=PathSet)
@@ -229,6 +229,17 @@ class Structural:
 _FLAT = (str, bytes, bytearray, int, float, bool, type(None))
 
 
+def _zero_signs_differ(a: Any, b: Any) -> bool:
+    """0.0 and -0.0: equal by ``==``, yet not the same float (``1 / x``, ``str(x)`` and
+    ``math.copysign`` tell them apart), so exact comparison tells them apart too."""
+    return (
+        isinstance(a, float)
+        and isinstance(b, float)
+        and a == 0.0
+        and math.copysign(1.0, a) != math.copysign(1.0, b)
+    )
+
+
 def _fast_equal(a: Any, b: Any, strict: bool) -> bool:
     """``==`` decides most matches in C, so only a mismatch pays for the walk.
 
@@ -238,7 +249,7 @@ def _fast_equal(a: Any, b: Any, strict: bool) -> bool:
     if strict and (type(a) is not type(b) or type(a) not in _FLAT):
         return False
     try:
-        return bool(a == b)
+        return bool(a == b) and not (strict and _zero_signs_differ(a, b))
     except Exception:  # noqa: BLE001 - fall back to the walk
         return False
 
@@ -265,12 +276,14 @@ def _paths(value: Iterable[str] | str | None, name: str) -> PathSet:
 
 
 def exact() -> Structural:
-    """Equal by ``==`` with the same types; NaN differs from NaN. Diffs name the paths."""
+    """Equal by ``==`` with the same types, floats as the same value: 0.0 and -0.0 differ, and
+    NaN differs from everything, itself included. Diffs name the paths."""
     return Structural(strict_types=True, nan_equal=False)
 
 
 def numeric(rel: float = 0.0, abs: float = 0.0, nan_equal: bool = True) -> Structural:
-    """Numbers equal within ``rel`` (relative) or ``abs`` (absolute); also inside lists."""
+    """Numbers equal within ``rel`` (relative) or ``abs`` (absolute), also inside lists: 0.0
+    equals -0.0 at any tolerance, and NaN equals NaN unless ``nan_equal=False``."""
     return Structural(rel=_tolerance(rel, "rel"), abs=_tolerance(abs, "abs"), nan_equal=nan_equal)
 
 

@@ -21,6 +21,7 @@ from pydantic import (
 from cutover.durations import format_duration, parse_duration
 from cutover.errors import InvalidInput
 from cutover.model import Arm, Mode, State, check_percent
+from cutover.text import check_name
 
 
 def _seconds(value: Any) -> float:
@@ -338,7 +339,7 @@ class PrometheusSource(_Strict):
 class Plan(_Strict):
     """A declared rollout for one migration."""
 
-    migration: str = Field(min_length=1, max_length=200)
+    migration: str  # held to the one name rule below
     description: str | None = None
     steps: tuple[Step, ...] = Field(min_length=1)
     checks: tuple[Check, ...] = ()
@@ -346,6 +347,14 @@ class Plan(_Strict):
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     notify: tuple[Webhook, ...] = ()
     prometheus: PrometheusSource | None = None
+
+    @field_validator("migration")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        try:
+            return check_name(value)
+        except InvalidInput as error:
+            raise ValueError(str(error)) from None
 
     @model_validator(mode="after")
     def _coherent(self) -> Plan:
@@ -388,6 +397,7 @@ def parse_plan(data: Any, source: str = "the plan") -> Plan:
             f"{source}: a plan is a mapping with migration:, steps: and checks:, not"
             f" {type(data).__name__}"
         )
+    _refuse_nul(data, source)
     try:
         return Plan.model_validate(dict(data))
     except ValidationError as error:
@@ -410,7 +420,7 @@ def parse_plan(data: Any, source: str = "the plan") -> Plan:
 def load_plan(path: str | os.PathLike[str]) -> Plan:
     """Read and validate a YAML (or JSON) plan file."""
     try:
-        import yaml
+        from cutover._yaml import parse_yaml
     except ImportError:
         raise InvalidInput("reading plans needs PyYAML: pip install 'cutover[rollout]'") from None
     where = os.fspath(path)
@@ -420,19 +430,33 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
         raise InvalidInput(f"{where}: no such plan file; check the path") from None
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidInput(f"{where}: cannot read the plan ({error})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark
-        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InvalidInput(
-            f"{where}:{line}: not valid YAML ({error.problem}); check the indentation and quotes"
-        ) from None
-    except yaml.YAMLError as error:
-        raise InvalidInput(f"{where}: not valid YAML ({error})") from None
-    plan = parse_plan(data, where)
+    plan = parse_plan(parse_yaml(text, where), where)
     plan.require_servers(where)
     return plan
+
+
+def _refuse_nul(data: Mapping[str, Any], source: str) -> None:
+    """Refuse a NUL character anywhere in the plan: no store keeps one in text, and the plan's
+    names end up in decisions and statuses. Walked without recursion: an inline plan from the
+    API is as deep as its JSON."""
+    pending: list[tuple[tuple[Any, ...], Any]] = [((), data)]
+    while pending:
+        loc, value = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise InvalidInput(
+                    f"{source}: {_location(loc)}: contains a NUL character (\\x00); remove it"
+                )
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                if isinstance(key, str) and "\x00" in key:
+                    raise InvalidInput(
+                        f"{source}: {_location(loc)}: a key contains a NUL character (\\x00);"
+                        " remove it"
+                    )
+                pending.append(((*loc, key), item))
+        elif isinstance(value, list | tuple):
+            pending.extend(((*loc, index), item) for index, item in enumerate(value))
 
 
 def _location(loc: tuple[Any, ...]) -> str:

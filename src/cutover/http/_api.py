@@ -7,8 +7,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+)
 
 from cutover import operations
 from cutover.control.controller import Controller
@@ -24,7 +31,9 @@ from cutover.http._app import (
     settings_of,
 )
 from cutover.http._auth import Role
+from cutover.http._names import Name
 from cutover.model import Decision, Mode, State
+from cutover.text import check_text
 
 # -- shapes ---------------------------------------------------------------------------------
 
@@ -54,16 +63,6 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS)
 
-Name = Annotated[
-    str,
-    PathParam(
-        min_length=1,
-        max_length=200,
-        pattern=r"^[^/\x00-\x1f]+$",
-        description="The migration's name",
-        examples=["payments"],
-    ),
-]
 DURATION = r"^(?:[1-9][0-9]{0,3}(?:ms|s|m|h|d)){1,3}$|^[1-9][0-9]{0,8}$"
 """Durations the API takes: up to three parts like 1h30m, or seconds; never zero, never more
 than a lifetime (each part under 10,000 units)."""
@@ -79,6 +78,16 @@ Until = Annotated[
 Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many")]
 
 
+def _storable(text: str | None) -> str | None:
+    """Text a store can be asked about (no NUL, which PostgreSQL refuses outright)."""
+    if text is None:
+        return None
+    try:
+        return check_text(text, "the value")
+    except InvalidInput as error:
+        raise ValueError(str(error)) from None
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -88,7 +97,7 @@ class _Body(BaseModel):
 
 
 class Versioned(_Body):
-    expected_version: int = Field(
+    expected_version: StrictInt = Field(
         ge=0,
         le=10**15,
         description="The rollout version you acted on; a stale one gets 409 with the current",
@@ -98,16 +107,16 @@ class Versioned(_Body):
 class SetState(_Body):
     """A state change; fields left out keep their value."""
 
-    expected_version: int = Field(
+    expected_version: StrictInt = Field(
         ge=0, le=10**15, description="The state version you read (0 for a migration not stored)"
     )
     mode: Mode | None = None
-    percent: float | None = Field(None, ge=0, le=100)
-    percent_delta: float | None = Field(
+    percent: StrictFloat | None = Field(None, ge=0, le=100)
+    percent_delta: StrictFloat | None = Field(
         None, ge=-100, le=100, description="Relative change of percent: +5 or -10"
     )
-    sample: float | None = Field(None, ge=0, le=1)
-    fallback: bool | None = None
+    sample: StrictFloat | None = Field(None, ge=0, le=1)
+    fallback: StrictBool | None = None
     pin_new: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
         default_factory=list, max_length=1000
     )
@@ -127,8 +136,8 @@ class StartRollout(_Body):
         None, min_length=1, max_length=200, description="A file name `GET /plans` lists"
     )
     definition: dict[str, Any] | None = Field(None, description="A whole plan (admin only)")
-    replace: bool = Field(False, description="Replace an active rollout (admin only)")
-    expected_version: int | None = Field(
+    replace: StrictBool = Field(False, description="Replace an active rollout (admin only)")
+    expected_version: StrictInt | None = Field(
         None,
         ge=0,
         le=10**15,
@@ -138,7 +147,7 @@ class StartRollout(_Body):
 
 
 class Promote(Versioned):
-    force: bool = Field(False, description="Override failing checks (admin only)")
+    force: StrictBool = Field(False, description="Override failing checks (admin only)")
 
 
 class Resume(Versioned):
@@ -146,12 +155,12 @@ class Resume(Versioned):
 
 
 class Approve(Versioned):
-    step: int | None = Field(None, ge=1, le=1000, description="1-based step (default: next)")
+    step: StrictInt | None = Field(None, ge=1, le=1000, description="1-based step (default: next)")
 
 
 class Retry(Versioned):
     reason: str = Field("", max_length=2000, description="Why (optional)")
-    step: int | None = Field(None, ge=1, le=1000, description="1-based step to retry from")
+    step: StrictInt | None = Field(None, ge=1, le=1000, description="1-based step to retry from")
 
 
 class DecisionOut(BaseModel):
@@ -312,7 +321,7 @@ def drift_samples(
     _who: Viewer,
     window: Window = "7d",
     limit: Limit = 20,
-    fingerprint: Annotated[str | None, Query(max_length=200)] = None,
+    fingerprint: Annotated[str | None, AfterValidator(_storable), Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     settings = settings_of(request)
     operations.require_known(settings.store, name)

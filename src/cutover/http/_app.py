@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -20,12 +21,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
+from starlette.routing import Match
 
 from cutover.clock import Clock, system_clock
 from cutover.control.controller import CONTROLLER, Controller
 from cutover.errors import ConflictError, CutoverError, InvalidInput, StoreError, UnknownMigration
 from cutover.http._auth import Principal, Role, Tokens
+from cutover.http._names import routable_path
 from cutover.model import Mode
 from cutover.runtime import __version__
 from cutover.store import DEFAULT_LEASE, Store
@@ -57,6 +59,10 @@ SECURITY_HEADERS = [
 ]
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+"""The names of this machine that no other site can take, on any port."""
+
+
 @dataclass
 class Settings:
     """How one server runs: its store, who may do what, and where plans come from."""
@@ -72,6 +78,9 @@ class Settings:
     controller_lease: float = DEFAULT_LEASE  # how long its leadership lasts without a renewal
     clock: Clock = system_clock
     secure_cookie: bool = False  # mark the dashboard cookie Secure (behind HTTPS)
+    # Host headers answered (``host`` or ``host:port``; "*" answers any): a page on another
+    # site whose name an attacker points at this server (DNS rebinding) sends its own name.
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
 
 
 class ApiError(Exception):
@@ -174,7 +183,6 @@ def _conflict(request: Request, error: Exception) -> JSONResponse:
 PATTERN_HINTS = {
     "window": "is not a duration; write it like 30s, 5m, 1h30m or 14d",
     "step": "is not a duration; write it like 1m, 5m or 1h",
-    "name": "is not a migration name (no slashes or control characters)",
 }
 """What a parameter that fails its pattern should look like, said to people."""
 
@@ -192,7 +200,7 @@ def _validation(_request: Request, error: Exception) -> JSONResponse:
     problems = []
     for item in error.errors():
         where = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "body"
-        message = item.get("msg", "invalid")
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
         field_name = where.rsplit(".", 1)[-1]
         if item.get("type") == "string_pattern_mismatch" and field_name in PATTERN_HINTS:
             message = f"{item.get('input')!r} {PATTERN_HINTS[field_name]}"
@@ -227,14 +235,7 @@ def _install_errors(app: FastAPI) -> None:
             message = "no such endpoint; the API is described at /openapi.json"
         elif code == 405:
             message = "this endpoint does not take that method; see /openapi.json"
-            # Every method the path takes, not only those of the first route that matched it.
-            allowed = {
-                method
-                for route in request.app.routes
-                if isinstance(route, Route) and route.path_regex.match(request.url.path)
-                for method in route.methods or ()
-            }
-            headers = {"Allow": ", ".join(sorted(allowed))}
+            headers = {"Allow": ", ".join(allowed_methods(request))}
         elif code == 400:  # a body FastAPI could not decode at all
             code, message = 422, "body: not valid JSON; send a JSON object encoded as UTF-8"
         return JSONResponse(error_body(message), status_code=code, headers=headers)
@@ -261,14 +262,38 @@ def _install_errors(app: FastAPI) -> None:
         return JSONResponse(error_body(str(error)), status_code=422)
 
 
-class Guard:
-    """Pure ASGI middleware: refuses oversized bodies, sets security headers, counts requests.
-    An unexpected error becomes a 500 without its traceback (which goes to the log)."""
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
-    def __init__(self, app: Any, requests: Counter, latency: Histogram) -> None:
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at the request's path, asked of the router itself (routes
+    may sit in included routers), so that a 405's Allow header lists them all."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+
+
+class Guard:
+    """Pure ASGI middleware: refuses foreign Host headers and oversized bodies, routes names
+    with encoded slashes whole, sets security headers, counts requests. An unexpected error
+    becomes a 500 without its traceback (which goes to the log)."""
+
+    def __init__(
+        self,
+        app: Any,
+        requests: Counter,
+        latency: Histogram,
+        hosts: HostRule,
+    ) -> None:
         self.app = app
         self.requests = requests
         self.latency = latency
+        self.hosts = hosts
 
     async def __call__(
         self,
@@ -281,6 +306,19 @@ class Guard:
             return
         started = time.perf_counter()
         status = {"code": 500, "sent": False}
+        host = _header(scope, b"host")
+        if not self.hosts.allows(host):
+            await _send_json(
+                send,
+                421,
+                error_body(
+                    f"this server does not answer to the host {host!r}; reach it by a name it"
+                    " serves, or start it with --allowed-host for this one"
+                ),
+            )
+            self._count(scope, 421, started)
+            return
+        scope["path"] = routable_path(scope)
         declared = _content_length(scope)
         if declared is not None and declared > MAX_BODY:
             await _refuse_body(send)
@@ -343,13 +381,68 @@ def _replay(
 
 
 def _content_length(scope: MutableMapping[str, Any]) -> int | None:
+    value = _header(scope, b"content-length")
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+def _header(scope: MutableMapping[str, Any], wanted: bytes) -> str | None:
     for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+        if name == wanted:
+            return value.decode("latin-1")
     return None
+
+
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?\Z")
+
+
+def default_hosts(host: str, port: int) -> tuple[str, ...]:
+    """The Host headers a server listening on ``host:port`` answers unless told otherwise: its
+    listen address and this machine's loopback names, with the port (and without it on 80)."""
+    listen = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    names = tuple(dict.fromkeys((listen.lower(), *LOOPBACK_HOSTS)))
+    if port == 0:  # a port the system picks: any
+        return names
+    return (*(f"{name}:{port}" for name in names), *(names if port == 80 else ()))
+
+
+class HostRule:
+    """Which Host headers a server answers: ``host`` entries on any port, ``host:port`` entries
+    on that port only, "*" any host at all. Names compare without case."""
+
+    def __init__(self, allowed: tuple[str, ...]) -> None:
+        for entry in allowed:
+            if entry != "*" and not _HOST.match(entry):
+                raise InvalidInput(
+                    f"allowed host {entry!r} is not a host name or address, optionally with"
+                    " :port, like example.com, example.com:8080 or [::1]:8080"
+                )
+        self.any = "*" in allowed
+        self.exact = {entry.lower() for entry in allowed if _split_host(entry)[1] is not None}
+        self.anyport = {entry.lower() for entry in allowed if _split_host(entry)[1] is None}
+
+    def allows(self, host: str | None) -> bool:
+        if self.any:
+            return True
+        if not host:
+            return False
+        host = host.strip().lower()
+        return host in self.exact or _split_host(host)[0] in self.anyport
+
+
+def _split_host(text: str) -> tuple[str, str | None]:
+    """``("example.com", "8080")`` from ``example.com:8080``; ``[::1]:80`` keeps its brackets."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end != -1:
+            rest = text[end + 1 :]
+            return text[: end + 1], rest[1:] if rest.startswith(":") else None
+    name, colon, port = text.rpartition(":")
+    if colon and port.isdigit() and ":" not in name:
+        return name, port
+    return text, None
 
 
 async def _refuse_body(send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> None:
@@ -437,6 +530,7 @@ def create_app(settings: Settings) -> FastAPI:
     """The admin API and dashboard over ``settings.store``."""
     from cutover.http import _api, _dashboard
 
+    hosts = HostRule(settings.allowed_hosts)  # a malformed entry is refused now, not later
     registry = CollectorRegistry(auto_describe=False)
     requests = Counter(
         "cutover_http_requests_total",
@@ -542,5 +636,5 @@ def create_app(settings: Settings) -> FastAPI:
     def metrics(_who: Viewer) -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
-    app.add_middleware(Guard, requests=requests, latency=latency)
+    app.add_middleware(Guard, requests=requests, latency=latency, hosts=hosts)
     return app

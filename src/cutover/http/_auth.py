@@ -116,14 +116,12 @@ class Tokens:
 
 
 def _from_file(path: Path) -> list[tuple[str, Role, str]]:
-    import yaml
+    from cutover._yaml import parse_yaml
 
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = parse_yaml(path.read_text(), str(path)) or {}
     except OSError as error:
         raise InvalidInput(f"cannot read the tokens file {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise InvalidInput(f"{path}: not valid YAML or JSON ({error})") from None
     items = data.get("tokens") if isinstance(data, Mapping) else None
     if not isinstance(items, list):
         raise InvalidInput(f"{path}: expected a list under `tokens:` of name, role and sha256")

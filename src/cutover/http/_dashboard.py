@@ -13,7 +13,6 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, FastAPI, Form, Query, Request
-from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -27,6 +26,7 @@ from cutover.errors import CutoverError, InvalidInput, StoreError, UnknownMigrat
 from cutover.http._api import migration_detail, plan_files
 from cutover.http._app import COOKIE, CSRF_HEADER, Settings, settings_of
 from cutover.http._auth import Principal, Role
+from cutover.http._names import Segment, segment
 from cutover.model import Mode, Rollout, RolloutStatus
 from cutover.runtime import __version__
 
@@ -41,8 +41,6 @@ DRIFT_GROUPS = 10
 DECISIONS = 50
 
 router = APIRouter(include_in_schema=False)
-
-Name = Annotated[str, PathParam(min_length=1, max_length=200, pattern=r"^[^/\x00-\x1f]+$")]
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -150,6 +148,7 @@ TEMPLATES.filters.update(
     percent=_percent,
     state_text=_state_text,
     pretty=_pretty,
+    segment=segment,  # a migration's name in a link: team/codec -> team%2Fcodec
 )
 
 
@@ -235,8 +234,8 @@ def _signed_in(request: Request) -> bool:
 
 
 def _to_login(request: Request) -> RedirectResponse:
-    path = request.url.path
-    target = "/login" if path == "/" else f"/login?next={quote(path, safe='/')}"
+    path = request.url.path  # as routed: a slash inside a name is still %2F
+    target = "/login" if path == "/" else f"/login?next={quote(path, safe='/%')}"
     return RedirectResponse(target, status_code=303, headers={"cache-control": "no-store"})
 
 
@@ -608,7 +607,7 @@ def _migration(request: Request, name: str) -> dict[str, Any]:
 
 
 @router.get("/migrations/{name}")
-def migration_page(request: Request, name: Name, window: str = "1h") -> Response:
+def migration_page(request: Request, name: Segment, window: str = "1h") -> Response:
     who = _who(request)
     if who is None:
         return _to_login(request)
@@ -628,7 +627,7 @@ def migration_page(request: Request, name: Name, window: str = "1h") -> Response
 
 
 @router.get("/fragments/migrations/{name}")
-def migration_fragment(request: Request, name: Name) -> Response:
+def migration_fragment(request: Request, name: Segment) -> Response:
     who = _who(request)
     if who is None:
         return _fragment_error(401, "You are signed out; sign in again to keep this page live.")

@@ -38,6 +38,7 @@ from cutover.store import schema as t
 from cutover.telemetry.drift import DriftSample, clean_text
 from cutover.telemetry.histogram import Histogram
 from cutover.telemetry.windows import COUNTERS, ArmCounts
+from cutover.text import check_name, check_text
 
 log = logging.getLogger("cutover")
 
@@ -456,6 +457,7 @@ class SqlStore:
         compare-and-set raises ConflictError and writes nothing; so does a cohort that would
         share a tenant with another cohort of the migration (InvalidInput), and a ``fence``
         whose lease term is over (LeaseLost: checked first, in the same transaction)."""
+        _refuse_unkeepable(name, actor, reason, rollout)
         if state is not None and expected_version is None:
             raise ValueError("a state is written against an expected version")
         if rollout is not None and expected_rollout is None:
@@ -1190,6 +1192,22 @@ def _check_fence(conn: Connection, fence: Fence) -> None:
     else:
         why = "it expired or was released"
     raise LeaseLost(fence.role, fence.term, why)
+
+
+ACTOR_LENGTH: int = t.decisions.c.actor.type.length
+"""The longest actor (and starter, author) a decision can record."""
+
+
+def _refuse_unkeepable(name: str, actor: str, reason: str, rollout: Rollout | None) -> None:
+    """Refuse, on every engine alike, a decision whose text PostgreSQL could not keep (a NUL,
+    an actor longer than its column): bad input to name, not a store that failed."""
+    check_name(name)
+    check_text(actor, "the actor", max_length=ACTOR_LENGTH)
+    check_text(reason, "the reason")
+    if rollout is not None:
+        check_text(rollout.source, "the plan's source")
+        check_text(rollout.reason, "the rollout's reason")
+        check_text(rollout.started_by, "the rollout's starter", max_length=ACTOR_LENGTH)
 
 
 def _put_versioned(
