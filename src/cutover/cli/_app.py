@@ -27,7 +27,7 @@ errors = Console(stderr=True, highlight=False, soft_wrap=True)
 class Session:
     """What every command shares: the store it talks to, opened on first use."""
 
-    store_url: str | None
+    store_url: str | None = field(repr=False)  # may hold a password
     _store: Store | None = field(default=None, repr=False)
 
     @property
