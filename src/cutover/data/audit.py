@@ -879,9 +879,9 @@ class _Audit:
         path = self.spec.checkpoint
         if not path or not os.path.exists(path):
             return [], done, found
-        with open(path, encoding="utf-8") as handle:
-            lines = [line for line in handle if line.strip()]
         try:
+            with open(path, encoding="utf-8") as handle:  # not UTF-8 text: a ValueError
+                lines = [line for line in handle if line.strip()]
             header = json.loads(lines[0]) if lines else {}
             if header.get("fingerprint") != self._fingerprint():
                 raise InvalidInput(

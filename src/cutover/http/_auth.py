@@ -122,6 +122,11 @@ def _from_file(path: Path) -> list[tuple[str, Role, str]]:
         data = yaml.safe_load(path.read_text()) or {}
     except OSError as error:
         raise InvalidInput(f"cannot read the tokens file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            f"the tokens file {path} is not UTF-8 text; give the YAML file that"
+            " `cutover token create --file` writes"
+        ) from None
     except yaml.YAMLError as error:
         raise InvalidInput(f"{path}: not valid YAML or JSON ({error})") from None
     items = data.get("tokens") if isinstance(data, Mapping) else None
