@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+from .conftest import PG_HOST, need_postgres
 
 BINARY = bytes(range(128, 256)) * 4  # no UTF-8 text, no database, no YAML
 
@@ -143,3 +146,54 @@ def test_audit_paths_it_cannot_use_are_one_sentence(
     assert (workdir / "folder").is_dir() and (workdir / "fifo").is_fifo()
     assert (workdir / "binary.dat").read_bytes() == BINARY
     assert not list(workdir.glob("*.tmp"))
+
+
+def test_audit_of_a_file_that_is_no_database(workdir: Path) -> None:
+    done = cutover(
+        workdir, "audit", "--source", "binary.dat", "--target", "binary.dat", "--table", "t"
+    )
+    assert_refused(done, "cannot connect to the source database", "check --source")
+
+
+def test_audit_of_a_url_whose_port_is_not_a_number(workdir: Path) -> None:
+    done = cutover(
+        workdir, "audit", "--source", "postgresql://db:abc/shop", "--target", "x.db", "--table", "t"
+    )
+    assert_refused(done, "the source URL is not valid")
+
+
+@pytest.fixture
+def pg_table() -> Iterator[tuple[str, Callable[[], int]]]:
+    """A table of its own on the real PostgreSQL with two rows: its name, and its row count."""
+    need_postgres()
+    import secrets
+
+    name = f"cutover_where_{secrets.token_hex(4)}"
+    engine = sa.create_engine(PG_HOST.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {name} (id int PRIMARY KEY, v text)")
+        conn.exec_driver_sql(f"INSERT INTO {name} VALUES (1, 'a'), (2, 'b')")
+
+    def rows() -> int:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar_one())
+
+    try:
+        yield name, rows
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+        engine.dispose()
+
+
+def test_a_second_statement_in_where_is_refused_and_writes_nothing(
+    workdir: Path, pg_table: tuple[str, Callable[[], int]]
+) -> None:
+    table, rows = pg_table
+    done = cutover(
+        workdir,
+        *("audit", "--source", PG_HOST, "--target", PG_HOST, "--table", table),
+        *("--where", f"1=1; DROP TABLE {table}"),
+    )
+    assert_refused(done, "the source database rejected the query with --where", "read-only")
+    assert rows() == 2

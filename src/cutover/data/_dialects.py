@@ -102,8 +102,9 @@ def connect(
             dbapi_connection.commit()
 
     try:
-        with engine.connect():
-            pass
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":  # a file that is no database fails on a read
+                conn.exec_driver_sql("SELECT count(*) FROM sqlite_master")
     except sa.exc.DBAPIError as error:
         engine.dispose()
         raise InvalidInput(
