@@ -55,9 +55,14 @@ __version__ = "0.1.0"
 class Settings(BaseModel):
     """Everything ``cutover.configure()`` accepts, validated."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", frozen=True)
+    # The store URL may hold a password: errors never quote it, the repr leaves it out.
+    model_config = ConfigDict(
+        arbitrary_types_allowed=True, extra="forbid", frozen=True, hide_input_in_errors=True
+    )
 
-    store: str = Field(default_factory=lambda: os.environ.get("CUTOVER_STORE") or DEFAULT_STORE)
+    store: str = Field(
+        default_factory=lambda: os.environ.get("CUTOVER_STORE") or DEFAULT_STORE, repr=False
+    )
     clock: Clock = system_clock
     refresh_interval: float = Field(1.0, gt=0, description="seconds between state refreshes")
     flush_interval: float = Field(5.0, gt=0, description="seconds between telemetry flushes")

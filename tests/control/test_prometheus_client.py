@@ -257,6 +257,16 @@ def test_password_in_url_is_not_shown() -> None:
     assert f"user:***@127.0.0.1:{port}" in str(caught.value)
 
 
+def test_a_token_in_the_url_query_is_not_shown() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(PrometheusError) as caught:
+        query(f"http://127.0.0.1:{port}/?access_token=s3cret", "up", timeout=2)
+    assert "s3cret" not in str(caught.value)
+    assert f"127.0.0.1:{port}/?access_token=*** (" in str(caught.value)
+
+
 def test_header_that_http_cannot_carry(server: tuple[str, Canned]) -> None:
     url, _ = server
     with pytest.raises(PrometheusError, match=r"header .* is not ASCII"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any, ClassVar
 import click
 from rich.console import Console
 
+from cutover.data._files import replace_durably
 from cutover.durations import parse_duration
 from cutover.errors import CutoverError, InvalidInput, UnknownMigration
 from cutover.runtime import __version__
@@ -27,7 +29,7 @@ errors = Console(stderr=True, highlight=False, soft_wrap=True)
 class Session:
     """What every command shares: the store it talks to, opened on first use."""
 
-    store_url: str | None
+    store_url: str | None = field(repr=False)  # may hold a password
     _store: Store | None = field(default=None, repr=False)
 
     @property
@@ -136,12 +138,20 @@ def span(
     return (now if end is None else end) - start, end
 
 
+EARLIEST = 0.0
+"""1970-01-01T00:00Z: nothing cutover keeps is older."""
+LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+"""The last second a report can name (a span reaches at most 100 years before its end, so
+its start can always be printed too)."""
+
+
 def moment(text: str, now: float, what: str) -> float:
     """A point in time: ``now``, an ISO-8601 time with a date (UTC unless it says otherwise),
-    or a duration ago (``2h``, or a bare number of seconds)."""
+    or a duration ago (``2h``, or a bare number of seconds); from 1970 to 9999."""
     raw = text.strip()
     if raw.lower() == "now":
         return now
+    value = None
     if "-" in raw[1:]:  # a date: 2026-11-22, 2026-11-22T10:00Z
         try:
             parsed = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -150,17 +160,66 @@ def moment(text: str, now: float, what: str) -> float:
         else:
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
-            return parsed.timestamp()
-    try:
-        return now - parse_duration(raw, what)
-    except InvalidInput:
+            value = parsed.timestamp()
+    if value is None:
+        try:
+            value = now - parse_duration(raw, what)
+        except InvalidInput:
+            raise InvalidInput(
+                f"{what} {text!r} is neither a time (2026-11-22T10:00Z) nor a duration ago (2h)"
+            ) from None
+    if not EARLIEST <= value <= LATEST:
         raise InvalidInput(
-            f"{what} {text!r} is neither a time (2026-11-22T10:00Z) nor a duration ago (2h)"
-        ) from None
+            f"{what} {text!r} is outside 1970-01-01 to 9999-12-31; give a time in between"
+        )
+    return value
 
 
 def seconds(text: str, what: str) -> float:
     return parse_duration(text, what)
+
+
+def writable(path: str | os.PathLike[str], what: str) -> str:
+    """``path`` (given as ``what``), once it is known that a file can be written there: it is
+    a regular file or nothing yet, in a folder that exists. Checked before long work starts."""
+    name = os.fspath(path)
+    if os.path.exists(name) and not os.path.isfile(name):
+        raise InvalidInput(f"{what} {name} is not a regular file; give the path of a file")
+    folder = os.path.dirname(os.path.abspath(name))
+    if not os.path.isdir(folder):
+        raise InvalidInput(f"{what} {name}: folder {folder} does not exist; create it first")
+    return name
+
+
+def write_file(
+    path: str | os.PathLike[str], text: str, what: str, *, private: bool = False
+) -> None:
+    """Replace the file at ``path`` (given as ``what``, e.g. ``--json``) with ``text``, whole and
+    on disk when this returns; ``private`` makes it readable by its owner alone. A path that
+    cannot take it (a folder, a device, a folder that does not exist, no permission) is bad
+    input naming ``what``, and leaves whatever is there as it was."""
+    name = writable(path, what)
+    try:
+        replace_durably(name, text, mode=0o600 if private else None)
+    except OSError as error:
+        raise InvalidInput(
+            f"cannot write {what} {name}: {error.strerror or error}; give a path you can write to"
+        ) from None
+
+
+def read_file(path: str | os.PathLike[str], what: str) -> str:
+    """The UTF-8 text of the file at ``path`` (given as ``what``); a path that is not a readable
+    text file is bad input naming ``what``."""
+    name = os.fspath(path)
+    if os.path.exists(name) and not os.path.isfile(name):
+        raise InvalidInput(f"{what} {name} is not a regular file; give the path of a file")
+    try:
+        with open(name, encoding="utf-8") as handle:
+            return handle.read()
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{what} {name} is not UTF-8 text; give a text file") from None
+    except OSError as error:
+        raise InvalidInput(f"cannot read {what} {name}: {error.strerror or error}") from None
 
 
 def print_json(data: Any) -> None:

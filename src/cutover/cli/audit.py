@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -12,8 +11,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cutover.cli._app import cli, clip, console, errors
-from cutover.data._files import replace_durably
+from cutover.cli._app import cli, clip, console, errors, writable, write_file
 from cutover.data.audit import KINDS, AuditReport, AuditSpec, audit
 from cutover.errors import InvalidInput
 
@@ -118,16 +116,17 @@ def audit_command(
         max_rows_per_second=max_rows_per_second,
         checkpoint=checkpoint,
     )
+    # Where the audit writes is checked before it runs, not after.
     if json_path and json_path != "-":
-        folder = os.path.dirname(os.path.abspath(json_path))
-        if not os.path.isdir(folder):
-            raise InvalidInput(f"--json {json_path}: folder {folder} does not exist")
+        writable(json_path, "--json")
+    if checkpoint:
+        writable(checkpoint, "--checkpoint")
     report = _run(spec, show=not quiet and errors.is_terminal)
     data = report.to_json()
     if json_path == "-":
         click.echo(json.dumps(data, indent=2))
     elif json_path:
-        replace_durably(json_path, json.dumps(data, indent=2) + "\n")
+        write_file(json_path, json.dumps(data, indent=2) + "\n", "--json")
     if not quiet and json_path != "-":
         summary(report)
     return 1 if fail_on_drift and not report.clean else 0

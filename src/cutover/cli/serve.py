@@ -9,7 +9,16 @@ from pathlib import Path
 
 import click
 
-from cutover.cli._app import Session, cli, console, errors, pass_session, seconds
+from cutover.cli._app import (
+    Session,
+    cli,
+    console,
+    errors,
+    pass_session,
+    read_file,
+    seconds,
+    write_file,
+)
 from cutover.durations import format_duration
 from cutover.errors import InvalidInput
 from cutover.store import DEFAULT_LEASE, redact_url
@@ -147,13 +156,14 @@ def token() -> None:
 
 
 def _append_token(path: Path, name: str, role: str, digest: str) -> None:
-    """Add an entry to the file's `tokens:` list; the file is replaced whole, and only once the
-    new text is known to hold the new token, so a failure leaves it as it was."""
+    """Add an entry to the file's `tokens:` list. The file is replaced whole (readable by its
+    owner alone), and only once the new text is known to hold the new token, so a failure
+    leaves it as it was."""
     import tempfile
 
     from cutover.http import Tokens
 
-    text = path.read_text() if path.exists() else ""
+    text = read_file(path, "--file") if path.exists() else ""
     if text.strip() and name in Tokens.load(path, env="").names():
         raise InvalidInput(f"{path} already has a token named {name!r}; pick another name")
     if not text.strip():
@@ -162,23 +172,20 @@ def _append_token(path: Path, name: str, role: str, digest: str) -> None:
         text += "\n"
     # JSON strings are YAML strings: a name like 2024 or on stays a name.
     text += f"  - name: {json.dumps(name)}\n    role: {role}\n    sha256: {digest}\n"
-    fd, scratch = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as out:  # mkstemp creates it with mode 0600
+    with tempfile.TemporaryDirectory(prefix="cutover-") as folder:  # created with mode 0700
+        trial = os.path.join(folder, "tokens.yaml")
+        with open(trial, "w", encoding="utf-8") as out:
             out.write(text)
         try:
-            added = name in Tokens.load(scratch, env="").names()
+            added = name in Tokens.load(trial, env="").names()
         except InvalidInput:
             added = False
-        if not added:
-            raise InvalidInput(
-                f"{path}: cannot append to its `tokens:` list (it must be the last block of the"
-                " file, written as a block list, not `tokens: []`); edit it or use a new file"
-            )
-        os.replace(scratch, path)
-    finally:
-        if os.path.exists(scratch):
-            os.unlink(scratch)
+    if not added:
+        raise InvalidInput(
+            f"{path}: cannot append to its `tokens:` list (it must be the last block of the"
+            " file, written as a block list, not `tokens: []`); edit it or use a new file"
+        )
+    write_file(path, text, "--file", private=True)
 
 
 @token.command("create")

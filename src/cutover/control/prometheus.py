@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import math
 import re
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cutover.errors import CutoverError
+from cutover.urls import redact_url
 
 __all__ = ["PrometheusError", "Sample", "query", "render"]
 
@@ -97,7 +97,7 @@ def query(
             " run pip install 'cutover[rollout]'"
         ) from None
 
-    shown = _shown(url)
+    shown = redact_url(url)
     endpoint = url.rstrip("/") + "/api/v1/query"
     params = {"query": promql}
     if at is not None:
@@ -144,20 +144,6 @@ def query(
     if body["status"] == "error" or not response.is_success:
         raise PrometheusError(_api_error(shown, promql, response.status_code, body))
     return _samples(shown, promql, body.get("data"))
-
-
-def _shown(url: str) -> str:
-    """The URL for an error message, without a password that may be written in it."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
-    except ValueError:
-        return url
 
 
 def _reason(error: Exception) -> str:

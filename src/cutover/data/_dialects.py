@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from cutover.data._encoding import Kind
 from cutover.errors import InvalidInput
 from cutover.store import redact_url
+from cutover.urls import as_url, scrub
 
 _DRIVERS = {
     "postgresql": "postgresql+psycopg",
@@ -38,6 +39,7 @@ def database_url(url: str | os.PathLike[str], role: str = "database") -> str:
     text = os.fspath(url).strip()
     if not text:
         raise InvalidInput(f"the {role} URL is empty; give postgresql://, mysql:// or sqlite:///")
+    text = as_url(text, f"the {role} URL")  # a libpq keyword string is PostgreSQL
     scheme, sep, rest = text.partition("://")
     if not sep:
         return "sqlite:///" + text
@@ -86,8 +88,8 @@ def connect(
         raise InvalidInput(
             f"the {role} database needs its driver ({error.name}): pip install 'cutover[{extra}]'"
         ) from None
-    except sa.exc.ArgumentError as error:
-        raise InvalidInput(f"the {role} URL is not valid: {error}") from None
+    except (sa.exc.ArgumentError, ValueError) as error:  # ValueError: a port not a number
+        raise InvalidInput(f"the {role} URL is not valid: {scrub(str(error), full)}") from None
     statements = _on_connect(engine.dialect.name, read_only)
 
     @sa.event.listens_for(engine, "connect")
@@ -100,13 +102,14 @@ def connect(
             dbapi_connection.commit()
 
     try:
-        with engine.connect():
-            pass
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":  # a file that is no database fails on a read
+                conn.exec_driver_sql("SELECT count(*) FROM sqlite_master")
     except sa.exc.DBAPIError as error:
         engine.dispose()
         raise InvalidInput(
             f"cannot connect to the {role} database at {redact_url(full)}:"
-            f" {first_line(error)}; check --{role}"
+            f" {scrub(first_line(error), full)}; check --{role}"
         ) from None
     return engine
 

@@ -351,7 +351,9 @@ class _Side:
             return self.connection().execute(query, params or {}).fetchall()  # one fetch
         except sa.exc.DBAPIError as error:
             first = first_line(error)
-            if isinstance(error, sa.exc.ProgrammingError | sa.exc.OperationalError) and self.where:
+            # With a condition of the user's, any refusal of the database is about it (a
+            # second statement in it meets the read-only transaction, say).
+            if isinstance(error, sa.exc.DatabaseError) and self.where:
                 raise InvalidInput(
                     f"the {self.role} database rejected the query with --where {self.where!r}:"
                     f" {first}"
@@ -879,9 +881,9 @@ class _Audit:
         path = self.spec.checkpoint
         if not path or not os.path.exists(path):
             return [], done, found
-        with open(path, encoding="utf-8") as handle:
-            lines = [line for line in handle if line.strip()]
         try:
+            with open(path, encoding="utf-8") as handle:  # not UTF-8 text: a ValueError
+                lines = [line for line in handle if line.strip()]
             header = json.loads(lines[0]) if lines else {}
             if header.get("fingerprint") != self._fingerprint():
                 raise InvalidInput(

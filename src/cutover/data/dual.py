@@ -70,6 +70,7 @@ from cutover.telemetry.windows import (
     counter_offset,
     hist_offset,
 )
+from cutover.urls import scrub
 
 log = logging.getLogger("cutover")
 
@@ -264,9 +265,10 @@ class TableRepository:
         if isinstance(engine, str):
             try:
                 engine = sa.create_engine(engine)
-            except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
+            except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as error:
                 raise InvalidInput(
-                    f"cannot use the database URL {redact_url(engine)!r}: {error}; give a"
+                    f"cannot use the database URL {redact_url(engine)!r}:"
+                    f" {scrub(str(error), engine)}; give a"
                     " SQLAlchemy URL such as sqlite:///app.db or postgresql+psycopg://host/db"
                 ) from None
         if not isinstance(engine, sa.Engine):

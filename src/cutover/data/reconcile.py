@@ -35,12 +35,12 @@ from cutover.data._encoding import to_json as value_json
 from cutover.data.audit import check_report, load_report
 from cutover.errors import CutoverError, InvalidInput
 from cutover.store import redact_url
+from cutover.urls import holds_redacted
 
 """The audit report format this module reads."""
 
 SIDES = ("source", "target")
 _KINDS = ("missing", "extra", "changed", "pending")
-_REDACTED = "***"
 _READ_CHUNK = 500
 _SCOPE = "cutover_in_scope"
 
@@ -439,18 +439,13 @@ class _Side:
 
 
 def _checked_url(text: str, side: str, *, overridden: bool) -> str:
-    """``text``, unless its password is the redacted one a report holds."""
-    if "://" in text:
-        try:
-            password = sa.engine.make_url(text.strip()).password
-        except sa.exc.ArgumentError:
-            password = None
-        if password == _REDACTED:
-            given = "the URL you gave" if overridden else "the report's URL"
-            raise InvalidInput(
-                f"the {side} database needs its password, which {given} does not hold:"
-                f" pass --{side} with the full URL"
-            )
+    """``text``, unless a credential in it is the redacted one a report holds."""
+    if holds_redacted(text):
+        given = "the URL you gave" if overridden else "the report's URL"
+        raise InvalidInput(
+            f"the {side} database needs its password, which {given} does not hold:"
+            f" pass --{side} with the full URL"
+        )
     return text
 
 

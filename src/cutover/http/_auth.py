@@ -122,6 +122,11 @@ def _from_file(path: Path) -> list[tuple[str, Role, str]]:
         data = parse_yaml(path.read_text(), str(path)) or {}
     except OSError as error:
         raise InvalidInput(f"cannot read the tokens file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            f"the tokens file {path} is not UTF-8 text; give the YAML file that"
+            " `cutover token create --file` writes"
+        ) from None
     items = data.get("tokens") if isinstance(data, Mapping) else None
     if not isinstance(items, list):
         raise InvalidInput(f"{path}: expected a list under `tokens:` of name, role and sha256")

@@ -13,6 +13,7 @@ from cutover.errors import InvalidInput
 from cutover.model import Arm, Decision, Rollout, State
 from cutover.telemetry.drift import MAX_FINGERPRINTS, OTHER_FINGERPRINTS, DriftSample
 from cutover.telemetry.windows import ArmCounts, WindowDelta
+from cutover.urls import as_url, redact_url
 
 DEFAULT_STORE = "sqlite:///cutover.db"
 
@@ -402,10 +403,12 @@ class Store(Protocol):
 
 
 def normalize_url(url: str | os.PathLike[str]) -> str:
-    """The SQLAlchemy URL for what a user wrote: a path or ``sqlite:///``, or ``postgresql://``."""
+    """The SQLAlchemy URL for what a user wrote: a path or ``sqlite:///``, ``postgresql://``,
+    or a libpq keyword string (``host=db dbname=app``), which is PostgreSQL."""
     text = os.fspath(url).strip()
     if not text:
         raise InvalidInput("the store URL is empty; give sqlite:///path.db or postgresql://...")
+    text = as_url(text, "the store URL")
     scheme, sep, rest = text.partition("://")
     if not sep:
         if text == ":memory:":
@@ -441,16 +444,6 @@ def open_store(url: str | os.PathLike[str] | None = None) -> Store:
 
     chosen = url if url is not None else os.environ.get("CUTOVER_STORE") or DEFAULT_STORE
     return SqlStore(os.fspath(chosen))
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for messages and status output."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
 
 
 __all__: Sequence[str] = [

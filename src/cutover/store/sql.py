@@ -39,6 +39,7 @@ from cutover.telemetry.drift import DriftSample, clean_text
 from cutover.telemetry.histogram import Histogram
 from cutover.telemetry.windows import COUNTERS, ArmCounts
 from cutover.text import check_name, check_text
+from cutover.urls import scrub
 
 log = logging.getLogger("cutover")
 
@@ -175,7 +176,8 @@ class SqlStore:
             _ = parsed.port  # a port that is not a number raises here, not on first use
         except (sa.exc.ArgumentError, ValueError) as error:
             raise InvalidInput(
-                f"the store URL {redact_url(self.url)!r} is malformed ({error});"
+                f"the store URL {redact_url(self.url)!r} is malformed"
+                f" ({scrub(str(error), self.url, self._sa_url)});"
                 " write it like postgresql://user@host:5432/db"
             ) from None
         if parsed.get_backend_name() == "sqlite":
@@ -245,9 +247,13 @@ class SqlStore:
                 transient = True
             verb = "failed" if transient else "refused the operation"
             raise StoreError(
-                f"the store at {redact_url(self.url)} {verb}: {_short(error)}",
+                f"the store at {redact_url(self.url)} {verb}: {self._reason(error)}",
                 transient=transient,
             ) from error
+
+    def _reason(self, error: BaseException) -> str:
+        """The first line of a database error, without any credential of this store's URL."""
+        return scrub(_short(error), self.url, self._sa_url)
 
     def _ensure_schema(self) -> None:
         if self._ready:
@@ -286,7 +292,7 @@ class SqlStore:
                             self._channel = _channel_for(str(schema or "public"))
             except (sa.exc.SQLAlchemyError, OSError) as error:
                 raise StoreError(
-                    f"cannot open the store at {redact_url(self.url)}: {_short(error)}"
+                    f"cannot open the store at {redact_url(self.url)}: {self._reason(error)}"
                 ) from error
             self._ready = True
 
