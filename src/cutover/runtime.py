@@ -67,6 +67,20 @@ class Settings(BaseModel):
     offpath_queue: int = Field(1000, ge=1)
     offpath_tasks: int = Field(1000, ge=1, description="async off-path tasks in flight at most")
     serving_workers: int = Field(8, ge=1, le=256, description="threads that bound sync timeouts")
+    abandoned_per_migration: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="runs past their timeout one migration may leave running in a pool (threads"
+        " cannot be stopped) or as tasks ignoring cancellation; past that its runs are refused",
+    )
+    abandoned_total: int = Field(
+        64,
+        ge=0,
+        le=10_000,
+        description="abandoned threads (or tasks) each pool replaces in all; past that a run"
+        " past its timeout keeps its worker until it returns",
+    )
     drift_samples_per_minute: int = Field(10, ge=0)
     drift_sample_chars: int = Field(8192, ge=256)
     redact: Redactor | None = None
@@ -146,11 +160,15 @@ class Runtime:
         self.clock: Clock = settings.clock
         self.store: Store = open_store(settings.store)
         self.instance = _instance_name(settings.instance)
-        self.pool = WorkerPool(settings.offpath_workers, settings.offpath_queue)
+        limits = {
+            "lane_limit": settings.abandoned_per_migration,
+            "abandoned_limit": settings.abandoned_total,
+        }
+        self.pool = WorkerPool(settings.offpath_workers, settings.offpath_queue, **limits)
         self.serving_pool = WorkerPool(
-            settings.serving_workers, settings.serving_workers, name="cutover-serving"
+            settings.serving_workers, settings.serving_workers, name="cutover-serving", **limits
         )
-        self.tasks = TaskTracker(settings.offpath_tasks)
+        self.tasks = TaskTracker(settings.offpath_tasks, **limits)
         self.events = EventLog(settings.events) if settings.events else None
         self.telemetry: dict[str, MigrationTelemetry] = {}
         self.states: dict[str, State] = {}  # the snapshot, replaced whole, never mutated
@@ -491,11 +509,22 @@ class Runtime:
                 "dropped_windows": self._dropped_windows,
                 "dropped_samples": self._dropped_samples,
                 "rejected_flushes": self._rejected_flushes,
+                "abandoned_runs": sum(self.abandoned_runs().values()),
                 "listening": self._listening,
                 "flush_interval": self.settings.flush_interval,
                 "cutover": __version__,
             },
         )
+
+    def abandoned_runs(self) -> dict[str, int]:
+        """Per migration, its runs past their timeout still holding a thread (off-path or
+        serving) or a task that ignores its cancellation."""
+        total: dict[str, int] = {}
+        pools = (self.pool, self.serving_pool, self.tasks)
+        for counts in (pool.abandoned() for pool in pools):
+            for name, count in counts.items():
+                total[name] = total.get(name, 0) + count
+        return total
 
     def health(self) -> StoreHealth:
         return StoreHealth(

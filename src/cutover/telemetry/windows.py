@@ -31,14 +31,15 @@ COUNTERS = (
 
 calls              runs of the arm, serving or off-path
 errors             runs that raised
-timeouts           runs that exceeded the migration's timeout
+timeouts           runs that exceeded the migration's timeout, counted when it passed
 offpath            runs off the caller's path (to compare); the others served the caller,
                    except new's runs that failed and fell back
 fallbacks          (new) calls where new failed and legacy served instead
 comparisons        comparisons completed after this arm ran off-path
 drifts             of those, the ones whose outputs differ
 comparator_errors  comparisons the comparator could not decide (it raised)
-offpath_dropped    off-path runs of this arm skipped because the pool was full
+offpath_dropped    off-path runs of this arm skipped because the pool was full, or because
+                   the migration held its share of runs abandoned past their timeout
 hook_errors        unit extractors, redactors and publishers that raised (caught, counted)
 """
 
