@@ -291,29 +291,33 @@ class WorkerPool:
             entry = self._queue.get()
             if entry is _STOP:
                 return
-            job = entry.job
-            lane = job.lane
-            with self._lock:
-                refused = self._full(lane)
-                if not refused:
-                    self._begin(entry, lane, job.timeout)
-            if refused:
-                self._finished()
-                try:
-                    job.refused()
-                except Exception:
-                    log.exception("cutover off-path job failed")
-                continue
-            try:
-                if entry.context is None:
-                    stays = self._execute(entry)
-                else:
-                    stays = entry.context.run(self._execute, entry)
-            except Exception:
-                log.exception("cutover off-path job failed")
-                stays = True
+            stays = self._take(entry)
+            del entry  # nor the job nor what it holds (a migration) outlives it here
             if not stays:
                 return  # an abandoned run came back to a pool whose workers are all there
+
+    def _take(self, entry: _Entry) -> bool:
+        """Start ``entry`` (or refuse it); whether this thread goes on as a worker."""
+        job = entry.job
+        lane = job.lane
+        with self._lock:
+            refused = self._full(lane)
+            if not refused:
+                self._begin(entry, lane, job.timeout)
+        if refused:
+            self._finished()
+            try:
+                job.refused()
+            except Exception:
+                log.exception("cutover off-path job failed")
+            return True
+        try:
+            if entry.context is None:
+                return self._execute(entry)
+            return entry.context.run(self._execute, entry)  # type: ignore[no-any-return]
+        except Exception:
+            log.exception("cutover off-path job failed")
+            return True
 
     def _full(self, lane: str | None) -> bool:
         """Whether a run of ``lane`` must not start (under the lock): while a lane holds

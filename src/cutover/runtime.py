@@ -138,12 +138,18 @@ def declared() -> list[Migration]:
 class _Limited:
     """Logs an error at most once a minute per key, so a broken hook cannot flood the log."""
 
+    KEEP = 1024
+    """Keys remembered before those older than a minute (which no longer hold anything back)
+    are forgotten: keys name migrations, and migrations come and go."""
+
     def __init__(self) -> None:
         self._last: dict[str, float] = {}
 
     def error(self, key: str, message: str, *args: Any, exc_info: Any = None) -> None:
         now = time.monotonic()
         if now - self._last.get(key, -1e9) >= 60:
+            if len(self._last) >= self.KEEP:
+                self._last = {k: at for k, at in self._last.items() if now - at < 60}
             self._last[key] = now
             log.error(message, *args, exc_info=exc_info)
 
@@ -389,11 +395,18 @@ class Runtime:
                 os.kill(os.getpid(), signal.SIGTERM)  # see _flush_then_die
 
     def _flush_now(self) -> bool:
-        """One flush: collect what every thread counted, queue it, write what is queued."""
+        """One flush: collect what every thread counted, queue it, write what is queued.
+
+        The telemetry of names no live migration has any more is collected one last time and
+        forgotten: once the last Migration of a name is gone, nothing can count for it again.
+        """
         now = self.clock()
         start = self.window_start(now)
         with self._registry_lock:
-            telemetries = list(self.telemetry.values())
+            live = {migration.name for migration in declared()}
+            gone = [name for name in self.telemetry if name not in live]
+            released = [self.telemetry.pop(name) for name in gone]
+            telemetries = [*self.telemetry.values(), *released]
         deltas = [(start, d) for d in (t.collect() for t in telemetries) if not d.empty]
         samples = []
         while self._samples:
@@ -403,6 +416,8 @@ class Runtime:
             for migration, counts in self.sampler.take_counts().items()
             for fingerprint, count in counts.items()
         ]
+        if gone:
+            self.sampler.forget(gone)
         if self.events is not None:
             self.events.drain()
         batch = FlushBatch(
