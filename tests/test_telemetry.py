@@ -210,3 +210,24 @@ def test_migrations_that_are_gone_release_their_state_once_flushed(runtime: Runt
     again = cutover.Migration("gone-299", legacy, new, default="shadow", timeout=5)
     again(7)
     assert stored(runtime, "gone-299").legacy.calls == 4
+
+
+def test_the_error_log_limiter_forgets_keys_that_hold_nothing_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cutover import runtime as rt
+
+    now = [1000.0]
+    logged: list[str] = []
+    monkeypatch.setattr(rt.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(rt.log, "error", lambda message, *args, **kwargs: logged.append(message))
+    limiter = rt._Limited()
+    for n in range(3000):  # a key per migration, as migrations come and go: 300 s of them
+        limiter.error(f"compare:gone-{n}", "cutover: the comparator of %r raised", n)
+        now[0] += 0.1
+    assert len(logged) == 3000
+    assert len(limiter._last) < 1500, "keys older than a minute are forgotten, not all kept"
+    # The last minute's keys are all kept: each still holds its next message back.
+    assert all(f"compare:gone-{n}" in limiter._last for n in range(2400, 3000))
+    limiter.error("compare:gone-2999", "again")
+    assert len(logged) == 3000
