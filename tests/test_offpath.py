@@ -269,10 +269,10 @@ def test_the_pool_tells_each_job_exactly_one_ending(gate: threading.Event) -> No
     queued = Recorded("a", 0.05, gate)
     other = Recorded("b", None, threading.Event())
     other.gate.set()
-    assert pool.submit(slow) and pool.submit(queued) and pool.submit(other)
+    assert pool.start(slow) and pool.start(queued) and pool.start(other)
     assert eventually(lambda: other.events == ["then late"])
     assert pool.drain(5), "a drain does not wait for an abandoned run"
-    assert not pool.submit(Recorded("a", 0.05, gate)), "lane a is full: refused at once"
+    assert not pool.start(Recorded("a", 0.05, gate)), "lane a is full: refused at once"
     gate.set()
     assert eventually(lambda: pool.abandoned() == {})
     assert (slow.events, queued.events) == (["expired"], ["refused"])

@@ -553,7 +553,7 @@ class Migration:
     def _start(self, run: _OffpathRun) -> bool:
         """Queue ``run`` on the worker pool; False when it is full or this migration holds as
         many abandoned runs as allowed."""
-        return self._runtime.pool.submit(run, contextvars.copy_context())
+        return self._runtime.pool.start(run, contextvars.copy_context())
 
     def _count_timeout(self, arm: Arm, elapsed: int) -> None:
         """Count an off-path run of ``arm`` that passed the timeout (at the deadline, from the

@@ -79,6 +79,27 @@ class _Entry:
         self.thread: threading.Thread | None = None
 
 
+class _Plain:
+    """A function to run, with no lane and no deadline (see :meth:`WorkerPool.submit`)."""
+
+    __slots__ = ("run",)
+
+    lane = None
+    timeout = None
+
+    def __init__(self, function: Callable[[], Any]) -> None:
+        self.run = function
+
+    def then(self, outcome: Any) -> None:
+        pass
+
+    def expired(self, elapsed_ns: int) -> None:
+        pass
+
+    def refused(self) -> None:
+        pass
+
+
 class _Call:
     """A function call whose outcome goes to a future (see :meth:`WorkerPool.call`)."""
 
@@ -168,7 +189,12 @@ class WorkerPool:
 
     # -- what callers use ----------------------------------------------------------------
 
-    def submit(self, job: Job, context: contextvars.Context | None = None) -> bool:
+    def submit(self, job: Callable[[], Any], context: contextvars.Context | None = None) -> bool:
+        """Queue ``job()`` (no lane, no deadline); False (at once, never waiting) when the queue
+        is full or closed, or when no worker thread can be started."""
+        return self.start(_Plain(job), context)
+
+    def start(self, job: Job, context: contextvars.Context | None = None) -> bool:
         """Queue ``job``; False (at once, never waiting) when the queue is full or closed, when
         the job's lane holds as many abandoned runs as allowed, or when no worker thread can
         be started."""
@@ -215,7 +241,7 @@ class WorkerPool:
         timeout of their own; a run refused when due to start fails with :class:`Refused`.
         """
         job = _Call(function, args, kwargs, for_caller, lane, timeout)
-        return job.future if self.submit(job, context) else None
+        return job.future if self.start(job, context) else None
 
     def abandoned(self) -> dict[str, int]:
         """Abandoned runs per lane that are still in their threads."""
