@@ -23,6 +23,7 @@ import canary_million
 import controller_tick
 import flush_throughput
 import http_api
+import memory_per_name
 import overhead
 import shadow_latency
 from _harness import machine
@@ -41,6 +42,7 @@ def main() -> None:
     results["overhead"] = quietly(overhead.run, 300_000)
     results["shadow_latency"] = quietly(shadow_latency.run, 5000)
     results["canary_million"] = quietly(canary_million.run, 1_000_000, 4)
+    results["memory_per_name"] = quietly(memory_per_name.run, 10_000, 3, "legacy")
     try:
         psycopg.connect(server, connect_timeout=3).close()
     except psycopg.OperationalError as error:

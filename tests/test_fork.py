@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 import cutover
 from cutover import operations
 from cutover.model import Mode
+from cutover.store import open_store
 
 from .helpers import put, quiet, stored, waits_for
 
@@ -126,3 +129,40 @@ def test_multiprocessing_children_flush_on_exit(sqlite_url: str) -> None:
         child.join(30)
     assert [child.exitcode for child in children] == [0, 0, 0, 0]
     assert stored(runtime, "mp").legacy.calls == 400
+
+
+@pytest.mark.parametrize(
+    ("method", "kind", "declare"),
+    [
+        ("fork", "pool", "import"),
+        ("fork", "executor", "import"),
+        ("forkserver", "pool", "import"),
+        ("forkserver", "executor", "import"),
+        ("forkserver", "executor", "first-call"),
+        ("spawn", "pool", "import"),
+        ("spawn", "pool", "first-call"),
+        ("spawn", "executor", "import"),
+    ],
+)
+def test_process_pool_workers_write_their_counts(
+    method: str, kind: str, declare: str, sqlite_url: str
+) -> None:
+    """``with Pool() as pool: pool.map(...)`` ends its workers with SIGTERM; executors and
+    forkserver workers leave through os._exit. Every count must reach the store all the same,
+    whether the workers declared the migration as they started or on their first call."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.pool_app", method, kind, "4000"],
+        check=False,
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "CUTOVER_STORE": sqlite_url, "POOL_APP_DECLARE": declare},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    store = open_store(sqlite_url)
+    try:
+        stats = operations.stats(store, "pooled", 86400, time.time() + 60)
+    finally:
+        store.close()
+    assert stats.legacy.calls == 100 + 4000

@@ -111,10 +111,10 @@ def test_a_hanging_new_arm_neither_blocks_nor_slows_the_caller(runtime: Runtime)
     time.sleep(0.2)  # the four runs in progress are now past their timeout
     release.set()
     stats = stored(runtime, "codec")
-    # 4 workers x the queue of 1000: the rest were dropped and counted, never waited for.
-    assert stats.offpath_dropped > 0
+    # The four runs in progress were abandoned at their timeout, which holds the migration's
+    # share of abandoned threads: every other run was dropped and counted, never waited for.
     assert stats.new.timeouts + stats.comparisons + stats.offpath_dropped == 2000
-    assert stats.new.timeouts == 4  # one per worker; queued runs started after the release
+    assert (stats.new.timeouts, stats.comparisons) == (4, 0)
 
 
 def test_pool_saturation_drops_and_counts_every_off_path_run(

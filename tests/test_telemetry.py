@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from cutover.runtime import Runtime
 from cutover.telemetry.histogram import index_of
 from cutover.telemetry.windows import LEGACY_HIST, NEW_HIST
 
-from .helpers import put, quiet, stored
+from .helpers import eventually, put, quiet, stored
 
 # ``cutover.migration`` is the decorator; the module is reached by its full name.
 migration_module = importlib.import_module("cutover.migration")
@@ -169,3 +171,63 @@ def test_drift_samples_are_capped_per_minute_and_redacted(
     assert samples[0].input == {"args": ["<redacted>"], "kwargs": {}}
     assert samples[0].legacy == {"email": "<email>", "n": 1}
     assert samples[0].diff == [{"path": "$.n", "kind": "changed", "legacy": 1, "new": 2}]
+
+
+def test_migrations_that_are_gone_release_their_state_once_flushed(runtime: Runtime) -> None:
+    def legacy(x: int) -> dict[str, int]:
+        return {"x": x}
+
+    def new(x: int) -> dict[str, int]:
+        return {"x": x + 1}  # every call drifts: samples, fingerprints and their limits
+
+    kept = cutover.Migration("kept", legacy, new, default="shadow", timeout=5)
+    migrations = [
+        cutover.Migration(f"gone-{n}", legacy, new, default="shadow", timeout=5) for n in range(300)
+    ]
+    for migration in migrations:
+        for i in range(3):
+            migration(i)
+    kept(1)
+    telemetries = [weakref.ref(migration._telemetry) for migration in migrations]
+    assert runtime.pool.drain(10)
+    del migrations, migration
+
+    def released() -> bool:
+        gc.collect()  # a pool worker may hold its last job a moment after the drain
+        return runtime.flush() and set(runtime.telemetry) == {"kept"}
+
+    assert eventually(released)
+    assert all(ref() is None for ref in telemetries), "no per-name counters are left behind"
+    sampler = runtime.sampler
+    assert set(sampler._minute) == set(sampler._taken) == {"kept"}
+    assert {name for name, _ in sampler._taken_by_cause} == {"kept"}
+    assert runtime.abandoned_runs() == {}
+    text = generate_latest(REGISTRY).decode()
+    assert 'migration="gone-' not in text and 'migration="kept"' in text
+    # Nothing counted was lost on the way out, and a name declared again counts afresh.
+    stats = stored(runtime, "gone-299")
+    assert (stats.legacy.calls, stats.new.calls, stats.drifts) == (3, 3, 3)
+    again = cutover.Migration("gone-299", legacy, new, default="shadow", timeout=5)
+    again(7)
+    assert stored(runtime, "gone-299").legacy.calls == 4
+
+
+def test_the_error_log_limiter_forgets_keys_that_hold_nothing_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cutover import runtime as rt
+
+    now = [1000.0]
+    logged: list[str] = []
+    monkeypatch.setattr(rt.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(rt.log, "error", lambda message, *args, **kwargs: logged.append(message))
+    limiter = rt._Limited()
+    for n in range(3000):  # a key per migration, as migrations come and go: 300 s of them
+        limiter.error(f"compare:gone-{n}", "cutover: the comparator of %r raised", n)
+        now[0] += 0.1
+    assert len(logged) == 3000
+    assert len(limiter._last) < 1500, "keys older than a minute are forgotten, not all kept"
+    # The last minute's keys are all kept: each still holds its next message back.
+    assert all(f"compare:gone-{n}" in limiter._last for n in range(2400, 3000))
+    limiter.error("compare:gone-2999", "again")
+    assert len(logged) == 3000

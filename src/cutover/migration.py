@@ -27,6 +27,7 @@ from cutover import runtime as rt
 from cutover.compare import Comparator, exact, exceptions, judge
 from cutover.errors import ArmTimeout, InvalidInput
 from cutover.model import Arm, Comparison, Mode, Observation, State, Verdict
+from cutover.offpath import Refused
 from cutover.routing import (
     BUCKETS,
     LEGACY_ONLY,
@@ -487,14 +488,21 @@ class Migration:
 
     def _call_new_bounded(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run new on a serving thread and wait at most the timeout (sync code cannot be
-        interrupted, so a late call finishes in the background and its result is dropped)."""
+        interrupted: a late call is abandoned to its thread, which the pool replaces, and its
+        result is dropped)."""
         future = self._runtime.serving_pool.call(
-            self.new, args, kwargs, contextvars.copy_context(), for_caller=True
+            self.new,
+            args,
+            kwargs,
+            contextvars.copy_context(),
+            for_caller=True,
+            lane=self.name,
+            timeout=self.timeout,
         )
         if future is None:
             limited.error(
                 f"serving:{self.name}",
-                "cutover: every serving thread is busy with a slow new arm of %r;"
+                "cutover: the serving threads of %r are all busy or hung in its new arm;"
                 " calls fall back at once",
                 self.name,
             )
@@ -503,7 +511,10 @@ class Migration:
         if not done:
             future.cancel()
             raise _Timeout
-        return future.result()
+        try:
+            return future.result()
+        except Refused:
+            raise _Timeout from None
 
     # -- off the caller's path -----------------------------------------------------------
 
@@ -524,8 +535,8 @@ class Migration:
             runtime = self._runtime
             args, kwargs = offpath
             observed = Observation(served_by, value, failure, elapsed)
-            job = (runtime, arm, observed, args, kwargs, unit, runtime.clock())  # call's time
-            if self._start(job):
+            run = _OffpathRun(self, runtime, arm, observed, args, kwargs, unit, runtime.clock())
+            if self._start(run):
                 return
         except Exception:  # noqa: BLE001 - the caller gets the serving arm's outcome regardless
             limited.error(
@@ -533,35 +544,17 @@ class Migration:
             )
         block[counter_offset(arm, DROPPED)] += 1
 
-    def _start(self, job: tuple[Any, ...]) -> bool:
-        """Queue ``_run_offpath(*job)`` on the worker pool; False when it is full."""
-        return self._runtime.pool.submit(
-            functools.partial(self._run_offpath, *job), contextvars.copy_context()
-        )
+    def _start(self, run: _OffpathRun) -> bool:
+        """Queue ``run`` on the worker pool; False when it is full or this migration holds as
+        many abandoned runs as allowed."""
+        return self._runtime.pool.start(run, contextvars.copy_context())
 
-    def _run_offpath(
-        self,
-        runtime: rt.Runtime,
-        arm: Arm,
-        observed: Observation,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        unit: Any,
-        at: float,
-    ) -> None:
-        function = self.new if arm is Arm.NEW else self.legacy
-        value: Any = None
-        failure: Exception | None = None
-        start = _now()
-        try:
-            value = function(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001 - the off-path arm's failure is data
-            failure = error
-        elapsed = _now() - start
-        timed_out = self._timeout_ns is not None and elapsed > self._timeout_ns
-        self._conclude(
-            runtime, arm, observed, value, failure, elapsed, timed_out, args, kwargs, unit, at
-        )
+    def _count_timeout(self, arm: Arm, elapsed: int) -> None:
+        """Count an off-path run of ``arm`` that passed the timeout (at the deadline, from the
+        thread that noticed)."""
+        block = self._telemetry.block()
+        block[counter_offset(arm, OFFPATH)] += 1
+        _record(block, arm, elapsed, TIMEOUTS)
 
     def _conclude(
         self,
@@ -571,19 +564,19 @@ class Migration:
         value: Any,
         failure: BaseException | None,
         elapsed: int,
-        timed_out: bool,
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
         unit: Any,
         at: float,
     ) -> None:
         """Count the off-path run, compare it, keep a drift sample, publish. Never raises."""
+        if self._timeout_ns is not None and elapsed > self._timeout_ns:
+            # Finished late, before the deadline's watchdog noticed: a timeout all the same.
+            self._count_timeout(arm, elapsed)
+            return
         block = self._telemetry.block()
         base = counter_offset(arm, 0)
         block[base + OFFPATH] += 1
-        if timed_out:
-            _record(block, arm, elapsed, TIMEOUTS)
-            return
         _record(block, arm, elapsed, ERRORS if failure is not None else None)
         mine = Observation(arm, value, failure, elapsed)
         legacy, new = (observed, mine) if arm is Arm.NEW else (mine, observed)
@@ -755,10 +748,14 @@ class AsyncMigration(Migration):
                     dict(kwargs),
                     contextvars.copy_context(),
                     for_caller=True,
+                    lane=self.name,
+                    timeout=self.timeout,
                 )
-                if future is None:  # every serving thread is busy with a hung new arm
+                if future is None:  # the serving threads are all busy or hung in new
                     raise _Timeout
                 return await asyncio.wrap_future(future)
+        except Refused:
+            raise _Timeout from None
         except TimeoutError:
             if scope.expired():
                 raise _Timeout from None
@@ -790,12 +787,57 @@ class AsyncMigration(Migration):
         _record(block, Arm.LEGACY, _now() - start)
         return result
 
-    def _start(self, job: tuple[Any, ...]) -> bool:
-        """Start ``_arun_offpath(*job)`` as a tracked task; False at the task limit."""
-        return self._runtime.tasks.spawn(self._arun_offpath(*job))
+    def _start(self, run: _OffpathRun) -> bool:
+        """Start the run as a tracked task, cancelled at the timeout; False at the task limit
+        or while this migration holds as many abandoned tasks as allowed."""
+        return self._runtime.tasks.spawn(
+            self._arun_offpath(run),
+            lane=self.name,
+            timeout=self.timeout,
+            expired=functools.partial(self._count_timeout, run.arm),
+        )
 
-    async def _arun_offpath(
+    async def _arun_offpath(self, run: _OffpathRun) -> None:
+        runtime, arm = run.runtime, run.arm
+        value: Any = None
+        failure: Exception | None = None
+        start = _now()
+        try:
+            if arm is Arm.LEGACY or self._new_is_async:
+                function = self.legacy if arm is Arm.LEGACY else self.new
+                value = await function(*run.args, **run.kwargs)
+            else:
+                future = runtime.pool.call(
+                    self.new,
+                    tuple(run.args),
+                    dict(run.kwargs),
+                    contextvars.copy_context(),
+                    lane=self.name,
+                    timeout=self.timeout,
+                )
+                if future is None:
+                    raise Refused
+                value = await asyncio.wrap_future(future)
+        except Refused:
+            if runtime.tasks.claim():
+                self._telemetry.block()[counter_offset(arm, DROPPED)] += 1
+            return
+        except Exception as error:  # noqa: BLE001 - the off-path arm's failure is data
+            failure = error
+        elapsed = _now() - start
+        if runtime.tasks.claim():  # else it was abandoned at the deadline, and counted then
+            run.then((value, failure, elapsed))
+
+
+class _OffpathRun:
+    """One off-path run of an arm, to compare with what the serving arm gave: a job for the
+    worker pool (see :class:`cutover.offpath.Job`), or the makings of an async task."""
+
+    __slots__ = ("args", "arm", "at", "kwargs", "migration", "observed", "runtime", "unit")
+
+    def __init__(
         self,
+        migration: Migration,
         runtime: rt.Runtime,
         arm: Arm,
         observed: Observation,
@@ -804,34 +846,55 @@ class AsyncMigration(Migration):
         unit: Any,
         at: float,
     ) -> None:
+        self.migration = migration
+        self.runtime = runtime
+        self.arm = arm
+        self.observed = observed
+        self.args = args
+        self.kwargs = kwargs
+        self.unit = unit
+        self.at = at  # the call's time
+
+    @property
+    def lane(self) -> str:
+        return self.migration.name
+
+    @property
+    def timeout(self) -> float | None:
+        return self.migration.timeout
+
+    def run(self) -> tuple[Any, Exception | None, int]:
+        migration = self.migration
+        function = migration.new if self.arm is Arm.NEW else migration.legacy
         value: Any = None
         failure: Exception | None = None
-        timed_out = False
         start = _now()
         try:
-            async with asyncio.timeout(self.timeout) as scope:
-                if arm is Arm.LEGACY or self._new_is_async:
-                    function = self.legacy if arm is Arm.LEGACY else self.new
-                    value = await function(*args, **kwargs)
-                else:
-                    future = runtime.pool.call(
-                        self.new, tuple(args), dict(kwargs), contextvars.copy_context()
-                    )
-                    if future is None:
-                        self._telemetry.block()[counter_offset(arm, DROPPED)] += 1
-                        return
-                    value = await asyncio.wrap_future(future)
-        except TimeoutError as error:
-            if scope.expired():
-                timed_out = True
-            else:
-                failure = error
+            value = function(*self.args, **self.kwargs)
         except Exception as error:  # noqa: BLE001 - the off-path arm's failure is data
             failure = error
-        elapsed = _now() - start
-        self._conclude(
-            runtime, arm, observed, value, failure, elapsed, timed_out, args, kwargs, unit, at
+        return value, failure, _now() - start
+
+    def then(self, outcome: tuple[Any, Exception | None, int]) -> None:
+        value, failure, elapsed = outcome
+        self.migration._conclude(
+            self.runtime,
+            self.arm,
+            self.observed,
+            value,
+            failure,
+            elapsed,
+            self.args,
+            self.kwargs,
+            self.unit,
+            self.at,
         )
+
+    def expired(self, elapsed_ns: int) -> None:
+        self.migration._count_timeout(self.arm, elapsed_ns)
+
+    def refused(self) -> None:
+        self.migration._telemetry.block()[counter_offset(self.arm, DROPPED)] += 1
 
 
 def migration(

@@ -13,9 +13,11 @@ import atexit
 import collections
 import itertools
 import logging
+import multiprocessing
 import multiprocessing.util
 import os
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -72,6 +74,20 @@ class Settings(BaseModel):
     offpath_queue: int = Field(1000, ge=1)
     offpath_tasks: int = Field(1000, ge=1, description="async off-path tasks in flight at most")
     serving_workers: int = Field(8, ge=1, le=256, description="threads that bound sync timeouts")
+    abandoned_per_migration: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="runs past their timeout one migration may leave running in a pool (threads"
+        " cannot be stopped) or as tasks ignoring cancellation; past that its runs are refused",
+    )
+    abandoned_total: int = Field(
+        64,
+        ge=0,
+        le=10_000,
+        description="abandoned threads (or tasks) each pool replaces in all; past that a run"
+        " past its timeout keeps its worker until it returns",
+    )
     drift_samples_per_minute: int = Field(10, ge=0)
     drift_sample_chars: int = Field(8192, ge=256)
     redact: Redactor | None = None
@@ -128,12 +144,18 @@ def declared() -> list[Migration]:
 class _Limited:
     """Logs an error at most once a minute per key, so a broken hook cannot flood the log."""
 
+    KEEP = 1024
+    """Keys remembered before those older than a minute (which no longer hold anything back)
+    are forgotten: keys name migrations, and migrations come and go."""
+
     def __init__(self) -> None:
         self._last: dict[str, float] = {}
 
     def error(self, key: str, message: str, *args: Any, exc_info: Any = None) -> None:
         now = time.monotonic()
         if now - self._last.get(key, -1e9) >= 60:
+            if len(self._last) >= self.KEEP:
+                self._last = {k: at for k, at in self._last.items() if now - at < 60}
             self._last[key] = now
             log.error(message, *args, exc_info=exc_info)
 
@@ -152,21 +174,23 @@ class Runtime:
         self.clock: Clock = settings.clock
         self.store: Store = open_store(settings.store)
         self.instance = _instance_name(settings.instance)
-        self.pool = WorkerPool(settings.offpath_workers, settings.offpath_queue)
+        limits = {
+            "lane_limit": settings.abandoned_per_migration,
+            "abandoned_limit": settings.abandoned_total,
+        }
+        self.pool = WorkerPool(settings.offpath_workers, settings.offpath_queue, **limits)
         self.serving_pool = WorkerPool(
-            settings.serving_workers, settings.serving_workers, name="cutover-serving"
+            settings.serving_workers, settings.serving_workers, name="cutover-serving", **limits
         )
-        self.tasks = TaskTracker(settings.offpath_tasks)
+        self.tasks = TaskTracker(settings.offpath_tasks, **limits)
         self.events = EventLog(settings.events) if settings.events else None
         self.telemetry: dict[str, MigrationTelemetry] = {}
         self.states: dict[str, State] = {}  # the snapshot, replaced whole, never mutated
         self._samples: collections.deque[DriftSample] = collections.deque(maxlen=10_000)
         self._pending: collections.deque[FlushBatch] = collections.deque()
         self._registry_lock = threading.Lock()
+        self._closed = False
         self._fresh_process()
-        # multiprocessing ends its forked children with os._exit, past atexit; it runs its own
-        # exit finalizers first, so register one in each such child.
-        multiprocessing.util.register_after_fork(self, _close_at_child_exit)
 
     def _fresh_process(self) -> None:
         """Everything that belongs to one process: reset at start and in a forked child."""
@@ -178,6 +202,8 @@ class Runtime:
             settings.drift_samples_per_minute, settings.drift_sample_chars, settings.redact
         )
         self._flush_lock = threading.Lock()
+        self._flushing: int | None = None  # the thread flushing now
+        self._terminate_after_flush = False
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
         self._refresh_now = threading.Event()  # set by LISTEN/NOTIFY: refresh without waiting
@@ -368,17 +394,28 @@ class Runtime:
         if not self._flush_lock.acquire(timeout=-1 if lock_timeout is None else lock_timeout):
             log.error("cutover could not flush: the store is not answering")
             return False
+        self._flushing = threading.get_ident()
         try:
             return self._flush_now()
         finally:
+            self._flushing = None
             self._flush_lock.release()
+            if self._terminate_after_flush:
+                os.kill(os.getpid(), signal.SIGTERM)  # see _flush_then_die
 
     def _flush_now(self) -> bool:
-        """One flush: collect what every thread counted, queue it, write what is queued."""
+        """One flush: collect what every thread counted, queue it, write what is queued.
+
+        The telemetry of names no live migration has any more is collected one last time and
+        forgotten: once the last Migration of a name is gone, nothing can count for it again.
+        """
         now = self.clock()
         start = self.window_start(now)
         with self._registry_lock:
-            telemetries = list(self.telemetry.values())
+            live = {migration.name for migration in declared()}
+            gone = [name for name in self.telemetry if name not in live]
+            released = [self.telemetry.pop(name) for name in gone]
+            telemetries = [*self.telemetry.values(), *released]
         deltas = [(start, d) for d in (t.collect() for t in telemetries) if not d.empty]
         samples = []
         while self._samples:
@@ -388,6 +425,8 @@ class Runtime:
             for migration, counts in self.sampler.take_counts().items()
             for fingerprint, count in counts.items()
         ]
+        if gone:
+            self.sampler.forget(gone)
         if self.events is not None:
             self.events.drain()
         batch = FlushBatch(
@@ -501,11 +540,22 @@ class Runtime:
                 "dropped_windows": self._dropped_windows,
                 "dropped_samples": self._dropped_samples,
                 "rejected_flushes": self._rejected_flushes,
+                "abandoned_runs": sum(self.abandoned_runs().values()),
                 "listening": self._listening,
                 "flush_interval": self.settings.flush_interval,
                 "cutover": __version__,
             },
         )
+
+    def abandoned_runs(self) -> dict[str, int]:
+        """Per migration, its runs past their timeout still holding a thread (off-path or
+        serving) or a task that ignores its cancellation."""
+        total: dict[str, int] = {}
+        pools = (self.pool, self.serving_pool, self.tasks)
+        for counts in (pool.abandoned() for pool in pools):
+            for name, count in counts.items():
+                total[name] = total.get(name, 0) + count
+        return total
 
     def health(self) -> StoreHealth:
         return StoreHealth(
@@ -523,7 +573,11 @@ class Runtime:
     # -- lifecycle -----------------------------------------------------------------------
 
     def close(self, timeout: float = 5.0) -> None:
-        """Drain off-path work, flush, stop the background threads and pools."""
+        """Drain off-path work, flush, stop the background threads and pools. Once: the exit
+        hooks of a process may all call it."""
+        if self._closed:
+            return
+        self._closed = True
         self.pool.close(timeout)
         self.serving_pool.close(0)
         self._stop.set()
@@ -554,10 +608,6 @@ class Runtime:
             telemetry.after_fork_in_child()
         if self.migrations:
             self.ensure_started()  # refreshes at once: the parent may have missed changes
-
-
-def _close_at_child_exit(runtime: Runtime) -> None:
-    multiprocessing.util.Finalize(runtime, runtime.close, exitpriority=10)
 
 
 _runtime: Runtime | None = None
@@ -673,6 +723,80 @@ def _at_exit() -> None:
             log.exception("cutover could not flush at exit")
 
 
+TERM_FLUSH_SECONDS = 5.0
+"""How long a multiprocessing child told to terminate (SIGTERM) may spend flushing first."""
+
+_exit_finalizer: multiprocessing.util.Finalize | None = None
+
+
+def _hook_process_exit() -> None:
+    """Flush on every way out of this process, including those that skip ``atexit``.
+
+    multiprocessing ends its fork and forkserver children with ``os._exit``, after running its
+    own exit finalizers (spawn children also run ``atexit``): register one. Fork and forkserver
+    children clear them before running their after-fork hooks, so this runs again there; spawn
+    children run no after-fork hooks and keep what their imports registered. A pool's
+    ``terminate()`` (``with Pool() as pool:``, ``Process.terminate()``) sends SIGTERM, which
+    runs nothing at all: in such a child whose SIGTERM does what it does by default, flush
+    first, then die of the signal as before.
+    """
+    global _exit_finalizer
+    if _exit_finalizer is None or not _exit_finalizer.still_active():
+        _exit_finalizer = multiprocessing.util.Finalize(None, _at_exit, exitpriority=10)
+    if not _multiprocessing_child():
+        return  # its signals are the application's business
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    try:
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _flush_then_die)
+    except (OSError, ValueError):  # no SIGTERM here, or an embedded interpreter
+        pass
+
+
+def _multiprocessing_child() -> bool:
+    """Whether multiprocessing started this process. A spawned child learns its parent only
+    after importing the main module (where migrations are declared); until then multiprocessing
+    marks it as inheriting."""
+    if multiprocessing.parent_process() is not None:
+        return True
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+def _flush_then_die(signum: int, frame: object) -> None:
+    """SIGTERM in a multiprocessing child: flush (for a few seconds at most), then die of it."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+    runtime = _runtime
+    if runtime is not None:
+        if runtime._flushing == threading.get_ident():
+            # This interrupted a flush (at exit, say): it ends the process once it is written.
+            runtime._terminate_after_flush = True
+            return
+        # On a thread of its own: this handler may have interrupted the main thread while it
+        # held a lock the flush needs, and then the flush must give up rather than hang.
+        flusher = threading.Thread(
+            target=_flush_quietly, args=(runtime,), name="cutover-exit-flush", daemon=True
+        )
+        flusher.start()
+        flusher.join(TERM_FLUSH_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _flush_quietly(runtime: Runtime) -> None:
+    try:
+        runtime.flush(drain_timeout=1.0, lock_timeout=TERM_FLUSH_SECONDS / 2)
+    except Exception:
+        log.exception("cutover could not flush before terminating")
+
+
+class _ExitHooks:
+    """Holds the after-fork registration (multiprocessing keeps only a weak reference)."""
+
+
+_exit_hooks = _ExitHooks()
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+multiprocessing.util.register_after_fork(_exit_hooks, lambda _: _hook_process_exit())
 atexit.register(_at_exit)
+_hook_process_exit()

@@ -160,6 +160,18 @@ class DriftSampler:
             counts, self._counts = self._counts, {}
         return counts
 
+    def forget(self, migrations: list[str]) -> None:
+        """Drop what the sampler keeps for these migrations (gone from the process), except
+        drift counts not yet taken."""
+        with self._lock:
+            for migration in migrations:
+                self._minute.pop(migration, None)
+                self._taken.pop(migration, None)
+            gone = set(migrations)
+            self._taken_by_cause = {
+                key: n for key, n in self._taken_by_cause.items() if key[0] not in gone
+            }
+
     def admit(self, migration: str, fingerprint: str, at: float) -> bool:
         """Whether to keep a sample of this drift."""
         minute = int(at // 60)

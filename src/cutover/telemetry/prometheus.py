@@ -2,8 +2,8 @@
 
 Nothing is updated per call: a collector turns the in-process cumulative counters into
 ``cutover_calls_total``, ``cutover_comparisons_total``, ``cutover_fallbacks_total``,
-``cutover_offpath_dropped_total``, ``cutover_duration_seconds``, ``cutover_percent`` and
-``cutover_store_errors_total`` whenever Prometheus scrapes.
+``cutover_offpath_dropped_total``, ``cutover_duration_seconds``, ``cutover_percent``,
+``cutover_abandoned_runs`` and ``cutover_store_errors_total`` whenever Prometheus scrapes.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ class CutoverCollector(Collector):
             store_errors,
             buffered,
             dropped_windows,
+            abandoned,
         ) = families
         if runtime is None:
             return iter(families)
@@ -102,6 +103,8 @@ class CutoverCollector(Collector):
             if migration.name not in seen:
                 seen.add(migration.name)
                 percent.add_metric([migration.name], migration.route.effective_percent)
+        for name, count in sorted(runtime.abandoned_runs().items()):
+            abandoned.add_metric([name], count)
         store_errors.add_metric([], runtime._store_errors)
         health = runtime.health()
         buffered.add_metric([], health.buffered_windows)
@@ -155,6 +158,12 @@ class CutoverCollector(Collector):
                 "cutover_dropped_windows",
                 "Windows of telemetry lost because the store was away longer than buffer_limit.",
                 labels=[],
+            ),
+            GaugeMetricFamily(
+                "cutover_abandoned_runs",
+                "Runs past their timeout still holding a thread (or a task ignoring its"
+                " cancellation); their timeouts are counted, their results will be discarded.",
+                labels=["migration"],
             ),
         ]
 

@@ -8,7 +8,7 @@ reads the same cumulative numbers, so the two never disagree.
 
 from __future__ import annotations
 
-import operator
+import itertools
 import threading
 from dataclasses import dataclass, field
 
@@ -31,14 +31,15 @@ COUNTERS = (
 
 calls              runs of the arm, serving or off-path
 errors             runs that raised
-timeouts           runs that exceeded the migration's timeout
+timeouts           runs that exceeded the migration's timeout, counted when it passed
 offpath            runs off the caller's path (to compare); the others served the caller,
                    except new's runs that failed and fell back
 fallbacks          (new) calls where new failed and legacy served instead
 comparisons        comparisons completed after this arm ran off-path
 drifts             of those, the ones whose outputs differ
 comparator_errors  comparisons the comparator could not decide (it raised)
-offpath_dropped    off-path runs of this arm skipped because the pool was full
+offpath_dropped    off-path runs of this arm skipped because the pool was full, or because
+                   the migration held its share of runs abandoned past their timeout
 hook_errors        unit extractors, redactors and publishers that raised (caught, counted)
 """
 
@@ -106,35 +107,53 @@ class WindowDelta:
         return all(counts.empty for counts in self.arms.values())
 
 
-def _split(block: list[int]) -> dict[Arm, ArmCounts]:
+def _split(values: dict[int, int]) -> dict[Arm, ArmCounts]:
+    """Per-arm counts from the nonzero positions of a block (position -> value)."""
     out = {}
     for arm in ARMS:
         base = counter_offset(arm, 0)
         hist = hist_offset(arm)
         out[arm] = ArmCounts(
-            list(block[base : base + NC]),
-            Histogram((i, n) for i, n in enumerate(block[hist : hist + SIZE]) if n),
+            [values.get(base + counter, 0) for counter in range(NC)],
+            Histogram.of_counts(
+                {i - hist: n for i, n in values.items() if hist <= i < hist + SIZE}
+            ),
         )
     return out
 
 
+_POSITIONS = range(BLOCK_SIZE)
+
+
+def _nonzero(data: list[int]) -> dict[int, int]:
+    """The nonzero positions of a block and their values (a block is mostly zeros)."""
+    return {i: data[i] for i in itertools.compress(_POSITIONS, data)}
+
+
 class _Block:
-    __slots__ = ("data", "last", "thread")
+    """One thread's counts for one migration, and what the flusher last read of them.
+
+    ``last`` keeps only the nonzero positions, and ``seen`` their sum: the counts only grow, so
+    an unchanged sum means an unchanged block, and the flusher skips it without a copy.
+    """
+
+    __slots__ = ("data", "last", "seen", "thread")
 
     def __init__(self, thread: threading.Thread) -> None:
         self.data = [0] * BLOCK_SIZE
-        self.last = [0] * BLOCK_SIZE
+        self.last: dict[int, int] = {}
+        self.seen = 0
         self.thread = thread
 
 
 class MigrationTelemetry:
-    """Counting for one migration object: per-thread blocks, deltas for the store, totals."""
+    """Counting for one migration name: per-thread blocks, deltas for the store, totals."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.local = threading.local()
         self._blocks: list[_Block] = []
-        self._retired = [0] * BLOCK_SIZE  # counts of finished threads, already collected
+        self._retired: dict[int, int] = {}  # counts of finished threads, already collected
         self._lock = threading.Lock()
 
     def block(self) -> list[int]:
@@ -156,23 +175,30 @@ class MigrationTelemetry:
         """
         with self._lock:
             blocks = list(self._blocks)
-        delta = [0] * BLOCK_SIZE
+        delta: dict[int, int] = {}
         finished = []
         for entry in blocks:
-            # Liveness first: a thread seen dead cannot count after the copy below.
+            # Liveness first: a thread seen dead cannot count after the reads below.
             alive = entry.thread.is_alive()
-            now = entry.data.copy()  # one C-level copy: a consistent read under the GIL
-            if now != entry.last:
-                delta = list(map(operator.add, delta, map(operator.sub, now, entry.last)))
+            if sum(entry.data) != entry.seen:
+                now = _nonzero(entry.data.copy())  # a C-level copy: a consistent read
+                last = entry.last
+                for position, value in now.items():
+                    grown = value - last.get(position, 0)
+                    if grown:
+                        delta[position] = delta.get(position, 0) + grown
                 entry.last = now
+                entry.seen = sum(now.values())
             if not alive:
                 finished.append(entry)
         if finished:
             with self._lock:
                 gone = {id(entry) for entry in finished}
                 self._blocks = [entry for entry in self._blocks if id(entry) not in gone]
+                retired = self._retired
                 for entry in finished:
-                    self._retired = list(map(operator.add, self._retired, entry.last))
+                    for position, value in entry.last.items():
+                        retired[position] = retired.get(position, 0) + value
         return WindowDelta(self.name, _split(delta))
 
     def totals(self) -> dict[Arm, ArmCounts]:
@@ -182,22 +208,24 @@ class MigrationTelemetry:
         one to the other is counted exactly once and the totals never go backwards.
         """
         with self._lock:
-            total = self._retired.copy()
+            total = dict(self._retired)
             blocks = list(self._blocks)
         for entry in blocks:
-            total = list(map(operator.add, total, entry.data.copy()))
+            for position, value in _nonzero(entry.data.copy()).items():
+                total[position] = total.get(position, 0) + value
         return _split(total)
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's counts: the parent reports them itself."""
         current = threading.current_thread()
         self._lock = threading.Lock()
-        self._retired = [0] * BLOCK_SIZE
+        self._retired = {}
         keep = []
         for entry in self._blocks:
             if entry.thread is current:
                 for position in range(BLOCK_SIZE):
                     entry.data[position] = 0
-                entry.last = [0] * BLOCK_SIZE
+                entry.last = {}
+                entry.seen = 0
                 keep.append(entry)
         self._blocks = keep
