@@ -172,11 +172,20 @@ def test_stats_json_has_exactly_the_documented_shape(sqlite_url: str) -> None:
         "drift_rate",
         "offpath_dropped",
     ]
-    assert list(stats["legacy"]) == ["calls", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms"]
+    assert list(stats["legacy"]) == [
+        "calls",
+        "errors",
+        "error_rate",
+        "expected",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+    ]
     assert list(stats["new"]) == [
         "calls",
         "errors",
         "error_rate",
+        "expected",
         "p50_ms",
         "p95_ms",
         "p99_ms",

@@ -6,9 +6,10 @@ import sqlalchemy as sa
 
 from cutover.clock import ManualClock
 from cutover.data import cohorts
-from cutover.model import Mode, Rollout, RolloutStatus, State
-from cutover.store import normalize_url, open_store
+from cutover.model import Arm, Mode, Rollout, RolloutStatus, State
+from cutover.store import FlushBatch, normalize_url, open_store
 from cutover.store import schema as t
+from cutover.telemetry.windows import COUNTERS, ArmCounts, WindowDelta
 
 V1_DECISIONS = """
 CREATE TABLE cutover_decisions (
@@ -72,11 +73,29 @@ def test_a_first_release_store_is_upgraded_and_keeps_its_decisions(store_url: st
 
 
 ADDED_IN = {"cutover_cohorts": 3, "cutover_leases": 4}
+COLUMNS_ADDED_IN = {("cutover_windows", "expected"): 5}
 
 
 def tables_of(version: int) -> list[sa.Table]:
-    """Today's tables as a store of schema ``version`` has them: those added since left out."""
-    return [table for table in t.metadata.sorted_tables if ADDED_IN.get(table.name, 0) <= version]
+    """Today's tables as a store of schema ``version`` has them: the tables and columns added
+    since left out."""
+    older = sa.MetaData()
+    out = []
+    for table in t.metadata.sorted_tables:
+        if ADDED_IN.get(table.name, 0) > version:
+            continue
+        columns = [
+            column._copy()
+            for column in table.columns
+            if COLUMNS_ADDED_IN.get((table.name, column.name), 0) <= version
+        ]
+        out.append(sa.Table(table.name, older, *columns))
+    return out
+
+
+def create_tables(conn: sa.Connection, version: int) -> None:
+    for table in tables_of(version):
+        table.create(conn)
 
 
 def schema_version(store: object) -> str:
@@ -93,7 +112,8 @@ def test_a_version_2_store_gains_cohorts_and_keeps_its_states(store_url: str) ->
     version_2 = tables_of(2)
     stored = State(mode=Mode.CANARY, version=1, updated_at=1.0, updated_by="ops")
     with engine.begin() as conn:  # version 2 is today's schema without the tables added since
-        t.metadata.create_all(conn, tables=version_2)
+        for table in version_2:
+            table.create(conn)
         conn.execute(sa.insert(t.meta).values(key="schema_version", value="2"))
         conn.execute(sa.insert(t.states).values(name="orders", **stored.to_dict()))
     engine.dispose()
@@ -114,14 +134,14 @@ def test_a_version_3_store_gains_leases_and_a_controller_leads_it(store_url: str
     engine = sa.create_engine(normalize_url(store_url))
     stored = State(mode=Mode.SHADOW, version=1, updated_at=1.0, updated_by="ops")
     with engine.begin() as conn:  # version 3 is today's schema without cutover_leases
-        t.metadata.create_all(conn, tables=tables_of(3))
+        create_tables(conn, 3)
         conn.execute(sa.insert(t.meta).values(key="schema_version", value="3"))
         conn.execute(sa.insert(t.states).values(name="orders", **stored.to_dict()))
     engine.dispose()
 
     store = open_store(store_url)
     assert store.state("orders") == stored
-    assert schema_version(store) == "4"
+    assert schema_version(store) == str(t.SCHEMA_VERSION)
     lease = store.leadership(duration=60)
     assert lease.held()
     fence = lease.fence()
@@ -132,4 +152,31 @@ def test_a_version_3_store_gains_leases_and_a_controller_leads_it(store_url: str
     )
     assert written.new.version == 2
     lease.release()
+    store.close()
+
+
+def test_a_version_4_store_keeps_its_windows_and_counts_expected_exceptions(
+    store_url: str,
+) -> None:
+    engine = sa.create_engine(normalize_url(store_url))
+    with engine.begin() as conn:  # version 4: windows without a count of expected exceptions
+        create_tables(conn, 4)
+        conn.execute(sa.insert(t.meta).values(key="schema_version", value="4"))
+        conn.exec_driver_sql(
+            "INSERT INTO cutover_windows (migration, arm, start, calls, errors, timeouts, offpath,"
+            " fallbacks, comparisons, drifts, comparator_errors, offpath_dropped, hook_errors)"
+            " VALUES ('parse', 'legacy', 60, 10, 3, 0, 0, 0, 0, 0, 0, 0, 0)"
+        )
+    engine.dispose()
+
+    store = open_store(store_url)
+    legacy = store.windows("parse", 0)[Arm.LEGACY]
+    assert (legacy["calls"], legacy["errors"], legacy["expected"]) == (10, 3, 0)
+    delta = WindowDelta("parse", {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()})
+    delta.arms[Arm.LEGACY].counts[COUNTERS.index("calls")] = 5
+    delta.arms[Arm.LEGACY].counts[COUNTERS.index("expected")] = 2
+    assert store.write_flush(FlushBatch("svc:1", 1, 61.0, [(60, delta)], run="r"))
+    legacy = store.windows("parse", 0)[Arm.LEGACY]
+    assert (legacy["calls"], legacy["errors"], legacy["expected"]) == (15, 3, 2)
+    assert schema_version(store) == str(t.SCHEMA_VERSION)
     store.close()

@@ -47,6 +47,7 @@ from cutover.telemetry.windows import (
     DRIFTS,
     DROPPED,
     ERRORS,
+    EXPECTED,
     FALLBACKS,
     HOOK_ERRORS,
     LEGACY_BASE,
@@ -111,6 +112,27 @@ class _Timeout(Exception):
     """The serving new arm did not answer in time (internal)."""
 
 
+ExpectedExceptions = (
+    type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], bool] | None
+)
+"""What ``expected_exceptions=`` takes: exception classes, or a predicate on the exception."""
+
+
+def _expectation(name: str, given: ExpectedExceptions) -> Callable[[Exception], bool] | None:
+    """The predicate behind ``expected_exceptions``, or None when the migration expects none."""
+    if given is None:
+        return None
+    classes = given if isinstance(given, tuple) else (given,)
+    if all(isinstance(c, type) and issubclass(c, Exception) for c in classes) and classes:
+        return lambda error: isinstance(error, classes)
+    if callable(given) and not isinstance(given, type):
+        return given
+    raise InvalidInput(
+        f"expected_exceptions of migration {name!r} must be exception classes (ValueError, or"
+        f" a tuple of them) or a predicate taking the exception, got {given!r}"
+    )
+
+
 def _is_async(function: Callable[..., Any]) -> bool:
     target = function
     while isinstance(target, functools.partial):
@@ -146,6 +168,7 @@ class Migration:
         *,
         compare: Comparator | None = None,
         compare_exceptions: Comparator | None = None,
+        expected_exceptions: ExpectedExceptions = None,
         unit: Callable[..., Any] | None = None,
         default: Mode | str | State = Mode.LEGACY,
         timeout: float | None = None,
@@ -192,6 +215,7 @@ class Migration:
         self._timeout_ns = None if timeout is None else int(timeout * 1e9)
         self._compare: Comparator = compare or exact()
         self._compare_exceptions: Comparator = compare_exceptions or exceptions()
+        self._expected = _expectation(name, expected_exceptions)
         self._unit_fn = unit
         self._redact = redact
         self._publish = publish
@@ -303,8 +327,9 @@ class Migration:
                     failure = error
                 elapsed = _now() - start
                 if failure is not None:
-                    _record(block, Arm.NEW, elapsed, ERRORS)
-                    if route.fallback:  # never in `new` mode
+                    counter = self._failed(failure)
+                    _record(block, Arm.NEW, elapsed, counter)
+                    if route.fallback and counter == ERRORS:  # never in `new` mode
                         return self._fall_back(block, args, kwargs, unit, failure)
                     raise failure
                 block[N_CALLS] += 1
@@ -315,8 +340,8 @@ class Migration:
         start = _now()
         try:
             result = self.legacy(*args, **kwargs)
-        except Exception:
-            _record(block, Arm.LEGACY, _now() - start, ERRORS)
+        except Exception as error:
+            _record(block, Arm.LEGACY, _now() - start, self._failed(error))
             raise
         elapsed = _now() - start
         block[L_CALLS] += 1
@@ -324,6 +349,24 @@ class Migration:
         bucket = (((bits - 4) << 3) + (elapsed >> (bits - 4))) if bits > 4 else elapsed
         block[LEGACY_HIST + bucket] += 1
         return result
+
+    def _failed(self, error: BaseException) -> int:
+        """The counter a run that raised ``error`` goes to: EXPECTED for an exception the
+        migration expects (an answer, like a value), else ERRORS. A predicate that raises
+        expects nothing."""
+        expected = self._expected
+        if expected is None or not isinstance(error, Exception):
+            return ERRORS
+        try:
+            return EXPECTED if expected(error) else ERRORS
+        except Exception:  # noqa: BLE001 - a broken predicate must not break calls
+            limited.error(
+                f"expected:{self.name}",
+                "cutover: the expected_exceptions predicate of %r raised; counted as an error",
+                self.name,
+                exc_info=True,
+            )
+            return ERRORS
 
     def _extractor_failed(self, block: list[int], error: Exception) -> object:
         """Count a unit extractor that raised; its calls are served by legacy."""
@@ -401,7 +444,7 @@ class Migration:
             result = self.legacy(*args, **kwargs)
         except Exception as error:
             elapsed = _now() - start
-            _record(block, Arm.LEGACY, elapsed, ERRORS)
+            _record(block, Arm.LEGACY, elapsed, self._failed(error))
             if offpath is not None:
                 self._submit(block, Arm.NEW, Arm.LEGACY, None, error, elapsed, offpath, unit)
             raise
@@ -437,7 +480,7 @@ class Migration:
         # the caller without new's failure chained to it as context.
         next_step = self._settle(route, block, Arm.NEW, elapsed, timed_out, failure)
         if next_step is _FALL_BACK:
-            return self._fall_back(block, args, kwargs, unit, failure)
+            return self._fall_back(block, args, kwargs, unit, failure, offpath, elapsed)
         if offpath is not None and not timed_out:
             value = None if failure is not None else result
             self._submit(block, Arm.LEGACY, Arm.NEW, value, failure, elapsed, offpath, unit)
@@ -460,8 +503,11 @@ class Migration:
             _record(block, Arm.NEW, elapsed, TIMEOUTS)
             return _FALL_BACK if route.fallback else _timeout_error(self.name, self.timeout)
         if failure is not None:
-            _record(block, arm, elapsed, ERRORS)
-            return _FALL_BACK if arm is Arm.NEW and route.fallback else failure
+            counter = self._failed(failure)
+            _record(block, arm, elapsed, counter)
+            if arm is Arm.NEW and route.fallback and counter == ERRORS:
+                return _FALL_BACK
+            return failure  # an expected exception is new's answer: compared, not fallen back
         _record(block, arm, elapsed)
         return None
 
@@ -472,18 +518,21 @@ class Migration:
         kwargs: dict[str, Any],
         unit: Any,
         failure: Exception | None,
+        offpath: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        new_ns: int = 0,
     ) -> Any:
         """New failed (``failure``, or None for a timeout): legacy serves this call, whatever it
-        returns or raises."""
+        returns or raises. A sampled call (``offpath``) is also a comparison of the two: new
+        failed where legacy answered is a drift, so failing never passes a parity check."""
         block[N_FALLBACKS] += 1
         self._emit_fallback(unit, failure)
         start = _now()
         try:
             result = self.legacy(*args, **kwargs)
-        except Exception:
-            _record(block, Arm.LEGACY, _now() - start, ERRORS)
+        except Exception as error:
+            self._fell_back(block, failure, new_ns, None, error, _now() - start, offpath, unit)
             raise
-        _record(block, Arm.LEGACY, _now() - start)
+        self._fell_back(block, failure, new_ns, result, None, _now() - start, offpath, unit)
         return result
 
     def _call_new_bounded(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -549,6 +598,59 @@ class Migration:
         many abandoned runs as allowed."""
         return self._runtime.pool.start(run, contextvars.copy_context())
 
+    def _fell_back(
+        self,
+        block: list[int],
+        failure: Exception | None,
+        new_ns: int,
+        value: Any,
+        error: Exception | None,
+        legacy_ns: int,
+        offpath: tuple[tuple[Any, ...], dict[str, Any]] | None,
+        unit: Any,
+    ) -> None:
+        """Count legacy's run in place of new and, for a sampled call (``offpath``), queue the
+        comparison of new's failure (or timeout) with what legacy gave. Both arms already
+        ran, so only judging happens off the caller's path. Never raises; a full pool counts
+        the comparison as dropped."""
+        _record(block, Arm.LEGACY, legacy_ns, None if error is None else self._failed(error))
+        if offpath is None:
+            return
+        try:
+            runtime = self._runtime
+            if failure is None:
+                new = Observation(
+                    Arm.NEW, None, _timeout_error(self.name, self.timeout), new_ns, True
+                )
+            else:
+                new = Observation(Arm.NEW, None, failure, new_ns)
+            legacy = Observation(Arm.LEGACY, value, error, legacy_ns)
+            args, kwargs = offpath
+            judge = functools.partial(
+                self._judged, runtime, legacy, new, args, kwargs, unit, runtime.clock()
+            )
+            if runtime.pool.submit(judge, contextvars.copy_context()):
+                return
+        except Exception:  # noqa: BLE001 - the caller gets legacy's outcome regardless
+            limited.error(f"submit:{self.name}", "cutover: cannot judge a fallback", exc_info=True)
+        block[counter_offset(Arm.LEGACY, DROPPED)] += 1
+
+    def _judged(
+        self,
+        runtime: rt.Runtime,
+        legacy: Observation,
+        new: Observation,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        unit: Any,
+        at: float,
+    ) -> None:
+        """Judge a fallback on a worker, counted where legacy's comparisons are."""
+        block = self._telemetry.block()
+        self._compared(
+            runtime, block, counter_offset(Arm.LEGACY, 0), legacy, new, args, kwargs, unit, at
+        )
+
     def _count_timeout(self, arm: Arm, elapsed: int) -> None:
         """Count an off-path run of ``arm`` that passed the timeout (at the deadline, from the
         thread that noticed)."""
@@ -577,7 +679,7 @@ class Migration:
         block = self._telemetry.block()
         base = counter_offset(arm, 0)
         block[base + OFFPATH] += 1
-        _record(block, arm, elapsed, ERRORS if failure is not None else None)
+        _record(block, arm, elapsed, None if failure is None else self._failed(failure))
         mine = Observation(arm, value, failure, elapsed)
         legacy, new = (observed, mine) if arm is Arm.NEW else (mine, observed)
         self._compared(runtime, block, base, legacy, new, args, kwargs, unit, at)
@@ -706,8 +808,8 @@ class AsyncMigration(Migration):
             start = _now()
             try:
                 result = await self._invoke(arm, args, kwargs)
-            except Exception:
-                _record(block, arm, _now() - start, ERRORS)
+            except Exception as error:
+                _record(block, arm, _now() - start, self._failed(error))
                 raise
             _record(block, arm, _now() - start)
             return result
@@ -726,7 +828,7 @@ class AsyncMigration(Migration):
         elapsed = _now() - start
         next_step = self._settle(route, block, arm, elapsed, timed_out, failure)
         if next_step is _FALL_BACK:
-            return await self._afall_back(block, args, kwargs, unit, failure)
+            return await self._afall_back(block, args, kwargs, unit, failure, offpath, elapsed)
         if offpath is not None and not timed_out:
             value = None if failure is not None else result
             self._submit(block, arm.other, arm, value, failure, elapsed, offpath, unit)
@@ -775,16 +877,19 @@ class AsyncMigration(Migration):
         kwargs: dict[str, Any],
         unit: Any,
         failure: Exception | None,
+        offpath: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        new_ns: int = 0,
     ) -> Any:
+        """The async twin of :meth:`Migration._fall_back`."""
         block[N_FALLBACKS] += 1
         self._emit_fallback(unit, failure)
         start = _now()
         try:
             result = await self._invoke(Arm.LEGACY, args, kwargs)
-        except Exception:
-            _record(block, Arm.LEGACY, _now() - start, ERRORS)
+        except Exception as error:
+            self._fell_back(block, failure, new_ns, None, error, _now() - start, offpath, unit)
             raise
-        _record(block, Arm.LEGACY, _now() - start)
+        self._fell_back(block, failure, new_ns, result, None, _now() - start, offpath, unit)
         return result
 
     def _start(self, run: _OffpathRun) -> bool:

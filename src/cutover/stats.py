@@ -35,16 +35,18 @@ class ArmStats:
     """One arm over a window: every run of it (serving or off-path), rates and latency."""
 
     calls: int
-    errors: int
+    errors: int  # unexpected failures only
     timeouts: int
     served: int
     fallbacks: int
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+    expected: int = 0  # runs that raised an exception the migration expects (bad input)
 
     @property
     def error_rate(self) -> float | None:
+        """Unexpected failures per call: expected exceptions are answers, not errors."""
         return rate(self.errors, self.calls)
 
     @property
@@ -61,6 +63,7 @@ class ArmStats:
             "calls": self.calls,
             "errors": self.errors,
             "error_rate": self.error_rate,
+            "expected": self.expected,
             "p50_ms": self.p50_ms,
             "p95_ms": self.p95_ms,
             "p99_ms": self.p99_ms,
@@ -77,6 +80,7 @@ class ArmStats:
         return cls(
             calls=c[w.CALLS],
             errors=c[w.ERRORS],
+            expected=c[w.EXPECTED],
             timeouts=c[w.TIMEOUTS],
             # Every run served the caller but the off-path ones and new's failed attempts.
             served=c[w.CALLS] - c[w.OFFPATH] - c[w.FALLBACKS],

@@ -6,9 +6,10 @@ import sqlalchemy as sa
 
 from cutover.telemetry.windows import COUNTERS
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """1: the first release. 2: rollouts, and decisions that change no state (kind, version NULL).
-3: tenant cohorts. 4: leases (who leads a role such as the rollout controller)."""
+3: tenant cohorts. 4: leases (who leads a role such as the rollout controller). 5: windows
+count expected exceptions apart from errors."""
 
 metadata = sa.MetaData()
 

@@ -1265,6 +1265,12 @@ def _upgrade(conn: Connection, found: int) -> None:
         t.cohorts.create(conn, checkfirst=True)  # a new table: nothing else changed
     if found < 4:
         t.leases.create(conn, checkfirst=True)  # a new table: nothing else changed
+    if found < 5:  # a counter of its own for expected exceptions, 0 in every earlier window
+        columns = {column["name"] for column in sa.inspect(conn).get_columns("cutover_windows")}
+        if "expected" not in columns:  # a first-release store gained the table whole
+            conn.exec_driver_sql(
+                "ALTER TABLE cutover_windows ADD COLUMN expected BIGINT NOT NULL DEFAULT 0"
+            )
     conn.execute(
         sa.update(t.meta)
         .where(t.meta.c.key == "schema_version")

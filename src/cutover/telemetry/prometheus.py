@@ -81,9 +81,10 @@ class CutoverCollector(Collector):
             broken = 0
             for arm, counts in totals.items():
                 c = counts.counts
-                ok = c[w.CALLS] - c[w.ERRORS] - c[w.TIMEOUTS]
+                ok = c[w.CALLS] - c[w.ERRORS] - c[w.EXPECTED] - c[w.TIMEOUTS]
                 calls.add_metric([name, arm.value, "ok"], ok)
                 calls.add_metric([name, arm.value, "error"], c[w.ERRORS])
+                calls.add_metric([name, arm.value, "expected"], c[w.EXPECTED])
                 calls.add_metric([name, arm.value, "timeout"], c[w.TIMEOUTS])
                 compared += c[w.COMPARISONS]
                 drifts += c[w.DRIFTS]
@@ -116,7 +117,7 @@ class CutoverCollector(Collector):
         return [
             CounterMetricFamily(
                 "cutover_calls",
-                "Runs of each arm by outcome (ok, error, timeout), serving or off-path.",
+                "Runs of each arm by outcome (ok, error, expected, timeout), serving or off-path.",
                 labels=["migration", "arm", "outcome"],
             ),
             CounterMetricFamily(

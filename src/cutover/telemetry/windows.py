@@ -26,11 +26,12 @@ COUNTERS = (
     "comparator_errors",
     "offpath_dropped",
     "hook_errors",
+    "expected",
 )
 """What a window counts for each arm.
 
 calls              runs of the arm, serving or off-path
-errors             runs that raised
+errors             runs that raised an exception the migration does not expect
 timeouts           runs that exceeded the migration's timeout, counted when it passed
 offpath            runs off the caller's path (to compare); the others served the caller,
                    except new's runs that failed and fell back
@@ -41,6 +42,9 @@ comparator_errors  comparisons the comparator could not decide (it raised)
 offpath_dropped    off-path runs of this arm skipped because the pool was full, or because
                    the migration held its share of runs abandoned past their timeout
 hook_errors        unit extractors, redactors and publishers that raised (caught, counted)
+expected           runs that raised an exception the migration expects (bad input answered
+                   with an error): compared like values, never counted as errors or fallen
+                   back from
 """
 
 (
@@ -54,6 +58,7 @@ hook_errors        unit extractors, redactors and publishers that raised (caught
     COMPARATOR_ERRORS,
     DROPPED,
     HOOK_ERRORS,
+    EXPECTED,
 ) = range(len(COUNTERS))
 NC = len(COUNTERS)
 
