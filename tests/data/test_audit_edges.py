@@ -24,11 +24,15 @@ def run(source: str, target: str, **options: Any) -> Any:
 
 # Names --------------------------------------------------------------------------------------
 
-# Every name the audit's and reconcile's queries give to what they compute, names that are SQL
-# keywords or functions, mixed case, spaces, quotes and what a driver's parameter syntax uses.
+# Every name the audit's and reconcile's queries give (or gave) to what they compute, the names
+# SQLAlchemy gives unnamed ones, names that are SQL keywords or functions, mixed case, spaces,
+# quotes and what a driver's parameter syntax uses.
 NAMES = [
     "b",
     "n",
+    "key_0",
+    "position",
+    "count_1",
     "cutover_in_scope",
     "select",
     "count",

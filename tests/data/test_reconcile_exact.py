@@ -5,6 +5,7 @@ the database's own command-line client (``psql``, ``sqlite3``)."""
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from cutover.cli import main
 from cutover.data import reconcile as rec
 from cutover.data.audit import AuditSpec, audit
 
+from ..conftest import need
 from .audit_seed import execute
 
 
@@ -39,8 +41,14 @@ def libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+def client(name: str) -> None:
+    """Skip (or fail, where services are required) without the database's own client."""
+    need(None if shutil.which(name) else f"the {name} command-line client is not installed")
+
+
 def psql(url: str, script: Path) -> None:
     """Run ``script`` with the real ``psql``, stopping at the first error."""
+    client("psql")
     done = subprocess.run(
         ["psql", libpq(url), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script)],
         capture_output=True,
@@ -52,6 +60,7 @@ def psql(url: str, script: Path) -> None:
 
 def sqlite3_cli(url: str, script: Path) -> None:
     """Run ``script`` with the real ``sqlite3`` shell, stopping at the first error."""
+    client("sqlite3")
     database = sa.make_url(url).database
     with open(script, "rb") as handle:
         done = subprocess.run(
