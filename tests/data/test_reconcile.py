@@ -280,7 +280,11 @@ def test_dry_run_writes_nothing_and_prints_sql_that_does_the_job(
     assert code == 0, err
     assert contents(target, TARGET_TABLE) == before
     assert not Path(rec.default_undo_path(report)).exists()
-    statements = [line for line in out.splitlines() if not line.startswith("--")]
+    lines = [line for line in out.splitlines() if not line.startswith("--")]
+    # The session settings come first (zone, text forms of times), then the statements.
+    session = list(rec.plan(report, allow_delete=True).session)
+    assert lines[: len(session)] == session
+    statements = lines[len(session) :]
     assert len(statements) == 5, out
     assert all(line.endswith(";") for line in statements)
     assert sum(line.startswith("INSERT INTO orders_v2") for line in statements) == 2

@@ -85,6 +85,9 @@ def _print_dry_run(planned: rec.ReconcilePlan, undo: str) -> None:
         f"-- reconcile {planned.table} on the {planned.side} ({planned.dialect}, {planned.url})"
         f" to equal the {planned.prefer}: dry run, nothing is written"
     )
+    if planned.statements:  # so that the database's own client reads values as cutover does
+        for line in planned.session:
+            click.echo(line)
     for statement in planned.statements:
         click.echo(statement.sql)
     counts = planned.counts

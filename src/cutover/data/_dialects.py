@@ -2,12 +2,14 @@
 
 PostgreSQL 14 and later hash rows as typed values with the types' own 64-bit hashes; MySQL,
 MariaDB and older PostgreSQL hash an unambiguous text encoding with MD5; SQLite rows are
-compared in Python. Every audit connection is read-only and speaks UTC.
+compared in Python. Every audit connection is read-only and speaks UTC, and every value is
+read as the database stored it (:func:`stored`).
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,14 +54,26 @@ def database_url(url: str | os.PathLike[str], role: str = "database") -> str:
     return f"{driver}://{rest}"
 
 
+POSTGRES_SESSION = (
+    "SET TIME ZONE 'UTC'",
+    "SET DateStyle = 'ISO, YMD'",
+    "SET IntervalStyle = 'postgres'",
+)
+"""How a PostgreSQL session reads and writes times and intervals as text: cutover's own, and
+those of the scripts it writes, so that a value read in one is the same value in the other."""
+
+MYSQL_SESSION = ("SET time_zone = '+00:00'", "SET NAMES utf8mb4")
+"""The same for MySQL and MariaDB."""
+
+
 def _on_connect(dialect: str, read_only: bool) -> list[str]:
     if dialect == "postgresql":
-        statements = ["SET TIME ZONE 'UTC'", "SET extra_float_digits = 1"]
+        statements = [*POSTGRES_SESSION, "SET extra_float_digits = 1"]
         if read_only:
             statements.append("SET default_transaction_read_only = on")
         return statements
     if dialect in ("mysql", "mariadb"):
-        statements = ["SET time_zone = '+00:00'"]
+        statements = [MYSQL_SESSION[0]]
         if read_only:
             statements.append("SET SESSION TRANSACTION READ ONLY")
         return statements
@@ -91,9 +105,13 @@ def connect(
     except (sa.exc.ArgumentError, ValueError) as error:  # ValueError: a port not a number
         raise InvalidInput(f"the {role} URL is not valid: {scrub(str(error), full)}") from None
     statements = _on_connect(engine.dialect.name, read_only)
+    exact = engine.dialect.driver == "psycopg"
 
     @sa.event.listens_for(engine, "connect")
     def _session(dbapi_connection: Any, _record: Any) -> None:
+        if exact:
+            for name, loader in _psycopg_loaders().items():
+                dbapi_connection.adapters.register_loader(name, loader)
         cursor = dbapi_connection.cursor()
         for statement in statements:
             cursor.execute(statement)
@@ -112,6 +130,43 @@ def connect(
             f" {scrub(first_line(error), full)}; check --{role}"
         ) from None
     return engine
+
+
+@functools.cache
+def _psycopg_loaders() -> dict[str, type]:
+    """Loaders that read dates and times Python cannot hold (infinity, years before 1 or after
+    9999, '24:00:00') as PostgreSQL's text instead of failing; every other value as usual."""
+    import psycopg
+    from psycopg.adapt import Loader
+    from psycopg.pq import Format
+
+    def or_text(name: str) -> type:
+        oid = psycopg.adapters.types[name].oid
+        typed = psycopg.adapters.get_loader(oid, Format.TEXT)
+        assert typed is not None
+
+        class OrText(Loader):
+            def __init__(self, oid: int, context: Any = None) -> None:
+                super().__init__(oid, context)
+                self._typed = typed(oid, context)
+
+            def load(self, data: Any) -> Any:
+                try:
+                    return self._typed.load(data)
+                except psycopg.DataError:
+                    return bytes(data).decode()
+
+        return OrText
+
+    return {name: or_text(name) for name in ("date", "time", "timestamp", "timestamptz")}
+
+
+def identifier(dialect: sa.Dialect, name: str) -> str:
+    """``name`` as an identifier in SQL text of ``dialect``: always quoted, so that no column
+    name is read as a keyword or folded to lower case."""
+    preparer = dialect.identifier_preparer
+    end = preparer.final_quote
+    return preparer.initial_quote + name.replace(end, end + end) + end
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +312,7 @@ _PG_TYPES = {
     Kind.DATE: "date",
     Kind.TIME: "time",
     Kind.UUID: "uuid",
-    Kind.JSON: "jsonb",
+    Kind.JSON: "text",  # as written: jsonb cannot hold all that json can ("\\u0000")
 }
 
 
@@ -315,17 +370,65 @@ def pushdown(engine: sa.Engine) -> Pushdown | None:
 
 
 class _Raw(sa.types.TypeDecorator[Any]):
-    """A column type whose values are read as the driver returns them, unconverted."""
+    """A column type whose values are read as the driver returns them, unconverted, and
+    written as given when the driver takes them as they are (text, bytes and numbers): a
+    value read from a table goes back into it exactly as it was stored."""
 
     impl = sa.types.NullType
     cache_ok = True
 
     def __init__(self, original: sa.types.TypeEngine[Any]) -> None:
         super().__init__()
-        self.impl = original  # what the column is (its kind); only reading changes
+        self.impl = original  # what the column is (its kind); only reading and writing change
 
     def result_processor(self, dialect: sa.Dialect, coltype: Any) -> None:
         return None
+
+    def bind_processor(self, dialect: sa.Dialect) -> Any:
+        convert = self.impl_instance.dialect_impl(dialect).bind_processor(dialect)
+        if convert is None:
+            return None
+
+        def process(value: Any) -> Any:
+            return value if value is None or isinstance(value, _AS_IS) else convert(value)
+
+        return process
+
+
+_AS_IS = (str, bytes, int, float)
+
+
+def raw_type(column_type: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
+    """``column_type`` reading and writing values as stored (see :class:`_Raw`)."""
+    return column_type if isinstance(column_type, _Raw) else _Raw(column_type)
+
+
+def stored(column: sa.Column[Any], dialect: str) -> sa.ColumnElement[Any]:
+    """The column in a SELECT list, read exactly as the database stored it: no conversion by
+    SQLAlchemy (SQLite's text times keep their offsets, its numerics their digits); MySQL's
+    FLOAT as the double it holds (the server sends it rounded to six digits otherwise);
+    PostgreSQL's intervals, times with a zone and JSON as their text (a timedelta counts a
+    month as 30 days, a time drops its offset's seconds, JSON parsed and printed again is other
+    text). Dates and times Python cannot hold come as text too (see ``connect``)."""
+    element: sa.ColumnElement[Any] = column
+    if single_float(column, dialect):
+        element = column + sa.literal_column("0e0")
+    elif dialect == "postgresql" and _as_text_on_postgres(column.type):
+        element = sa.cast(column, sa.Text())
+    return sa.type_coerce(element, raw_type(column.type))
+
+
+def _as_text_on_postgres(column_type: sa.types.TypeEngine[Any]) -> bool:
+    from sqlalchemy.dialects.postgresql import INTERVAL
+
+    return isinstance(column_type, sa.JSON | sa.Interval | INTERVAL) or (
+        isinstance(column_type, sa.Time) and bool(column_type.timezone)
+    )
+
+
+def as_stored(column: sa.Column[Any], value: Any) -> sa.BindParameter[Any]:
+    """``value`` bound for ``column`` as :func:`stored` read it: written unconverted."""
+    return sa.bindparam(None, value, type_=raw_type(column.type))
 
 
 def first_line(error: BaseException) -> str:
@@ -335,31 +438,34 @@ def first_line(error: BaseException) -> str:
 
 
 def reflect(engine: sa.Engine, name: str, role: str, hint: str) -> sa.Table:
-    """The table ``name`` (``schema.table`` allowed) as the database describes it, reading
-    its values as stored (:func:`readable`); a table that is not there is bad input."""
+    """The table ``name`` (``schema.table`` allowed) as the database describes it; a table
+    that is not there is bad input."""
     schema, _, bare = name.rpartition(".")
+    dialect = engine.dialect
+
+    def named(_inspector: Any, _table: sa.Table, column: dict[str, Any]) -> None:
+        column["name"] = column_name(dialect, column["name"])
+
     try:
-        table = sa.Table(bare, sa.MetaData(), schema=schema or None, autoload_with=engine)
+        table = sa.Table(
+            bare,
+            sa.MetaData(),
+            schema=schema or None,
+            autoload_with=engine,
+            listeners=[("column_reflect", named)],
+        )
     except (sa.exc.NoSuchTableError, sa.exc.OperationalError, sa.exc.ProgrammingError):
         shown = redact_url(engine.url.render_as_string(hide_password=False))
         raise InvalidInput(
             f"table {name!r} does not exist in the {role} database {shown}; {hint}"
         ) from None
-    return readable(table, engine.dialect.name)
-
-
-def readable(table: sa.Table, dialect: str) -> sa.Table:
-    """Make a reflected table's columns read their values as stored: MySQL's DOUBLE as floats
-    (not Decimals cut to ten digits), its TIME as a duration (not a time of day), SQLite's
-    BOOLEAN as the number it holds (a 2 is no boolean)."""
-    for column in table.c:
-        if isinstance(column.type, sa.Float):
-            column.type.asdecimal = False
-        elif (dialect in ("mysql", "mariadb") and isinstance(column.type, sa.Time)) or (
-            dialect == "sqlite" and isinstance(column.type, sa.Boolean)
-        ):
-            column.type = _Raw(column.type)
     return table
+
+
+def column_name(dialect: sa.Dialect, reflected: str) -> str:
+    """A column's name as SQLAlchemy reflected it, as it is: MySQL's reflection keeps the
+    backticks of a name doubled as SHOW CREATE TABLE prints them."""
+    return reflected.replace("``", "`") if dialect.name in ("mysql", "mariadb") else reflected
 
 
 def single_float(column: sa.Column[Any], dialect: str) -> bool:
@@ -368,8 +474,9 @@ def single_float(column: sa.Column[Any], dialect: str) -> bool:
 
 
 def qualified(engine: sa.Engine, table: sa.Table) -> str:
-    """The table's name as SQL would write it, quoted where needed (for ``regclass``)."""
-    return engine.dialect.identifier_preparer.format_table(table)
+    """The table's name as SQL would write it, quoted (for ``regclass``)."""
+    name = identifier(engine.dialect, table.name)
+    return f"{identifier(engine.dialect, table.schema)}.{name}" if table.schema else name
 
 
 def bytewise_text(engine: sa.Engine, table: sa.Table, column: str) -> bool:

@@ -2,7 +2,8 @@
 
 Every value the audit compares goes through :func:`canonical` for its column's kind, so that
 engines agree on what "equal" is: numerics by value whatever their scale, timestamps with a
-zone in UTC, text and bytes exactly (never by collation), NULL apart from the empty string.
+zone in UTC, timestamps without one as written (an offset in stored text included), text and
+bytes exactly (never by collation), NULL apart from the empty string.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import math
 import uuid
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 import sqlalchemy as sa
@@ -100,14 +101,30 @@ def _decimal(value: Any) -> Decimal:
     return Decimal(str(value).strip())
 
 
-def _timestamp(value: Any) -> dt.datetime:
+def _datetime(value: Any) -> dt.datetime:
     if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value.strip().replace(" ", "T", 1))
-    elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        value = dt.datetime(value.year, value.month, value.day)
+        return dt.datetime.fromisoformat(value.strip().replace(" ", "T", 1))
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return dt.datetime(value.year, value.month, value.day)
+    if not isinstance(value, dt.datetime):
+        raise TypeError(value)
+    return value
+
+
+def _timestamp(value: Any) -> dt.datetime:
+    """A time with a zone as the instant it is, in UTC (naive times count as UTC)."""
+    value = _datetime(value)
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
+
+
+def _wall_clock(value: Any) -> dt.datetime | str:
+    """A time without a zone as written: its date and time, and the offset that text stored in
+    such a column may carry, as part of the value ('12:00+02:00' is neither '10:00' nor
+    '10:00+00:00'), in ISO form then."""
+    value = _datetime(value)
+    return value if value.tzinfo is None else value.isoformat()
 
 
 def _boolean(value: Any) -> bool:
@@ -187,7 +204,7 @@ _CANONICAL: dict[Kind, Callable[[Any], Any]] = {
     Kind.BOOLEAN: _boolean,
     Kind.TEXT: _text,
     Kind.BYTES: _bytes,
-    Kind.TIMESTAMP: _timestamp,
+    Kind.TIMESTAMP: _wall_clock,
     Kind.TIMESTAMPTZ: _timestamp,
     Kind.DATE: _date,
     Kind.TIME: _time,
@@ -216,8 +233,8 @@ class Unreadable:
 
 def canonical(kind: Kind, value: Any) -> Any:
     """The value as its kind means it; None stays None (NULL is never equal to '')."""
-    if value is None:
-        return None
+    if value is None or isinstance(value, Unreadable):
+        return value
     try:
         return _CANONICAL[kind](value)
     except (ValueError, TypeError, InvalidOperation, json.JSONDecodeError):
@@ -234,6 +251,8 @@ def equal(kind: Kind, a: Any, b: Any, tolerance: float | None = None) -> bool:
         if tolerance is not None and math.isfinite(a) and math.isfinite(b):
             return abs(a - b) <= tolerance
         return a == b
+    if isinstance(a, Decimal) and isinstance(b, Decimal) and (a.is_nan() or b.is_nan()):
+        return a.is_nan() and b.is_nan()  # NaN equals NaN, as PostgreSQL's numeric says
     if tolerance is not None and isinstance(a, Decimal | int) and isinstance(b, Decimal | int):
         return abs(_decimal(a) - _decimal(b)) <= _decimal(tolerance)
     return bool(a == b)
@@ -247,7 +266,9 @@ def to_json(value: Any) -> Any:
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, Decimal):
         if value.is_finite():
-            text = format(value.normalize(), "f")
+            # Trailing zeros dropped at the value's own precision, never rounded to 28 digits.
+            exact = Context(prec=max(1, len(value.as_tuple().digits)))
+            text = format(value.normalize(exact), "f")
             return "0" if value == 0 else text
         return str(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
@@ -277,8 +298,8 @@ def from_json(kind: Kind, value: Any) -> Any:
     if kind is Kind.JSON:
         return value
     if kind is Kind.TIMESTAMPTZ:
-        stamp = _timestamp(value)
-        return stamp.replace(tzinfo=dt.UTC)
+        stamp = canonical(kind, value)
+        return stamp.replace(tzinfo=dt.UTC) if isinstance(stamp, dt.datetime) else stamp
     return canonical(kind, value)
 
 
@@ -286,6 +307,8 @@ def to_param(kind: Kind, value: Any) -> Any:
     """A canonical value as a bound parameter for a column of ``kind`` on some engine."""
     if value is None:
         return None
+    if isinstance(value, Unreadable):
+        return value.raw  # as stored: 'infinity' in a timestamp column, say
     if kind is Kind.TEXT:
         return _text(value)
     if kind is Kind.UUID and not isinstance(value, uuid.UUID):

@@ -43,12 +43,15 @@ from cutover.data._dialects import (
     PostgresPushdown,
     Pushdown,
     bytewise_text,
+    column_name,
     connect,
     first_line,
+    identifier,
     pushdown,
     qualified,
+    raw_type,
     reflect,
-    single_float,
+    stored,
 )
 from cutover.data._encoding import (
     Kind,
@@ -279,7 +282,11 @@ class _Side:
         return kind_of(self.column(name).type)
 
     def quoted(self, name: str) -> str:
-        return self.engine.dialect.identifier_preparer.quote(name)
+        return identifier(self.engine.dialect, name)
+
+    def stored(self, name: str) -> sa.ColumnElement[Any]:
+        """The column read as stored (see :func:`cutover.data._dialects.stored`)."""
+        return stored(self.column(name), self.dialect)
 
     def primary_on(self, columns: Sequence[str]) -> bool:
         """Whether every column is part of the primary key, so none can be NULL."""
@@ -292,13 +299,17 @@ class _Side:
         if primary and primary <= wanted:
             return True
         inspector = sa.inspect(self.engine)
+
+        def within(names: Iterable[str | None]) -> bool:
+            return {column_name(self.engine.dialect, str(n)) for n in names} <= wanted
+
         for index in inspector.get_indexes(self.table.name, schema=self.table.schema):
-            if index.get("unique") and set(index["column_names"]) <= wanted:
+            if index.get("unique") and within(index["column_names"]):
                 return True
         for constraint in inspector.get_unique_constraints(
             self.table.name, schema=self.table.schema
         ):
-            if set(constraint["column_names"]) <= wanted:
+            if within(constraint["column_names"]):
                 return True
         return False
 
@@ -361,9 +372,15 @@ class _Side:
             raise
 
 
+def _as_stored(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
+    """The column compared with values bound as it stores them."""
+    return sa.type_coerce(column, raw_type(column.type))
+
+
 def _bound_type(column_type: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
-    """A key bound's type: text without the column's collation (keys compare by bytes)."""
-    return sa.String() if isinstance(column_type, sa.String) else column_type
+    """A key bound's type: text without the column's collation (keys compare by bytes), other
+    values written as the column stores them."""
+    return sa.String() if isinstance(column_type, sa.String) else raw_type(column_type)
 
 
 # -- the audit ----------------------------------------------------------------------------
@@ -561,12 +578,13 @@ class _Audit:
 
     def _buckets(self, index: int, side: _Side, chunk: _Chunk) -> dict[int, tuple[int, int]]:
         """The chunk's rows summed per bucket: bucket -> (rows, sum of row hashes)."""
-        bucket = self._bucket(index, side).label("b")
+        # Grouped by the expression itself: a name for it could be a column's name too.
+        bucket = self._bucket(index, side)
         query = side.filtered(
             sa.select(bucket, sa.func.count(), sa.literal_column(f"sum({self._row_hash[index]})"))
             .select_from(side.table)
             .where(*self._range(index, side, chunk))
-            .group_by(sa.literal_column("b"))
+            .group_by(bucket)
         )
         return {int(b): (int(n), int(total or 0) & _MASK) for b, n, total in side.run(query)}
 
@@ -579,7 +597,7 @@ class _Audit:
         if buckets:
             conditions.append(self._bucket(index, side).in_(buckets))
         query = side.filtered(
-            sa.select(*(side.column(c.own) for c in own), sa.literal_column(self._row_hash[index]))
+            sa.select(*(side.stored(c.own) for c in own), sa.literal_column(self._row_hash[index]))
             .select_from(side.table)
             .where(*conditions)
         )
@@ -612,13 +630,7 @@ class _Audit:
         names = [c.own for c in self._own(index, self.key + self.columns)]
         if self.tenant is not None:
             names.append(self.tenant[index].own)
-        columns = [side.column(n) for n in names]
-        query = sa.select(
-            *(
-                (c + sa.literal_column("0e0")).label(c.name) if single_float(c, side.dialect) else c
-                for c in columns
-            )
-        )
+        query = sa.select(*(side.stored(n) for n in names)).select_from(side.table)
         return side.filtered(query) if filtered else query
 
     def _canonical(self, index: int, raw: Sequence[Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
@@ -659,7 +671,7 @@ class _Audit:
     ) -> tuple[dict[tuple[Any, ...], tuple[Any, ...]], set[tuple[Any, ...]]]:
         """Rows by key, whatever ``--where`` says, and the keys of those it does not keep."""
         own = self._own(index, self.key)
-        columns = [side.column(c.own) for c in own]
+        columns = [_as_stored(side.column(c.own)) for c in own]
         found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         outside: set[tuple[Any, ...]] = set()
         for start in range(0, len(keys), 500):
@@ -823,16 +835,16 @@ class _Audit:
                 edges = [(int(low) + width * i,) for i in range(1, pieces)]
                 return self._chunks(edges)
         keys = self._key_expressions(0, source)
+        # The subquery's columns have names of their own, which no column name can clash with.
         numbered = source.filtered(
             sa.select(
-                *(source.column(c.own) for c in own),
-                sa.func.row_number().over(order_by=keys).label("n"),
-            )
+                *(source.stored(c.own).label(f"key_{i}") for i, c in enumerate(own)),
+                sa.func.row_number().over(order_by=keys).label("position"),
+            ).select_from(source.table)
         ).subquery()
-        query = sa.select(*(numbered.c[c.own] for c in own)).where(
-            numbered.c.n % step == 1, numbered.c.n > 1
-        )
-        query = query.order_by(numbered.c.n)
+        position = numbered.c.position
+        query = sa.select(*(numbered.c[f"key_{i}"] for i in range(len(own))))
+        query = query.where(position % step == 1, position > 1).order_by(position)
         edges = [
             tuple(canonical(c.kind, v) for c, v in zip(own, row, strict=True))
             for row in source.run(query)

@@ -4,6 +4,7 @@ before anything changes."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -11,7 +12,7 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -20,7 +21,17 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.expression import Executable
 
 from cutover.clock import Clock, system_clock
-from cutover.data._dialects import connect, database_url, first_line, reflect
+from cutover.data._dialects import (
+    MYSQL_SESSION,
+    POSTGRES_SESSION,
+    as_stored,
+    connect,
+    database_url,
+    first_line,
+    raw_type,
+    reflect,
+    stored,
+)
 from cutover.data._encoding import (
     Kind,
     Unreadable,
@@ -42,13 +53,14 @@ from cutover.urls import holds_redacted
 SIDES = ("source", "target")
 _KINDS = ("missing", "extra", "changed", "pending")
 _READ_CHUNK = 500
-_SCOPE = "cutover_in_scope"
+_TIMES = (Kind.TIMESTAMP, Kind.TIMESTAMPTZ, Kind.DATE, Kind.TIME)
 
 
 @dataclass(frozen=True, slots=True)
 class Statement:
     """One write that makes a row of the written side equal to the preferred side, and the SQL
-    that puts the row back as it was. Immutable."""
+    that puts the row back as it was. Its SQL writes every value as a literal that the database
+    reads back as exactly the value ``clause`` binds. Immutable."""
 
     kind: str  # insert | update | delete
     key: tuple[Any, ...]  # the row's key on the written side, in key-column order
@@ -481,6 +493,8 @@ class _Planner:
         self.preferred = preferred
         self.written = written
         self.allow_delete = allow_delete
+        # Between two databases of one engine, values are written exactly as they were stored.
+        self.same_engine = preferred.dialect.name == written.dialect.name
         source, target = (
             (preferred, written) if preferred.name == "source" else (written, preferred)
         )
@@ -551,7 +565,9 @@ class _Planner:
                 result = canonical(kind, from_json(kind, value))
             except (ValueError, TypeError, InvalidOperation):
                 result = Unreadable(value)
-            if value is not None and isinstance(result, Unreadable):
+            # Times that Python cannot hold (infinity, years before 1) are keys as their text.
+            as_text = kind in _TIMES and isinstance(value, str)
+            if value is not None and isinstance(result, Unreadable) and not as_text:
                 raise InvalidInput(
                     f"the report's key {json.dumps(values)} does not fit the key column {name}"
                     f" ({kind}); give the unchanged report, or run the audit again"
@@ -573,12 +589,15 @@ class _Planner:
         """The rows of ``side`` with these keys, by canonical key: every column under its
         source name, and whether the row matches the condition the audit applied there."""
         names = list(side.labels)
-        selected: list[Any] = [side.table.c[side.labels[name]] for name in names]
+        dialect = side.dialect.name
+        selected: list[Any] = [stored(side.table.c[side.labels[name]], dialect) for name in names]
         where = self.report.where[side.name]
-        if where is not None:
-            scope = sa.case((sa.text(f"({where})"), sa.literal(1)), else_=sa.literal(0))
-            selected.append(scope.label(_SCOPE))
-        columns = [side.column(name) for name in self.report.key]
+        if where is not None:  # unnamed: any name could be a column's too
+            selected.append(sa.case((sa.text(f"({where})"), sa.literal(1)), else_=sa.literal(0)))
+        columns = [
+            sa.type_coerce(c, raw_type(c.type))
+            for c in (side.column(name) for name in self.report.key)
+        ]
         params = [
             tuple(self._param(side, n, v) for n, v in zip(self.report.key, key, strict=True))
             for key in keys
@@ -588,7 +607,8 @@ class _Planner:
         else:
             condition = sa.tuple_(*columns).in_(params)
         try:
-            rows = conn.execute(sa.select(*selected).where(condition)).all()
+            query = sa.select(*selected).select_from(side.table).where(condition)
+            rows = conn.execute(query).all()
         except sa.exc.DBAPIError as error:
             if where is not None:
                 raise InvalidInput(
@@ -609,7 +629,7 @@ class _Planner:
     def _insert(self, wanted: Mapping[str, Any], tenant: str | None) -> Statement:
         side = self.written
         values = {
-            side.labels[name]: _adapt(value, side.column(name))
+            side.labels[name]: self._written(value, side.column(name))
             for name, value in wanted.items()
             if name in side.labels and _writable(side.column(name))
         }
@@ -632,7 +652,7 @@ class _Planner:
                 self.report.tolerance.get(name),
             ):
                 column = side.column(name)
-                changes[column.name] = _adapt(wanted[name], column)
+                changes[column.name] = self._written(wanted[name], column)
                 before[column.name] = current[name]
         if not changes:
             return None
@@ -653,6 +673,13 @@ class _Planner:
         undo = _sql(_restore(side.table, row, side.dialect), side.dialect)
         return self._statement("delete", key, tenant, {}, undo=undo)
 
+    def _written(self, value: Any, column: sa.Column[Any]) -> Any:
+        """A value of the preferred side as the written side's ``column`` takes it: as it was
+        stored, when both sides are of one engine."""
+        if self.same_engine:
+            return bytes(value) if isinstance(value, memoryview | bytearray) else value
+        return _adapt(value, column)
+
     def _key_columns(self) -> list[sa.Column[Any]]:
         return [self.written.column(name) for name in self.report.key]
 
@@ -667,11 +694,12 @@ class _Planner:
     ) -> Statement:
         side = self.written
         table, columns = side.table, self._key_columns()
+        bound = {name: as_stored(table.c[name], value) for name, value in values.items()}
         if kind == "insert":
-            clause: Any = sa.insert(table).values(values).inline()
+            clause: Any = sa.insert(table).values(bound).inline()
             shown: Any = sa.insert(table).values(_literals(table, values, side.dialect)).inline()
         elif kind == "update":
-            clause = sa.update(table).where(*_key_match(columns, key)).values(values)
+            clause = sa.update(table).where(*_key_match(columns, key)).values(bound)
             shown = _update(table, columns, key, values, side.dialect)
         else:
             clause = sa.delete(table).where(*_key_match(columns, key))
@@ -743,65 +771,161 @@ def _writable(column: sa.Column[Any]) -> bool:
 # --- SQL text --------------------------------------------------------------------------------
 
 
-def _literal(value: Any, type_: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
-    """``value`` as an SQL literal of ``dialect``, on one line."""
+def _literal(value: Any, column_type: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
+    """``value`` as an SQL literal of ``dialect`` on one line, which the database reads as
+    exactly the value ``apply`` binds for a column of ``column_type``: the same number (NaN,
+    the infinities and a negative zero included), text, bytes, time or document."""
+    value = _bound(value, column_type, dialect)
+    name = dialect.name
     if value is None:
         return "NULL"
-    if isinstance(value, (bytes, bytearray, memoryview)):
+    if isinstance(value, bool):
+        return ("true" if value else "false") if name == "postgresql" else str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _float_literal(value, name)
+    if isinstance(value, Decimal):
+        return _decimal_literal(value, name)
+    if isinstance(value, bytes | bytearray | memoryview):
         digits = bytes(value).hex()
-        return f"decode('{digits}', 'hex')" if dialect.name == "postgresql" else f"X'{digits}'"
-    if isinstance(value, float) and not math.isfinite(value):
-        return _special_float(value, dialect)
-    if isinstance(value, timedelta):  # MySQL's TIME: a duration, beyond a day or negative
-        return _render(value_json(value), sa.String(), dialect)
-    if isinstance(type_, sa.ARRAY) and isinstance(value, list):
-        return _render(value, type_, dialect)
-    if isinstance(type_, sa.JSON) or isinstance(value, (dict, list)):
-        value, type_ = json.dumps(value, ensure_ascii=False), sa.String()
-    if isinstance(value, str) and ("\n" in value or "\r" in value):
-        return _lines_literal(value, dialect)
-    try:
-        return _render(value, type_, dialect)
-    except (sa.exc.CompileError, NotImplementedError, TypeError, ValueError):
-        return _render(str(value), sa.String(), dialect)
+        return f"decode('{digits}', 'hex')" if name == "postgresql" else f"X'{digits}'"
+    if isinstance(value, list) and isinstance(column_type, sa.ARRAY):
+        return _render(value, column_type, dialect)
+    return _text_literal(_as_text(value), name)
 
 
-def _special_float(value: float, dialect: Dialect) -> str:
-    """NaN and the infinities, which SQL has no numerals for."""
-    if dialect.name == "postgresql":
-        name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-        return f"'{name}'::float8"
-    if dialect.name == "sqlite" and not math.isnan(value):
-        return "9e999" if value > 0 else "-9e999"
-    raise InvalidInput(
-        f"the value {value!r} cannot be written to {dialect.name} as SQL; repair this row by hand"
-    )
+def _bound(value: Any, column_type: sa.types.TypeEngine[Any], dialect: Dialect) -> Any:
+    """``value`` as ``apply`` hands it to the driver for a column of ``column_type``."""
+    if value is None:
+        return None
+    convert = raw_type(column_type).dialect_impl(dialect).bind_processor(dialect)
+    return value if convert is None else convert(value)
+
+
+def _as_text(value: Any) -> str:
+    """A value that SQL takes as quoted text: times in ISO form, MySQL's TIME (a duration) as
+    it prints it, documents as JSON, anything else as it prints."""
+    if isinstance(value, datetime):
+        return value.isoformat(" ")
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return str(value_json(value))
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _float_literal(value: float, dialect: str) -> str:
+    if dialect == "postgresql":
+        if math.isnan(value):
+            return "'NaN'::float8"
+        if math.isinf(value):
+            return "'Infinity'::float8" if value > 0 else "'-Infinity'::float8"
+        if value == 0 and math.copysign(1, value) < 0:
+            return "'-0'::float8"  # a bare -0.0 is minus a numeric zero: zero
+        return repr(value)  # read as a numeric, then by the float's own correctly rounded input
+    if math.isnan(value):
+        raise InvalidInput(
+            f"the value NaN cannot be written to {dialect} (it stores no NaN); repair this row"
+            " by hand"
+        )
+    if dialect == "sqlite":
+        if math.isinf(value):
+            return "9e999" if value > 0 else "-9e999"
+        return _sqlite_float(value)
+    if math.isinf(value):
+        raise InvalidInput(
+            f"the value {value!r} cannot be written to {dialect} (it stores no infinity); repair"
+            " this row by hand"
+        )
+    text = repr(value)
+    return text if "e" in text else f"{text}e0"  # a double, not an exact decimal, in MySQL
+
+
+_TWO_62 = 2**62
+
+
+def _sqlite_float(value: float) -> str:
+    """A double as SQLite arithmetic that makes exactly it: SQLite's own reading of decimal
+    text rounds some values to a neighbour (0.5% of all doubles in 3.40), but an integer
+    below 2**53 times or divided by powers of two is exact."""
+    if value == int(value) and abs(value) < 2**53:
+        return repr(value)  # 3.0, -0.0: read exactly
+    mantissa, exponent = math.frexp(value)
+    digits, shift = int(math.ldexp(mantissa, 53)), exponent - 53  # value = digits * 2**shift
+    while digits % 2 == 0:
+        digits, shift = digits // 2, shift + 1
+    parts = [f"{digits} * 1.0"]
+    operator = " * " if shift > 0 else " / "
+    left = abs(shift)
+    while left:
+        step = min(left, 62)
+        parts.append(str(2**step if step < 62 else _TWO_62))
+        left -= step
+    return "(" + operator.join(parts) + ")"
+
+
+def _decimal_literal(value: Decimal, dialect: str) -> str:
+    if value.is_finite():
+        return str(value) if dialect == "postgresql" else format(value, "f")
+    if dialect == "postgresql":
+        return f"'{value}'::numeric"  # NaN, Infinity, -Infinity
+    if dialect == "sqlite":
+        return _float_literal(float(value), dialect)
+    raise InvalidInput(f"the value {value} cannot be written to {dialect}; repair this row by hand")
+
+
+# Characters written apart from quoted text: controls (NUL, line breaks), the other line
+# separators, and in MySQL the backslash, which its quoted text reads as an escape.
+_UNQUOTABLE = re.compile(r"([\x00-\x1f\x7f\x85\u2028\u2029])")
+_UNQUOTABLE_MYSQL = re.compile(r"([\x00-\x1f\x7f\x85\u2028\u2029\\])")
+
+
+def _text_literal(text: str, dialect: str) -> str:
+    """Text as one SQL expression on one line that means exactly ``text``.
+
+    PostgreSQL: an escape string (E'...') where needed, still one literal that takes the type
+    of the column it meets. SQLite and MySQL: quoted runs joined with the characters quoted
+    text cannot hold, made by char() or CHAR(... USING utf8mb4)."""
+    if dialect == "postgresql":
+        if not _UNQUOTABLE.search(text) and "\\" not in text:
+            return "'" + text.replace("'", "''") + "'"
+        return "E'" + "".join(_escaped(char) for char in text) + "'"
+    mysql = dialect in ("mysql", "mariadb")
+    parts: list[str] = []
+    # Split by a capturing pattern: quoted runs at even places, special characters at odd.
+    for index, piece in enumerate((_UNQUOTABLE_MYSQL if mysql else _UNQUOTABLE).split(text)):
+        if index % 2:
+            code = int.from_bytes(piece.encode("utf-8"), "big")
+            parts.append(f"CHAR({code} USING utf8mb4)" if mysql else f"char({ord(piece)})")
+        elif piece or len(text) == 0:
+            parts.append("'" + piece.replace("'", "''") + "'")
+    if len(parts) == 1:
+        return parts[0]
+    return f"CONCAT({', '.join(parts)})" if mysql else f"({' || '.join(parts)})"
+
+
+def _escaped(char: str) -> str:
+    """One character inside a PostgreSQL escape string."""
+    if char in ("\\", "'"):
+        return "\\" + char
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    if _UNQUOTABLE.match(char):
+        return f"\\x{ord(char):02x}" if ord(char) < 0x80 else f"\\u{ord(char):04x}"
+    return char
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def _render(value: Any, type_: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
     compiled = sa.literal(value, type_).compile(
-        dialect=dialect, compile_kwargs={"literal_binds": True}
+        dialect=_script_dialect(type(dialect)), compile_kwargs={"literal_binds": True}
     )
     return str(compiled)
-
-
-def _lines_literal(value: str, dialect: Dialect) -> str:
-    """Text with line breaks as an expression on one line, so every statement stays one line."""
-    parts: list[str] = []
-    for piece in re.split(r"(\r\n|\r|\n)", value):
-        if piece in ("\r\n", "\r", "\n"):
-            for char in piece:
-                if dialect.name in ("mysql", "mariadb"):
-                    parts.append(f"CHAR({ord(char)} USING utf8mb4)")
-                elif dialect.name == "sqlite":
-                    parts.append(f"char({ord(char)})")
-                else:
-                    parts.append(f"chr({ord(char)})")
-        elif piece:
-            parts.append(_render(piece, sa.String(), dialect))
-    if dialect.name in ("mysql", "mariadb"):
-        return "CONCAT(" + ", ".join(parts) + ")"
-    return "(" + " || ".join(parts) + ")"
 
 
 def _literals(table: sa.Table, values: Mapping[str, Any], dialect: Dialect) -> dict[str, Any]:
@@ -815,7 +939,8 @@ def _key_match(
     columns: Sequence[sa.Column[Any]], key: tuple[Any, ...], dialect: Dialect | None = None
 ) -> list[Any]:
     if dialect is None:
-        return [column == value for column, value in zip(columns, key, strict=True)]
+        pairs = zip(columns, key, strict=True)
+        return [column == as_stored(column, value) for column, value in pairs]
     return [
         column == sa.literal_column(_literal(value, column.type, dialect))
         for column, value in zip(columns, key, strict=True)
@@ -859,20 +984,28 @@ def _restore(table: sa.Table, row: Mapping[str, Any], dialect: Dialect) -> Any:
     return sa.insert(table).values(values).inline()
 
 
+@functools.cache
+def _script_dialect(dialect_class: type[Dialect]) -> Dialect:
+    """A dialect that prints SQL for a script: the driver's own dialect doubles every % for
+    its parameter syntax, which a script has none of."""
+    return dialect_class(paramstyle="named")
+
+
 def _sql(statement: Any, dialect: Dialect) -> str:
-    return str(statement.compile(dialect=dialect)).replace("\n", " ") + ";"
+    compiled = statement.compile(dialect=_script_dialect(type(dialect)))
+    return str(compiled).replace("\n", " ") + ";"
 
 
 # --- small things ----------------------------------------------------------------------------
 
 
 def _session(dialect: str) -> tuple[str, ...]:
-    """What a session of the dialect's own client needs first: zoned times written here are
-    read as UTC, as cutover's own sessions read them."""
+    """What a session of the dialect's own client needs first: values written as text here
+    (zoned times, dates, intervals, MySQL's text) are read as cutover's own sessions read them."""
     if dialect == "postgresql":
-        return ("SET TIME ZONE 'UTC';",)
+        return tuple(f"{statement};" for statement in POSTGRES_SESSION)
     if dialect in ("mysql", "mariadb"):
-        return ("SET time_zone = '+00:00';",)
+        return tuple(f"{statement};" for statement in MYSQL_SESSION)
     return ()
 
 
