@@ -224,7 +224,7 @@ class SqlStore:
         client may be frozen (SIGSTOP, a paused VM) while others wait on their row locks."""
         self._ensure_schema()
         try:
-            with self._engine.connect() as conn:
+            with self._gate(), self._engine.connect() as conn:
                 if write:
                     conn.execution_options(cutover_write=True)
                 with conn.begin():
@@ -251,6 +251,10 @@ class SqlStore:
                 transient=transient,
             ) from error
 
+    def _gate(self) -> contextlib.AbstractContextManager[None]:
+        """Around every connection's life: SQLite's holds fork() back (see _ForkGate)."""
+        return _SQLITE_GATE.entered() if self.dialect == "sqlite" else contextlib.nullcontext()
+
     def _reason(self, error: BaseException) -> str:
         """The first line of a database error, without any credential of this store's URL."""
         return scrub(_short(error), self.url, self._sa_url)
@@ -262,7 +266,7 @@ class SqlStore:
             if self._ready:
                 return
             try:
-                with self._engine.connect() as conn:
+                with self._gate(), self._engine.connect() as conn:
                     conn.execution_options(cutover_write=True)
                     with conn.begin():
                         if conn.dialect.name == "postgresql":
@@ -1300,6 +1304,68 @@ def _short(error: BaseException) -> str:
     original = getattr(error, "orig", None) or error
     text = str(original).strip().splitlines()
     return text[0] if text else type(original).__name__
+
+
+class _ForkGate:
+    """Holds ``fork()`` back while any thread of this process is using an SQLite connection.
+
+    SQLite keeps mutexes shared by the whole process (its list of open files, each file's lock
+    state) that a thread holds for a moment while it opens, locks, unlocks or closes a database
+    file. A child forked at that moment inherits them locked, and its first open of the same
+    file waits forever: a pre-forking server whose workers hang at start. So each SQLite
+    connection's life is spent inside the gate, and ``fork()`` waits (a few milliseconds,
+    ``FORK_WAIT`` at most) until no thread is inside; threads that arrive meanwhile wait for
+    the fork to be done."""
+
+    FORK_WAIT = 10.0
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition(threading.Lock())
+        self._inside = 0
+        self._forking = False
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        if self._pid != os.getpid():
+            # A forked child's hooks may run before ours: the gate belongs to the parent.
+            self._reset()
+        cond = self._cond
+        with cond:
+            while self._forking:
+                cond.wait()
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with cond:
+                self._inside -= 1
+                if not self._inside:
+                    cond.notify_all()
+
+    def before_fork(self) -> None:
+        if self._pid != os.getpid():
+            self._reset()
+        self._cond.acquire()  # held through the fork: nobody enters or leaves meanwhile
+        self._forking = True
+        self._cond.wait_for(lambda: not self._inside, timeout=self.FORK_WAIT)
+
+    def after_fork_in_parent(self) -> None:
+        self._forking = False
+        self._cond.notify_all()
+        self._cond.release()
+
+
+_SQLITE_GATE = _ForkGate()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_SQLITE_GATE.before_fork,
+        after_in_parent=_SQLITE_GATE.after_fork_in_parent,
+        after_in_child=_SQLITE_GATE._reset,
+    )
 
 
 # SQLite connections open in this process, and those a forked child inherited: held forever,
