@@ -1,11 +1,16 @@
-"""Small helpers the tests share: set a state as an operator would, read what the store counted."""
+"""Small helpers the tests share: set a state as an operator would, read what the store counted,
+run the real command line."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from cutover import operations
@@ -72,3 +77,28 @@ def eventually(condition: Callable[[], Any], seconds: float = 10.0) -> bool:
             return True
         time.sleep(0.005)
     return bool(condition())
+
+
+def cutover_cli(
+    *args: str,
+    env: Mapping[str, str | None] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """The real ``cutover`` command in a process of its own, as an operator runs it (actor
+    ``ops@test``); ``env`` sets variables, or removes those given as None."""
+    environment = {**os.environ, "CUTOVER_ACTOR": "ops@test"}
+    for key, value in (env or {}).items():
+        if value is None:
+            environment.pop(key, None)
+        else:
+            environment[key] = value
+    return subprocess.run(
+        [sys.executable, "-m", "cutover", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+        env=environment,
+    )

@@ -12,23 +12,13 @@ import pytest
 import cutover
 from cutover.runtime import Runtime
 
-from .helpers import put, quiet
+from .helpers import cutover_cli, put, quiet
 
 
 def run(
     store: str, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    import os
-
-    environment = {**os.environ, "CUTOVER_ACTOR": "ops@test", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "cutover", "--store", store, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment,
-        check=False,
-    )
+    return cutover_cli("--store", store, *args, env=env)
 
 
 def test_set_status_history_round_trip(store_url: str) -> None:

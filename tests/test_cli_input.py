@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,22 +12,14 @@ import pytest
 import sqlalchemy as sa
 
 from .conftest import PG_HOST, need_postgres
+from .helpers import cutover_cli
 
 BINARY = bytes(range(128, 256)) * 4  # no UTF-8 text, no database, no YAML
 
 
 def cutover(workdir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CUTOVER_STORE": f"sqlite:///{workdir / 'store.db'}"}
-    env.pop("CUTOVER_TOKENS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "cutover", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        cwd=workdir,
-        env=env,
-    )
+    env = {"CUTOVER_STORE": f"sqlite:///{workdir / 'store.db'}", "CUTOVER_TOKENS": None}
+    return cutover_cli(*args, env=env, cwd=workdir, timeout=timeout)
 
 
 def assert_refused(done: subprocess.CompletedProcess[str], *words: str) -> None:

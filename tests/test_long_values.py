@@ -4,9 +4,7 @@ see all, and its JSON keeps the value whole."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -15,20 +13,13 @@ import cutover
 from cutover.model import Mode
 from cutover.runtime import Runtime
 
-from .helpers import put, quiet
+from .helpers import cutover_cli, put, quiet
 
 BIG = 1_000_000
 
 
-def cutover_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cutover", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ},
-    )
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return cutover_cli(*args, timeout=120)
 
 
 def test_drifts_clip_long_values_and_say_how_to_see_them(sqlite_url: str) -> None:
@@ -42,14 +33,14 @@ def test_drifts_clip_long_values_and_say_how_to_see_them(sqlite_url: str) -> Non
         assert runtime.flush(drain_timeout=10)
     finally:
         cutover.runtime.shutdown()
-    shown = cutover_cli("--store", sqlite_url, "drifts", "blob")
+    shown = run_cli("--store", sqlite_url, "drifts", "blob")
     assert shown.returncode == 0, shown.stderr
     assert len(shown.stdout) < 1000, len(shown.stdout)
     assert '$.v: legacy "aaaa' in shown.stdout
     assert "(3,942 more characters; --json shows it whole)" in shown.stdout
-    grouped = cutover_cli("--store", sqlite_url, "drifts", "blob", "--group")
+    grouped = run_cli("--store", sqlite_url, "drifts", "blob", "--group")
     assert "more characters" in grouped.stdout and len(grouped.stdout) < 3000
-    whole = json.loads(cutover_cli("--store", sqlite_url, "drifts", "blob", "--json").stdout)
+    whole = json.loads(run_cli("--store", sqlite_url, "drifts", "blob", "--json").stdout)
     assert whole["samples"][0]["diff"][0]["legacy"] == "a" * 4000
 
 
@@ -65,7 +56,7 @@ def test_an_audit_clips_a_changed_value_of_a_megabyte(tmp_path: Path) -> None:
         urls.append(url)
     report = tmp_path / "audit.json"
     args = ("audit", "--source", urls[0], "--target", urls[1], "--table", "t")
-    result = cutover_cli(*args, "--json", str(report))
+    result = run_cli(*args, "--json", str(report))
     assert result.returncode == 0, result.stderr
     assert len(result.stdout) < 5000, len(result.stdout)
     printed = result.stdout.replace("\n", "")  # the terminal's width wraps long lines

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from cutover.store import normalize_url, redact_url
 from cutover.store.sql import SqlStore
 
 from .conftest import PG_HOST, need_postgres
-from .helpers import free_port
+from .helpers import cutover_cli, free_port
 from .http.conftest import running_server
 
 # Distinctive halves of the password: neither may show up anywhere, whole or alone.
@@ -236,18 +235,8 @@ def pg_tables() -> Iterator[str]:
         engine.dispose()
 
 
-def cutover_cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CUTOVER_ACTOR": "ops@test"}
-    env.pop("CUTOVER_STORE", None)
-    return subprocess.run(
-        [sys.executable, "-m", "cutover", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=workdir,
-        env=env,
-    )
+def run_cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return cutover_cli(*args, env={"CUTOVER_STORE": None}, cwd=workdir)
 
 
 @pytest.mark.slow
@@ -269,7 +258,7 @@ def test_the_cli_never_shows_a_credential(form: str, pg_tables: str, tmp_path: P
     outputs: dict[str, str] = {}
 
     def run(label: str, *args: str, code: int) -> subprocess.CompletedProcess[str]:
-        done = cutover_cli(workdir, *args)
+        done = run_cli(workdir, *args)
         outputs[label] = done.stdout + done.stderr
         assert done.returncode == (2 if refused else code), f"{label}: {outputs[label]}"
         return done

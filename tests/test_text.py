@@ -4,9 +4,7 @@ operation"; and the one name rule holds in cohorts and plans as in the library."
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,8 @@ from cutover.errors import InvalidInput
 from cutover.model import Mode, State
 from cutover.operations import Change, set_state
 from cutover.store import open_store
+
+from .helpers import cutover_cli
 
 LONG = "a" * 201
 
@@ -54,14 +54,7 @@ def test_the_store_refuses_what_it_could_not_keep_before_writing(store_url: str)
 
 
 def cutover(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cutover", "--store", store_url, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "CUTOVER_ACTOR": "ops@test"},
-    )
+    return cutover_cli("--store", store_url, *args)
 
 
 def one_sentence(result: subprocess.CompletedProcess[str], *expected: str) -> None:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from .conftest import need
-from .helpers import free_port
+from .helpers import cutover_cli, free_port
 
 APP = """\
 import os
@@ -76,12 +76,8 @@ def serving(folder: Path, store: str, *flags: str) -> Iterator[tuple[str, int]]:
 
 
 def instances(store: str) -> list[dict[str, object]]:
-    shown = subprocess.run(
-        [sys.executable, "-m", "cutover", "--store", store, "instances", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    shown = cutover_cli("--store", store, "instances", "--json")
+    assert shown.returncode == 0, shown.stderr
     return json.loads(shown.stdout)["instances"]
 
 
@@ -105,10 +101,5 @@ def test_two_workers_are_two_instances_and_a_master_none(tmp_path: Path, preload
     listed = instances(store)
     assert sorted(row["instance"] for row in listed) == sorted(f"svc:{pid}" for pid in workers)
     assert master not in {row["pid"] for row in listed}
-    stats = subprocess.run(
-        [sys.executable, "-m", "cutover", "--store", store, "stats", "parse", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    stats = cutover_cli("--store", store, "stats", "parse", "--json")
     assert json.loads(stats.stdout)["legacy"]["calls"] == REQUESTS + 1  # and the warm-up

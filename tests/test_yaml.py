@@ -3,9 +3,7 @@ sentence naming the file and the line when it repeats a key, nests too deep or e
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,8 @@ from cutover._yaml import MAX_DEPTH, MAX_NODES, parse_yaml
 from cutover.control.plan import load_plan
 from cutover.errors import InvalidInput
 from cutover.http import Tokens, hash_token, new_token
+
+from .helpers import cutover_cli
 
 DEEP = "migration: " + "[" * 900 + "]" * 900 + "\n"  # 1.8 KB
 LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -88,14 +88,7 @@ def test_a_tokens_file_with_a_repeated_key_is_refused(tmp_path: Path) -> None:
 
 
 def cutover(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cutover", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "CUTOVER_STORE": f"sqlite:///{tmp_path / 'c.db'}"},
-    )
+    return cutover_cli(*args, env={"CUTOVER_STORE": f"sqlite:///{tmp_path / 'c.db'}"})
 
 
 @pytest.mark.parametrize(
