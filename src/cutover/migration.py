@@ -1002,6 +1002,71 @@ class _OffpathRun:
         self.migration._telemetry.block()[counter_offset(self.arm, DROPPED)] += 1
 
 
+class ReportedMigration(Migration):
+    """A migration whose arms something else runs and reports on: a DualStore's repositories,
+    the HTTP proxy's upstreams. It routes by the stored state as any migration does, and counts
+    and compares what its owner tells it, so its telemetry, drift samples and events are any
+    migration's: every command, check and the dashboard read them unchanged."""
+
+    def count(self, arm: Arm, elapsed: int, *counters: int) -> None:
+        """One run of ``arm`` that took ``elapsed`` ns, and the ``counters`` it adds to."""
+        block = self._telemetry.block()
+        block[counter_offset(arm, CALLS)] += 1
+        for counter in counters:
+            block[counter_offset(arm, counter)] += 1
+        block[hist_offset(arm) + index_of(elapsed)] += 1
+
+    def bump(self, arm: Arm, counter: int) -> None:
+        self._telemetry.block()[counter_offset(arm, counter)] += 1
+
+    def judge(
+        self,
+        ran: Arm,
+        legacy: Observation,
+        new: Observation,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        unit: str | None,
+    ) -> Verdict:
+        """Judge and count one comparison at ``ran`` (the arm that did not serve), keeping a
+        drift sample of ``args`` and ``kwargs``. Never raises."""
+        try:
+            runtime = self._runtime
+            return self._compared(
+                runtime,
+                self._telemetry.block(),
+                counter_offset(ran, 0),
+                legacy,
+                new,
+                args,
+                kwargs,
+                unit,
+                runtime.clock(),
+            )
+        except Exception:  # noqa: BLE001 - recording a comparison never breaks the owner's work
+            limited.error(
+                f"judge:{self.name}", "cutover: cannot record a comparison", exc_info=True
+            )
+            return Verdict.ERROR
+
+    def clock(self) -> float:
+        return self._runtime.clock()
+
+    def submit(self, job: Callable[[], Any]) -> bool:
+        """Run ``job`` on the off-path pool; False (at once) when it is full."""
+        return self._runtime.pool.submit(job, contextvars.copy_context())
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Queue an event for the JSON Lines event log, if there is one. Never raises."""
+        events = self._runtime.events
+        if events is None:
+            return
+        try:
+            events.emit({"at": self._runtime.clock(), "migration": self.name, **event})
+        except Exception:  # noqa: BLE001 - the event is lost, the owner's work is not
+            limited.error(f"event:{self.name}", "cutover: cannot log an event", exc_info=True)
+
+
 def migration(
     name: str,
     *,
@@ -1016,4 +1081,4 @@ def migration(
     return wrap
 
 
-__all__ = ["AsyncMigration", "Migration", "migration", "unit_scope"]
+__all__ = ["AsyncMigration", "Migration", "ReportedMigration", "migration", "unit_scope"]

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import contextvars
 import datetime
 import decimal
 import enum
@@ -54,21 +53,17 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from cutover.compare import Comparator, exact, exceptions, judge
 from cutover.data._files import replace_durably
 from cutover.errors import CutoverError, InvalidInput
-from cutover.migration import Migration
+from cutover.migration import ReportedMigration
 from cutover.model import Arm, Mode, Observation, State, Verdict, check_share
 from cutover.routing import bucket, threshold
 from cutover.runtime import limited
 from cutover.store import redact_url
 from cutover.telemetry.drift import Redactor
-from cutover.telemetry.histogram import index_of
 from cutover.telemetry.windows import (
-    CALLS,
     DROPPED,
     ERRORS,
     FALLBACKS,
     OFFPATH,
-    counter_offset,
-    hist_offset,
 )
 from cutover.urls import scrub
 
@@ -535,7 +530,7 @@ def _reader(repository: Repository) -> Callable[..., Any]:
     return read
 
 
-class _DualMigration(Migration):
+class _DualMigration(ReportedMigration):
     """The migration a DualStore routes and counts by: its state, telemetry and drift samples
     are a migration's, so every command and the dashboard see them."""
 
@@ -552,16 +547,6 @@ class _DualMigration(Migration):
             name, _reader(legacy), _reader(new), compare=compare, default=default, redact=redact
         )
 
-    def count(self, arm: Arm, elapsed: int, *counters: int) -> None:
-        block = self._telemetry.block()
-        block[counter_offset(arm, CALLS)] += 1
-        for counter in counters:
-            block[counter_offset(arm, counter)] += 1
-        block[hist_offset(arm) + index_of(elapsed)] += 1
-
-    def bump(self, arm: Arm, counter: int) -> None:
-        self._telemetry.block()[counter_offset(arm, counter)] += 1
-
     def compared(
         self,
         ran: Arm,
@@ -573,37 +558,9 @@ class _DualMigration(Migration):
     ) -> Verdict:
         """Judge and count one comparison at ``ran`` (the side that did not serve), with a
         drift sample naming the key, operation and tenant. Never raises."""
-        try:
-            runtime = self._runtime
-            return self._compared(
-                runtime,
-                self._telemetry.block(),
-                counter_offset(ran, 0),
-                legacy,
-                new,
-                (key,),
-                {"operation": operation, "tenant": tenant},
-                tenant,
-                runtime.clock(),
-            )
-        except Exception:  # noqa: BLE001 - recording a comparison never breaks a data operation
-            limited.error(f"dual:{self.name}", "cutover: cannot record a comparison", exc_info=True)
-            return Verdict.ERROR
-
-    def clock(self) -> float:
-        return self._runtime.clock()
-
-    def submit(self, job: Callable[[], Any]) -> bool:
-        return self._runtime.pool.submit(job, contextvars.copy_context())
-
-    def emit(self, event: dict[str, Any]) -> None:
-        events = self._runtime.events
-        if events is None:
-            return
-        try:
-            events.emit({"at": self._runtime.clock(), "migration": self.name, **event})
-        except Exception:  # noqa: BLE001 - the event is lost, the operation is not
-            limited.error(f"event:{self.name}", "cutover: cannot log an event", exc_info=True)
+        return self.judge(
+            ran, legacy, new, (key,), {"operation": operation, "tenant": tenant}, tenant
+        )
 
 
 class DualStore:
