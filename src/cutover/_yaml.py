@@ -126,13 +126,51 @@ class _Loader(yaml.SafeLoader):
                 )
 
 
-def parse_yaml(text: str, source: str) -> Any:
+class Marked(dict):  # type: ignore[type-arg]
+    """A mapping read with ``marks=True``: ``lines`` maps each key to the line it is on."""
+
+    lines: dict[Any, int]
+
+
+class MarkedList(list):  # type: ignore[type-arg]
+    """A sequence read with ``marks=True``: ``lines`` maps each index to its line."""
+
+    lines: dict[int, int]
+
+
+class _MarkingLoader(_Loader):
+    """The same loader, keeping where each key and item was written (for messages that name
+    the line of a value that is valid YAML but not what the file's schema wants)."""
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> Any:
+        out = Marked(super().construct_mapping(node, deep=True))
+        out.lines = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, ScalarNode):
+                try:
+                    out.lines[self.construct_object(key_node)] = key_node.start_mark.line + 1
+                except TypeError:
+                    continue
+        return out
+
+    def construct_sequence(self, node: SequenceNode, deep: bool = False) -> Any:
+        out = MarkedList(super().construct_sequence(node, deep=True))
+        out.lines = {index: item.start_mark.line + 1 for index, item in enumerate(node.value)}
+        return out
+
+
+_MarkingLoader.add_constructor("tag:yaml.org,2002:map", _MarkingLoader.construct_mapping)
+_MarkingLoader.add_constructor("tag:yaml.org,2002:seq", _MarkingLoader.construct_sequence)
+
+
+def parse_yaml(text: str, source: str, *, marks: bool = False) -> Any:
     """The one document in ``text`` (YAML, or JSON, which is YAML), read safely; InvalidInput
     names ``source``, the line and the fix when the text is not valid, repeats a key, nests too
-    deep or expands too far."""
+    deep or expands too far. With ``marks``, mappings and sequences come as :class:`Marked` and
+    :class:`MarkedList`, which say on which line each key and item was written."""
     loader = None
     try:
-        loader = _Loader(text)  # refuses control characters at once
+        loader = (_MarkingLoader if marks else _Loader)(text)  # refuses control characters
         return loader.get_single_data()
     except _Refused as error:
         raise InvalidInput(f"{source}:{_at(error)} {error.problem}; {error.fix}") from None

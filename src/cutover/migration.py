@@ -695,10 +695,14 @@ class Migration:
         kwargs: Mapping[str, Any],
         unit: Any,
         at: float,
+        compare: Comparator | None = None,
     ) -> Verdict:
-        """Judge two observations, count the verdict at ``base`` (the arm that ran to compare),
-        keep a drift sample, publish, log the event. Never raises."""
-        verdict, diff, problem = judge(self._compare, self._compare_exceptions, legacy, new)
+        """Judge two observations (by ``compare``, else the migration's comparator), count the
+        verdict at ``base`` (the arm that ran to compare), keep a drift sample, publish, log
+        the event. Never raises."""
+        verdict, diff, problem = judge(
+            compare or self._compare, self._compare_exceptions, legacy, new
+        )
         if verdict is Verdict.ERROR:
             block[base + COMPARATOR_ERRORS] += 1
             limited.error(
@@ -1027,9 +1031,11 @@ class ReportedMigration(Migration):
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
         unit: str | None,
+        compare: Comparator | None = None,
     ) -> Verdict:
         """Judge and count one comparison at ``ran`` (the arm that did not serve), keeping a
-        drift sample of ``args`` and ``kwargs``. Never raises."""
+        drift sample of ``args`` and ``kwargs``; ``compare`` overrides the migration's
+        comparator for this one. Never raises."""
         try:
             runtime = self._runtime
             return self._compared(
@@ -1042,6 +1048,7 @@ class ReportedMigration(Migration):
                 kwargs,
                 unit,
                 runtime.clock(),
+                compare,
             )
         except Exception:  # noqa: BLE001 - recording a comparison never breaks the owner's work
             limited.error(

@@ -58,6 +58,7 @@ class _Commands(click.Group):
         "gc": "maintenance",
         "history": "state",
         "instances": "instances",
+        "proxy": "proxy",
         "reconcile": "reconcile",
         "rollout": "rollout",
         "serve": "serve",

@@ -46,6 +46,13 @@ def stats(
     render(report)
 
 
+def _widened_much(report: MigrationStats) -> bool:
+    """Whether whole windows added more than a tenth to the span asked for: worth a line."""
+    assert report.requested is not None
+    asked = report.requested[1] - report.requested[0]
+    return (report.until - report.since) - asked > asked / 10
+
+
 def render(report: MigrationStats) -> None:
     """The human table of ``cutover stats`` (also printed by the demo)."""
     title = (
@@ -83,7 +90,7 @@ def render(report: MigrationStats) -> None:
             millis(arm.p99_ms),
         )
     console.print(table)
-    if report.requested is not None:
+    if report.requested is not None and _widened_much(report):
         asked_since, asked_until = report.requested
         console.print(
             f"  widened to whole {WINDOW_SECONDS} s windows: asked for {when(asked_since)}"

@@ -50,6 +50,7 @@ class Difference:
     legacy: Any
     new: Any
     note: str = ""  # e.g. "new raised ValueError"; part of the fingerprint
+    scope: str = ""  # where it was found, e.g. an HTTP route "GET /users/{id}"; fingerprinted
 
     @property
     def kind(self) -> str:
@@ -61,9 +62,12 @@ class Difference:
 
     @property
     def shape(self) -> str:
-        """The path with indices dropped, plus the note: what this difference has in common."""
+        """The path with indices dropped, plus the note and scope: what this difference has in
+        common with others of one root cause."""
         shape = _INDEX.sub("[*]", self.path)
-        return f"{shape} ({self.note})" if self.note else shape
+        if self.note:
+            shape = f"{shape} ({self.note})"
+        return f"{self.scope} {shape}" if self.scope else shape
 
 
 @dataclass(frozen=True, slots=True)

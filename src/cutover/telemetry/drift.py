@@ -228,6 +228,7 @@ class DriftSampler:
                     "legacy": jsonable(left),
                     "new": jsonable(right),
                     **({"note": difference.note} if difference.note else {}),
+                    **({"scope": difference.scope} if difference.scope else {}),
                 }
             )
         limit = self.max_chars

@@ -1,0 +1,118 @@
+"""``cutover proxy``: a reverse proxy that shadows and canaries a whole HTTP service."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from cutover.cli._app import Session, cli, console, pass_session
+from cutover.durations import parse_duration
+from cutover.errors import InvalidInput
+from cutover.store import redact_url
+
+SIZES = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gib": 1 << 30,
+}
+
+
+def parse_size(text: str, what: str) -> int:
+    """``1MiB``, ``64k``, ``512`` (bytes) as a number of bytes."""
+    raw = text.strip().lower()
+    number = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = raw[len(number) :]
+    if not number.isdigit() or unit not in SIZES:
+        raise InvalidInput(f"{what} {text!r} is not a size; give bytes like 512, 64KiB or 1MiB")
+    return int(number) * SIZES[unit]
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT")
+@click.option("--legacy", required=True, metavar="URL", help="The legacy service: http://host:port")
+@click.option("--new", "new_url", required=True, metavar="URL", help="The new service.")
+@click.option(
+    "--routes",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A routes file: templates, migrations, units, comparison (docs/proxy.md).",
+)
+@click.option(
+    "--unit",
+    default=None,
+    metavar="SOURCE",
+    help="Where a request's unit comes from: header:NAME, cookie:NAME, query:NAME, jwt:CLAIM, ip.",
+)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option(
+    "--timeout", default="30s", show_default=True, help="How long new may take to answer."
+)
+@click.option("--legacy-timeout", default="60s", show_default=True)
+@click.option("--shadow-timeout", default="10s", show_default=True, help="For copies off-path.")
+@click.option("--max-shadows", type=click.IntRange(0), default=256, show_default=True)
+@click.option("--compare-bytes", default="1MiB", show_default=True, help="Of each body.")
+@click.option("--max-body", default="1GiB", show_default=True, help="Largest request body.")
+@click.option("--drain", default="30s", show_default=True, help="SIGTERM waits this long.")
+@pass_session
+def proxy(
+    session: Session,
+    name: str,
+    listen: str,
+    legacy: str,
+    new_url: str,
+    routes: Path | None,
+    unit: str | None,
+    workers: int,
+    timeout: str,
+    legacy_timeout: str,
+    shadow_timeout: str,
+    max_shadows: int,
+    compare_bytes: str,
+    max_body: str,
+    drain: str,
+) -> None:
+    """Serve NAME's HTTP traffic: legacy, shadow, canary or new, as its stored state says."""
+    from cutover.proxy import Limits, ProxyOptions, run
+    from cutover.proxy._config import parse_listen, parse_unit, parse_upstream
+    from cutover.text import check_name
+
+    check_name(name)
+    host, port = parse_listen(listen)
+    if unit is not None:
+        parse_unit(unit)
+    options = ProxyOptions(
+        name=name,
+        host=host,
+        port=port,
+        legacy=parse_upstream(legacy, "--legacy"),
+        new=parse_upstream(new_url, "--new"),
+        store=session.store_url,
+        routes_file=routes,
+        unit=unit,
+        workers=workers,
+        drain=parse_duration(drain, "--drain"),
+        limits=Limits(
+            timeout=parse_duration(timeout, "--timeout"),
+            legacy_timeout=parse_duration(legacy_timeout, "--legacy-timeout"),
+            shadow_timeout=parse_duration(shadow_timeout, "--shadow-timeout"),
+            max_shadows=max_shadows,
+            compare_bytes=parse_size(compare_bytes, "--compare-bytes"),
+            max_body_bytes=parse_size(max_body, "--max-body"),
+        ),
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    console.print(
+        f"cutover proxy {name} on http://{host}:{port} ({workers} worker"
+        f"{'s' if workers != 1 else ''}): legacy {options.legacy.url}, new {options.new.url},"
+        f" store {redact_url(session.store_url or 'sqlite:///cutover.db')}",
+        markup=False,
+    )
+    run(options)
