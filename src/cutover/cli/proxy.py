@@ -61,6 +61,9 @@ def parse_size(text: str, what: str) -> int:
 @click.option("--compare-bytes", default="1MiB", show_default=True, help="Of each body.")
 @click.option("--max-body", default="1GiB", show_default=True, help="Largest request body.")
 @click.option("--drain", default="30s", show_default=True, help="SIGTERM waits this long.")
+@click.option(
+    "--flush-interval", default="5s", show_default=True, help="How often counts reach the store."
+)
 @pass_session
 def proxy(
     session: Session,
@@ -78,6 +81,7 @@ def proxy(
     compare_bytes: str,
     max_body: str,
     drain: str,
+    flush_interval: str,
 ) -> None:
     """Serve NAME's HTTP traffic: legacy, shadow, canary or new, as its stored state says."""
     from cutover.proxy import Limits, ProxyOptions, run
@@ -99,6 +103,7 @@ def proxy(
         unit=unit,
         workers=workers,
         drain=parse_duration(drain, "--drain"),
+        flush_interval=parse_duration(flush_interval, "--flush-interval"),
         limits=Limits(
             timeout=parse_duration(timeout, "--timeout"),
             legacy_timeout=parse_duration(legacy_timeout, "--legacy-timeout"),

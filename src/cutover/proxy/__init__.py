@@ -43,6 +43,7 @@ class ProxyOptions:
     unit: str | None = None
     workers: int = 1
     drain: float = 30.0  # seconds SIGTERM waits for requests in flight
+    flush_interval: float = 5.0  # seconds between telemetry flushes to the store
     limits: Limits = field(default_factory=Limits)
 
     def routes(self) -> Routes:
@@ -90,7 +91,9 @@ async def _main(options: ProxyOptions, sock: socket.socket) -> None:
     from cutover.proxy._server import Client
 
     kwargs = {} if options.store is None else {"store": options.store}
-    cutover.configure(instance=f"proxy-{options.name}"[:90], **kwargs)
+    cutover.configure(
+        instance=f"proxy-{options.name}"[:90], flush_interval=options.flush_interval, **kwargs
+    )
     proxy = Proxy(options.legacy, options.new, options.routes(), options.limits)
     install(proxy)
     loop = asyncio.get_running_loop()
