@@ -203,7 +203,9 @@ def test_an_upstream_that_is_down_is_a_502_problem(new: Service, start_proxy: An
     assert down.json()["arm"] == "legacy" and "cannot connect" in down.json()["detail"]
 
 
-def test_shadow_never_lets_new_change_what_the_client_gets(legacy: Service, start_proxy: Any) -> None:
+def test_shadow_never_lets_new_change_what_the_client_gets(
+    legacy: Service, start_proxy: Any
+) -> None:
     """In shadow, whatever new does (slow, down, wrong), the client gets legacy's answer."""
     slow_new = start_new()
     try:
