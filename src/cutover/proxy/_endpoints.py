@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,6 +25,7 @@ def answer(proxy: Proxy, request: Request) -> tuple[int, bytes, bytes]:
         health = cutover.current().health()
         body = {
             "status": "draining" if proxy.draining else "ok",
+            "pid": os.getpid(),
             "store": {
                 "reachable": health.reachable,
                 "writable": health.writable,

@@ -236,10 +236,11 @@ class Client(asyncio.Protocol):
             if self.exchanges:
                 self.exchanges[-1].tunneled += data[offset:]
         except httptools.HttpParserError as error:
-            if not self.closing:
+            refused = error.__context__  # raised by one of our callbacks, and wrapped
+            if isinstance(refused, _Refused):
+                self.refuse(refused.status, refused.title, refused.detail)
+            elif not self.closing:
                 self.refuse(400, "Bad Request", f"the request is not valid HTTP/1.1 ({error})")
-        except _Refused as refused:
-            self.refuse(refused.status, refused.title, refused.detail)
 
     def eof_received(self) -> bool | None:
         if self.exchanges:
