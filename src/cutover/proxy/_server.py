@@ -306,6 +306,9 @@ class Client(asyncio.Protocol):
             if int(request.length) > self.proxy.limits.max_body_bytes:
                 raise _Refused(413, "Content Too Large")
         request.chunked = bool(codings)
+        expect = header(request.headers, b"expect")
+        if expect is not None and expect.strip().lower() == b"100-continue":
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the body may come: it is streamed
         exchange = Exchange(self, request)
         self.exchanges.append(exchange)
         if len(self.exchanges) == 1:
