@@ -72,7 +72,12 @@ def test_a_first_release_store_is_upgraded_and_keeps_its_decisions(store_url: st
     assert schema_version(store) == str(t.SCHEMA_VERSION)
 
 
-ADDED_IN = {"cutover_cohorts": 3, "cutover_leases": 4}
+ADDED_IN = {
+    "cutover_cohorts": 3,
+    "cutover_leases": 4,
+    "cutover_noise_counts": 6,
+    "cutover_noise_rules": 6,
+}
 COLUMNS_ADDED_IN = {("cutover_windows", "expected"): 5}
 
 

@@ -28,9 +28,9 @@ from cutover.model import (
 )
 from cutover.routing import env_override
 from cutover.stats import MigrationStats, Point, series, summarize, whole_windows
-from cutover.store import InstanceInfo, Store
+from cutover.store import InstanceInfo, NoiseRule, Store
 from cutover.telemetry.windows import ArmCounts
-from cutover.text import check_name
+from cutover.text import check_name, check_text
 
 LIVE_SECONDS = 60.0
 """An instance that reported within this many seconds (or three of its flush intervals, if
@@ -67,6 +67,52 @@ def require_known(store: Store, name: str) -> State | None:
     if state is None and store.rollout(name) is None and name not in store.migrations():
         raise UnknownMigration(name)
     return state
+
+
+def noise_rule(
+    store: Store,
+    name: str,
+    prefix: str,
+    *,
+    remove: bool = False,
+    actor: str,
+    reason: str,
+    clock: Clock,
+    evidence: dict[str, Any] | None = None,
+) -> Decision:
+    """Declare (or, with ``remove``, drop) a path prefix as noise for ``name``: differences
+    under it never count as drift. Recorded as a decision, like any change."""
+    require_known(store, name)
+    path = prefix.strip()
+    if not path.startswith("$") or len(path) > 1000:
+        raise InvalidInput(
+            f"noise prefix {prefix!r} must be a path like $.body.request_id (at most 1000"
+            " characters)"
+        )
+    check_text(path, "the noise prefix")
+    if not reason.strip():
+        raise InvalidInput("give a reason: it goes into the decision log")
+    at = clock()
+    return store.commit(
+        name,
+        kind="noise-remove" if remove else "noise-add",
+        actor=actor,
+        reason=reason.strip(),
+        at=at,
+        evidence={"prefix": path, **(evidence or {})},
+        noise_rule=NoiseRule(name, path, reason.strip(), actor, at),
+        remove_noise_rule=remove,
+    )
+
+
+def noise(store: Store, name: str) -> dict[str, Any]:
+    """What is noise for ``name``: the declared prefixes and what instances learned."""
+    require_known(store, name)
+    return {
+        "migration": name,
+        "rules": [rule.to_json() for rule in store.noise_rules(name)],
+        "learned": [count.to_json() for count in store.noise(name)],
+    }
 
 
 def stats(

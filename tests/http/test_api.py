@@ -452,3 +452,22 @@ def test_a_series_never_holds_more_than_1440_points(server: Server) -> None:
         body = answer.json()
         assert len(body["points"]) <= 1440, query
         assert body["since"] == body["points"][0]["start"]
+
+
+def test_noise_is_declared_and_listed_through_the_api(server: Server) -> None:
+    start(server)
+    body = {"prefix": "$.body.request_id", "reason": "a random id"}
+    refused = call(server, "viewer", "POST", "/api/v1/migrations/pay/noise", body)
+    assert refused.status_code == 403
+    added = call(server, "operator", "POST", "/api/v1/migrations/pay/noise", body)
+    assert added.status_code == 200, added.text
+    assert added.json()["decision"]["kind"] == "noise-add"
+    listed = call(server, "viewer", "GET", "/api/v1/migrations/pay/noise").json()
+    assert [r["prefix"] for r in listed["rules"]] == ["$.body.request_id"]
+    assert listed["rules"][0]["added_by"] == "operator" and listed["learned"] == []
+    bad = call(server, "operator", "POST", "/api/v1/migrations/pay/noise", {**body, "prefix": "x"})
+    assert bad.status_code == 422 and "must be a path like" in bad.json()["error"]
+    gone = call(server, "operator", "POST", "/api/v1/migrations/pay/noise/remove", body)
+    assert gone.status_code == 200 and gone.json()["decision"]["kind"] == "noise-remove"
+    again = call(server, "operator", "POST", "/api/v1/migrations/pay/noise/remove", body)
+    assert again.status_code == 422 and "has no noise rule" in again.json()["error"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -87,6 +88,11 @@ async def websocket(socket: WebSocket) -> None:
         await socket.send_text(f"legacy: {message}")
 
 
+async def random_id(request: Request) -> Response:
+    """An answer with a field that differs on every call, as a request id does."""
+    return JSONResponse({"request_id": str(uuid.uuid4()), "value": 42})
+
+
 async def pid(request: Request) -> Response:
     return JSONResponse({"pid": os.getpid()})
 
@@ -104,6 +110,7 @@ app = Starlette(
         Route("/text", text),
         Route("/seen", seen),
         Route("/pid", pid),
+        Route("/random", random_id),
         WebSocketRoute("/ws", websocket),
     ]
 )

@@ -35,6 +35,10 @@ const server = http.createServer((req, res) => {
     if (url.pathname === "/text") { res.writeHead(200, { "Content-Type": "text/plain" }); return res.end("plain text from new\n"); }
     if (url.pathname === "/seen") return json(res, 200, { received: received.slice(-10), shadowCopies });
     if (url.pathname === "/pid") return json(res, 200, { pid: process.pid });
+    if (url.pathname === "/random") {
+      // A request id differs on every call (noise); value differs only when asked (drift).
+      return json(res, 200, { request_id: require("crypto").randomUUID(), value: url.searchParams.has("wrong") ? 43 : 42 });
+    }
     return json(res, 404, { error: "not found" });
   });
 });

@@ -58,6 +58,7 @@ class _Commands(click.Group):
         "gc": "maintenance",
         "history": "state",
         "instances": "instances",
+        "noise": "drifts",
         "proxy": "proxy",
         "reconcile": "reconcile",
         "rollout": "rollout",

@@ -28,6 +28,9 @@ from cutover.telemetry.drift import DriftSample
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--since", default=None, metavar="DURATION", help="Only drifts this recent (1h, 7d).")
 @click.option("--fingerprint", default=None, help="Only samples with this fingerprint.")
+@click.option(
+    "--noise", "show_noise", is_flag=True, help="The fields counted as noise, learned and declared."
+)
 @json_option
 @pass_session
 def drifts(
@@ -37,10 +40,15 @@ def drifts(
     limit: int,
     since: str | None,
     fingerprint: str | None,
+    show_noise: bool,
     as_json: bool,
 ) -> None:
-    """Recent drift samples of a migration with their diffs, or (--group) counts per cause."""
+    """Recent drift samples of a migration with their diffs, or (--group) counts per cause,
+    or (--noise) what does not count as drift."""
     store = session.store
+    if show_noise:
+        _print_noise(operations.noise(store, name), as_json)
+        return
     operations.require_known(store, name)
     start = None if since is None else session.now() - seconds(since, "--since")
     if group:
@@ -102,3 +110,99 @@ def _example(sample: DriftSample | None) -> str:
 
 def _short(value: object, width: int = 60) -> str:
     return clip(json.dumps(value, ensure_ascii=False, default=str), width)
+
+
+def _print_noise(report: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        print_json(report)
+        return
+    name = report["migration"]
+    rules = report["rules"]
+    learned = report["learned"]
+    assert isinstance(rules, list) and isinstance(learned, list)
+    if rules:
+        table = Table(title=f"declared noise · {name}", title_justify="left")
+        for column in ("prefix", "reason", "by", "since"):
+            table.add_column(column)
+        for rule in rules:
+            table.add_row(rule["prefix"], rule["reason"], rule["added_by"], at(rule["added_at"]))
+        console.print(table)
+    else:
+        console.print(f"{name}: no declared noise (add some with `cutover noise add`).")
+    if not learned:
+        console.print(
+            f"{name}: nothing learned: noise is learned from a second legacy instance"
+            " (`cutover proxy --legacy-secondary URL`)."
+        )
+        return
+    table = Table(title=f"learned noise · {name}", title_justify="left")
+    for column in ("route", "field", "new differs", "legacy differs", "requests", "counts as"):
+        table.add_column(
+            column, justify="right" if column[0] in "nlr" and column != "route" else "left"
+        )
+    for count in learned:
+        table.add_row(
+            count["route"],
+            count["path"],
+            str(count["raw"]),
+            str(count["noise"]),
+            str(count["requests"]),
+            "noise" if count["is_noise"] else "drift",
+        )
+    console.print(table)
+
+
+@cli.group()
+def noise() -> None:
+    """Declare fields whose differences are noise, never drift (e.g. a random request id)."""
+
+
+@noise.command("add")
+@click.argument("name")
+@click.argument("prefix")
+@click.option("--reason", required=True, help="Why: recorded in the decision log.")
+@click.option("--actor", default=None, help="Who (default $CUTOVER_ACTOR, else user@host).")
+@pass_session
+def noise_add(session: Session, name: str, prefix: str, reason: str, actor: str | None) -> None:
+    """Differences at PREFIX (a path like $.body.request_id) and under it never count."""
+    _noise_change(session, name, prefix, reason, actor, remove=False)
+
+
+@noise.command("remove")
+@click.argument("name")
+@click.argument("prefix")
+@click.option("--reason", required=True, help="Why: recorded in the decision log.")
+@click.option("--actor", default=None, help="Who (default $CUTOVER_ACTOR, else user@host).")
+@pass_session
+def noise_remove(session: Session, name: str, prefix: str, reason: str, actor: str | None) -> None:
+    """Differences at PREFIX count again."""
+    _noise_change(session, name, prefix, reason, actor, remove=True)
+
+
+@noise.command("list")
+@click.argument("name")
+@json_option
+@pass_session
+def noise_list(session: Session, name: str, as_json: bool) -> None:
+    """The declared noise prefixes and the noise learned (the same as `drifts NAME --noise`)."""
+    _print_noise(operations.noise(session.store, name), as_json)
+
+
+def _noise_change(
+    session: Session, name: str, prefix: str, reason: str, actor: str | None, *, remove: bool
+) -> None:
+    from cutover.clock import system_clock
+
+    decision = operations.noise_rule(
+        session.store,
+        name,
+        prefix,
+        remove=remove,
+        actor=actor or operations.default_actor(),
+        reason=reason,
+        clock=system_clock,
+    )
+    verb = "no longer noise" if remove else "noise from now on"
+    console.print(
+        f"{name}: {prefix} is {verb} (decision {decision.id} by {decision.actor})", markup=False
+    )

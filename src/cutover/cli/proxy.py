@@ -40,6 +40,14 @@ def parse_size(text: str, what: str) -> int:
 @click.option("--legacy", required=True, metavar="URL", help="The legacy service: http://host:port")
 @click.option("--new", "new_url", required=True, metavar="URL", help="The new service.")
 @click.option(
+    "--legacy-secondary",
+    default=None,
+    metavar="URL",
+    help="A second legacy instance: fields two legacy answers disagree on are learned as noise.",
+)
+@click.option("--noise-relative", type=click.FloatRange(0, 1), default=0.2, show_default=True)
+@click.option("--noise-absolute", type=click.FloatRange(0, 1), default=0.0003, show_default=True)
+@click.option(
     "--routes",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -71,6 +79,9 @@ def proxy(
     listen: str,
     legacy: str,
     new_url: str,
+    legacy_secondary: str | None,
+    noise_relative: float,
+    noise_absolute: float,
     routes: Path | None,
     unit: str | None,
     workers: int,
@@ -98,6 +109,9 @@ def proxy(
         port=port,
         legacy=parse_upstream(legacy, "--legacy"),
         new=parse_upstream(new_url, "--new"),
+        secondary=None
+        if legacy_secondary is None
+        else parse_upstream(legacy_secondary, "--legacy-secondary"),
         store=session.store_url,
         routes_file=routes,
         unit=unit,
@@ -111,6 +125,8 @@ def proxy(
             max_shadows=max_shadows,
             compare_bytes=parse_size(compare_bytes, "--compare-bytes"),
             max_body_bytes=parse_size(max_body, "--max-body"),
+            noise_relative=noise_relative,
+            noise_absolute=noise_absolute,
         ),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -61,10 +61,15 @@ class Difference:
         return "raised" if self.note else "changed"
 
     @property
+    def pattern(self) -> str:
+        """The path with its indices as ``[*]``: the field, whichever element it was."""
+        return _INDEX.sub("[*]", self.path)
+
+    @property
     def shape(self) -> str:
-        """The path with indices dropped, plus the note and scope: what this difference has in
-        common with others of one root cause."""
-        shape = _INDEX.sub("[*]", self.path)
+        """The pattern plus the note and scope: what this difference has in common with
+        others of one root cause."""
+        shape = self.pattern
         if self.note:
             shape = f"{shape} ({self.note})"
         return f"{self.scope} {shape}" if self.scope else shape

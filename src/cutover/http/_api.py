@@ -128,6 +128,12 @@ class SetState(_Body):
     )
 
 
+class NoiseChange(_Body):
+    """A path prefix whose differences never count as drift."""
+
+    prefix: str = Field(min_length=1, max_length=1000, description="A path like $.body.request_id")
+
+
 class StartRollout(_Body):
     """Start a plan: by file name from the server's plans directory, or (admins) inline."""
 
@@ -328,6 +334,48 @@ def drift_samples(
     since = settings.clock() - _seconds(window, "window")
     samples = settings.store.drift_samples(name, limit, since, fingerprint)
     return {"migration": name, "samples": [sample.to_dict() for sample in samples]}
+
+
+@router.get(
+    "/migrations/{name}/noise", tags=["read"], summary="What counts as noise: declared, learned"
+)
+def noise(request: Request, name: Name, _who: Viewer) -> dict[str, Any]:
+    return operations.noise(settings_of(request).store, name)
+
+
+def _noise_change(request: Request, name: str, body: NoiseChange, who: Any, remove: bool) -> Any:
+    settings = settings_of(request)
+    decision = operations.noise_rule(
+        settings.store,
+        name,
+        body.prefix,
+        remove=remove,
+        actor=who.name,
+        reason=body.reason,
+        clock=settings.clock,
+        evidence={"via": "api", "role": who.role.label},
+    )
+    return _decided(decision)
+
+
+@router.post(
+    "/migrations/{name}/noise",
+    response_model=DecisionOut,
+    tags=["act"],
+    summary="Declare a noise prefix (operator)",
+)
+def add_noise(request: Request, name: Name, body: NoiseChange, who: Operator) -> dict[str, Any]:
+    return _noise_change(request, name, body, who, remove=False)
+
+
+@router.post(
+    "/migrations/{name}/noise/remove",
+    response_model=DecisionOut,
+    tags=["act"],
+    summary="Drop a noise prefix (operator)",
+)
+def remove_noise(request: Request, name: Name, body: NoiseChange, who: Operator) -> dict[str, Any]:
+    return _noise_change(request, name, body, who, remove=True)
 
 
 @router.get("/migrations/{name}/decisions", tags=["read"], summary="The decision log, newest first")

@@ -19,8 +19,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from cutover.errors import InvalidInput
+from cutover.errors import InvalidInput, StoreError
 from cutover.proxy._config import Routes, Upstream, build_routes, load_routes
 from cutover.proxy._server import Limits, Proxy
 
@@ -38,6 +39,7 @@ class ProxyOptions:
     port: int
     legacy: Upstream
     new: Upstream
+    secondary: Upstream | None = None  # a second legacy instance, to learn noise from
     store: str | None = None
     routes_file: Path | None = None
     unit: str | None = None
@@ -91,11 +93,15 @@ async def _main(options: ProxyOptions, sock: socket.socket) -> None:
     from cutover.proxy._server import Client
 
     kwargs = {} if options.store is None else {"store": options.store}
-    cutover.configure(
+    runtime = cutover.configure(
         instance=f"proxy-{options.name}"[:90], flush_interval=options.flush_interval, **kwargs
     )
-    proxy = Proxy(options.legacy, options.new, options.routes(), options.limits)
+    proxy = Proxy(options.legacy, options.new, options.routes(), options.limits, options.secondary)
     install(proxy)
+    await asyncio.to_thread(_sync_noise, proxy, runtime)  # the declared noise, before serving
+    syncing = asyncio.get_running_loop().create_task(
+        _keep_noise(proxy, runtime, options.flush_interval)
+    )
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Client(proxy), sock=sock)
     stop = asyncio.Event()
@@ -113,7 +119,28 @@ async def _main(options: ProxyOptions, sock: socket.socket) -> None:
     )
     await stop.wait()
     await _drain(proxy, server, options.drain)
+    syncing.cancel()
+    await asyncio.to_thread(_sync_noise, proxy, runtime)
     await asyncio.to_thread(cutover.flush)
+
+
+def _sync_noise(proxy: Proxy, runtime: Any) -> None:
+    """Read the declared noise of each migration, and write what this process learned."""
+    store = runtime.store
+    try:
+        for name in list(proxy.migrations):
+            proxy.rules[name] = tuple(rule.prefix for rule in store.noise_rules(name))
+            model = proxy.noise.get(name)
+            if model is not None:
+                store.write_noise(name, runtime.instance, model.counts(), runtime.clock())
+    except StoreError as error:  # the last known rules stay; learned counts are written later
+        log.warning("cutover proxy cannot sync its noise with the store: %s", error)
+
+
+async def _keep_noise(proxy: Proxy, runtime: Any, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        await asyncio.to_thread(_sync_noise, proxy, runtime)
 
 
 def _reload(options: ProxyOptions, proxy: Proxy) -> None:

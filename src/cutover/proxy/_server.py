@@ -25,6 +25,8 @@ from typing import Any
 
 import httptools
 
+from cutover.compare import Diff, Difference
+from cutover.compare._noise import NoiseModel, declared_noise
 from cutover.errors import InvalidInput
 from cutover.migration import ReportedMigration
 from cutover.model import Arm, Mode, Observation
@@ -68,6 +70,8 @@ class Limits:
     max_header_bytes: int = 64 << 10
     max_body_bytes: int = 1 << 30
     compare_inline_bytes: int = 64 << 10  # larger comparisons go to the off-path pool
+    noise_relative: float = 0.20  # raw differences must exceed noise by this share of them
+    noise_absolute: float = 0.0003  # ... and by this share of the route's requests
 
 
 class HttpMigration(ReportedMigration):
@@ -93,6 +97,7 @@ class Proxy:
         new: Upstream,
         routes: Routes,
         limits: Limits | None = None,
+        secondary: Upstream | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self.upstreams = {Arm.LEGACY: legacy, Arm.NEW: new}
@@ -100,6 +105,11 @@ class Proxy:
             Arm.LEGACY: Pool(legacy, self.limits.connect_timeout),
             Arm.NEW: Pool(new, self.limits.connect_timeout),
         }
+        # A second legacy instance: copies there teach which fields differ between two
+        # legacy answers to one request (noise, not drift).
+        self.secondary = None if secondary is None else Pool(secondary, self.limits.connect_timeout)
+        self.noise: dict[str, NoiseModel] = {}
+        self.rules: dict[str, tuple[str, ...]] = {}  # declared noise prefixes per migration
         self.migrations: dict[str, HttpMigration] = {}
         self.comparators: dict[int, AnswerComparator] = {}
         self.routes = routes
@@ -122,6 +132,13 @@ class Proxy:
         }
         self.routes = routes
 
+    def noise_model(self, migration: str) -> NoiseModel:
+        model = self.noise.get(migration)
+        if model is None:
+            limits = self.limits
+            model = self.noise[migration] = NoiseModel(limits.noise_relative, limits.noise_absolute)
+        return model
+
     def comparator(self, route: Route) -> AnswerComparator:
         found = self.comparators.get(id(route.compare))
         if found is None:
@@ -137,6 +154,7 @@ class Proxy:
             "sample": route.sample,
             "version": route.state.version,
             "forced": route.override.value if route.override else None,
+            "noise": list(self.rules.get(name, ())),
         }
 
 
@@ -468,8 +486,11 @@ class Exchange:
         self.arm = arm
         self.proxy.pools[arm].acquire(self.connected)
 
-    def head_for(self, arm: Arm, *, shadow: bool = False) -> bytes:
-        request, upstream = self.request, self.proxy.upstreams[arm]
+    def head_for(
+        self, arm: Arm, *, shadow: bool = False, upstream: Upstream | None = None
+    ) -> bytes:
+        request = self.request
+        upstream = upstream or self.proxy.upstreams[arm]
         host = header(request.headers, b"host")
         headers = end_to_end(request.headers, b"host", b"content-length", b"expect")
         if request.upgrade:
@@ -770,23 +791,32 @@ class _Pipe:
 class Shadow:
     """A copy of the request for the arm that does not serve: started once the request is
     whole, never waited for by the client, dropped when too many are in flight, abandoned at
-    its timeout, and compared once the serving answer is in too."""
+    its timeout, counted as an off-path run of its arm, and compared once the serving answer
+    is in too. With a second legacy instance, a copy goes there as well (``secondary``): its
+    answer is not counted, only compared with legacy's to learn which fields are noise."""
 
-    def __init__(self, exchange: Exchange, arm: Arm) -> None:
+    def __init__(self, exchange: Exchange, arm: Arm, parent: Shadow | None = None) -> None:
         self.exchange = exchange
         self.arm = arm
-        self.answer = Answer(limit=exchange.proxy.limits.compare_bytes)
+        self.parent = parent  # set on the copy to the second legacy instance
+        proxy = exchange.proxy
+        self.pool = proxy.pools[arm] if parent is None else proxy.secondary
+        self.answer = Answer(limit=proxy.limits.compare_bytes)
         self.connection: Connection | None = None
         self.started = 0
         self.outcome: tuple[Answer | UpstreamError, int] | None = None
         self.serving: tuple[Answer | UpstreamError | None, int] | None = None
+        self.secondary: Shadow | None = None
+        if parent is None and proxy.secondary is not None:
+            self.secondary = Shadow(exchange, Arm.LEGACY, self)
         self.dropped = False
         self.cancelled = False
         self.running = False
+        self.judged = False
 
     def start(self) -> None:
         proxy = self.exchange.proxy
-        if self.dropped or self.cancelled:
+        if self.dropped or self.cancelled or self.pool is None:
             return
         if proxy.shadows >= proxy.limits.max_shadows or not self.exchange.request.kept:
             self.drop()
@@ -794,12 +824,21 @@ class Shadow:
         proxy.shadows += 1
         self.running = True
         self.started = _now()
-        proxy.pools[self.arm].acquire(self.connected)
+        self.pool.acquire(self.connected)
+        if self.secondary is not None:
+            self.secondary.start()
 
     def drop(self) -> None:
-        if not self.dropped and not self.running:
-            self.dropped = True
+        if self.dropped or self.running:
+            return
+        self.dropped = True
+        if self.parent is None:
             self.exchange.migration.bump(self.arm, DROPPED)
+            if self.secondary is not None:
+                self.secondary.drop()
+        else:  # compared without the second opinion
+            self.outcome = None
+            self.parent.compare()
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -807,11 +846,13 @@ class Shadow:
             self.connection.abandon()
             self.connection = None
         self.end()
+        if self.secondary is not None:
+            self.secondary.cancel()
 
     def connected(self, connection: Connection | None, error: UpstreamError | None) -> None:
         if self.cancelled:
-            if connection is not None:
-                self.exchange.proxy.pools[self.arm].release(connection)
+            if connection is not None and self.pool is not None:
+                self.pool.release(connection)
             return
         if connection is None:
             assert error is not None
@@ -821,7 +862,9 @@ class Shadow:
         exchange, request = self.exchange, self.exchange.request
         connection.send(
             self,
-            exchange.head_for(self.arm, shadow=True),
+            exchange.head_for(
+                self.arm, shadow=True, upstream=self.pool.upstream if self.pool else None
+            ),
             head_only=request.method == b"HEAD",
             timeout=exchange.proxy.limits.shadow_timeout,
         )
@@ -839,18 +882,30 @@ class Shadow:
 
     def done(self) -> None:
         self.connection = None
-        self.outcome = (self.answer, _now() - self.started)
-        self.end()
-        self.compare()
+        self.finished((self.answer, _now() - self.started))
 
     def failed(self, error: UpstreamError) -> None:
         self.connection = None
-        self.outcome = (error, _now() - self.started)
-        self.end()
-        self.compare()
+        self.finished((error, _now() - self.started))
 
     def writable(self, ready: bool) -> None:
         return None
+
+    def finished(self, outcome: tuple[Answer | UpstreamError, int]) -> None:
+        """The copy is answered (or failed): count it as an off-path run of its arm now."""
+        self.outcome = outcome
+        self.end()
+        if self.parent is not None:
+            self.parent.compare()
+            return
+        mine, mine_ns = outcome
+        migration = self.exchange.migration
+        if isinstance(mine, UpstreamError) and mine.timeout:
+            migration.count(self.arm, mine_ns, OFFPATH, TIMEOUTS)
+        else:
+            failed = isinstance(mine, UpstreamError) or mine.status >= 500
+            migration.count(self.arm, mine_ns, OFFPATH, *((ERRORS,) if failed else ()))
+        self.compare()
 
     def end(self) -> None:
         if self.running:
@@ -858,32 +913,45 @@ class Shadow:
             self.exchange.proxy.shadows -= 1
 
     def served(self, answer: Answer | UpstreamError | None, elapsed: int) -> None:
-        """The serving arm is done: compare if the copy is done too."""
+        """The serving arm is done: compare if the copies are done too."""
         self.serving = (answer, elapsed)
         self.compare()
 
     def compare(self) -> None:
-        if self.outcome is None or self.serving is None or self.cancelled:
+        if self.outcome is None or self.serving is None or self.cancelled or self.judged:
             return
+        second = self.secondary
+        if second is not None and second.running:
+            return  # the second opinion is still on its way
+        self.judged = True
         mine, mine_ns = self.outcome
-        migration = self.exchange.migration
         if isinstance(mine, UpstreamError) and mine.timeout:
-            migration.count(self.arm, mine_ns, OFFPATH, TIMEOUTS)
-            return
-        failed = isinstance(mine, UpstreamError) or mine.status >= 500
-        migration.count(self.arm, mine_ns, OFFPATH, *((ERRORS,) if failed else ()))
+            return  # counted as a timeout; nothing to compare
         served, served_ns = self.serving
         ours = _observe(self.arm, mine, mine_ns)
         theirs = _observe(self.arm.other, served, served_ns)
         legacy, new = (theirs, ours) if self.arm is Arm.NEW else (ours, theirs)
-        judge(self.exchange, self.arm, legacy, new)
+        other = None
+        if second is not None and second.outcome is not None:
+            answer = second.outcome[0]
+            other = answer if isinstance(answer, Answer) else None
+        judge(self.exchange, self.arm, legacy, new, other)
 
 
-def judge(exchange: Exchange, ran: Arm, legacy: Observation, new: Observation) -> None:
-    """Compare two observations of one request: inline when small, on the pool when large."""
-    route, request = exchange.route, exchange.request
-    comparator = exchange.proxy.comparator(route)
+def judge(
+    exchange: Exchange,
+    ran: Arm,
+    legacy: Observation,
+    new: Observation,
+    secondary: Answer | None = None,
+) -> None:
+    """Compare two observations of one request (and learn noise from a second legacy answer):
+    inline when small, on the off-path pool when large."""
+    proxy, route, request = exchange.proxy, exchange.route, exchange.request
+    comparator = proxy.comparator(route)
     options = route.compare
+    model = proxy.noise_model(route.migration)
+    declared = proxy.rules.get(route.migration, ())
 
     def values(observation: Observation) -> Observation:
         value = observation.value
@@ -891,13 +959,23 @@ def judge(exchange: Exchange, ran: Arm, legacy: Observation, new: Observation) -
             return Observation(observation.arm, value.value(options), None, observation.duration_ns)
         return observation
 
-    def scoped(legacy_value: Any, new_value: Any) -> Any:
+    def compare(legacy_value: Any, new_value: Any) -> Diff:
         found = comparator(legacy_value, new_value)
-        return type(found)(
-            tuple(_in_route(d, route.template) for d in found.differences),
-            found.truncated,
-            found.meta,
+        if secondary is not None:
+            second = comparator(legacy_value, secondary.value(options))
+            model.learn(
+                route.template,
+                (d.pattern for d in found.differences),
+                (d.pattern for d in second.differences),
+            )
+        kept = tuple(
+            _in_route(d, route.template)
+            for d in found.differences
+            if not declared_noise(d.pattern, declared)
+            and not declared_noise(d.path, declared)
+            and not model.is_noise(route.template, d.pattern)
         )
+        return Diff(kept, found.truncated and bool(kept), found.meta)
 
     args = (route.template,)
     kwargs = {
@@ -909,18 +987,16 @@ def judge(exchange: Exchange, ran: Arm, legacy: Observation, new: Observation) -
     migration, unit = exchange.migration, exchange.unit
 
     def run() -> None:
-        migration.judge(ran, values(legacy), values(new), args, kwargs, unit, scoped)
+        migration.judge(ran, values(legacy), values(new), args, kwargs, unit, compare)
 
     size = sum(len(o.value.prefix) for o in (legacy, new) if isinstance(o.value, Answer))
-    if size <= exchange.proxy.limits.compare_inline_bytes:
+    if size <= proxy.limits.compare_inline_bytes:
         asyncio.get_running_loop().call_soon(run)  # after the client's answer is written
     elif not migration.submit(run):
         migration.bump(ran, DROPPED)
 
 
-def _in_route(difference: Any, template: str) -> Any:
-    from cutover.compare import Difference
-
+def _in_route(difference: Difference, template: str) -> Difference:
     return Difference(difference.path, difference.legacy, difference.new, difference.note, template)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from cutover.compare._noise import NoiseCount
 from cutover.errors import InvalidInput
 from cutover.model import Arm, Decision, Rollout, State
 from cutover.telemetry.drift import MAX_FINGERPRINTS, OTHER_FINGERPRINTS, DriftSample
@@ -264,6 +265,25 @@ class Fence:
     duration: float  # the lease's duration: how long a write may stall inside its transaction
 
 
+@dataclass(frozen=True, slots=True)
+class NoiseRule:
+    """A path prefix whose differences never count as drift for a migration (declared noise)."""
+
+    migration: str
+    prefix: str
+    reason: str
+    added_by: str
+    added_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prefix": self.prefix,
+            "reason": self.reason,
+            "added_by": self.added_by,
+            "added_at": self.added_at,
+        }
+
+
 class Lease(Protocol):
     """A role held by at most one process at a time, for ``duration`` seconds after its last
     renewal by the database's clock (see :meth:`Store.leadership`)."""
@@ -379,6 +399,14 @@ class Store(Protocol):
 
     def drift_groups(self, name: str, since: float | None = None) -> list[DriftGroup]: ...
 
+    def write_noise(
+        self, migration: str, instance: str, counts: Iterable[NoiseCount], at: float
+    ) -> None: ...
+
+    def noise(self, migration: str) -> list[NoiseCount]: ...
+
+    def noise_rules(self, migration: str) -> list[NoiseRule]: ...
+
     def instances(self) -> list[InstanceInfo]: ...
 
     def heartbeat(self, info: InstanceInfo) -> None: ...
@@ -458,6 +486,7 @@ __all__: Sequence[str] = [
     "FlushBatch",
     "InstanceInfo",
     "Lease",
+    "NoiseRule",
     "Store",
     "normalize_url",
     "open_store",

@@ -6,10 +6,10 @@ import sqlalchemy as sa
 
 from cutover.telemetry.windows import COUNTERS
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """1: the first release. 2: rollouts, and decisions that change no state (kind, version NULL).
 3: tenant cohorts. 4: leases (who leads a role such as the rollout controller). 5: windows
-count expected exceptions apart from errors."""
+count expected exceptions apart from errors. 6: noise, learned per field and declared."""
 
 metadata = sa.MetaData()
 
@@ -167,6 +167,30 @@ instances = sa.Table(
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("last_seen", sa.Float, nullable=False),
     sa.Column("info", sa.JSON, nullable=False),
+)
+
+noise_counts = sa.Table(
+    "cutover_noise_counts",
+    metadata,
+    # Each instance's counts since it started, replaced whole on each write: summed on reading.
+    sa.Column("migration", sa.String(200), primary_key=True),
+    sa.Column("instance", sa.String(120), primary_key=True),
+    sa.Column("route", sa.String(400), primary_key=True),
+    sa.Column("path", sa.String(1000), primary_key=True),
+    sa.Column("raw", sa.BigInteger, nullable=False),
+    sa.Column("noise", sa.BigInteger, nullable=False),
+    sa.Column("requests", sa.BigInteger, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+)
+
+noise_rules = sa.Table(
+    "cutover_noise_rules",
+    metadata,
+    sa.Column("migration", sa.String(200), primary_key=True),
+    sa.Column("prefix", sa.String(1000), primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("added_by", sa.String(200), nullable=False),
+    sa.Column("added_at", sa.Float, nullable=False),
 )
 
 sa.Index("cutover_decisions_by_migration", decisions.c.migration, decisions.c.id)

@@ -11,7 +11,7 @@ import re
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
+from cutover.compare._noise import NoiseCount
 from cutover.durations import format_duration
 from cutover.errors import ConflictError, InvalidInput, LeaseLost, StoreError
 from cutover.model import Arm, Decision, Rollout, State
@@ -31,6 +32,7 @@ from cutover.store import (
     Fence,
     FlushBatch,
     InstanceInfo,
+    NoiseRule,
     normalize_url,
     redact_url,
 )
@@ -456,6 +458,8 @@ class SqlStore:
         cohort: Cohort | None = None,
         expected_cohort: int | None = None,
         remove_cohort: bool = False,
+        noise_rule: NoiseRule | None = None,
+        remove_noise_rule: bool = False,
         fence: Fence | None = None,
     ) -> Decision:
         """Record one decision in one transaction, with what it changes: a new ``state``
@@ -466,7 +470,9 @@ class SqlStore:
         version (a decision taken on a state someone has since changed is refused). A lost
         compare-and-set raises ConflictError and writes nothing; so does a cohort that would
         share a tenant with another cohort of the migration (InvalidInput), and a ``fence``
-        whose lease term is over (LeaseLost: checked first, in the same transaction)."""
+        whose lease term is over (LeaseLost: checked first, in the same transaction). A
+        ``noise_rule`` is added (or, with ``remove_noise_rule``, removed: InvalidInput when
+        there is none) in the same transaction."""
         _refuse_unkeepable(name, actor, reason, rollout)
         if state is not None and expected_version is None:
             raise ValueError("a state is written against an expected version")
@@ -504,6 +510,8 @@ class SqlStore:
                 if cohort is not None:
                     assert expected_cohort is not None
                     self._cas_cohort(conn, cohort, expected_cohort, at, actor, remove_cohort)
+                if noise_rule is not None:
+                    _put_noise_rule(conn, noise_rule, remove_noise_rule)
                 decision_id = conn.execute(
                     sa.insert(t.decisions)
                     .values(
@@ -1016,6 +1024,67 @@ class SqlStore:
                 for r in rows
             ]
 
+    def write_noise(
+        self, migration: str, instance: str, counts: Iterable[NoiseCount], at: float
+    ) -> None:
+        """Replace what ``instance`` learned of ``migration``'s noise (its counts since it
+        started) with ``counts``: written whole each time, so a retry writes nothing twice."""
+        rows = [
+            {
+                "migration": migration,
+                "instance": instance,
+                "route": clean_text(count.route, 400),
+                "path": clean_text(count.path, 1000),
+                "raw": count.raw,
+                "noise": count.noise,
+                "requests": count.requests,
+                "at": at,
+            }
+            for count in counts
+        ]
+        c = t.noise_counts.c
+        with self._connect(write=True) as conn:
+            conn.execute(
+                sa.delete(t.noise_counts).where(c.migration == migration, c.instance == instance)
+            )
+            if rows:
+                conn.execute(sa.insert(t.noise_counts), rows)
+
+    def noise(self, migration: str) -> list[NoiseCount]:
+        """What every instance learned of ``migration``'s noise, summed per route and field."""
+        c = t.noise_counts.c
+        fields = (
+            sa.select(c.route, c.path, sa.func.sum(c.raw), sa.func.sum(c.noise))
+            .where(c.migration == migration)
+            .group_by(c.route, c.path)
+            .order_by(c.route, c.path)
+        )
+        # Each instance's request count is the same on every row of its route: take it once.
+        per_instance = (
+            sa.select(c.route, c.instance, sa.func.max(c.requests).label("requests"))
+            .where(c.migration == migration)
+            .group_by(c.route, c.instance)
+            .subquery()
+        )
+        requests = sa.select(per_instance.c.route, sa.func.sum(per_instance.c.requests)).group_by(
+            per_instance.c.route
+        )
+        with self._connect() as conn:
+            totals = {route: int(n) for route, n in conn.execute(requests)}
+            return [
+                NoiseCount(route, path, int(raw), int(noise), totals.get(route, 0))
+                for route, path, raw, noise in conn.execute(fields)
+            ]
+
+    def noise_rules(self, migration: str) -> list[NoiseRule]:
+        c = t.noise_rules.c
+        query = sa.select(t.noise_rules).where(c.migration == migration).order_by(c.prefix)
+        with self._connect() as conn:
+            return [
+                NoiseRule(row.migration, row.prefix, row.reason, row.added_by, row.added_at)
+                for row in conn.execute(query)
+            ]
+
     def gc(self, before: float) -> dict[str, int]:
         """Delete windows, histograms, drift samples, flush records and silent instances older
         than ``before``. Decisions and states are never deleted."""
@@ -1028,6 +1097,7 @@ class SqlStore:
                 ("drift_counts", t.drift_counts, t.drift_counts.c.start),
                 ("flushes", t.flushes, t.flushes.c.at),
                 ("instances", t.instances, t.instances.c.last_seen),
+                ("noise_counts", t.noise_counts, t.noise_counts.c.at),
             ):
                 removed[label] = conn.execute(sa.delete(table).where(column < before)).rowcount
         return removed
@@ -1220,6 +1290,28 @@ def _refuse_unkeepable(name: str, actor: str, reason: str, rollout: Rollout | No
         check_text(rollout.started_by, "the rollout's starter", max_length=ACTOR_LENGTH)
 
 
+def _put_noise_rule(conn: Connection, rule: NoiseRule, remove: bool) -> None:
+    c = t.noise_rules.c
+    mine = (c.migration == rule.migration, c.prefix == rule.prefix)
+    if remove:
+        if conn.execute(sa.delete(t.noise_rules).where(*mine)).rowcount != 1:
+            raise InvalidInput(
+                f"{rule.migration!r} has no noise rule {rule.prefix!r}; see them with"
+                f" `cutover noise list {rule.migration}`"
+            )
+        return
+    conn.execute(sa.delete(t.noise_rules).where(*mine))  # declared again: the newest reason
+    conn.execute(
+        sa.insert(t.noise_rules).values(
+            migration=rule.migration,
+            prefix=rule.prefix,
+            reason=rule.reason,
+            added_by=rule.added_by,
+            added_at=rule.added_at,
+        )
+    )
+
+
 def _put_versioned(
     conn: Connection, key: Any, value: str, found: object, expected: int, values: dict[str, Any]
 ) -> None:
@@ -1275,6 +1367,9 @@ def _upgrade(conn: Connection, found: int) -> None:
             conn.exec_driver_sql(
                 "ALTER TABLE cutover_windows ADD COLUMN expected BIGINT NOT NULL DEFAULT 0"
             )
+    if found < 6:  # new tables: nothing else changed
+        t.noise_counts.create(conn, checkfirst=True)
+        t.noise_rules.create(conn, checkfirst=True)
     conn.execute(
         sa.update(t.meta)
         .where(t.meta.c.key == "schema_version")
