@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import threading
@@ -169,3 +170,39 @@ def test_bad_command_lines_are_one_sentence(tmp_path: Path) -> None:
         done = cutover_cli("--store", f"sqlite:///{tmp_path / 's.db'}", *args)
         assert done.returncode == 2, (extra, done.stderr)
         assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_recording_keeps_both_answers_and_no_secret(
+    legacy: Service, new: Service, start_proxy: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "recorded"
+    proxy: Proxy = start_proxy(legacy.url, new.url, "--record", str(folder), "--record-sample", "1")
+    proxy.set(mode="shadow", sample=1.0)
+    with proxy.client() as client:
+        client.get("/users/7?token=abc&page=2", headers={"Authorization": "Bearer s3cret"})
+        client.get("/users/8")
+    proxy.set(mode="legacy")
+    proxy.get("/users/9")
+    assert proxy.stop() == 0
+    lines = [
+        line
+        for path in sorted(folder.glob("api-*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    entries = [json.loads(line) for line in lines]
+    text = "\n".join(lines)
+    assert "s3cret" not in text and "abc" not in text
+    by_path = {entry["request"]["path"]: entry for entry in entries}
+    seven = by_path["/users/7"]
+    assert seven["route"] == "*" and seven["served_by"] == "legacy"
+    headers = {name.lower(): value for name, value in seven["request"]["headers"]}
+    assert headers["authorization"] == "<redacted>"
+    assert (
+        "token=%3Credacted%3E" in seven["request"]["query"]
+        and "page=2" in seven["request"]["query"]
+    )
+    assert json.loads(seven["legacy"]["body"]["text"])["total"] == 10.5
+    assert json.loads(seven["new"]["body"]["text"])["total"] == 11
+    assert seven["legacy"]["status"] == seven["new"]["status"] == 200
+    nine = by_path["/users/9"]
+    assert nine["new"] is None and nine["legacy"]["status"] == 200

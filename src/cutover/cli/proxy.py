@@ -61,6 +61,15 @@ def parse_size(text: str, what: str) -> int:
 )
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option(
+    "--record",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write a sampled share of exchanges to this folder as JSON Lines (redacted).",
+)
+@click.option(
+    "--record-sample", type=click.FloatRange(0, 1), default=0.01, show_default=True, metavar="S"
+)
+@click.option(
     "--timeout", default="30s", show_default=True, help="How long new may take to answer."
 )
 @click.option("--legacy-timeout", default="60s", show_default=True)
@@ -85,6 +94,8 @@ def proxy(
     routes: Path | None,
     unit: str | None,
     workers: int,
+    record: Path | None,
+    record_sample: float,
     timeout: str,
     legacy_timeout: str,
     shadow_timeout: str,
@@ -116,6 +127,8 @@ def proxy(
         routes_file=routes,
         unit=unit,
         workers=workers,
+        record=record,
+        record_sample=record_sample,
         drain=parse_duration(drain, "--drain"),
         flush_interval=parse_duration(flush_interval, "--flush-interval"),
         limits=Limits(

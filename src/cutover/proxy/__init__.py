@@ -46,6 +46,8 @@ class ProxyOptions:
     workers: int = 1
     drain: float = 30.0  # seconds SIGTERM waits for requests in flight
     flush_interval: float = 5.0  # seconds between telemetry flushes to the store
+    record: Path | None = None  # where recorded exchanges go, as JSON Lines
+    record_sample: float = 0.01  # the share of requests recorded
     limits: Limits = field(default_factory=Limits)
 
     def routes(self) -> Routes:
@@ -98,6 +100,10 @@ async def _main(options: ProxyOptions, sock: socket.socket) -> None:
     )
     proxy = Proxy(options.legacy, options.new, options.routes(), options.limits, options.secondary)
     install(proxy)
+    if options.record is not None:
+        from cutover.proxy._record import Recorder
+
+        proxy.recorder = Recorder(options.record, options.name, options.record_sample)
     await asyncio.to_thread(_sync_noise, proxy, runtime)  # the declared noise, before serving
     syncing = asyncio.get_running_loop().create_task(
         _keep_noise(proxy, runtime, options.flush_interval)
@@ -121,6 +127,8 @@ async def _main(options: ProxyOptions, sock: socket.socket) -> None:
     await _drain(proxy, server, options.drain)
     syncing.cancel()
     await asyncio.to_thread(_sync_noise, proxy, runtime)
+    if proxy.recorder is not None:
+        await asyncio.to_thread(proxy.recorder.close)
     await asyncio.to_thread(cutover.flush)
 
 

@@ -47,6 +47,7 @@ from cutover.proxy._http import (
     request_head,
     response_head,
 )
+from cutover.proxy._record import Recorder, answer_entry, failure_entry, request_entry
 from cutover.proxy._upstream import Connection, Pool, UpstreamError
 from cutover.routing import LEGACY_ONLY, NEW_ONLY
 from cutover.telemetry.windows import DROPPED, ERRORS, FALLBACKS, OFFPATH, TIMEOUTS
@@ -109,6 +110,7 @@ class Proxy:
         # legacy answers to one request (noise, not drift).
         self.secondary = None if secondary is None else Pool(secondary, self.limits.connect_timeout)
         self.noise: dict[str, NoiseModel] = {}
+        self.recorder: Recorder | None = None  # --record DIR
         self.rules: dict[str, tuple[str, ...]] = {}  # declared noise prefixes per migration
         self.migrations: dict[str, HttpMigration] = {}
         self.comparators: dict[int, AnswerComparator] = {}
@@ -405,6 +407,8 @@ class Exchange:
         self.status = 0  # of the serving answer
         self.answer: Answer | None = None  # the serving answer, captured when compared
         self.shadow: Shadow | None = None
+        recorder = self.proxy.recorder
+        self.recording = recorder is not None and random.random() < recorder.share
         # New's failure (an exception, or the 5xx answer it gave) once legacy answers instead.
         self.fallback_from: tuple[Answer | UpstreamError, int] | None = None
         self.fallen_back = False
@@ -449,7 +453,7 @@ class Exchange:
                 and (share >= 1.0 or random.random() < share)
             ):
                 self.shadow = Shadow(self, self.arm.other)
-        if self.shadow is not None:
+        if self.shadow is not None or self.recording:
             self.answer = Answer(limit=proxy.limits.compare_bytes)
         self.forward(self.arm)
 
@@ -690,6 +694,8 @@ class Exchange:
             counters = (ERRORS,)
         self.migration.count(self.arm, elapsed, *counters)
         mine: Answer | UpstreamError | None = self.answer if error is None else error
+        if self.recording and self.shadow is None and not self.fallen_back:
+            self.record({self.arm: (mine, elapsed)})
         if self.shadow is not None:
             self.shadow.served(mine, elapsed)
         elif self.fallen_back and self.fallback_from is not None and self.answer is not None:
@@ -702,6 +708,30 @@ class Exchange:
                 _observe(Arm.LEGACY, mine, elapsed),
                 _observe(Arm.NEW, failed, new_ns),
             )
+
+    def record(self, outcomes: dict[Arm, tuple[Any, int]]) -> None:
+        """Queue this exchange for the recording: the request and each arm's outcome."""
+        recorder = self.proxy.recorder
+        if recorder is None:
+            return
+        request = self.request
+        entry: dict[str, Any] = {
+            "at": time.time(),
+            "migration": self.migration.name,
+            "route": self.route.template,
+            "unit": self.unit,
+            "served_by": Arm.LEGACY.value if self.fallen_back else self.arm.value,
+            "request": request_entry(
+                request.method, request.target, request.headers, request.body, request.kept
+            ),
+        }
+        for arm in Arm:
+            outcome, elapsed = outcomes.get(arm, (None, 0))
+            if isinstance(outcome, BaseException):
+                entry[arm.value] = failure_entry(outcome, elapsed)
+            else:
+                entry[arm.value] = answer_entry(outcome, elapsed)
+        recorder.add(entry)
 
     def finish(self) -> None:
         self.finished = True
@@ -988,6 +1018,14 @@ def judge(
 
     def run() -> None:
         migration.judge(ran, values(legacy), values(new), args, kwargs, unit, compare)
+
+    if exchange.recording:
+        exchange.record(
+            {
+                Arm.LEGACY: (legacy.exception or legacy.value, legacy.duration_ns),
+                Arm.NEW: (new.exception or new.value, new.duration_ns),
+            }
+        )
 
     size = sum(len(o.value.prefix) for o in (legacy, new) if isinstance(o.value, Answer))
     if size <= proxy.limits.compare_inline_bytes:
