@@ -242,3 +242,21 @@ def example(proxy: Proxy, path: str) -> Any:
         if any(d["path"] == path for d in sample["diff"]):
             return sample
     raise AssertionError(f"no sample with a difference at {path}")
+
+
+def test_each_upstream_gets_its_own_headers(
+    legacy: Service, new: Service, start_proxy: Any
+) -> None:
+    proxy: Proxy = start_proxy(
+        legacy.url,
+        new.url,
+        "--new-header",
+        "Authorization: Bearer v2-service",
+        "--new-header",
+        "X-Legacy-Only:",
+    )
+    sent = {"Authorization": "Bearer v1-client", "X-Legacy-Only": "1"}
+    assert seen_headers(proxy.get("/echo", headers=sent))["authorization"] == "Bearer v1-client"
+    proxy.set(mode="new")
+    at_new = seen_headers(proxy.get("/echo", headers=sent))
+    assert at_new["authorization"] == "Bearer v2-service" and "x-legacy-only" not in at_new

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cutover.cli._app import Session, cli, console, pass_session
 from cutover.durations import parse_duration
 from cutover.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from cutover.proxy._config import Upstream
 from cutover.store import redact_url
 
 SIZES = {
@@ -34,6 +38,14 @@ def parse_size(text: str, what: str) -> int:
     return int(number) * SIZES[unit]
 
 
+def with_headers(upstream: Upstream, given: tuple[str, ...], what: str) -> Upstream:
+    from dataclasses import replace
+
+    from cutover.proxy._config import parse_header
+
+    return replace(upstream, headers=tuple(parse_header(text, what) for text in given))
+
+
 @cli.command()
 @click.argument("name")
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT")
@@ -45,6 +57,13 @@ def parse_size(text: str, what: str) -> int:
     metavar="URL",
     help="A second legacy instance: fields two legacy answers disagree on are learned as noise.",
 )
+@click.option(
+    "--legacy-header",
+    multiple=True,
+    metavar="'NAME: VALUE'",
+    help="Set a header on every request to legacy (repeatable; 'NAME:' drops it).",
+)
+@click.option("--new-header", multiple=True, metavar="'NAME: VALUE'", help="The same for new.")
 @click.option("--noise-relative", type=click.FloatRange(0, 1), default=0.2, show_default=True)
 @click.option("--noise-absolute", type=click.FloatRange(0, 1), default=0.0003, show_default=True)
 @click.option(
@@ -89,6 +108,8 @@ def proxy(
     legacy: str,
     new_url: str,
     legacy_secondary: str | None,
+    legacy_header: tuple[str, ...],
+    new_header: tuple[str, ...],
     noise_relative: float,
     noise_absolute: float,
     routes: Path | None,
@@ -106,6 +127,11 @@ def proxy(
     flush_interval: str,
 ) -> None:
     """Serve NAME's HTTP traffic: legacy, shadow, canary or new, as its stored state says."""
+    try:
+        import httptools  # noqa: F401
+        import uvloop  # noqa: F401
+    except ImportError:
+        raise InvalidInput("cutover proxy needs its extra: pip install 'cutover[proxy]'") from None
     from cutover.proxy import Limits, ProxyOptions, run
     from cutover.proxy._config import parse_listen, parse_unit, parse_upstream
     from cutover.text import check_name
@@ -118,11 +144,13 @@ def proxy(
         name=name,
         host=host,
         port=port,
-        legacy=parse_upstream(legacy, "--legacy"),
-        new=parse_upstream(new_url, "--new"),
+        legacy=with_headers(parse_upstream(legacy, "--legacy"), legacy_header, "--legacy-header"),
+        new=with_headers(parse_upstream(new_url, "--new"), new_header, "--new-header"),
         secondary=None
         if legacy_secondary is None
-        else parse_upstream(legacy_secondary, "--legacy-secondary"),
+        else with_headers(
+            parse_upstream(legacy_secondary, "--legacy-secondary"), legacy_header, "--legacy-header"
+        ),
         store=session.store_url,
         routes_file=routes,
         unit=unit,

@@ -47,6 +47,9 @@ class Upstream:
     port: int
     base_path: str  # prefixed to every forwarded path ("" for none)
     url: str
+    # Headers set on every request to this upstream, replacing the client's (an empty value
+    # removes the header): each service its own credentials, not the client's.
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def host_header(self) -> str:
@@ -69,6 +72,18 @@ def parse_upstream(text: str, what: str) -> Upstream:
     except ValueError:
         raise InvalidInput(f"{what} {text!r} has a port that is not a number") from None
     return Upstream("http", parts.hostname, port, parts.path.rstrip("/"), text.strip())
+
+
+def parse_header(text: str, what: str) -> tuple[bytes, bytes]:
+    """``Name: value`` as a header pair; ``Name:`` removes the header."""
+    name, sep, value = text.partition(":")
+    name = name.strip()
+    if not sep or not name or not all(c.isalnum() or c in "-_!#$%&'*+.^`|~" for c in name):
+        raise InvalidInput(f"{what} {text!r} must be 'Name: value' (or 'Name:' to drop it)")
+    try:
+        return name.encode("ascii"), value.strip().encode("latin-1")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{what} {text!r} holds characters a header cannot carry") from None
 
 
 def parse_listen(text: str) -> tuple[str, int]:

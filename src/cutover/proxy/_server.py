@@ -503,6 +503,10 @@ class Exchange:
                 (b"Upgrade", header(request.headers, b"upgrade") or b""),
             ]
         headers = forwarded(headers, self.client.peer, host, b"http")
+        if upstream.headers:
+            replaced = {name.lower() for name, _ in upstream.headers}
+            headers = [h for h in headers if h[0].lower() not in replaced]
+            headers += [(name, value) for name, value in upstream.headers if value]
         headers += request.framing()
         if shadow:
             headers.append((SHADOW_HEADER, b"1"))
