@@ -77,6 +77,7 @@ ADDED_IN = {
     "cutover_leases": 4,
     "cutover_noise_counts": 6,
     "cutover_noise_rules": 6,
+    "cutover_route_windows": 6,
 }
 COLUMNS_ADDED_IN = {("cutover_windows", "expected"): 5}
 

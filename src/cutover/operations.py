@@ -27,7 +27,7 @@ from cutover.model import (
     pin_changes,
 )
 from cutover.routing import env_override
-from cutover.stats import MigrationStats, Point, series, summarize, whole_windows
+from cutover.stats import ArmStats, MigrationStats, Point, series, summarize, whole_windows
 from cutover.store import InstanceInfo, NoiseRule, Store
 from cutover.telemetry.windows import ArmCounts
 from cutover.text import check_name, check_text
@@ -67,6 +67,34 @@ def require_known(store: Store, name: str) -> State | None:
     if state is None and store.rollout(name) is None and name not in store.migrations():
         raise UnknownMigration(name)
     return state
+
+
+@dataclass(frozen=True, slots=True)
+class RouteStats:
+    """One route of an HTTP migration over a window: both arms."""
+
+    route: str
+    legacy: ArmStats
+    new: ArmStats
+
+    def to_json(self) -> dict[str, Any]:
+        return {"route": self.route, "legacy": self.legacy.to_json(), "new": self.new.to_json()}
+
+
+def route_stats(
+    store: Store, name: str, window_seconds: float, now: float, until: float | None = None
+) -> list[RouteStats]:
+    """Per route of a migration served by `cutover proxy`, over the same whole windows as
+    :func:`stats`, busiest first."""
+    require_known(store, name)
+    end = now if until is None else until
+    since, widened_end = whole_windows(end - window_seconds, until)
+    routes = store.route_windows(name, since, widened_end)
+    rows = [
+        RouteStats(route, ArmStats.of(arms[Arm.LEGACY]), ArmStats.of(arms[Arm.NEW]))
+        for route, arms in routes.items()
+    ]
+    return sorted(rows, key=lambda row: (-(row.legacy.calls + row.new.calls), row.route))
 
 
 def noise_rule(

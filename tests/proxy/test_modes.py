@@ -260,3 +260,33 @@ def test_each_upstream_gets_its_own_headers(
     proxy.set(mode="new")
     at_new = seen_headers(proxy.get("/echo", headers=sent))
     assert at_new["authorization"] == "Bearer v2-service" and "x-legacy-only" not in at_new
+
+
+def test_stats_by_route(legacy: Service, new: Service, start_proxy: Any, tmp_path: Path) -> None:
+    from ..helpers import cutover_cli
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - {path: '/users/{id}', methods: [GET]}\n")
+    proxy: Proxy = start_proxy(legacy.url, new.url, "--routes", str(routes))
+    proxy.set(mode="shadow", sample=1.0)
+    with proxy.client() as client:
+        for number in range(6):
+            client.get(f"/users/{number}")
+        for _ in range(3):
+            client.get("/status/500")
+
+    def by_route() -> dict[str, Any]:
+        shown = cutover_cli("--store", proxy.store_url, "stats", "api", "--by", "route", "--json")
+        assert shown.returncode == 0, shown.stderr
+        return {row["route"]: row for row in json.loads(shown.stdout)["routes"]}
+
+    wait_until(
+        lambda: by_route().get("GET /users/{id}", {}).get("new", {}).get("calls") == 6, "routes"
+    )
+    rows = by_route()
+    users, other = rows["GET /users/{id}"], rows["*"]
+    assert users["legacy"]["calls"] == 6 and users["legacy"]["errors"] == 0
+    assert users["legacy"]["p95_ms"] is not None
+    assert other["legacy"]["calls"] == 3 and other["legacy"]["errors"] == 3
+    human = cutover_cli("--store", proxy.store_url, "stats", "api", "--by", "route").stdout
+    assert "GET /users/{id}" in human

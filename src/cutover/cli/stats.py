@@ -26,6 +26,12 @@ from cutover.stats import WINDOW_SECONDS, MigrationStats, check
 @cli.command()
 @click.argument("name")
 @window_option()
+@click.option(
+    "--by",
+    type=click.Choice(["route"]),
+    default=None,
+    help="One row per route of a service behind `cutover proxy`.",
+)
 @json_option
 @pass_session
 def stats(
@@ -34,16 +40,54 @@ def stats(
     window: str,
     since: str | None,
     until: str | None,
+    by: str | None,
     as_json: bool,
 ) -> None:
     """Calls, errors, latency percentiles of both arms, and the drift rate over a window."""
     now = session.now()
     covered, end = span(window, since, until, now)
+    if by == "route":
+        routes = operations.route_stats(session.store, name, covered, now, end)
+        if as_json:
+            print_json({"migration": name, "routes": [row.to_json() for row in routes]})
+            return
+        render_routes(name, routes)
+        return
     report = operations.stats(session.store, name, covered, now, end)
     if as_json:
         print_json(report.to_json())
         return
     render(report)
+
+
+def render_routes(name: str, routes: list[operations.RouteStats]) -> None:
+    if not routes:
+        console.print(
+            f"{name}: no counts per route in that span (they come from `cutover proxy`).",
+            markup=False,
+        )
+        return
+    table = Table(title=f"{name} · per route", title_justify="left")
+    for column in ("route", "arm", "calls", "errors", "error rate", "timeouts", "fallbacks",
+                   "p50 ms", "p95 ms", "p99 ms"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("route", "arm") else "right")
+    for row in routes:
+        for label, arm in (("legacy", row.legacy), ("new", row.new)):
+            if not arm.calls:
+                continue
+            table.add_row(
+                row.route,
+                label,
+                str(arm.calls),
+                str(arm.errors),
+                ratio(arm.error_rate),
+                str(arm.timeouts),
+                str(arm.fallbacks) if label == "new" else "-",
+                millis(arm.p50_ms),
+                millis(arm.p95_ms),
+                millis(arm.p99_ms),
+            )
+    console.print(table)
 
 
 def _widened_much(report: MigrationStats) -> bool:

@@ -275,6 +275,16 @@ def stats(
     return report.to_json()
 
 
+@router.get("/migrations/{name}/routes", tags=["read"], summary="Per route of a proxied service")
+def route_stats(
+    request: Request, name: Name, _who: Viewer, window: Window = "1h", until: Until = None
+) -> dict[str, Any]:
+    settings = settings_of(request)
+    span = _seconds(window, "window")
+    rows = operations.route_stats(settings.store, name, span, settings.clock(), until)
+    return {"migration": name, "routes": [row.to_json() for row in rows]}
+
+
 @router.get("/migrations/{name}/series", tags=["read"], summary="Both arms over time")
 def series(
     request: Request,

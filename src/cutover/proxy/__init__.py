@@ -133,9 +133,14 @@ async def _main(options: ProxyOptions, sock: socket.socket) -> None:
 
 
 def _sync_noise(proxy: Proxy, runtime: Any) -> None:
-    """Read the declared noise of each migration, and write what this process learned."""
+    """Read the declared noise of each migration; write what this process learned and its
+    counts per route."""
     store = runtime.store
     try:
+        windows, keys = proxy.routes_tally.take()
+        for name, rows in windows.items():
+            store.write_route_windows(name, runtime.instance, rows)
+        proxy.routes_tally.settle(keys)
         for name in list(proxy.migrations):
             proxy.rules[name] = tuple(rule.prefix for rule in store.noise_rules(name))
             model = proxy.noise.get(name)

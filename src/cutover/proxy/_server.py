@@ -17,6 +17,7 @@ import json
 import logging
 import random
 import socket
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any
 
 import httptools
 
+from cutover import runtime as rt
 from cutover.compare import Diff, Difference
 from cutover.compare._noise import NoiseModel, declared_noise
 from cutover.errors import InvalidInput
@@ -50,6 +52,8 @@ from cutover.proxy._http import (
 from cutover.proxy._record import Recorder, answer_entry, failure_entry, request_entry
 from cutover.proxy._upstream import Connection, Pool, UpstreamError
 from cutover.routing import LEGACY_ONLY, NEW_ONLY
+from cutover.store import RouteWindow
+from cutover.telemetry.histogram import Histogram, index_of
 from cutover.telemetry.windows import DROPPED, ERRORS, FALLBACKS, OFFPATH, TIMEOUTS
 
 log = logging.getLogger("cutover.proxy")
@@ -111,6 +115,7 @@ class Proxy:
         self.secondary = None if secondary is None else Pool(secondary, self.limits.connect_timeout)
         self.noise: dict[str, NoiseModel] = {}
         self.recorder: Recorder | None = None  # --record DIR
+        self.routes_tally = RouteTally()
         self.rules: dict[str, tuple[str, ...]] = {}  # declared noise prefixes per migration
         self.migrations: dict[str, HttpMigration] = {}
         self.comparators: dict[int, AnswerComparator] = {}
@@ -158,6 +163,61 @@ class Proxy:
             "forced": route.override.value if route.override else None,
             "noise": list(self.rules.get(name, ())),
         }
+
+
+class RouteTally:
+    """This process's counts per migration, route, arm and window: `stats --by route` reads
+    them from the store, where they are written whole while their window lasts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._windows: dict[tuple[str, str, Arm, int], list[Any]] = {}
+        self._touched: set[tuple[str, str, Arm, int]] = set()
+
+    def count(
+        self, migration: str, route: str, arm: Arm, elapsed: int, counters: tuple[int, ...]
+    ) -> None:
+        start = rt.current().window_start(rt.current().clock())
+        key = (migration, route, arm, start)
+        with self._lock:
+            found = self._windows.get(key)
+            if found is None:
+                found = self._windows[key] = [0, 0, 0, 0, 0, Histogram()]
+            found[0] += 1
+            for counter in counters:
+                position = _TALLIED.get(counter)
+                if position is not None:
+                    found[position] += 1
+            found[5].add(index_of(elapsed))
+            self._touched.add(key)
+
+    def take(self) -> tuple[dict[str, list[RouteWindow]], set[tuple[str, str, Arm, int]]]:
+        """The windows counted into since the last :meth:`settle`, per migration, and their
+        keys to settle once written."""
+        out: dict[str, list[RouteWindow]] = {}
+        with self._lock:
+            keys = set(self._touched)
+            for key in keys:
+                migration, route, arm, start = key
+                calls, errors, timeouts, fallbacks, offpath, histogram = self._windows[key]
+                row = RouteWindow(
+                    route, arm, start, calls, errors, timeouts, fallbacks, offpath,
+                    Histogram(histogram.items()),
+                )  # fmt: skip
+                out.setdefault(migration, []).append(row)
+        return out, keys
+
+    def settle(self, keys: set[tuple[str, str, Arm, int]]) -> None:
+        """``keys`` are written: forget them until counted again, and forget windows that
+        are no longer current (their counts are final and written)."""
+        current = rt.current().window_start(rt.current().clock())
+        with self._lock:
+            self._touched -= keys
+            for key in [k for k in self._windows if k[3] < current and k not in self._touched]:
+                del self._windows[key]
+
+
+_TALLIED = {ERRORS: 1, TIMEOUTS: 2, FALLBACKS: 3, OFFPATH: 4}
 
 
 class Request:
@@ -673,7 +733,7 @@ class Exchange:
         assert self.fallback_from is not None
         failed, elapsed = self.fallback_from
         timed_out = isinstance(failed, UpstreamError) and failed.timeout
-        self.migration.count(Arm.NEW, elapsed, TIMEOUTS if timed_out else ERRORS, FALLBACKS)
+        self.count(Arm.NEW, elapsed, TIMEOUTS if timed_out else ERRORS, FALLBACKS)
         reason = f"status {failed.status}" if isinstance(failed, Answer) else str(failed)
         self.migration.emit({"event": "fallback", "unit": self.unit, "reason": reason})
         self.fallen_back = True
@@ -696,7 +756,7 @@ class Exchange:
             counters = (TIMEOUTS,) if error.timeout else (ERRORS,)
         elif self.status >= 500:
             counters = (ERRORS,)
-        self.migration.count(self.arm, elapsed, *counters)
+        self.count(self.arm, elapsed, *counters)
         mine: Answer | UpstreamError | None = self.answer if error is None else error
         if self.recording and self.shadow is None and not self.fallen_back:
             self.record({self.arm: (mine, elapsed)})
@@ -712,6 +772,13 @@ class Exchange:
                 _observe(Arm.LEGACY, mine, elapsed),
                 _observe(Arm.NEW, failed, new_ns),
             )
+
+    def count(self, arm: Arm, elapsed: int, *counters: int) -> None:
+        """Count a run of ``arm`` for the migration, and for this route."""
+        self.migration.count(arm, elapsed, *counters)
+        self.proxy.routes_tally.count(
+            self.migration.name, self.route.template, arm, elapsed, counters
+        )
 
     def record(self, outcomes: dict[Arm, tuple[Any, int]]) -> None:
         """Queue this exchange for the recording: the request and each arm's outcome."""
@@ -758,7 +825,7 @@ class Exchange:
             extra.append((b"Sunset", _sunset(gone.sunset).encode("latin-1")))
         if gone.link:
             extra.append((b"Link", f'<{gone.link}>; rel="sunset"'.encode("latin-1")))
-        self.migration.count(Arm.LEGACY, _now() - self.started)  # a call on a legacy endpoint
+        self.count(Arm.LEGACY, _now() - self.started)  # a call on a legacy endpoint
         self.client.write(
             problem(410, "Gone", gone.detail, extra=extra, fields={"route": self.route.template})
         )
@@ -933,12 +1000,12 @@ class Shadow:
             self.parent.compare()
             return
         mine, mine_ns = outcome
-        migration = self.exchange.migration
+        exchange = self.exchange
         if isinstance(mine, UpstreamError) and mine.timeout:
-            migration.count(self.arm, mine_ns, OFFPATH, TIMEOUTS)
+            exchange.count(self.arm, mine_ns, OFFPATH, TIMEOUTS)
         else:
             failed = isinstance(mine, UpstreamError) or mine.status >= 500
-            migration.count(self.arm, mine_ns, OFFPATH, *((ERRORS,) if failed else ()))
+            exchange.count(self.arm, mine_ns, OFFPATH, *((ERRORS,) if failed else ()))
         self.compare()
 
     def end(self) -> None:

@@ -13,6 +13,7 @@ from cutover.compare._noise import NoiseCount
 from cutover.errors import InvalidInput
 from cutover.model import Arm, Decision, Rollout, State
 from cutover.telemetry.drift import MAX_FINGERPRINTS, OTHER_FINGERPRINTS, DriftSample
+from cutover.telemetry.histogram import Histogram
 from cutover.telemetry.windows import ArmCounts, WindowDelta
 from cutover.urls import as_url, redact_url
 
@@ -284,6 +285,21 @@ class NoiseRule:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class RouteWindow:
+    """An HTTP proxy's counts of one route and arm over one window, in one process."""
+
+    route: str
+    arm: Arm
+    start: int
+    calls: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    fallbacks: int = 0
+    offpath: int = 0
+    histogram: Histogram = field(default_factory=Histogram)
+
+
 class Lease(Protocol):
     """A role held by at most one process at a time, for ``duration`` seconds after its last
     renewal by the database's clock (see :meth:`Store.leadership`)."""
@@ -407,6 +423,14 @@ class Store(Protocol):
 
     def noise_rules(self, migration: str) -> list[NoiseRule]: ...
 
+    def write_route_windows(
+        self, migration: str, instance: str, rows: Iterable[RouteWindow]
+    ) -> None: ...
+
+    def route_windows(
+        self, migration: str, since: float, until: float | None = None
+    ) -> dict[str, dict[Arm, ArmCounts]]: ...
+
     def instances(self) -> list[InstanceInfo]: ...
 
     def heartbeat(self, info: InstanceInfo) -> None: ...
@@ -487,6 +511,7 @@ __all__: Sequence[str] = [
     "InstanceInfo",
     "Lease",
     "NoiseRule",
+    "RouteWindow",
     "Store",
     "normalize_url",
     "open_store",

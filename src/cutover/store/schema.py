@@ -9,7 +9,8 @@ from cutover.telemetry.windows import COUNTERS
 SCHEMA_VERSION = 6
 """1: the first release. 2: rollouts, and decisions that change no state (kind, version NULL).
 3: tenant cohorts. 4: leases (who leads a role such as the rollout controller). 5: windows
-count expected exceptions apart from errors. 6: noise, learned per field and declared."""
+count expected exceptions apart from errors. 6: noise, learned per field and declared, and
+the HTTP proxy's counts per route."""
 
 metadata = sa.MetaData()
 
@@ -191,6 +192,25 @@ noise_rules = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("added_by", sa.String(200), nullable=False),
     sa.Column("added_at", sa.Float, nullable=False),
+)
+
+route_windows = sa.Table(
+    "cutover_route_windows",
+    metadata,
+    # An HTTP proxy's counts per route, arm and window, as each proxy process holds them:
+    # rewritten whole while the window is current (so a retry counts nothing twice), summed
+    # over processes on reading.
+    sa.Column("migration", sa.String(200), primary_key=True),
+    sa.Column("instance", sa.String(120), primary_key=True),
+    sa.Column("route", sa.String(400), primary_key=True),
+    sa.Column("arm", sa.String(8), primary_key=True),
+    sa.Column("start", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("calls", sa.BigInteger, nullable=False),
+    sa.Column("errors", sa.BigInteger, nullable=False),
+    sa.Column("timeouts", sa.BigInteger, nullable=False),
+    sa.Column("fallbacks", sa.BigInteger, nullable=False),
+    sa.Column("offpath", sa.BigInteger, nullable=False),
+    sa.Column("histogram", sa.JSON, nullable=False),  # [[bucket, count], ...]
 )
 
 sa.Index("cutover_decisions_by_migration", decisions.c.migration, decisions.c.id)

@@ -33,6 +33,7 @@ from cutover.store import (
     FlushBatch,
     InstanceInfo,
     NoiseRule,
+    RouteWindow,
     normalize_url,
     redact_url,
 )
@@ -1076,6 +1077,63 @@ class SqlStore:
                 for route, path, raw, noise in conn.execute(fields)
             ]
 
+    def write_route_windows(
+        self, migration: str, instance: str, rows: Iterable[RouteWindow]
+    ) -> None:
+        """Write ``instance``'s counts of these routes' windows whole, replacing what it wrote
+        of the same windows before."""
+        values = [
+            {
+                "migration": migration,
+                "instance": instance,
+                "route": clean_text(row.route, 400),
+                "arm": row.arm.value,
+                "start": row.start,
+                "calls": row.calls,
+                "errors": row.errors,
+                "timeouts": row.timeouts,
+                "fallbacks": row.fallbacks,
+                "offpath": row.offpath,
+                "histogram": [list(pair) for pair in row.histogram.items()],
+            }
+            for row in rows
+        ]
+        if not values:
+            return
+        c = t.route_windows.c
+        with self._connect(write=True) as conn:
+            for value in values:
+                conn.execute(
+                    sa.delete(t.route_windows).where(
+                        c.migration == migration,
+                        c.instance == instance,
+                        c.route == value["route"],
+                        c.arm == value["arm"],
+                        c.start == value["start"],
+                    )
+                )
+            conn.execute(sa.insert(t.route_windows), values)
+
+    def route_windows(
+        self, migration: str, since: float, until: float | None = None
+    ) -> dict[str, dict[Arm, ArmCounts]]:
+        """Per route, both arms' counts and latency over the windows that start in
+        [since, until), summed over every proxy process."""
+        c = t.route_windows.c
+        query = sa.select(t.route_windows).where(c.migration == migration, c.start >= int(since))
+        if until is not None:
+            query = query.where(c.start < int(until))
+        out: dict[str, dict[Arm, ArmCounts]] = {}
+        with self._connect() as conn:
+            for row in conn.execute(query):
+                arms = out.setdefault(row.route, {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()})
+                counts = arms[Arm(row.arm)]
+                for name in ("calls", "errors", "timeouts", "fallbacks", "offpath"):
+                    counts.counts[COUNTERS.index(name)] += int(getattr(row, name))
+                for bucket, count in row.histogram or ():
+                    counts.histogram.add(int(bucket), int(count))
+        return out
+
     def noise_rules(self, migration: str) -> list[NoiseRule]:
         c = t.noise_rules.c
         query = sa.select(t.noise_rules).where(c.migration == migration).order_by(c.prefix)
@@ -1098,6 +1156,7 @@ class SqlStore:
                 ("flushes", t.flushes, t.flushes.c.at),
                 ("instances", t.instances, t.instances.c.last_seen),
                 ("noise_counts", t.noise_counts, t.noise_counts.c.at),
+                ("route_windows", t.route_windows, t.route_windows.c.start),
             ):
                 removed[label] = conn.execute(sa.delete(table).where(column < before)).rowcount
         return removed
@@ -1370,6 +1429,7 @@ def _upgrade(conn: Connection, found: int) -> None:
     if found < 6:  # new tables: nothing else changed
         t.noise_counts.create(conn, checkfirst=True)
         t.noise_rules.create(conn, checkfirst=True)
+        t.route_windows.create(conn, checkfirst=True)
     conn.execute(
         sa.update(t.meta)
         .where(t.meta.c.key == "schema_version")
