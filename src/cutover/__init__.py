@@ -1,7 +1,7 @@
 """cutover: replace a legacy implementation with a new one without behaviour drift."""
 
 from cutover import compare, errors
-from cutover.clock import ManualClock
+from cutover.clock import FileClock, ManualClock
 from cutover.migration import AsyncMigration, Migration, migration, unit_scope
 from cutover.model import Arm, Comparison, Decision, Mode, Observation, State, Verdict
 from cutover.routing import bucket
@@ -28,6 +28,7 @@ __all__ = [
     "Comparison",
     "Controller",
     "Decision",
+    "FileClock",
     "ManualClock",
     "Migration",
     "Mode",

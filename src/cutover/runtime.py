@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cutover.clock import Clock, system_clock
+from cutover.clock import Clock, configured_clock
 from cutover.errors import InvalidInput, StoreError
 from cutover.model import State
 from cutover.offpath import TaskTracker, WorkerPool
@@ -65,7 +65,7 @@ class Settings(BaseModel):
     store: str = Field(
         default_factory=lambda: os.environ.get("CUTOVER_STORE") or DEFAULT_STORE, repr=False
     )
-    clock: Clock = system_clock
+    clock: Clock = Field(default_factory=configured_clock)  # $CUTOVER_CLOCK, else the system's
     refresh_interval: float = Field(1.0, gt=0, description="seconds between state refreshes")
     flush_interval: float = Field(5.0, gt=0, description="seconds between telemetry flushes")
     window_seconds: int = Field(60, ge=1, le=3600, description="span of one stored window")

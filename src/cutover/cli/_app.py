@@ -6,7 +6,6 @@ import importlib
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -14,6 +13,7 @@ from typing import Any, ClassVar
 import click
 from rich.console import Console
 
+from cutover.clock import Clock, configured_clock
 from cutover.data._files import replace_durably
 from cutover.durations import parse_duration
 from cutover.errors import CutoverError, InvalidInput, UnknownMigration
@@ -31,6 +31,7 @@ class Session:
 
     store_url: str | None = field(repr=False)  # may hold a password
     _store: Store | None = field(default=None, repr=False)
+    _clock: Clock | None = field(default=None, repr=False)
 
     @property
     def store(self) -> Store:
@@ -38,8 +39,15 @@ class Session:
             self._store = open_store(self.store_url)
         return self._store
 
+    @property
+    def clock(self) -> Clock:
+        """The system clock, or the one ``$CUTOVER_CLOCK`` names."""
+        if self._clock is None:
+            self._clock = configured_clock()
+        return self._clock
+
     def now(self) -> float:
-        return time.time()
+        return self.clock()
 
 
 pass_session = click.make_pass_decorator(Session)

@@ -10,7 +10,6 @@ from rich.text import Text
 
 from cutover import operations
 from cutover.cli._app import Session, cli, console, json_option, pass_session, print_json, when
-from cutover.clock import system_clock
 from cutover.data import cohorts as library
 from cutover.data.cohorts import CohortChange
 from cutover.durations import format_duration, parse_duration
@@ -90,7 +89,7 @@ def add(
         window=parse_duration(window, "--window"),
         reason=reason,
         actor=_actor(actor),
-        clock=system_clock,
+        clock=session.clock,
     )
     _done(change, as_json)
 
@@ -250,7 +249,7 @@ def promote(
         name,
         reason=reason,
         actor=_actor(actor),
-        clock=system_clock,
+        clock=session.clock,
         audit=audit,
         max_drift=0 if max_drift is None else max_drift,
         force=force,
@@ -285,7 +284,7 @@ def rollback(
         name,
         reason=reason,
         actor=_actor(actor),
-        clock=system_clock,
+        clock=session.clock,
         force=force,
         expected_version=expect_version,
     )
@@ -304,7 +303,7 @@ def remove(
 ) -> None:
     """Forget a planned or rolled-back cohort; its tenants may then join another."""
     change = library.remove(
-        session.store, migration, name, reason=reason, actor=_actor(actor), clock=system_clock
+        session.store, migration, name, reason=reason, actor=_actor(actor), clock=session.clock
     )
     _done(change, as_json)
 

@@ -191,8 +191,6 @@ def noise_list(session: Session, name: str, as_json: bool) -> None:
 def _noise_change(
     session: Session, name: str, prefix: str, reason: str, actor: str | None, *, remove: bool
 ) -> None:
-    from cutover.clock import system_clock
-
     decision = operations.noise_rule(
         session.store,
         name,
@@ -200,7 +198,7 @@ def _noise_change(
         remove=remove,
         actor=actor or operations.default_actor(),
         reason=reason,
-        clock=system_clock,
+        clock=session.clock,
     )
     verb = "no longer noise" if remove else "noise from now on"
     console.print(

@@ -15,7 +15,6 @@ from rich.table import Table
 
 from cutover import operations
 from cutover.cli._app import Session, cli, console, json_option, pass_session, print_json, when
-from cutover.clock import system_clock
 from cutover.durations import format_duration
 from cutover.model import Decision
 from cutover.store import DEFAULT_LEASE, redact_url
@@ -34,7 +33,7 @@ def _controller(
     out before the command ends."""
     from cutover.control.controller import Controller
 
-    controller = Controller(session.store, clock=system_clock, dry_run=dry_run, lease=lease)
+    controller = Controller(session.store, clock=session.clock, dry_run=dry_run, lease=lease)
     try:
         yield controller
     finally:

@@ -7,7 +7,6 @@ from rich.table import Table
 
 from cutover import operations
 from cutover.cli._app import Session, cli, console, json_option, pass_session, print_json, when
-from cutover.clock import system_clock
 from cutover.model import Mode, State, check_share
 
 
@@ -76,7 +75,7 @@ def set_command(
         change,
         reason=reason,
         actor=actor or operations.default_actor(),
-        clock=system_clock,
+        clock=session.clock,
         expected_version=expect_version,
         evidence={"via": "cli"},
     )

@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from cutover.clock import Clock, system_clock
+from cutover.clock import Clock, configured_clock
 from cutover.control.controller import CONTROLLER, Controller
 from cutover.errors import ConflictError, CutoverError, InvalidInput, StoreError, UnknownMigration
 from cutover.http._auth import Principal, Role, Tokens
@@ -76,7 +76,7 @@ class Settings:
     run_controller: bool = False  # also run the rollout controller in this process
     controller_interval: float = 10.0  # its tick interval; also the expected one for health
     controller_lease: float = DEFAULT_LEASE  # how long its leadership lasts without a renewal
-    clock: Clock = system_clock
+    clock: Clock = field(default_factory=configured_clock)
     secure_cookie: bool = False  # mark the dashboard cookie Secure (behind HTTPS)
     # Host headers answered (``host`` or ``host:port``; "*" answers any): a page on another
     # site whose name an attacker points at this server (DNS rebinding) sends its own name.
