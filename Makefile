@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo demo-tenants test lint format bench clean
+.PHONY: demo demo-tenants demo-api test lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ demo: $(STAMP)
 
 demo-tenants: $(STAMP)
 	$(BIN)/python -m examples.tenants.demo
+
+demo-api: $(STAMP)
+	$(BIN)/python -m examples.api.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
