@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from .conftest import need
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +67,40 @@ def test_the_tenant_move_follows_the_playbook(tmp_path: Path) -> None:
     tripped = re.findall(r"drifted on .* for tenant '([^']+)'", out + result.stderr)
     assert set(tripped) <= {"initech"}, tripped
     assert re.search(r"│ hooli\s+│ -\s+│ -\s+│ -\s+│ -\s+│ new-only │ new\s+│", out)
+
+
+def test_the_api_runbook_runs_through_the_proxy(tmp_path: Path) -> None:
+    """`make demo-api`: shadow finds v2's 401s and its rounding apart, the fixed v2 is walked
+    through the plan to new on the shared clock, the retired export answers 410, and the kill
+    switch routes everything to v1 again."""
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    need(f"{' and '.join(missing)} not installed (apt-get install nodejs npm)" if missing else None)
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.api.demo"],
+        cwd=ROOT,
+        env={**os.environ, "DEMO_FOLDER": str(tmp_path / "demo")},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    out = result.stdout
+    # Shadow: the 401s stand apart from the value drift, one group per route.
+    assert re.search(r"GET /api/v1/usage \$\.status \(legacy 200, new 401\)", out)
+    assert re.search(r"POST /api/v1/predict \$\.body\.expected_orders\s", out)
+    assert "approval_needed  step 1/5 (shadow) passed its gate" in out
+    for promotion in (
+        "promoted from shadow to canary 10%",
+        "promoted from canary 10% to canary 50%",
+        "promoted from canary 50% to canary 100%",
+        "promoted from canary 100% to v2 primary",
+    ):
+        assert promotion in out
+    assert "the rollout is complete" in out
+    assert "rolled back" not in out and " abort " not in out
+    assert re.search(r"│ api-v2\s+│ new\s+│", out)
+    assert "HTTP/1.1 410 Gone" in out and "deprecation: true" in out
+    assert "sunset: Wed, 31 Mar 2027 00:00:00 GMT" in out
+    assert '"forced": "legacy"' in out and "answered by version 1.9.4 (v1)" in out
+    assert "history api-v2" in out and "team-lead" in out
