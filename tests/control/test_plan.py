@@ -124,10 +124,19 @@ def test_checks_that_cannot_apply_in_a_mode_are_skipped() -> None:
     assert plan.checks[4].applies_to(Mode.LEGACY) is None, "external checks always apply"
 
 
-PLANS = sorted((Path(__file__).resolve().parents[2] / "examples").glob("**/*.yaml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("**/*.yaml"))
+ROUTES = [path for path in EXAMPLES if path.name == "routes.yaml"]
+PLANS = [path for path in EXAMPLES if path not in ROUTES]
 
 
 @pytest.mark.parametrize("path", PLANS, ids=lambda p: p.name)
 def test_every_example_plan_is_valid(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUTOVER_PROMETHEUS_URL", raising=False)
     assert load_plan(path).steps
+
+
+@pytest.mark.parametrize("path", ROUTES, ids=lambda p: p.parent.name)
+def test_every_example_routes_file_is_valid(path: Path) -> None:
+    from cutover.proxy._config import load_routes
+
+    assert load_routes(path, "example", "header:X-User-Id").routes
