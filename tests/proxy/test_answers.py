@@ -61,6 +61,7 @@ class Upstream(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.role = role
         self.asked: list[str] = []
+        self.heads: dict[str, list[bytes]] = {}  # the header lines of the last request per path
         self.arrived = threading.Condition()
         self.before_answer: Callable[[str], None] = lambda path: None
 
@@ -86,6 +87,7 @@ class _Handler(socketserver.BaseRequestHandler):
             head, buffer = buffer.split(b"\r\n\r\n", 1)
             path = head.split(b" ", 2)[1].decode()
             with server.arrived:
+                server.heads[path] = head.split(b"\r\n")[1:]
                 server.asked.append(path)
                 server.arrived.notify_all()
             server.before_answer(path)
@@ -210,6 +212,13 @@ def test_the_copy_goes_out_after_the_client_has_its_first_bytes(
     assert through.status == 200 and through.body == JSON
     assert copy_first == [False]
     wait_until(lambda: new.saw("/small"), "the copy to reach new")
+    # Each arm gets its own Host; both the same forwarded headers; only the copy is marked.
+    for server, marked in ((legacy, False), (new, True)):
+        lines = server.heads["/small"]
+        assert b"Host: " + server.url.removeprefix("http://").encode() in lines
+        assert b"X-Forwarded-For: 127.0.0.1" in lines
+        assert b"X-Forwarded-Host: 127.0.0.1" in lines  # the client's Host
+        assert (b"X-Cutover-Shadow: 1" in lines) is marked
     proxy.counted(lambda s: s["comparisons"] == 1 and s["drifts"] == 0, "the comparison")
 
 
