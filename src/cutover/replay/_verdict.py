@@ -238,7 +238,8 @@ class Tally:
     """Outcomes of one run (replay or golden verify), accumulated per group (route template or
     vector group). Not thread-safe: one event loop or one thread adds."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str = "group") -> None:
+        self.label = label  # what a group is called in reports: "route", "vector group"
         self.groups: dict[str, _Group] = {}
         self._ignored: dict[tuple[str, ...], PathSet] = {}
 
@@ -305,7 +306,7 @@ class Tally:
             for key in missing
             if targets is not None
         ]
-        return Verdict(reports, tuple(checks), gates, targets, _overall(self.groups))
+        return Verdict(reports, tuple(checks), gates, targets, _overall(self.groups), self.label)
 
 
 def _measure(fields: dict[str, _Field], legacy: Any, new: Any, ignored: PathSet) -> None:
@@ -687,6 +688,7 @@ class Verdict:
     gates: Gates
     targets: Targets | None
     overall: Figures
+    label: str = "group"
 
     @property
     def failures(self) -> tuple[Check, ...]:
@@ -767,7 +769,7 @@ class Verdict:
         verdict = "passed" if self.passed else "failed"
         lines = [f"## {title}: {verdict}", ""]
         lines += _markdown_table(
-            ("group", *_COLUMNS),
+            (self.label, *_COLUMNS),
             [(report.name, *_cells(report)) for report in self.groups],
         )
         overall = self.overall
@@ -781,7 +783,7 @@ class Verdict:
         if self.checks:
             lines += ["### Gates and targets", ""]
             lines += _markdown_table(
-                ("group", "check", "result", "value", "bound", "detail"),
+                (self.label, "check", "result", "value", "bound", "detail"),
                 [
                     (
                         c.group,
@@ -799,7 +801,7 @@ class Verdict:
         if drifts:
             lines += ["### Drifts by root cause", ""]
             lines += _markdown_table(
-                ("group", "drifts", "fingerprint", "example"),
+                (self.label, "drifts", "fingerprint", "example"),
                 [(name, str(g.count), g.fingerprint, _example(g)) for name, g in drifts],
             )
             lines.append("")
@@ -809,16 +811,16 @@ class Verdict:
         """The verdict as rich tables on ``console``."""
         from rich.table import Table
 
-        table = Table(title=f"{title} · per group", title_justify="left")
-        for column in ("group", *_COLUMNS):
-            table.add_column(column, justify="left" if column in ("group", "result") else "right")
+        table = Table(title=f"{title} · per {self.label}", title_justify="left")
+        for column in (self.label, *_COLUMNS):
+            table.add_column(column, justify="right" if column in _COLUMNS[:-1] else "left")
         for report in self.groups:
             table.add_row(report.name, *_cells(report))
         console.print(table)
         drifts = [(r.name, g) for r in self.groups for g in r.drift_groups]
         if drifts:
             causes = Table(title="drifts by root cause", title_justify="left")
-            for column in ("group", "drifts", "fingerprint", "example"):
+            for column in (self.label, "drifts", "fingerprint", "example"):
                 causes.add_column(column, justify="right" if column == "drifts" else "left")
             for name, g in drifts[: EXAMPLES * max(1, len(self.groups))]:
                 causes.add_row(name, str(g.count), g.fingerprint, _example(g))
@@ -831,9 +833,9 @@ class Verdict:
         ]
         if fields:
             shown = Table(title="fields", title_justify="left")
-            for column in ("group", "field", "numeric", "mean Δ", "max Δ", "match"):
+            for column in (self.label, "field", "numeric", "mean Δ", "max Δ", "match"):
                 shown.add_column(
-                    column, justify="left" if column in ("group", "field") else "right"
+                    column, justify="left" if column in (self.label, "field") else "right"
                 )
             for name, f in fields[:40]:
                 shown.add_row(
