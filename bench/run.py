@@ -25,6 +25,7 @@ import flush_throughput
 import http_api
 import memory_per_name
 import overhead
+import replay
 import shadow_latency
 from _harness import machine
 
@@ -43,6 +44,8 @@ def main() -> None:
     results["shadow_latency"] = quietly(shadow_latency.run, 5000)
     results["canary_million"] = quietly(canary_million.run, 1_000_000, 4)
     results["memory_per_name"] = quietly(memory_per_name.run, 10_000, 3, "legacy")
+    # 3,000 requests (replay.py's default: 20,000); the full run is in docs/performance.md.
+    results["replay"] = quietly(replay.run, 3000, 32)
     try:
         psycopg.connect(server, connect_timeout=3).close()
     except psycopg.OperationalError as error:

@@ -311,29 +311,30 @@ class Tally:
 
 def _measure(fields: dict[str, _Field], legacy: Any, new: Any, ignored: PathSet) -> None:
     """Walk ``legacy`` and, where it leads, ``new``: numbers give relative deltas, other
-    scalars a match or not."""
-    stack: list[tuple[tuple[str | int, ...], Any, Any]] = [((), legacy, new)]
+    scalars a match or not. Field names are built as the walk goes down (``$.items[*].p``),
+    and the path as tokens only when there are ignore patterns to test it against."""
+    stack: list[tuple[str, tuple[str | int, ...], Any, Any]] = [("$", (), legacy, new)]
+    testing = bool(ignored)
     leaves = 0
     while stack and leaves < MAX_LEAVES:
-        path, left, right = stack.pop()
-        if ignored and path in ignored:
+        name, path, left, right = stack.pop()
+        if testing and path in ignored:
             continue
-        if isinstance(left, Mapping):
+        if isinstance(left, dict | Mapping):
+            mapping = isinstance(right, dict | Mapping)
             for key, value in left.items():
-                other = right.get(key, NOTHING) if isinstance(right, Mapping) else NOTHING
-                stack.append(((*path, str(key)), value, other))
+                other = right.get(key, NOTHING) if mapping else NOTHING
+                step = _KEYS.get(key) or _key(key)
+                stack.append((name + step, (*path, str(key)) if testing else path, value, other))
             continue
         if isinstance(left, list | tuple):
+            size = len(right) if isinstance(right, list | tuple) else 0
+            child = name + "[*]"
             for index, value in enumerate(left):
-                other = (
-                    right[index]
-                    if isinstance(right, list | tuple) and index < len(right)
-                    else NOTHING
-                )
-                stack.append(((*path, index), value, other))
+                other = right[index] if index < size else NOTHING
+                stack.append((child, (*path, index) if testing else path, value, other))
             continue
         leaves += 1
-        name = _pattern(path)
         figures = fields.get(name)
         if figures is None:
             figures = fields[name] = _Field()
@@ -350,8 +351,24 @@ def _measure(fields: dict[str, _Field], legacy: Any, new: Any, ignored: PathSet)
             figures.example = (left, None if right is NOTHING else right)
 
 
+_KEYS: dict[Any, str] = {}
+"""Path steps of the keys seen (``.score``, ``['a b']``): a body's keys repeat on every call."""
+
+
+def _key(key: Any) -> str:
+    step = format_path((str(key),))[1:]
+    if len(_KEYS) < 100_000:
+        _KEYS[key] = step
+    return step
+
+
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    kind = type(value)
+    return (
+        kind is float
+        or kind is int
+        or (isinstance(value, int | float) and not isinstance(value, bool))
+    )
 
 
 def _relative_delta(legacy: float, new: float) -> float:
@@ -362,12 +379,6 @@ def _relative_delta(legacy: float, new: float) -> float:
     if legacy == 0 or not math.isfinite(legacy) or not math.isfinite(new):
         return 1.0
     return abs(new - legacy) / abs(legacy)
-
-
-def _pattern(path: tuple[str | int, ...]) -> str:
-    """``('items', 3, 'price')`` -> ``$.items[*].price``: one figure per field, whatever the
-    element."""
-    return "$" + "".join("[*]" if isinstance(p, int) else format_path((p,))[1:] for p in path)
 
 
 # -- judging -------------------------------------------------------------------------------
