@@ -74,9 +74,7 @@ def serve(legacy_port: int, new_port: int) -> None:
         def connection_made(self, transport: Any) -> None:
             self.transport = transport
             # As any HTTP server does: an answer is not held back waiting for an ACK.
-            transport.get_extra_info("socket").setsockopt(
-                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
-            )
+            transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def data_received(self, data: bytes) -> None:
             self.parser.feed_data(data)
