@@ -291,3 +291,22 @@ def test_an_unreachable_new_is_counted_as_errors(tmp_path: Path) -> None:
     report = json.loads(done.stdout)
     assert report["groups"][0]["errors"] == 1
     assert "cannot connect" in report["groups"][0]["errors_seen"][0]["error"]
+
+
+def test_requests_on_retired_routes_are_left_out(
+    planted: dict[str, Service], tmp_path: Path
+) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(ROUTES + "  - path: /old\n    gone: {sunset: \"2027-03-31\"}\n")
+    requests = lines(
+        tmp_path / "mixed.jsonl",
+        {"method": "POST", "path": "/predict", "json": {"x": 1}},
+        *({"path": "/old"} for _ in range(3)),
+    )
+    done = replay(
+        str(requests), "--new", planted["new"].url, "--legacy", planted["legacy"].url,
+        "--routes", str(routes), "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "left out 3 requests on routes marked gone" in done.stderr
+    assert [g["group"] for g in json.loads(done.stdout)["groups"]] == ["POST /predict"]

@@ -89,7 +89,7 @@ def replay(
     from cutover.durations import parse_duration
     from cutover.proxy._config import load_routes, parse_upstream
     from cutover.replay._input import read_requests
-    from cutover.replay._run import MIGRATION, ReplayOptions
+    from cutover.replay._run import MIGRATION, ReplayOptions, retired
 
     both = (*header,)
     options = ReplayOptions(
@@ -108,6 +108,9 @@ def replay(
     requests = [request for name in files for request in read_requests(name)]
     if not requests:
         raise InvalidInput(f"{', '.join(files)} holds no request; give a file with some")
+    requests, left_out = retired(requests, options.routes)
+    if left_out:
+        errors.print(f"cutover replay: left out {left_out} requests on routes marked gone")
     tally = _run_with_progress(requests, options, show=not reporting.quiet)
     return finish(tally.verdict(reporting.gates, reporting.targets), reporting, "cutover replay")
 

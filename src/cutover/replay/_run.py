@@ -39,6 +39,16 @@ class ReplayOptions:
     compare_bytes: int = 1 << 20
 
 
+def retired(requests: Sequence[Request], routes: Routes | None) -> tuple[list[Request], int]:
+    """The requests to replay, and how many were left out because their route is ``gone``:
+    new never answers those (the proxy answers 410 for it), so comparing would only report
+    the retirement as a drift."""
+    if routes is None:
+        return list(requests), 0
+    kept = [r for r in requests if routes.find(r.method, r.path).gone is None]
+    return kept, len(requests) - len(kept)
+
+
 def run(
     requests: Sequence[Request],
     options: ReplayOptions,
