@@ -297,7 +297,7 @@ def test_requests_on_retired_routes_are_left_out(
     planted: dict[str, Service], tmp_path: Path
 ) -> None:
     routes = tmp_path / "routes.yaml"
-    routes.write_text(ROUTES + "  - path: /old\n    gone: {sunset: \"2027-03-31\"}\n")
+    routes.write_text(ROUTES + '  - path: /old\n    gone: {sunset: "2027-03-31"}\n')
     requests = lines(
         tmp_path / "mixed.jsonl",
         {"method": "POST", "path": "/predict", "json": {"x": 1}},
