@@ -150,7 +150,7 @@ class _TargetsFile(BaseModel):
     quantile: float = Field(0.95, gt=0, lt=1)
     confidence: float = Field(0.95, gt=0, lt=1)
     arm: Literal["new", "legacy"] = "new"
-    targets: dict[str, float | str] = Field(default_factory=dict)
+    targets: dict[str, float | str]
 
     @field_validator("targets")
     @classmethod
@@ -302,7 +302,15 @@ class Tally:
             missing = tuple(key for key in targets.bounds if key not in seen)
         checks = [check for report in reports for check in report.checks]
         checks += [
-            Check(key, "latency target", "inconclusive", None, targets.bounds[key], "no calls")
+            Check(
+                key,
+                _latency_label(targets, key),
+                "inconclusive",
+                None,
+                targets.bounds[key],
+                "no calls",
+                "ms",
+            )
             for key in missing
             if targets is not None
         ]
@@ -395,6 +403,7 @@ class Check:
     value: float | None
     bound: float | None
     detail: str
+    unit: Literal["share", "ms"] = "share"  # how value and bound read: 0.05 is 5%, or ms
 
     def counts_as_failure(self, allow_inconclusive: bool) -> bool:
         return self.status == "failed" or (self.status == "inconclusive" and not allow_inconclusive)
@@ -407,6 +416,7 @@ class Check:
             "value": _finite(self.value),
             "bound": self.bound,
             "detail": self.detail,
+            "unit": self.unit,
         }
 
 
@@ -670,10 +680,10 @@ def _latency_check(name: str, ordered: list[float], bound: float, targets: Targe
     it, and inconclusive in between (or with too few calls to bound the quantile)."""
     from cutover.control.statistics import sample_quantile_interval
 
-    label = f"p{targets.quantile * 100:g} {targets.arm} < {bound:g} ms"
+    label = _latency_label(targets, name)
     interval = sample_quantile_interval(ordered, targets.quantile, targets.confidence)
     if interval is None:
-        return Check(name, label, "inconclusive", None, bound, f"no {targets.arm} latencies")
+        return Check(name, label, "inconclusive", None, bound, f"no {targets.arm} latencies", "ms")
     low, high = interval
     point = _quantile(ordered, targets.quantile)
     shown = f"{high:.4g}" if math.isfinite(high) else "∞ (too few calls)"
@@ -684,7 +694,13 @@ def _latency_check(name: str, ordered: list[float], bound: float, targets: Targe
         status = "failed"
     else:
         status = "inconclusive"
-    return Check(name, label, status, point, bound, detail)
+    return Check(name, label, status, point, bound, detail, "ms")
+
+
+def _latency_label(targets: Targets, group: str) -> str:
+    found = targets.bound_for(group)
+    bound = found[1] if found else 0.0
+    return f"p{targets.quantile * 100:g} {targets.arm} < {bound:g} ms"
 
 
 # -- the verdict ---------------------------------------------------------------------------
@@ -922,13 +938,13 @@ def _pct(value: float | None) -> str:
 def _value(check: Check) -> str:
     if check.value is None:
         return "-"
-    return f"{check.value:.4g} ms" if check.name.startswith("p") else _pct(check.value)
+    return f"{check.value:.4g} ms" if check.unit == "ms" else _pct(check.value)
 
 
 def _bound(check: Check) -> str:
     if check.bound is None:
         return "-"
-    return f"{check.bound:g} ms" if check.name.startswith("p") else _pct(check.bound)
+    return f"{check.bound:g} ms" if check.unit == "ms" else _pct(check.bound)
 
 
 def _status(check: Check, allow: bool) -> str:
