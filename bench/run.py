@@ -26,6 +26,7 @@ import http_api
 import memory_per_name
 import overhead
 import proxy
+import replay
 import shadow_latency
 from _harness import machine
 
@@ -53,6 +54,8 @@ def main() -> None:
         )
     else:
         results["proxy"] = quietly(proxy.run, 3.0, 1.0, 1, 500.0, 3.0, 2, 1, 32, 1 << 28)
+    # 3,000 requests (replay.py's default: 20,000); the full run is in docs/performance.md.
+    results["replay"] = quietly(replay.run, 3000, 32)
     try:
         psycopg.connect(server, connect_timeout=3).close()
     except psycopg.OperationalError as error:

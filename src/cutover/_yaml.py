@@ -7,9 +7,12 @@ size bounded, so a hostile or mistaken file is one sentence naming its line, nev
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -196,3 +199,62 @@ def parse_yaml(text: str, source: str, *, marks: bool = False) -> Any:
 def _at(error: yaml.MarkedYAMLError) -> str:
     mark = error.problem_mark
     return f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def load_model(path: str | Path, model: type[Model], what: str, doc: str) -> Model:
+    """The file at ``path`` (``what``, e.g. "the routes file") read as YAML and validated as
+    ``model``; a mistake is one sentence naming the file, the line and the fix (``doc`` says
+    where the file's fields are described)."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or "it is not UTF-8 text"
+        raise InvalidInput(f"cannot read {what} {source}: {reason}") from None
+    data = parse_yaml(text, str(source), marks=True)
+    try:
+        return model.model_validate(plain(data) or {})
+    except ValidationError as error:
+        raise InvalidInput(_problem(source, error, data, doc)) from None
+
+
+def plain(data: Any) -> Any:
+    """The parsed value without the line marks parse_yaml(marks=True) keeps."""
+    if isinstance(data, Mapping):
+        return {key: plain(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [plain(value) for value in data]
+    return data
+
+
+def _problem(source: Path, error: ValidationError, data: Any, doc: str) -> str:
+    problem = error.errors()[0]
+    location: Sequence[Any] = problem["loc"]
+    field_path = ".".join(str(part) for part in location)
+    line = _line_of(data, location)
+    where = f"{source}, line {line}" if line else str(source)
+    message = problem["msg"].removeprefix("Value error, ")
+    if problem["type"] == "extra_forbidden":
+        message = f"is not a known field (see {doc})"
+    elif problem["type"] == "missing":
+        message = "is required"
+    return f"{where}: {field_path or 'the file'} {message}"
+
+
+def _line_of(data: Any, location: Sequence[Any]) -> int | None:
+    """The line parse_yaml marked for the deepest part of ``location`` it can find."""
+    line = None
+    node = data
+    for part in location:
+        marks = getattr(node, "lines", None)
+        found = (isinstance(node, Mapping) and part in node) or (
+            isinstance(node, list | tuple) and isinstance(part, int) and part < len(node)
+        )
+        if not found:
+            break
+        line = marks.get(part, line) if marks else line
+        node = node[part]
+    return line

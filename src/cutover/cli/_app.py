@@ -69,6 +69,7 @@ class _Commands(click.Group):
         "noise": "drifts",
         "proxy": "proxy",
         "reconcile": "reconcile",
+        "replay": "replay",
         "rollout": "rollout",
         "serve": "serve",
         "set": "state",

@@ -14,6 +14,7 @@ buckets, not the number of calls.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,10 +24,12 @@ from cutover.telemetry.histogram import Histogram, bounds
 __all__ = [
     "RankTest",
     "exact_rate_interval",
+    "order_statistic_ranks",
     "quantile_interval",
     "rank_test",
     "rate_interval",
     "ratio_interval",
+    "sample_quantile_interval",
 ]
 
 
@@ -170,12 +173,39 @@ def quantile_interval(
     n = histogram.count
     if n == 0:
         return None
-    alpha = 1.0 - confidence
-    binom = _scipy_stats().binom
-    lower_rank = int(binom.ppf(alpha / 2, n, q))
-    upper_rank = int(binom.ppf(1 - alpha / 2, n, q)) + 1
+    lower_rank, upper_rank = order_statistic_ranks(n, q, confidence)
     low = float(bounds(_bucket_of_rank(histogram, lower_rank))[0]) if lower_rank >= 1 else 0.0
     high = float(bounds(_bucket_of_rank(histogram, upper_rank))[1]) if upper_rank <= n else math.inf
+    return low, high
+
+
+def order_statistic_ranks(n: int, q: float, confidence: float = 0.95) -> tuple[int, int]:
+    """The 1-based ranks (l, u) of the order statistics that bracket the q-quantile of ``n``
+    draws with probability at least ``confidence``, whatever the distribution: the number of
+    draws below the true quantile is binomial(n, q), so ``l = binom.ppf(α/2, n, q)`` and
+    ``u = binom.ppf(1 - α/2, n, q) + 1``. ``l < 1`` means nothing observed bounds the quantile
+    from below, ``u > n`` that nothing does from above."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be within [0, 1], got {q!r}")
+    _check_confidence(confidence)
+    alpha = 1.0 - confidence
+    binom = _scipy_stats().binom
+    return int(binom.ppf(alpha / 2, n, q)), int(binom.ppf(1 - alpha / 2, n, q)) + 1
+
+
+def sample_quantile_interval(
+    ordered: Sequence[float], q: float, confidence: float = 0.95
+) -> tuple[float, float] | None:
+    """The distribution-free interval for the q-quantile of raw values sorted ascending: the
+    order statistics at :func:`order_statistic_ranks`, exact rather than to a bucket. The lower
+    end is ``0.0`` and the upper ``math.inf`` where too few values bound the quantile; None for
+    no values."""
+    n = len(ordered)
+    if n == 0:
+        return None
+    lower_rank, upper_rank = order_statistic_ranks(n, q, confidence)
+    low = float(ordered[lower_rank - 1]) if lower_rank >= 1 else 0.0
+    high = float(ordered[upper_rank - 1]) if upper_rank <= n else math.inf
     return low, high
 
 

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cutover.errors import InvalidInput
 from cutover.text import check_name
@@ -270,59 +269,10 @@ def build_routes(
 
 def load_routes(path: str | Path, default_migration: str, default_unit: str | None) -> Routes:
     """Read and compile a routes file; one sentence naming the file and line on a mistake."""
-    from cutover._yaml import parse_yaml
+    from cutover._yaml import load_model
 
-    source = Path(path)
-    try:
-        text = source.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or "it is not UTF-8 text"
-        raise InvalidInput(f"cannot read the routes file {source}: {reason}") from None
-    data = parse_yaml(text, str(source), marks=True)
-    try:
-        spec = RoutesFile.model_validate(_plain(data) or {})
-    except ValidationError as error:
-        raise InvalidInput(_problem(source, error, data)) from None
+    spec = load_model(path, RoutesFile, "the routes file", "docs/proxy.md")
     try:
         return build_routes(default_migration, default_unit, spec)
     except InvalidInput as error:
-        raise InvalidInput(f"{source}: {error}") from None
-
-
-def _plain(data: Any) -> Any:
-    """The parsed value without the line marks parse_yaml(marks=True) keeps."""
-    if isinstance(data, Mapping):
-        return {key: _plain(value) for key, value in data.items()}
-    if isinstance(data, list | tuple):
-        return [_plain(value) for value in data]
-    return data
-
-
-def _problem(source: Path, error: ValidationError, data: Any) -> str:
-    problem = error.errors()[0]
-    location: Sequence[Any] = problem["loc"]
-    field_path = ".".join(str(part) for part in location)
-    line = _line_of(data, location)
-    where = f"{source}, line {line}" if line else str(source)
-    message = problem["msg"].removeprefix("Value error, ")
-    if problem["type"] == "extra_forbidden":
-        message = "is not a known field (see docs/proxy.md for the routes file)"
-    elif problem["type"] == "missing":
-        message = "is required"
-    return f"{where}: {field_path or 'the file'} {message}"
-
-
-def _line_of(data: Any, location: Sequence[Any]) -> int | None:
-    """The line parse_yaml marked for the deepest part of ``location`` it can find."""
-    line = None
-    node = data
-    for part in location:
-        marks = getattr(node, "lines", None)
-        found = (isinstance(node, Mapping) and part in node) or (
-            isinstance(node, list | tuple) and isinstance(part, int) and part < len(node)
-        )
-        if not found:
-            break
-        line = marks.get(part, line) if marks else line
-        node = node[part]
-    return line
+        raise InvalidInput(f"{path}: {error}") from None
