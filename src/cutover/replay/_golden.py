@@ -14,12 +14,18 @@ dataclasses come back as what they were.
 
 from __future__ import annotations
 
+import ast
+import builtins
 import contextlib
+import dataclasses
 import datetime as dt
+import decimal
+import enum
 import hashlib
 import importlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -460,7 +466,7 @@ def generated_inputs(spec: str) -> Iterable[Any]:
     found = resolve(spec, "--inputs")
     items = found() if callable(found) else found
     try:
-        return list(items)
+        return iter(items)
     except TypeError:
         raise InvalidInput(
             f"--inputs {spec!r} gave {type(items).__name__}, not an iterable of inputs;"
@@ -505,7 +511,7 @@ def sample_vectors(
             else:
                 if isinstance(sample.input, dict) and "legacy" in sample.input.get("inexact", ()):
                     raise InvalidInput("its legacy output could not be kept exactly")
-                observed = _stored_legacy(sample.legacy)
+                observed = _stored_legacy(sample)
             note = f"drift sample {sample.id}" if sample.id is not None else "drift sample"
             vectors.append(vector_of(one, observed, sample.fingerprint[:200], note))
         except InvalidInput as error:
@@ -513,13 +519,37 @@ def sample_vectors(
     return vectors, skipped
 
 
-def _stored_legacy(stored: Any) -> Observation:
-    if isinstance(stored, str) and stored.startswith("<raised ") and stored.endswith(">"):
-        name, _, message = stored[len("<raised ") : -1].partition(": ")
-        return Observation(Arm.LEGACY, exception=Raised(f"builtins:{name}", message).exception())
+def _stored_legacy(sample: Any) -> Observation:
+    """What legacy answered, as the sample kept it: an exception when its diff says legacy
+    raised (the sample keeps the exception's repr, ``ValueError('bad')``), else the value."""
+    stored = sample.legacy
+    raised = None
+    for entry in sample.diff:
+        note, path = str(entry.get("note", "")), str(entry.get("path", ""))
+        if note.startswith("legacy raised "):
+            raised = note.removeprefix("legacy raised ")
+        elif path == "$.exception.type":
+            raised = str(entry.get("legacy"))
+        elif path.startswith("$.exception.") and isinstance(stored, str):
+            raised = stored.partition("(")[0]
+    if raised is not None:
+        kind = f"builtins:{raised}" if isinstance(getattr(builtins, raised, None), type) else raised
+        return Observation(Arm.LEGACY, exception=Raised(kind, _message(stored)).exception())
     if isinstance(stored, dict) and stored.get("truncated") and "preview" in stored:
         raise InvalidInput("its legacy output was cut to the size cap; give --from to recompute it")
     return Observation(Arm.LEGACY, value=typedjson.decode(stored))
+
+
+def _message(described: Any) -> str:
+    """The message in an exception's repr: ``ValueError('bad')`` -> ``bad``."""
+    match = re.fullmatch(r"[\w.]+\((.*)\)", str(described), re.S)
+    if match is None:
+        return str(described)
+    try:
+        value = ast.literal_eval(match.group(1) or "''")
+    except (ValueError, SyntaxError):
+        return match.group(1)
+    return value if isinstance(value, str) else str(value)
 
 
 # -- verifying ------------------------------------------------------------------------------
@@ -580,6 +610,35 @@ def verify(golden: Golden, target: Callable[..., Any], compare: Comparators) -> 
     name = golden.header.migration or "golden"
     for vector in golden.vectors:
         yield check(vector, target, compare, name)
+
+
+def measured(value: Any) -> Any:
+    """``value`` as the verdict measures fields: Decimals as numbers (an amount's delta is what
+    a gate bounds), dataclasses as their fields, enums as their values, tuples and sets as
+    lists, times and UUIDs as text."""
+    if value is NOTHING or value is None or isinstance(value, str | bool | int | float | bytes):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return float(value) if value.is_finite() else str(value)
+    if isinstance(value, enum.Enum):
+        return measured(value.value)
+    if isinstance(value, Mapping):
+        return {key: measured(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [measured(item) for item in value]
+    if isinstance(value, set | frozenset):
+        return sorted((measured(item) for item in value), key=repr)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: measured(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    return str(value)
+
+
+def ignored_paths(compare: Comparators) -> tuple[str, ...]:
+    """The paths the comparator ignores, which the verdict's field figures skip too."""
+    ignore = getattr(compare.values, "ignore", None)
+    return tuple(getattr(ignore, "source", ()) or ())
 
 
 def _shown(value: Any, width: int = 200) -> str:

@@ -8,13 +8,14 @@ through the ``golden_vector`` fixture.
 """
 
 from cutover.replay._golden import NOTHING, Call, call
-from cutover.testing._cases import GoldenCase, golden_cases
+from cutover.testing._cases import GoldenCase, GoldenMismatch, golden_cases
 from cutover.testing._equivalence import assert_equivalent, calls
 
 __all__ = [
     "NOTHING",
     "Call",
     "GoldenCase",
+    "GoldenMismatch",
     "assert_equivalent",
     "call",
     "calls",

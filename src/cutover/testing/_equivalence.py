@@ -46,7 +46,7 @@ def assert_equivalent(
     :func:`cutover.compare.exceptions`) says so; one raising and the other not is a
     difference. ``compare`` defaults to structural comparison.
     """
-    from hypothesis import HealthCheck, given
+    from hypothesis import HealthCheck, Phase, given
     from hypothesis import settings as Settings
 
     comparators = Comparators(
@@ -69,6 +69,7 @@ def assert_equivalent(
         deadline=None,
         database=None,  # the golden file, not a hidden folder, is where found cases are kept
         report_multiple_bugs=False,
+        phases=[p for p in Phase if p is not Phase.explain],  # the diff explains; less noise
         suppress_health_check=[HealthCheck.too_slow],
     )
     run = chosen(given(strategy)(equivalent))

@@ -59,7 +59,8 @@ _FILES = pytest.StashKey[set[Path]]()
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.resolve() in parent.config.stash.get(_FILES, set()):
+    files = parent.config.stash.get(_FILES, None)
+    if files and file_path.resolve() in files:
         return GoldenFile.from_parent(parent, path=file_path)
     return None
 
