@@ -38,22 +38,25 @@ import contextlib
 import json
 import math
 import os
-import resource
 import shlex
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 
-from _harness import emit, scratch_schema
+from _harness import (
+    WRK_REPORT,
+    emit,
+    medians,
+    running,
+    scratch_schema,
+    wrk_run,
+)
 from controller_tick import conninfo, fill
 from cutover.http import hash_token, new_token
 from cutover.store.sql import SqlStore
@@ -97,7 +100,7 @@ SELECT 'migration-' || lpad(m::text, %(width)s, '0'),
        0,
        CASE WHEN a = 0 THEN 0 ELSE calls - floor(random() * 3) END,
        CASE WHEN a = 0 THEN 0 ELSE floor(calls * 0.0002 * (0.5 + random()) + random()) END,
-       0, 0, 0
+       0, 0, 0, 0
 FROM (
     SELECT m, a, start,
            floor((300 + (m * 7919) %% 2701) * (0.8 + 0.4 * random()))::bigint AS calls
@@ -180,50 +183,12 @@ def _create_tables(url: str) -> None:
         store.close()
 
 
-# -- servers ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running(argv: list[str], env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
-    """A server process started with ``argv`` (``{port}`` filled in); its URL and pid, once
-    /healthz answers. Stopped afterwards."""
-    port = free_port()
-    argv = [part.format(port=port) for part in argv]
-    with log.open("w") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{argv[2]} exited: {log.read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{argv[2]} did not answer: {log.read_text()}")
-            time.sleep(0.1)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 # -- load ------------------------------------------------------------------------------------
 
-LUA = r"""
+LUA = (
+    r"""
 -- Every thread walks round-robin over migration-000 .. from its own offset, with the token
--- of $BENCH_TOKEN; done() prints the figures as one JSON line.
+-- of $BENCH_TOKEN.
 local names, template, counter, threads = {}, nil, 0, 0
 
 function setup(thread)
@@ -246,30 +211,9 @@ function request()
   return wrk.format("GET", string.format(template, names[counter]))
 end
 
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH {"requests": %d, "duration_us": %d, "connect_errors": %d, "read_errors": %d,'
-      .. ' "write_errors": %d, "non_2xx": %d, "timeouts": %d, "mean_us": %.1f,'
-      .. ' "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency.mean, latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency.max))
-end
 """
-
-
-def clock_ticks_of(pid: int) -> int:
-    """User and system CPU of a process, all its threads, in clock ticks."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) CPU clock ticks of the whole machine."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values[:8]) - idle, sum(values[:8])
+    + WRK_REPORT
+)
 
 
 def wrk_argv(
@@ -314,50 +258,16 @@ def load_run(
 ) -> dict[str, Any]:
     """One wrk run against one server: its figures, the CPU each party took and how many
     database connections the server opened meanwhile."""
-    hz = os.sysconf("SC_CLK_TCK")
     opened = sessions(monitor)
-    env = {**os.environ, "BENCH_TOKEN": token}
-    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_before = clock_ticks_of(pid)
-    busy_before, total_before = machine_ticks()
-    done = subprocess.run(
+    figures = wrk_run(
         wrk_argv(url, endpoint, script, options, options.duration),
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
+        pid,
+        {**os.environ, "BENCH_TOKEN": token},
     )
-    busy_after, total_after = machine_ticks()
-    server_s = (clock_ticks_of(pid) - server_before) / hz
-    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wrk_s = (after_children.ru_utime + after_children.ru_stime) - (
-        before_children.ru_utime + before_children.ru_stime
-    )
-    time.sleep(1.2)
-    opened = sessions(monitor) - opened
-    line = next(x for x in done.stdout.splitlines() if x.startswith("BENCH "))
-    raw = json.loads(line.removeprefix("BENCH "))
-    others_s = max(0.0, (busy_after - busy_before) / hz - server_s - wrk_s)
-    requests = raw["requests"]
-    errors = sum(raw[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
-    return {
-        "requests_per_s": round(requests / (raw["duration_us"] / 1e6), 1),
-        "p50_ms": round(raw["p50_us"] / 1000, 2),
-        "p90_ms": round(raw["p90_us"] / 1000, 2),
-        "p99_ms": round(raw["p99_us"] / 1000, 2),
-        "max_ms": round(raw["max_us"] / 1000, 2),
-        "requests": requests,
-        "non_2xx": raw["non_2xx"],
-        "socket_errors": errors,
-        "database_sessions_opened": opened,
-        "server_cpu_ms_per_request": round(server_s * 1000 / max(1, requests), 3),
-        # PostgreSQL, and whatever else ran on the machine meanwhile
-        "other_cpu_ms_per_request": round(others_s * 1000 / max(1, requests), 3),
-        "wrk_cpu_s": round(wrk_s, 2),
-        "machine_busy_share": round(
-            (busy_after - busy_before) / max(1, total_after - total_before), 3
-        ),
-    }
+    time.sleep(1.2)  # a backend reports its own start within a second
+    figures["database_sessions_opened"] = sessions(monitor) - opened
+    # other_cpu_ms_per_request: PostgreSQL, and whatever else ran on the machine meanwhile
+    return figures
 
 
 def warm(url: str, endpoint: str, script: Path, token: str, options: argparse.Namespace) -> None:
@@ -412,9 +322,7 @@ PER_RUN = ("requests_per_s", "p50_ms", "p99_ms", "max_ms", "server_cpu_ms_per_re
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The median of each figure over the rounds, and each round's main figures."""
-    out: dict[str, Any] = {
-        key: round(statistics.median(run[key] for run in runs), 3) for key in SUMMARY
-    }
+    out = medians(runs, SUMMARY)
     out["requests"] = sum(run["requests"] for run in runs)
     out["database_sessions_opened"] = sum(run["database_sessions_opened"] for run in runs)
     out["runs"] = [{key: run[key] for key in PER_RUN} for run in runs]

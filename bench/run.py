@@ -25,6 +25,7 @@ import flush_throughput
 import http_api
 import memory_per_name
 import overhead
+import proxy
 import shadow_latency
 from _harness import machine
 
@@ -43,6 +44,15 @@ def main() -> None:
     results["shadow_latency"] = quietly(shadow_latency.run, 5000)
     results["canary_million"] = quietly(canary_million.run, 1_000_000, 4)
     results["memory_per_name"] = quietly(memory_per_name.run, 10_000, 3, "legacy")
+    # proxy.py --quick: 3-second wrk runs, one round; two 3-second rounds at 500 requests a
+    # second; 256 MiB streamed. The full run is recorded in docs/performance.md.
+    missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None]
+    if missing:
+        results["proxy"] = (
+            f"skipped: not installed: {', '.join(missing)} (apt-get install {' '.join(missing)})"
+        )
+    else:
+        results["proxy"] = quietly(proxy.run, 3.0, 1.0, 1, 500.0, 3.0, 2, 1, 32, 1 << 28)
     try:
         psycopg.connect(server, connect_timeout=3).close()
     except psycopg.OperationalError as error:

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from email.utils import formatdate
+from typing import Any
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -125,7 +126,7 @@ def problem(
     headers = [
         (b"Content-Type", b"application/problem+json"),
         (b"Content-Length", str(len(body)).encode()),
-        (b"Date", http_date().encode()),
+        (b"Date", date_value()),
         *extra,
     ]
     if close:
@@ -135,6 +136,18 @@ def problem(
 
 def http_date(at: float | None = None) -> str:
     return formatdate(time.time() if at is None else at, usegmt=True)
+
+
+_date: list[Any] = [0, b""]  # the second and its Date value, formatted once a second
+
+
+def date_value() -> bytes:
+    """The ``Date`` header's value for now: formatting a date on every answer costs more than
+    the rest of the head together, and its resolution is a second anyway."""
+    now = int(time.time())
+    if now != _date[0]:
+        _date[0], _date[1] = now, formatdate(now, usegmt=True).encode()
+    return _date[1]
 
 
 def chunk(data: bytes) -> bytes:

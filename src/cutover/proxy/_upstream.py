@@ -49,6 +49,9 @@ class Receiver(Protocol):
     def writable(self, ready: bool) -> None:
         """The upstream's socket can (True) or cannot (False) take more of the request body."""
 
+    def flush(self) -> None:
+        """The bytes received so far are parsed: pass on what was held back for more."""
+
 
 class Connection(asyncio.Protocol):
     """One keep-alive connection to an upstream."""
@@ -103,6 +106,8 @@ class Connection(asyncio.Protocol):
         self._received = True
         try:
             self._parser.feed_data(data)
+            if self.receiver is receiver:  # still answering: what it holds goes out now
+                receiver.flush()
         except httptools.HttpParserUpgrade as upgrade:
             offset = upgrade.args[0] if upgrade.args else len(data)
             if self.receiver is not None and offset < len(data):
