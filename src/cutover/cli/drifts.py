@@ -17,8 +17,10 @@ from cutover.cli._app import (
     pass_session,
     print_json,
     seconds,
+    writable,
 )
 from cutover.cli._app import when as at
+from cutover.errors import InvalidInput
 from cutover.telemetry.drift import DriftSample
 
 
@@ -31,6 +33,20 @@ from cutover.telemetry.drift import DriftSample
 @click.option(
     "--noise", "show_noise", is_flag=True, help="The fields counted as noise, learned and declared."
 )
+@click.option(
+    "--export-golden",
+    metavar="FILE",
+    default=None,
+    help="Add the samples' inputs to this golden file as regression vectors.",
+)
+@click.option(
+    "--from",
+    "legacy_spec",
+    metavar="MODULE:FUNCTION",
+    default=None,
+    help="With --export-golden: legacy, to record its answers now (default: the answers the"
+    " samples kept, as redacted).",
+)
 @json_option
 @pass_session
 def drifts(
@@ -41,16 +57,23 @@ def drifts(
     since: str | None,
     fingerprint: str | None,
     show_noise: bool,
+    export_golden: str | None,
+    legacy_spec: str | None,
     as_json: bool,
 ) -> None:
     """Recent drift samples of a migration with their diffs, or (--group) counts per cause,
-    or (--noise) what does not count as drift."""
+    or (--noise) what does not count as drift, or (--export-golden) golden vectors of them."""
     store = session.store
     if show_noise:
         _print_noise(operations.noise(store, name), as_json)
         return
+    if legacy_spec is not None and export_golden is None:
+        raise InvalidInput("--from goes with --export-golden FILE; add it, or drop --from")
     operations.require_known(store, name)
     start = None if since is None else session.now() - seconds(since, "--since")
+    if export_golden is not None:
+        _export(session, name, export_golden, legacy_spec, limit, start, fingerprint, as_json)
+        return
     if group:
         groups = store.drift_groups(name, start)[:limit]
         if as_json:
@@ -97,6 +120,49 @@ def drifts(
             )
         if sample.truncated:
             console.print("  (values were cut to the size cap)")
+
+
+def _export(
+    session: Session,
+    name: str,
+    path: str,
+    legacy_spec: str | None,
+    limit: int,
+    start: float | None,
+    fingerprint: str | None,
+    as_json: bool,
+) -> None:
+    from cutover.replay import _golden as golden
+
+    writable(path, "--export-golden")
+    legacy = None if legacy_spec is None else golden.callable_at(legacy_spec, "--from")
+    samples = session.store.drift_samples(name, limit, start, fingerprint)
+    vectors, skipped = golden.sample_vectors(samples, legacy)
+    written = golden.append(
+        path,
+        vectors,
+        migration=name,
+        legacy=legacy_spec or f"drift samples of {name}",
+        compare=repr(golden.comparators(name).values),
+    )
+    if as_json:
+        print_json(
+            {
+                "migration": name,
+                "file": path,
+                "exported": [vector.id for vector in vectors],
+                "vectors": len(written.vectors),
+                "skipped": [{"sample": s.sample_id, "reason": s.reason} for s in skipped],
+            }
+        )
+        return
+    console.print(
+        f"{name}: {len(vectors)} of {len(samples)} drift samples exported to {path}"
+        f" ({len(written.vectors)} vectors in the file)",
+        markup=False,
+    )
+    for item in skipped:
+        console.print(f"  skipped drift sample {item.sample_id}: {item.reason}", markup=False)
 
 
 def _example(sample: DriftSample | None) -> str:

@@ -1,9 +1,24 @@
-"""Replaying recorded HTTP exchanges against a new service (and a legacy one, or its recorded
-answers), and the verdict shared with golden-vector checks: counts, deltas, latency targets.
+"""Replaying recorded inputs against a new implementation and judging what it answers: HTTP
+exchanges against a new service (and a legacy one, or its recorded answers), golden vectors
+through an in-process function, and the verdict both share: counts, deltas, latency targets.
 
-See docs/replay.md.
+See docs/replay.md and docs/golden.md.
 """
 
+from cutover.replay._golden import Call, Golden, Outcome, Vector, call
 from cutover.replay._verdict import NOTHING, Check, Gates, GroupReport, Tally, Targets, Verdict
 
-__all__ = ["NOTHING", "Check", "Gates", "GroupReport", "Tally", "Targets", "Verdict"]
+__all__ = [
+    "NOTHING",
+    "Call",
+    "Check",
+    "Gates",
+    "Golden",
+    "GroupReport",
+    "Outcome",
+    "Tally",
+    "Targets",
+    "Vector",
+    "Verdict",
+    "call",
+]

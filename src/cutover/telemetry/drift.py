@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
+from cutover import typedjson
 from cutover.compare import MISSING, Diff
 from cutover.model import Comparison
 
@@ -114,6 +115,32 @@ def capped(value: Any, limit: int) -> tuple[Any, bool]:
     if len(text) <= limit:
         return value, False
     return {"truncated": True, "preview": text[:limit]}, True
+
+
+def kept_value(value: Any) -> tuple[Any, bool]:
+    """``value`` in typed JSON when it can be written so, since it then reads back as the same
+    value, types included, and a golden vector can replay it; else its JSON-safe description.
+    And whether it was kept exactly."""
+    if isinstance(value, BaseException):
+        return jsonable(value), True  # its type name is what exception comparison needs
+    try:
+        encoded = typedjson.encode(value)
+    except typedjson.Unencodable:
+        return jsonable(value), False
+    if not _storable(json.dumps(encoded, ensure_ascii=False)):
+        return jsonable(value), False
+    return encoded, True
+
+
+def _storable(text: str) -> bool:
+    """Whether every store takes ``text``: PostgreSQL refuses NUL, UTF-8 a lone surrogate."""
+    if "\\u0000" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 MAX_FINGERPRINTS = 200
@@ -233,11 +260,24 @@ class DriftSampler:
             )
         limit = self.max_chars
         cut = diff.truncated
-        stored_input, was_cut = capped(jsonable(call_input), limit)
+        kept_input, input_exact = kept_value(call_input)
+        kept_legacy, legacy_exact = kept_value(legacy_value)
+        kept_new, new_exact = kept_value(new_value)
+        if isinstance(kept_input, dict) and "args" in kept_input:
+            # What a golden vector made from this sample must not trust.
+            inexact = [
+                part
+                for part, exact in (("input", input_exact), ("legacy", legacy_exact),
+                                    ("new", new_exact))
+                if not exact
+            ]  # fmt: skip
+            if inexact:
+                kept_input = {**kept_input, "inexact": inexact}
+        stored_input, was_cut = capped(kept_input, limit)
         cut |= was_cut
-        stored_legacy, was_cut = capped(jsonable(legacy_value), limit)
+        stored_legacy, was_cut = capped(kept_legacy, limit)
         cut |= was_cut
-        stored_new, was_cut = capped(jsonable(new_value), limit)
+        stored_new, was_cut = capped(kept_new, limit)
         cut |= was_cut
         stored_diff, was_cut = capped(entries, limit)
         cut |= was_cut
