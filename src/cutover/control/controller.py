@@ -197,7 +197,7 @@ class Controller:
         self._renewed = -math.inf
         self._instance = f"{CONTROLLER}:{socket.gethostname()}:{os.getpid()}"
         self._started_at = clock()
-        self._totals: dict[tuple[str, float], tuple[float, int, int]] = {}
+        self._totals: dict[tuple[str, float, bool], tuple[float, dict[Arm, w.ArmCounts]]] = {}
         self.standby = False  # the last tick found another controller holding the lease
         self.interval: float | None = None  # seconds between ticks, while run() loops
         self.queries = 0  # store reads made by ticks, for benchmarks
@@ -246,32 +246,43 @@ class Controller:
         self, name: str, plan: Plan, rollout: Rollout, now: float
     ) -> tuple[Telemetry, int, int]:
         """The windows the checks read, and the step's totals of comparisons and new calls."""
-        longest, latency = window_span(plan.checks)
+        span = window_span(plan)
         start = rollout.step_started_at
-        since = max(start, now - longest)  # no check looks further back than its window
-        histograms_since = None if latency is None else max(start, now - latency)
+        since = max(start, now - span.longest)  # no check looks further back than its window
+        histograms_since = None if span.latency is None else max(start, now - span.latency)
         series = self.store.series(name, since, histograms_since=histograms_since)
-        self.queries += 1 if latency is None else 2
-        telemetry = Telemetry(series)
+        self.queries += 1 if span.latency is None else 2
+        before = (
+            self._earlier(name, start, since, histograms=span.step_histograms)
+            if since > start
+            else None
+        )
+        telemetry = Telemetry(series, before if span.step else None)
         recent = telemetry.total(start)
-        earlier = self._earlier(name, start, since) if since > start else (0, 0)
-        comparisons = sum(c.counts[w.COMPARISONS] for c in recent.values()) + earlier[0]
-        return telemetry, comparisons, recent[Arm.NEW].counts[w.CALLS] + earlier[1]
+        earlier = before or {arm: w.ArmCounts() for arm in Arm}
+        comparisons = sum(
+            counts.counts[w.COMPARISONS] for part in (recent, earlier) for counts in part.values()
+        )
+        new_calls = recent[Arm.NEW].counts[w.CALLS] + earlier[Arm.NEW].counts[w.CALLS]
+        return telemetry, comparisons, new_calls
 
-    def _earlier(self, name: str, start: float, until: float) -> tuple[int, int]:
-        """(comparisons, new calls) from the step's start to ``until``. Summed once per step and
-        then extended by what the checks' windows have left behind since the last tick, so a
+    def _earlier(
+        self, name: str, start: float, until: float, *, histograms: bool
+    ) -> dict[Arm, w.ArmCounts]:
+        """Each arm's totals from the step's start to ``until``. Summed once per step and then
+        extended by what the checks' windows have left behind since the last tick, so a
         14-day step costs one long read, not one per tick."""
-        key = (name, start)
-        counted_to, comparisons, new_calls = self._totals.get(key, (start, 0, 0))
+        key = (name, start, histograms)
+        counted_to, arms = self._totals.get(key, (start, None))
+        if arms is None:
+            arms = {arm: w.ArmCounts() for arm in Arm}
         if until > counted_to:
-            arms = self.store.windows(name, counted_to, until, histograms=False)
+            more = self.store.windows(name, counted_to, until, histograms=histograms)
             self.queries += 1
-            comparisons += sum(c.counts[w.COMPARISONS] for c in arms.values())
-            new_calls += arms[Arm.NEW].counts[w.CALLS]
+            arms = {arm: _sum(arms[arm], more[arm]) for arm in Arm}
             self._totals = {k: v for k, v in self._totals.items() if k[0] != name}
-            self._totals[key] = (until, comparisons, new_calls)
-        return comparisons, new_calls
+            self._totals[key] = (until, arms)
+        return arms
 
     def _decide(self, e: Evaluation) -> tuple[_Planned | None, list[str]]:
         """The decision to take now (if any) and what stands in the way of promotion."""
@@ -1006,6 +1017,14 @@ class Controller:
             approvals=_approvals_up_to(rollout, index),  # the steps ahead are approved again
         )
         return self._record(e, planned, actor)
+
+
+def _sum(first: w.ArmCounts, second: w.ArmCounts) -> w.ArmCounts:
+    """A new total of two spans: the cached one is shared with evaluations already returned."""
+    total = w.ArmCounts()
+    total.add(first)
+    total.add(second)
+    return total
 
 
 def _approvals_up_to(rollout: Rollout, index: int) -> dict[str, Any]:

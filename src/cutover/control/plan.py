@@ -77,6 +77,13 @@ class OnCritical(enum.StrEnum):
     PAUSE = "pause"
 
 
+class Method(enum.StrEnum):
+    """How a check's interval is built."""
+
+    SEQUENTIAL = "sequential"  # a confidence sequence over the whole step: valid at every look
+    FIXED = "fixed"  # a fixed-sample interval over the window: valid for one look only
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -111,6 +118,9 @@ class Check(_Strict):
     min_samples: int = Field(0, ge=0, description="below this sample size: inconclusive")
     confidence: float | None = Field(None, gt=0.5, lt=1.0)
     rank_test: RankTest | bool | None = None
+    method: Method | None = Field(
+        None, description="sequential or fixed; the plan's method when absent"
+    )
     during: tuple[PlanMode, ...] | None = None
     query: str | None = None
     url: str | None = None
@@ -129,7 +139,7 @@ class Check(_Strict):
         if self.source == "prometheus":
             if not self.query:
                 raise ValueError("a prometheus check needs a query, e.g. query: 'max(up)'")
-            for field in ("metric", "arm", "max_ratio_to", "rank_test"):
+            for field in ("metric", "arm", "max_ratio_to", "rank_test", "method"):
                 if getattr(self, field) is not None:
                     raise ValueError(f"{field} applies to cutover's own metrics; remove it")
             return self
@@ -137,6 +147,8 @@ class Check(_Strict):
             raise ValueError("query and url belong to source: prometheus; add it or remove them")
         if self.metric is None:
             raise ValueError(f"name the metric: one of {', '.join(m.value for m in Metric)}")
+        if self.metric is Metric.CALLS and self.method is not None:
+            raise ValueError("calls is a count judged without an interval; remove method")
         if self.metric is Metric.DRIFT_RATE and (self.arm or self.max_ratio_to):
             raise ValueError("drift_rate compares both arms; remove arm and max_ratio_to")
         if self.max_ratio_to is not None:
@@ -177,6 +189,10 @@ class Check(_Strict):
             return None
         return self.rank_test if isinstance(self.rank_test, RankTest) else RankTest()
 
+    def method_in(self, plan: Plan) -> Method:
+        """The method this check is judged with in ``plan``."""
+        return self.method or plan.method
+
     def applies_to(self, mode: Mode) -> str | None:
         """None when the check applies in ``mode``, else why it does not."""
         if self.during is not None and mode not in self.during:
@@ -194,8 +210,8 @@ class Check(_Strict):
             return "legacy does not run in new mode"
         return None
 
-    def describe(self) -> str:
-        """The rule in words, for status output."""
+    def describe(self, method: Method | None = None) -> str:
+        """The rule in words, for status output; a sequential check reads the whole step."""
         if self.source == "prometheus":
             what = f"prometheus {self.query}"
         else:
@@ -210,7 +226,12 @@ class Check(_Strict):
             bounds.append(f">= {self.min:g}")
         if self.max is not None:
             bounds.append(f"<= {self.max:g}")
-        return f"{what} {' and '.join(bounds)} over {format_duration(self.window)}"
+        span = (
+            "since the step began"
+            if method is Method.SEQUENTIAL
+            else f"over {format_duration(self.window)}"
+        )
+        return f"{what} {' and '.join(bounds)} {span}"
 
 
 class Approval(_Strict):
@@ -345,6 +366,7 @@ class Plan(_Strict):
     checks: tuple[Check, ...] = ()
     on_critical: OnCritical = OnCritical.PREVIOUS_STEP
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    method: Method = Method.SEQUENTIAL
     notify: tuple[Webhook, ...] = ()
     prometheus: PrometheusSource | None = None
 
