@@ -25,6 +25,7 @@ import flush_throughput
 import http_api
 import memory_per_name
 import overhead
+import sequential
 import shadow_latency
 from _harness import machine
 
@@ -43,6 +44,9 @@ def main() -> None:
     results["shadow_latency"] = quietly(shadow_latency.run, 5000)
     results["canary_million"] = quietly(canary_million.run, 1_000_000, 4)
     results["memory_per_name"] = quietly(memory_per_name.run, 10_000, 3, "legacy")
+    # 200 rollouts of one day, 3 of them validated (sequential.py's defaults: 1,000 of three
+    # days, 10 validated, about 3 minutes); the full run is recorded in docs/performance.md.
+    results["sequential"] = quietly(sequential.run, 200, 1.0, 10.0, 100, 0.01, 3)
     try:
         psycopg.connect(server, connect_timeout=3).close()
     except psycopg.OperationalError as error:
