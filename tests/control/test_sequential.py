@@ -215,7 +215,7 @@ def test_a_sequential_plan_reads_a_settled_span_and_keeps_the_rest(tmp_path: Pat
             "checks": [{"name": "errors", "metric": "error_rate", "max": 0.05, "window": "2m"}],
         }
     )
-    span = window_span(plan)
+    span = window_span(plan, plan.checks)
     assert (span.longest, span.step, span.step_histograms) == (300.0, True, False)
     controller = Controller(store, clock=clock)
     controller.start(plan, actor="ops", reason="test")

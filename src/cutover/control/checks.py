@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +128,7 @@ def evaluate(
     external: Query | None = None,
 ) -> CheckResult:
     """Judge ``check`` over its window, counted only from the start of the current step."""
-    method = _method(check, plan)
+    method = check.method_in(plan)
     sequential = method is Method.SEQUENTIAL
     # A confidence sequence is valid over the whole step at once, not over a sliding window:
     # a window read anew on every pass is a fresh sample each time, and would bring the
@@ -145,20 +145,13 @@ def evaluate(
     confidence = check.confidence or plan.confidence
     arms = telemetry.step_total(since) if sequential else telemetry.total(since)
     assert check.metric is not None
-    if check.metric is Metric.CALLS:
+    if method is None:
         return _calls(check, arms[check.measured_arm], base, span)
     interval = _Interval(method, confidence)
     base.update(method=method, bound=interval.bound)
     if check.metric.quantile is not None:
         return _latency(check, arms, interval, base, span)
     return _rate(check, arms, interval, base, span)
-
-
-def _method(check: Check, plan: Plan) -> Method | None:
-    """How the check's interval is built; None for counts and external values (no interval)."""
-    if check.source != "cutover" or check.metric is Metric.CALLS:
-        return None
-    return check.method_in(plan)
 
 
 RATIO_CENTRE = 0.01
@@ -550,14 +543,14 @@ class Span:
     step_histograms: bool  # ... with their histograms (a sequential latency check)
 
 
-def window_span(plan: Plan) -> Span:
-    """What the plan's checks read: a fixed check its window; a sequential one the whole step,
-    of which only the last SETTLED seconds are read on every pass."""
+def window_span(plan: Plan, checks: Sequence[Check]) -> Span:
+    """What ``checks`` read: a fixed check its window; a sequential one the whole step, of
+    which only the last SETTLED seconds are read on every pass."""
     longest = 0.0
     latency: float | None = None
     step = step_histograms = False
-    for check in plan.checks:
-        method = _method(check, plan)
+    for check in checks:
+        method = check.method_in(plan)
         if check.source != "cutover":
             continue
         sequential = method is Method.SEQUENTIAL

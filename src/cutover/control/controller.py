@@ -221,7 +221,8 @@ class Controller:
         checks: tuple[CheckResult, ...] = ()
         comparisons = new_calls = 0
         if step is not None:
-            telemetry, comparisons, new_calls = self._telemetry(name, plan, rollout, now)
+            in_force = plan.checks_for(rollout.step)
+            telemetry, comparisons, new_calls = self._telemetry(name, plan, in_force, rollout, now)
             mode = (state or State()).mode
             checks = tuple(
                 evaluate(
@@ -233,7 +234,7 @@ class Controller:
                     step_started_at=rollout.step_started_at,
                     external=self.external,
                 )
-                for check in plan.checks
+                for check in in_force
             )
         held = max(0.0, now - rollout.step_started_at)
         hold_left = max(0.0, (step.hold if step else 0.0) - held)
@@ -243,10 +244,10 @@ class Controller:
         return replace(evaluation, blockers=tuple(blockers), planned=planned)
 
     def _telemetry(
-        self, name: str, plan: Plan, rollout: Rollout, now: float
+        self, name: str, plan: Plan, checks: Sequence[Check], rollout: Rollout, now: float
     ) -> tuple[Telemetry, int, int]:
         """The windows the checks read, and the step's totals of comparisons and new calls."""
-        span = window_span(plan)
+        span = window_span(plan, checks)
         start = rollout.step_started_at
         since = max(start, now - span.longest)  # no check looks further back than its window
         histograms_since = None if span.latency is None else max(start, now - span.latency)
@@ -307,8 +308,11 @@ class Controller:
                 ),
                 ["the state was changed outside the plan"],
             )
+        # With on_critical: none a failed critical check is a manual decision: it is recorded
+        # and holds promotion like a warning (see _warnings), and nothing else happens.
+        manual = plan.on_critical_for(rollout.step) is OnCritical.NONE
         critical = [r for r in e.checks if r.failed and r.severity == Severity.CRITICAL]
-        if critical:
+        if critical and not manual:
             return self._react(e, critical), ["a critical check failed"]
         planned = self._warnings(e)
         if planned is not None:
@@ -420,13 +424,14 @@ class Controller:
         rollout, plan = e.rollout, e.plan
         why = "; ".join(f"{r.name} failed: {r.reason}" for r in failed)
         where = step_label(plan, rollout.step)
-        if plan.on_critical is OnCritical.PAUSE:
+        reaction = plan.on_critical_for(rollout.step)
+        if reaction is OnCritical.PAUSE:
             return _Planned(
                 "pause",
                 f"paused at {where}: {why}",
                 rollout=rollout.evolve(status=RolloutStatus.PAUSED, reason=f"paused: {why}"),
             )
-        if plan.on_critical is OnCritical.PREVIOUS_STEP and rollout.step >= 1:
+        if reaction is OnCritical.PREVIOUS_STEP and rollout.step >= 1:
             back = rollout.step - 1
             return self._enter(
                 e,
@@ -457,7 +462,8 @@ class Controller:
     def _warnings(self, e: Evaluation) -> _Planned | None:
         """A decision when the set of failing warnings changes (promotion holds while any do)."""
         known = set(e.rollout.notes.get("warnings", []))
-        warnings = [r for r in e.checks if r.severity == Severity.WARNING]
+        manual = e.plan.on_critical_for(e.rollout.step) is OnCritical.NONE
+        warnings = [r for r in e.checks if manual or r.severity == Severity.WARNING]
         started = [r for r in warnings if r.failed and r.name not in known]
         # Cleared only by passing: a warning that turns inconclusive is still held, so a value
         # hovering at its bound does not flood the log with warnings and clearances.
@@ -470,6 +476,10 @@ class Controller:
         if started:
             notes = {**e.rollout.notes, "warnings": sorted(known | {r.name for r in started})}
             what = "; ".join(f"{r.name}: {r.reason}" for r in started)
+            if any(r.severity == Severity.CRITICAL for r in started):
+                what += (
+                    "; on_critical is none here: a manual decision (`promote`, `pause` or `abort`)"
+                )
             return _Planned(
                 "warning",
                 f"promotion held at {where}: {what}",
