@@ -311,10 +311,13 @@ class Controller:
         # With on_critical: none a failed critical check is a manual decision: it is recorded
         # and holds promotion like a warning (see _warnings), and nothing else happens.
         manual = plan.on_critical_for(rollout.step) is OnCritical.NONE
-        critical = [r for r in e.checks if r.failed and r.severity == Severity.CRITICAL]
+        acting, changed = self._sustained(e)
+        critical = [r for r in acting if r.severity == Severity.CRITICAL]
         if critical and not manual:
             return self._react(e, critical), ["a critical check failed"]
-        planned = self._warnings(e)
+        if changed is not None:
+            return changed, []
+        planned = self._warnings(e, acting)
         if planned is not None:
             return planned, []
         if status is RolloutStatus.ROLLED_BACK:
@@ -403,7 +406,9 @@ class Controller:
         step = e.plan.steps[index]
         current = e.state or State()
         notes = {
-            k: v for k, v in e.rollout.notes.items() if k not in ("approval_requested", "warnings")
+            k: v
+            for k, v in e.rollout.notes.items()
+            if k not in ("approval_requested", "warnings", "failing")
         }
         return _Planned(
             kind,
@@ -459,12 +464,60 @@ class Controller:
             ),
         )
 
-    def _warnings(self, e: Evaluation) -> _Planned | None:
+    def _sustained(self, e: Evaluation) -> tuple[list[CheckResult], _Planned | None]:
+        """The failures to act on, and the decision recording a sustained condition that began
+        or ended on this pass, if any.
+
+        A check with ``for`` acts once it has failed on every pass since a first failing pass
+        at least that long ago. When that first failure was is kept in the rollout's notes,
+        written by a ``failing`` decision, so a restarted controller goes on counting; a pass
+        that finds the check anything but failing ends the condition (``recovered``).
+        """
+        since: dict[str, float] = dict(e.rollout.notes.get("failing", {}))
+        sustained = {c.name: c.sustained for c in e.plan.checks_for(e.rollout.step)}
+        acting: list[CheckResult] = []
+        began: list[str] = []
+        ended: list[str] = []
+        for result in e.checks:
+            duration = sustained.get(result.name)
+            if not duration:
+                if result.failed:
+                    acting.append(result)
+                continue
+            if not result.failed:
+                if result.name in since:
+                    ended.append(result.name)
+                    del since[result.name]
+                continue
+            if result.name not in since:
+                began.append(
+                    f"{result.name} fails: {result.reason}; acts if it fails on every pass for"
+                    f" {format_duration(duration)}"
+                )
+                since[result.name] = e.now
+            elif e.now - since[result.name] >= duration:
+                acting.append(result)
+        if not began and not ended:
+            return acting, None
+        notes = {**e.rollout.notes, "failing": since}
+        where = step_label(e.plan, e.rollout.step)
+        if began:
+            kind = "failing"
+            reason = f"at {where}: {'; '.join(began)}"
+            if ended:
+                reason += f"; no longer failing: {', '.join(ended)}"
+        else:
+            kind = "recovered"
+            reason = f"at {where}: {', '.join(ended)} no longer failing; the count starts over"
+        return acting, _Planned(kind, reason, rollout=e.rollout.evolve(notes=notes))
+
+    def _warnings(self, e: Evaluation, acting: Sequence[CheckResult]) -> _Planned | None:
         """A decision when the set of failing warnings changes (promotion holds while any do)."""
         known = set(e.rollout.notes.get("warnings", []))
         manual = e.plan.on_critical_for(e.rollout.step) is OnCritical.NONE
         warnings = [r for r in e.checks if manual or r.severity == Severity.WARNING]
-        started = [r for r in warnings if r.failed and r.name not in known]
+        failing = {r.name for r in acting}
+        started = [r for r in warnings if r.name in failing and r.name not in known]
         # Cleared only by passing: a warning that turns inconclusive is still held, so a value
         # hovering at its bound does not flood the log with warnings and clearances.
         cleared = [
@@ -914,6 +967,8 @@ class Controller:
                 step_started_at=e.now
                 if status is RolloutStatus.ROLLED_BACK or state
                 else e.rollout.step_started_at,
+                # No pass judged anything while paused: sustained conditions count afresh.
+                notes={k: v for k, v in e.rollout.notes.items() if k != "failing"},
             ),
         )
         return self._record(e, planned, actor)

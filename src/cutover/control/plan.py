@@ -123,6 +123,11 @@ class Check(_Strict):
     method: Method | None = Field(
         None, description="sequential or fixed; the plan's method when absent"
     )
+    sustained: Duration | None = Field(
+        None,
+        alias="for",
+        description="act only once the check has failed on every pass for this long",
+    )
     during: tuple[PlanMode, ...] | None = None
     query: str | None = None
     url: str | None = None
@@ -236,7 +241,8 @@ class Check(_Strict):
             if method is Method.SEQUENTIAL
             else f"over {format_duration(self.window)}"
         )
-        return f"{what} {' and '.join(bounds)} {span}"
+        sustained = "" if not self.sustained else f" for {format_duration(self.sustained)}"
+        return f"{what} {' and '.join(bounds)} {span}{sustained}"
 
 
 class Approval(_Strict):
@@ -337,6 +343,8 @@ EVENTS = (
     "approval_needed",
     "warning",
     "warning_cleared",
+    "failing",
+    "recovered",
 )
 """The kinds of decision a rollout records, which webhooks may filter on."""
 
@@ -437,7 +445,7 @@ class Plan(_Strict):
                 )
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
+        return self.model_dump(mode="json", exclude_none=True, by_alias=True)
 
     def prometheus_url(self, check: Check) -> str:
         return (
@@ -477,7 +485,7 @@ def parse_plan(data: Any, source: str = "the plan") -> Plan:
 
 
 OVERRIDABLE = frozenset(
-    {"name", "max", "min", "window", "severity", "min_samples", "confidence", "method"}
+    {"name", "max", "min", "window", "severity", "min_samples", "confidence", "method", "for"}
 )
 """What a step may change in one of the plan's checks; anything else is a new check."""
 
@@ -496,7 +504,7 @@ def _step_check(entry: Mapping[str, Any], plan_checks: Mapping[str, Check]) -> t
             f"{other[0]} cannot be overridden for {name!r}; a step overrides"
             f" {', '.join(sorted(OVERRIDABLE - {'name'}))}, or adds a check under a new name"
         )
-    merged = {**base.model_dump(mode="json", exclude_unset=True), **entry}
+    merged = {**base.model_dump(mode="json", exclude_unset=True, by_alias=True), **entry}
     return Check.model_validate(merged), True
 
 
@@ -513,7 +521,7 @@ def _resolve_steps(plan: Plan, source: str) -> None:
                 first = error.errors(include_url=False)[0]
                 message = first["msg"].removeprefix("Value error, ")
                 if first["type"] == "extra_forbidden":
-                    message = f"unknown field; the fields are {', '.join(Check.model_fields)}"
+                    message = f"unknown field; the fields are {_field_names(Check)}"
                 field = _location(first["loc"])
                 raise InvalidInput(
                     f"{source}: {where}{'.' + field if first['loc'] else ''}: {message}"
@@ -597,4 +605,9 @@ def _known_fields(data: Any, loc: tuple[Any, ...]) -> str:
         model = RankTest
     elif len(loc) > 3 and loc[2] == "approval":
         model = Approval
-    return f"the fields are {', '.join(model.model_fields)}"
+    return f"the fields are {_field_names(model)}"
+
+
+def _field_names(model: type[BaseModel]) -> str:
+    """The fields as a plan writes them (``for``, not the attribute ``sustained``)."""
+    return ", ".join(info.alias or name for name, info in model.model_fields.items())
