@@ -27,6 +27,7 @@ import memory_per_name
 import overhead
 import proxy
 import replay
+import sequential
 import shadow_latency
 from _harness import machine
 
@@ -56,6 +57,9 @@ def main() -> None:
         results["proxy"] = quietly(proxy.run, 3.0, 1.0, 1, 500.0, 3.0, 2, 1, 32, 1 << 28)
     # 3,000 requests (replay.py's default: 20,000); the full run is in docs/performance.md.
     results["replay"] = quietly(replay.run, 3000, 32)
+    # 200 rollouts of one day, 3 of them validated (sequential.py's defaults: 1,000 of three
+    # days, 10 validated, about 3 minutes); the full run is recorded in docs/performance.md.
+    results["sequential"] = quietly(sequential.run, 200, 1.0, 10.0, 100, 0.01, 3)
     try:
         psycopg.connect(server, connect_timeout=3).close()
     except psycopg.OperationalError as error:

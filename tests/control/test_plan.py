@@ -68,7 +68,7 @@ def test_the_documented_plan_is_accepted(tmp_path: Path) -> None:
         (lambda d: d["checks"][1].update(max=5), "write 5% as 0.05"),
         (
             lambda d: d.update(on_critical="nope"),
-            "on_critical: Input should be 'previous_step', 'legacy' or 'pause'",
+            "on_critical: Input should be 'previous_step', 'legacy', 'rollback', 'pause' or 'none'",
         ),
         (lambda d: d.pop("migration"), "migration: this field is required"),
         (lambda d: d["checks"].append(dict(d["checks"][0])), "two checks are named 'parity'"),

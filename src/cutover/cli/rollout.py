@@ -120,9 +120,17 @@ def validate(plan_file: str, as_json: bool) -> None:
         if step.needs_approval:
             extra.append("approval to enter")
         console.print(f"  {number}. {step.label}  {', '.join(extra)}", markup=False)
-    for check in plan.checks:
-        console.print(f"  check {check.name} ({check.severity}): {check.describe()}", markup=False)
-    console.print(f"  on a critical failure: {plan.on_critical.value}", markup=False)
+        # The checks in force at each step, the plan's with this step's overrides and
+        # additions, so a reviewer reads what will be judged where.
+        for check in plan.checks_for(number - 1):
+            console.print(
+                f"     check {check.name} ({check.severity}):"
+                f" {check.describe(check.method_in(plan))}",
+                markup=False,
+            )
+        console.print(
+            f"     on a critical failure: {plan.on_critical_for(number - 1).value}", markup=False
+        )
 
 
 @rollout.command()

@@ -8,7 +8,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cutover.control.plan import Check, Metric, Plan
+from cutover.control.plan import Check, Method, Metric, Plan
+from cutover.control.sequential import (
+    REFERENCE,
+    sequential_quantile_interval,
+    sequential_rate_interval,
+)
 from cutover.control.statistics import (
     exact_rate_interval,
     quantile_interval,
@@ -17,6 +22,7 @@ from cutover.control.statistics import (
 )
 from cutover.model import Arm, Mode
 from cutover.telemetry import windows as w
+from cutover.telemetry.histogram import Histogram
 from cutover.telemetry.windows import ArmCounts
 
 
@@ -43,6 +49,8 @@ class CheckResult:
     since: float | None = None
     until: float | None = None
     rank: Mapping[str, Any] | None = None
+    method: Method | None = None  # how the interval was built; None when there is none
+    bound: str | None = None  # the interval's construction, named for the evidence
 
     @property
     def failed(self) -> bool:
@@ -61,6 +69,8 @@ class CheckResult:
             "interval": None if self.interval is None else [_finite(x) for x in self.interval],
             "window": None if self.since is None else {"since": self.since, "until": self.until},
             "rank_test": dict(self.rank) if self.rank else None,
+            "method": None if self.method is None else self.method.value,
+            "bound": self.bound,
         }
 
 
@@ -72,10 +82,27 @@ def _finite(value: float | None) -> float | str | None:
 
 
 class Telemetry:
-    """One migration's windows, read once per tick and summed for each check's span."""
+    """One migration's windows, read once per tick and summed for each check's span.
 
-    def __init__(self, series: Mapping[int, Mapping[Arm, ArmCounts]]) -> None:
+    ``before`` holds the step's totals up to the first window of ``series`` (the controller
+    keeps them between passes), so a sequential check sees the whole step without the whole
+    step being read again on every pass.
+    """
+
+    def __init__(
+        self,
+        series: Mapping[int, Mapping[Arm, ArmCounts]],
+        before: Mapping[Arm, ArmCounts] | None = None,
+    ) -> None:
         self._series = series
+        self._before = before
+
+    def step_total(self, step_started_at: float) -> dict[Arm, ArmCounts]:
+        """Everything counted since the step began."""
+        out = self.total(step_started_at)
+        for arm, counts in (self._before or {}).items():
+            out[arm].add(counts)
+        return out
 
     def total(self, since: float) -> dict[Arm, ArmCounts]:
         out = {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()}
@@ -101,9 +128,14 @@ def evaluate(
     external: Query | None = None,
 ) -> CheckResult:
     """Judge ``check`` over its window, counted only from the start of the current step."""
-    since = max(now - check.window, step_started_at)
-    rule = check.describe()
-    base = {"name": check.name, "severity": check.severity.value, "rule": rule}
+    method = check.method_in(plan)
+    sequential = method is Method.SEQUENTIAL
+    # A confidence sequence is valid over the whole step at once, not over a sliding window:
+    # a window read anew on every pass is a fresh sample each time, and would bring the
+    # repeated looks back.
+    since = step_started_at if sequential else max(now - check.window, step_started_at)
+    rule = check.describe(method)
+    base: dict[str, Any] = {"name": check.name, "severity": check.severity.value, "rule": rule}
     why_not = check.applies_to(mode)
     if why_not is not None:
         return CheckResult(outcome=Outcome.SKIPPED, reason=why_not, **base)
@@ -111,13 +143,66 @@ def evaluate(
     if check.source == "prometheus":
         return _external(check, plan, external, base, span)
     confidence = check.confidence or plan.confidence
-    arms = telemetry.total(since)
+    arms = telemetry.step_total(since) if sequential else telemetry.total(since)
     assert check.metric is not None
-    if check.metric is Metric.CALLS:
+    if method is None:
         return _calls(check, arms[check.measured_arm], base, span)
+    interval = _Interval(method, confidence)
+    base.update(method=method, bound=interval.bound)
     if check.metric.quantile is not None:
-        return _latency(check, arms, confidence, base, span)
-    return _rate(check, arms, confidence, base, span)
+        return _latency(check, arms, interval, base, span)
+    return _rate(check, arms, interval, base, span)
+
+
+RATIO_CENTRE = 0.01
+"""Where the mixture of each arm of a rate ratio is centred: a ratio has no rate of its own to
+centre on, and 1% sits between the rare errors and the common drifts cutover measures."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Interval:
+    """The intervals one check is judged with: fixed-sample, or confidence sequences."""
+
+    method: Method
+    confidence: float
+
+    @property
+    def sequential(self) -> bool:
+        return self.method is Method.SEQUENTIAL
+
+    @property
+    def words(self) -> str:
+        kind = "confidence sequence" if self.sequential else "interval"
+        return f"{self.confidence:.0%} {kind}"
+
+    @property
+    def bound(self) -> str:
+        if self.sequential:
+            return f"{REFERENCE}, since the step began"
+        return "fixed-sample interval over the window (Clopper-Pearson, Katz, order statistics)"
+
+    @property
+    def each_of_two(self) -> float:
+        """The confidence of each arm's interval when two make a ratio: a sequence splits
+        α between them so the ratio keeps the whole confidence (the fixed method has always
+        used each arm's interval at the full level)."""
+        return 1 - (1 - self.confidence) / 2 if self.sequential else self.confidence
+
+    def rate(
+        self, events: int, trials: int, centre: float, confidence: float | None = None
+    ) -> tuple[float, float] | None:
+        level = self.confidence if confidence is None else confidence
+        if self.sequential:
+            return sequential_rate_interval(events, trials, level, centre)
+        return exact_rate_interval(events, trials, level)
+
+    def quantile(
+        self, histogram: Histogram, q: float, confidence: float | None = None
+    ) -> tuple[float, float] | None:
+        level = self.confidence if confidence is None else confidence
+        if self.sequential:
+            return sequential_quantile_interval(histogram, q, level)
+        return quantile_interval(histogram, q, level)
 
 
 def _verdict(low: float, high: float, check: Check) -> tuple[Outcome, float]:
@@ -161,7 +246,7 @@ def _too_few(trials: int, check: Check, what: str) -> str | None:
 def _rate(
     check: Check,
     arms: Mapping[Arm, ArmCounts],
-    confidence: float,
+    intervals: _Interval,
     base: dict[str, Any],
     span: dict[str, float],
 ) -> CheckResult:
@@ -169,19 +254,21 @@ def _rate(
     arm = check.measured_arm
     events, trials, what = _rate_of(check.metric, arms, arm)
     name = check.metric.value.replace("_", " ")
-    level = f"{confidence:.0%}"
+    level = intervals.words
     short = _too_few(trials, check, what)
     if check.max_ratio_to is None:
         if short:
             return CheckResult(
                 outcome=Outcome.INCONCLUSIVE, reason=short, sample=trials, **base, **span
             )
-        interval = exact_rate_interval(events, trials, confidence)
+        centre = check.max if check.max is not None else check.min
+        assert centre is not None
+        interval = intervals.rate(events, trials, centre)
         assert interval is not None
         value = events / trials
         outcome, bound = _verdict(*interval, check)
         reason = (
-            f"{name} {value:.4g} ({events} of {trials} {what}; {level} interval"
+            f"{name} {value:.4g} ({events} of {trials} {what}; {level}"
             f" {interval[0]:.4g} to {interval[1]:.4g}) {_relation(outcome)} {bound:g}"
         )
         return CheckResult(
@@ -201,14 +288,24 @@ def _rate(
         return CheckResult(
             outcome=Outcome.INCONCLUSIVE, reason=short, sample=trials, **base, **span
         )
-    interval = ratio_interval(events, trials, other_events, other_trials, confidence)
-    assert interval is not None and check.max is not None
-    outcome, _bound = _verdict(*interval, check)
+    each = intervals.each_of_two
     mine, theirs = (
-        exact_rate_interval(events, trials, confidence),
-        exact_rate_interval(other_events, other_trials, confidence),
+        intervals.rate(events, trials, RATIO_CENTRE, each),
+        intervals.rate(other_events, other_trials, RATIO_CENTRE, each),
     )
-    assert mine is not None and theirs is not None
+    assert mine is not None and theirs is not None and check.max is not None
+    if intervals.sequential:
+        # Both arms' sequences hold at once with the whole confidence, so the ratio lies
+        # between the extreme ratios of their ends.
+        interval = (
+            mine[0] / theirs[1],
+            mine[1] / theirs[0] if theirs[0] > 0 else math.inf,
+        )
+    else:
+        found = ratio_interval(events, trials, other_events, other_trials, intervals.confidence)
+        assert found is not None
+        interval = found
+    outcome, _bound = _verdict(*interval, check)
     if outcome is Outcome.INCONCLUSIVE and events == 0 and mine[1] <= check.max * theirs[1]:
         # No event at all on the measured arm, so no ratio to measure: pass when even its
         # highest plausible rate is within max times the other arm's.
@@ -217,7 +314,7 @@ def _rate(
     shown = "n/a" if value is None else f"{value:.3g}"
     reason = (
         f"{name} {arm}/{other} ratio {shown} ({events}/{trials} vs {other_events}/{other_trials};"
-        f" {level} interval {interval[0]:.3g} to {interval[1]:.3g}) {_relation(outcome)}"
+        f" {level} {interval[0]:.3g} to {_fmt(interval[1], '.3g')}) {_relation(outcome)}"
         f" {check.max:g}"
     )
     return CheckResult(
@@ -266,7 +363,7 @@ def _calls(
 def _latency(
     check: Check,
     arms: Mapping[Arm, ArmCounts],
-    confidence: float,
+    intervals: _Interval,
     base: dict[str, Any],
     span: dict[str, float],
 ) -> CheckResult:
@@ -281,11 +378,11 @@ def _latency(
             return CheckResult(
                 outcome=Outcome.INCONCLUSIVE, reason=short, sample=mine.count, **base, **span
             )
-        low, high = _ms(quantile_interval(mine, q, confidence))
+        low, high = _ms(intervals.quantile(mine, q))
         value = mine.quantile(q) / 1e6  # type: ignore[operator]
         outcome, bound = _verdict(low, high, check)
         reason = (
-            f"{arm} {label} {value:.4g} ms ({confidence:.0%} interval {low:.4g} to"
+            f"{arm} {label} {value:.4g} ms ({intervals.words} {low:.4g} to"
             f" {_fmt(high)} ms over {mine.count} calls) {_relation(outcome)} {bound:g} ms"
         )
         if outcome is Outcome.INCONCLUSIVE and math.isinf(high):
@@ -307,8 +404,8 @@ def _latency(
         return CheckResult(
             outcome=Outcome.INCONCLUSIVE, reason=short, sample=mine.count, **base, **span
         )
-    my_low, my_high = _ms(quantile_interval(mine, q, confidence))
-    their_low, their_high = _ms(quantile_interval(theirs, q, confidence))
+    my_low, my_high = _ms(intervals.quantile(mine, q, intervals.each_of_two))
+    their_low, their_high = _ms(intervals.quantile(theirs, q, intervals.each_of_two))
     low = my_low / their_high if their_high else 0.0
     high = my_high / their_low if their_low else math.inf
     mine_q, theirs_q = mine.quantile(q), theirs.quantile(q)
@@ -317,7 +414,7 @@ def _latency(
     outcome, _bound = _verdict(low, high, check)
     reason = (
         f"{label} {arm}/{other} {value:.3g} ({mine_q / 1e6:.4g} vs {theirs_q / 1e6:.4g} ms;"
-        f" {confidence:.0%} interval {low:.3g} to {_fmt(high)}) {_relation(outcome)}"
+        f" {intervals.words} {low:.3g} to {_fmt(high)}) {_relation(outcome)}"
         f" {check.max:g}x"
     )
     if outcome is Outcome.INCONCLUSIVE and math.isinf(high):
@@ -372,8 +469,8 @@ def _ms(interval: tuple[float, float] | None) -> tuple[float, float]:
     return interval[0] / 1e6, interval[1] / 1e6
 
 
-def _fmt(value: float) -> str:
-    return "unbounded" if math.isinf(value) else f"{value:.4g}"
+def _fmt(value: float, spec: str = ".4g") -> str:
+    return "unbounded" if math.isinf(value) else format(value, spec)
 
 
 def _external(
@@ -430,16 +527,41 @@ def _external(
     )
 
 
-def window_span(checks: Sequence[Check]) -> tuple[float, float | None]:
-    """The longest window any check reads, and the longest a latency check reads (histograms
-    are fetched only that far back)."""
-    longest = max((c.window for c in checks if c.source == "cutover"), default=0.0)
-    latency = [
-        c.window
-        for c in checks
-        if c.source == "cutover" and c.metric is not None and c.metric.quantile is not None
-    ]
-    return longest, max(latency) if latency else None
+SETTLED = 300.0
+"""Seconds after which a minute's telemetry is taken as complete: the step's totals a sequential
+check adds to what each pass reads stop this far back, so minutes still being flushed into are
+read afresh on every pass."""
 
 
-__all__ = ["CheckResult", "Outcome", "Telemetry", "evaluate", "window_span"]
+@dataclass(frozen=True, slots=True)
+class Span:
+    """How far back a pass reads telemetry for a plan's checks."""
+
+    longest: float  # seconds of windows read on every pass
+    latency: float | None  # seconds of histograms read on every pass (None: no latency check)
+    step: bool  # some check is sequential: the step's totals before that are needed too
+    step_histograms: bool  # ... with their histograms (a sequential latency check)
+
+
+def window_span(plan: Plan, checks: Sequence[Check]) -> Span:
+    """What ``checks`` read: a fixed check its window; a sequential one the whole step, of
+    which only the last SETTLED seconds are read on every pass."""
+    longest = 0.0
+    latency: float | None = None
+    step = step_histograms = False
+    for check in checks:
+        method = check.method_in(plan)
+        if check.source != "cutover":
+            continue
+        sequential = method is Method.SEQUENTIAL
+        seconds = SETTLED if sequential else check.window
+        longest = max(longest, seconds)
+        assert check.metric is not None
+        if check.metric.quantile is not None:
+            latency = max(latency or 0.0, seconds)
+            step_histograms = step_histograms or sequential
+        step = step or sequential
+    return Span(longest, latency, step, step_histograms)
+
+
+__all__ = ["CheckResult", "Outcome", "Span", "Telemetry", "evaluate", "window_span"]

@@ -197,7 +197,7 @@ class Controller:
         self._renewed = -math.inf
         self._instance = f"{CONTROLLER}:{socket.gethostname()}:{os.getpid()}"
         self._started_at = clock()
-        self._totals: dict[tuple[str, float], tuple[float, int, int]] = {}
+        self._totals: dict[tuple[str, float, bool], tuple[float, dict[Arm, w.ArmCounts]]] = {}
         self.standby = False  # the last tick found another controller holding the lease
         self.interval: float | None = None  # seconds between ticks, while run() loops
         self.queries = 0  # store reads made by ticks, for benchmarks
@@ -221,7 +221,8 @@ class Controller:
         checks: tuple[CheckResult, ...] = ()
         comparisons = new_calls = 0
         if step is not None:
-            telemetry, comparisons, new_calls = self._telemetry(name, plan, rollout, now)
+            in_force = plan.checks_for(rollout.step)
+            telemetry, comparisons, new_calls = self._telemetry(name, plan, in_force, rollout, now)
             mode = (state or State()).mode
             checks = tuple(
                 evaluate(
@@ -233,7 +234,7 @@ class Controller:
                     step_started_at=rollout.step_started_at,
                     external=self.external,
                 )
-                for check in plan.checks
+                for check in in_force
             )
         held = max(0.0, now - rollout.step_started_at)
         hold_left = max(0.0, (step.hold if step else 0.0) - held)
@@ -243,35 +244,46 @@ class Controller:
         return replace(evaluation, blockers=tuple(blockers), planned=planned)
 
     def _telemetry(
-        self, name: str, plan: Plan, rollout: Rollout, now: float
+        self, name: str, plan: Plan, checks: Sequence[Check], rollout: Rollout, now: float
     ) -> tuple[Telemetry, int, int]:
         """The windows the checks read, and the step's totals of comparisons and new calls."""
-        longest, latency = window_span(plan.checks)
+        span = window_span(plan, checks)
         start = rollout.step_started_at
-        since = max(start, now - longest)  # no check looks further back than its window
-        histograms_since = None if latency is None else max(start, now - latency)
+        since = max(start, now - span.longest)  # no check looks further back than its window
+        histograms_since = None if span.latency is None else max(start, now - span.latency)
         series = self.store.series(name, since, histograms_since=histograms_since)
-        self.queries += 1 if latency is None else 2
-        telemetry = Telemetry(series)
+        self.queries += 1 if span.latency is None else 2
+        before = (
+            self._earlier(name, start, since, histograms=span.step_histograms)
+            if since > start
+            else None
+        )
+        telemetry = Telemetry(series, before if span.step else None)
         recent = telemetry.total(start)
-        earlier = self._earlier(name, start, since) if since > start else (0, 0)
-        comparisons = sum(c.counts[w.COMPARISONS] for c in recent.values()) + earlier[0]
-        return telemetry, comparisons, recent[Arm.NEW].counts[w.CALLS] + earlier[1]
+        earlier = before or {arm: w.ArmCounts() for arm in Arm}
+        comparisons = sum(
+            counts.counts[w.COMPARISONS] for part in (recent, earlier) for counts in part.values()
+        )
+        new_calls = recent[Arm.NEW].counts[w.CALLS] + earlier[Arm.NEW].counts[w.CALLS]
+        return telemetry, comparisons, new_calls
 
-    def _earlier(self, name: str, start: float, until: float) -> tuple[int, int]:
-        """(comparisons, new calls) from the step's start to ``until``. Summed once per step and
-        then extended by what the checks' windows have left behind since the last tick, so a
+    def _earlier(
+        self, name: str, start: float, until: float, *, histograms: bool
+    ) -> dict[Arm, w.ArmCounts]:
+        """Each arm's totals from the step's start to ``until``. Summed once per step and then
+        extended by what the checks' windows have left behind since the last tick, so a
         14-day step costs one long read, not one per tick."""
-        key = (name, start)
-        counted_to, comparisons, new_calls = self._totals.get(key, (start, 0, 0))
+        key = (name, start, histograms)
+        counted_to, arms = self._totals.get(key, (start, None))
+        if arms is None:
+            arms = {arm: w.ArmCounts() for arm in Arm}
         if until > counted_to:
-            arms = self.store.windows(name, counted_to, until, histograms=False)
+            more = self.store.windows(name, counted_to, until, histograms=histograms)
             self.queries += 1
-            comparisons += sum(c.counts[w.COMPARISONS] for c in arms.values())
-            new_calls += arms[Arm.NEW].counts[w.CALLS]
+            arms = {arm: _sum(arms[arm], more[arm]) for arm in Arm}
             self._totals = {k: v for k, v in self._totals.items() if k[0] != name}
-            self._totals[key] = (until, comparisons, new_calls)
-        return comparisons, new_calls
+            self._totals[key] = (until, arms)
+        return arms
 
     def _decide(self, e: Evaluation) -> tuple[_Planned | None, list[str]]:
         """The decision to take now (if any) and what stands in the way of promotion."""
@@ -296,10 +308,16 @@ class Controller:
                 ),
                 ["the state was changed outside the plan"],
             )
-        critical = [r for r in e.checks if r.failed and r.severity == Severity.CRITICAL]
-        if critical:
+        # With on_critical: none a failed critical check is a manual decision: it is recorded
+        # and holds promotion like a warning (see _warnings), and nothing else happens.
+        manual = plan.on_critical_for(rollout.step) is OnCritical.NONE
+        acting, changed = self._sustained(e)
+        critical = [r for r in acting if r.severity == Severity.CRITICAL]
+        if critical and not manual:
             return self._react(e, critical), ["a critical check failed"]
-        planned = self._warnings(e)
+        if changed is not None:
+            return changed, []
+        planned = self._warnings(e, acting)
         if planned is not None:
             return planned, []
         if status is RolloutStatus.ROLLED_BACK:
@@ -388,7 +406,9 @@ class Controller:
         step = e.plan.steps[index]
         current = e.state or State()
         notes = {
-            k: v for k, v in e.rollout.notes.items() if k not in ("approval_requested", "warnings")
+            k: v
+            for k, v in e.rollout.notes.items()
+            if k not in ("approval_requested", "warnings", "failing")
         }
         return _Planned(
             kind,
@@ -409,13 +429,14 @@ class Controller:
         rollout, plan = e.rollout, e.plan
         why = "; ".join(f"{r.name} failed: {r.reason}" for r in failed)
         where = step_label(plan, rollout.step)
-        if plan.on_critical is OnCritical.PAUSE:
+        reaction = plan.on_critical_for(rollout.step)
+        if reaction is OnCritical.PAUSE:
             return _Planned(
                 "pause",
                 f"paused at {where}: {why}",
                 rollout=rollout.evolve(status=RolloutStatus.PAUSED, reason=f"paused: {why}"),
             )
-        if plan.on_critical is OnCritical.PREVIOUS_STEP and rollout.step >= 1:
+        if reaction is OnCritical.PREVIOUS_STEP and rollout.step >= 1:
             back = rollout.step - 1
             return self._enter(
                 e,
@@ -443,11 +464,60 @@ class Controller:
             ),
         )
 
-    def _warnings(self, e: Evaluation) -> _Planned | None:
+    def _sustained(self, e: Evaluation) -> tuple[list[CheckResult], _Planned | None]:
+        """The failures to act on, and the decision recording a sustained condition that began
+        or ended on this pass, if any.
+
+        A check with ``for`` acts once it has failed on every pass since a first failing pass
+        at least that long ago. When that first failure was is kept in the rollout's notes,
+        written by a ``failing`` decision, so a restarted controller goes on counting; a pass
+        that finds the check anything but failing ends the condition (``recovered``).
+        """
+        since: dict[str, float] = dict(e.rollout.notes.get("failing", {}))
+        sustained = {c.name: c.sustained for c in e.plan.checks_for(e.rollout.step)}
+        acting: list[CheckResult] = []
+        began: list[str] = []
+        ended: list[str] = []
+        for result in e.checks:
+            duration = sustained.get(result.name)
+            if not duration:
+                if result.failed:
+                    acting.append(result)
+                continue
+            if not result.failed:
+                if result.name in since:
+                    ended.append(result.name)
+                    del since[result.name]
+                continue
+            if result.name not in since:
+                began.append(
+                    f"{result.name} fails: {result.reason}; acts if it fails on every pass for"
+                    f" {format_duration(duration)}"
+                )
+                since[result.name] = e.now
+            elif e.now - since[result.name] >= duration:
+                acting.append(result)
+        if not began and not ended:
+            return acting, None
+        notes = {**e.rollout.notes, "failing": since}
+        where = step_label(e.plan, e.rollout.step)
+        if began:
+            kind = "failing"
+            reason = f"at {where}: {'; '.join(began)}"
+            if ended:
+                reason += f"; no longer failing: {', '.join(ended)}"
+        else:
+            kind = "recovered"
+            reason = f"at {where}: {', '.join(ended)} no longer failing; the count starts over"
+        return acting, _Planned(kind, reason, rollout=e.rollout.evolve(notes=notes))
+
+    def _warnings(self, e: Evaluation, acting: Sequence[CheckResult]) -> _Planned | None:
         """A decision when the set of failing warnings changes (promotion holds while any do)."""
         known = set(e.rollout.notes.get("warnings", []))
-        warnings = [r for r in e.checks if r.severity == Severity.WARNING]
-        started = [r for r in warnings if r.failed and r.name not in known]
+        manual = e.plan.on_critical_for(e.rollout.step) is OnCritical.NONE
+        warnings = [r for r in e.checks if manual or r.severity == Severity.WARNING]
+        failing = {r.name for r in acting}
+        started = [r for r in warnings if r.name in failing and r.name not in known]
         # Cleared only by passing: a warning that turns inconclusive is still held, so a value
         # hovering at its bound does not flood the log with warnings and clearances.
         cleared = [
@@ -459,6 +529,10 @@ class Controller:
         if started:
             notes = {**e.rollout.notes, "warnings": sorted(known | {r.name for r in started})}
             what = "; ".join(f"{r.name}: {r.reason}" for r in started)
+            if any(r.severity == Severity.CRITICAL for r in started):
+                what += (
+                    "; on_critical is none here: a manual decision (`promote`, `pause` or `abort`)"
+                )
             return _Planned(
                 "warning",
                 f"promotion held at {where}: {what}",
@@ -893,6 +967,8 @@ class Controller:
                 step_started_at=e.now
                 if status is RolloutStatus.ROLLED_BACK or state
                 else e.rollout.step_started_at,
+                # No pass judged anything while paused: sustained conditions count afresh.
+                notes={k: v for k, v in e.rollout.notes.items() if k != "failing"},
             ),
         )
         return self._record(e, planned, actor)
@@ -1006,6 +1082,14 @@ class Controller:
             approvals=_approvals_up_to(rollout, index),  # the steps ahead are approved again
         )
         return self._record(e, planned, actor)
+
+
+def _sum(first: w.ArmCounts, second: w.ArmCounts) -> w.ArmCounts:
+    """A new total of two spans: the cached one is shared with evaluations already returned."""
+    total = w.ArmCounts()
+    total.add(first)
+    total.add(second)
+    return total
 
 
 def _approvals_up_to(rollout: Rollout, index: int) -> dict[str, Any]:

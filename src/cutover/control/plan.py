@@ -74,7 +74,16 @@ class Severity(enum.StrEnum):
 class OnCritical(enum.StrEnum):
     PREVIOUS_STEP = "previous_step"
     LEGACY = "legacy"
+    ROLLBACK = "rollback"  # the runbooks' word for going back to legacy at once
     PAUSE = "pause"
+    NONE = "none"  # a manual decision: the failure holds promotion and is recorded, no more
+
+
+class Method(enum.StrEnum):
+    """How a check's interval is built."""
+
+    SEQUENTIAL = "sequential"  # a confidence sequence over the whole step: valid at every look
+    FIXED = "fixed"  # a fixed-sample interval over the window: valid for one look only
 
 
 class _Strict(BaseModel):
@@ -111,6 +120,14 @@ class Check(_Strict):
     min_samples: int = Field(0, ge=0, description="below this sample size: inconclusive")
     confidence: float | None = Field(None, gt=0.5, lt=1.0)
     rank_test: RankTest | bool | None = None
+    method: Method | None = Field(
+        None, description="sequential or fixed; the plan's method when absent"
+    )
+    sustained: Duration | None = Field(
+        None,
+        alias="for",
+        description="act only once the check has failed on every pass for this long",
+    )
     during: tuple[PlanMode, ...] | None = None
     query: str | None = None
     url: str | None = None
@@ -129,7 +146,7 @@ class Check(_Strict):
         if self.source == "prometheus":
             if not self.query:
                 raise ValueError("a prometheus check needs a query, e.g. query: 'max(up)'")
-            for field in ("metric", "arm", "max_ratio_to", "rank_test"):
+            for field in ("metric", "arm", "max_ratio_to", "rank_test", "method"):
                 if getattr(self, field) is not None:
                     raise ValueError(f"{field} applies to cutover's own metrics; remove it")
             return self
@@ -137,6 +154,8 @@ class Check(_Strict):
             raise ValueError("query and url belong to source: prometheus; add it or remove them")
         if self.metric is None:
             raise ValueError(f"name the metric: one of {', '.join(m.value for m in Metric)}")
+        if self.metric is Metric.CALLS and self.method is not None:
+            raise ValueError("calls is a count judged without an interval; remove method")
         if self.metric is Metric.DRIFT_RATE and (self.arm or self.max_ratio_to):
             raise ValueError("drift_rate compares both arms; remove arm and max_ratio_to")
         if self.max_ratio_to is not None:
@@ -177,6 +196,13 @@ class Check(_Strict):
             return None
         return self.rank_test if isinstance(self.rank_test, RankTest) else RankTest()
 
+    def method_in(self, plan: Plan) -> Method | None:
+        """The method this check is judged with in ``plan``; None for a count or an external
+        value, which have no interval."""
+        if self.source != "cutover" or self.metric is Metric.CALLS:
+            return None
+        return self.method or plan.method
+
     def applies_to(self, mode: Mode) -> str | None:
         """None when the check applies in ``mode``, else why it does not."""
         if self.during is not None and mode not in self.during:
@@ -194,8 +220,8 @@ class Check(_Strict):
             return "legacy does not run in new mode"
         return None
 
-    def describe(self) -> str:
-        """The rule in words, for status output."""
+    def describe(self, method: Method | None = None) -> str:
+        """The rule in words, for status output; a sequential check reads the whole step."""
         if self.source == "prometheus":
             what = f"prometheus {self.query}"
         else:
@@ -210,7 +236,13 @@ class Check(_Strict):
             bounds.append(f">= {self.min:g}")
         if self.max is not None:
             bounds.append(f"<= {self.max:g}")
-        return f"{what} {' and '.join(bounds)} over {format_duration(self.window)}"
+        span = (
+            "since the step began"
+            if method is Method.SEQUENTIAL
+            else f"over {format_duration(self.window)}"
+        )
+        sustained = "" if not self.sustained else f" for {format_duration(self.sustained)}"
+        return f"{what} {' and '.join(bounds)} {span}{sustained}"
 
 
 class Approval(_Strict):
@@ -234,6 +266,12 @@ class Step(_Strict):
     min_calls: int = Field(0, ge=0, description="calls on new during the step")
     approval: Approval | bool = False
     name: str | None = Field(None, max_length=100)
+    checks: tuple[dict[str, Any], ...] = Field(
+        (),
+        description="checks of this step only, and overrides of the plan's by name (resolved"
+        " by the plan, which knows its checks)",
+    )
+    on_critical: OnCritical | None = None
 
     @field_validator("hold", mode="before")
     @classmethod
@@ -305,6 +343,8 @@ EVENTS = (
     "approval_needed",
     "warning",
     "warning_cleared",
+    "failing",
+    "recovered",
 )
 """The kinds of decision a rollout records, which webhooks may filter on."""
 
@@ -345,6 +385,7 @@ class Plan(_Strict):
     checks: tuple[Check, ...] = ()
     on_critical: OnCritical = OnCritical.PREVIOUS_STEP
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    method: Method = Method.SEQUENTIAL
     notify: tuple[Webhook, ...] = ()
     prometheus: PrometheusSource | None = None
 
@@ -365,22 +406,46 @@ class Plan(_Strict):
             seen.add(check.name)
         return self
 
+    def checks_for(self, index: int) -> tuple[Check, ...]:
+        """The checks in force at step ``index``: the plan's, with the step's overrides applied
+        in place, then the step's own. Before the first step, the plan's."""
+        if not 0 <= index < len(self.steps):
+            return self.checks
+        by_name = {check.name: check for check in self.checks}
+        added: list[Check] = []
+        for entry in self.steps[index].checks:
+            check, is_override = _step_check(entry, by_name)
+            if is_override:
+                by_name[check.name] = check
+            else:
+                added.append(check)
+        return (*by_name.values(), *added)
+
+    def on_critical_for(self, index: int) -> OnCritical:
+        """What a failed critical check does at step ``index``."""
+        if 0 <= index < len(self.steps) and self.steps[index].on_critical is not None:
+            return self.steps[index].on_critical  # type: ignore[return-value]
+        return self.on_critical
+
     def require_servers(self, source: str = "the plan") -> None:
         """Refuse to start a plan whose Prometheus checks have no server to ask. Checked when
         a plan is read from a file, not when a stored one is: a controller without the
         variable judges such a check inconclusive rather than refuse the whole rollout."""
         if self.prometheus is not None or os.environ.get("CUTOVER_PROMETHEUS_URL"):
             return
-        for index, check in enumerate(self.checks):
+        everywhere = [(f"checks[{i}]", check) for i, check in enumerate(self.checks)]
+        for number in range(len(self.steps)):
+            everywhere += [(f"steps[{number}].checks", c) for c in self.checks_for(number)]
+        for where, check in everywhere:
             if check.source == "prometheus" and not check.url:
                 raise InvalidInput(
-                    f"{source}: checks[{index}]: a prometheus check needs a server: add"
+                    f"{source}: {where}: a prometheus check needs a server: add"
                     " prometheus: {url: http://host:9090} to the plan, url: to the check,"
                     " or set CUTOVER_PROMETHEUS_URL"
                 )
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
+        return self.model_dump(mode="json", exclude_none=True, by_alias=True)
 
     def prometheus_url(self, check: Check) -> str:
         return (
@@ -399,7 +464,7 @@ def parse_plan(data: Any, source: str = "the plan") -> Plan:
         )
     _refuse_nul(data, source)
     try:
-        return Plan.model_validate(dict(data))
+        plan = Plan.model_validate(dict(data))
     except ValidationError as error:
         problems = error.errors(include_url=False)
         first = problems[0]
@@ -415,6 +480,60 @@ def parse_plan(data: Any, source: str = "the plan") -> Plan:
         others = len({_location(p["loc"]) for p in problems} - {where})
         more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
         raise InvalidInput(f"{source}: {where}: {message}{more}") from None
+    _resolve_steps(plan, source)
+    return plan
+
+
+OVERRIDABLE = frozenset(
+    {"name", "max", "min", "window", "severity", "min_samples", "confidence", "method", "for"}
+)
+"""What a step may change in one of the plan's checks; anything else is a new check."""
+
+
+def _step_check(entry: Mapping[str, Any], plan_checks: Mapping[str, Check]) -> tuple[Check, bool]:
+    """A step's check entry as a check, and whether it overrides one of the plan's."""
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError("name the check: the name of a plan check to override, or a new one")
+    base = plan_checks.get(name)
+    if base is None:
+        return Check.model_validate(dict(entry)), False
+    other = sorted(set(entry) - OVERRIDABLE)
+    if other:
+        raise ValueError(
+            f"{other[0]} cannot be overridden for {name!r}; a step overrides"
+            f" {', '.join(sorted(OVERRIDABLE - {'name'}))}, or adds a check under a new name"
+        )
+    merged = {**base.model_dump(mode="json", exclude_unset=True, by_alias=True), **entry}
+    return Check.model_validate(merged), True
+
+
+def _resolve_steps(plan: Plan, source: str) -> None:
+    """Refuse a step check that does not resolve, in one sentence naming the step and entry."""
+    for number, step in enumerate(plan.steps):
+        seen: set[str] = set()
+        by_name = {check.name: check for check in plan.checks}
+        for position, entry in enumerate(step.checks):
+            where = f"steps[{number}].checks[{position}]"
+            try:
+                check, _ = _step_check(entry, by_name)
+            except ValidationError as error:
+                first = error.errors(include_url=False)[0]
+                message = first["msg"].removeprefix("Value error, ")
+                if first["type"] == "extra_forbidden":
+                    message = f"unknown field; the fields are {_field_names(Check)}"
+                field = _location(first["loc"])
+                raise InvalidInput(
+                    f"{source}: {where}{'.' + field if first['loc'] else ''}: {message}"
+                ) from None
+            except ValueError as error:
+                raise InvalidInput(f"{source}: {where}: {error}") from None
+            if check.name in seen:
+                raise InvalidInput(
+                    f"{source}: {where}: the step names {check.name!r} twice; give each its"
+                    " own name"
+                )
+            seen.add(check.name)
 
 
 def load_plan(path: str | os.PathLike[str]) -> Plan:
@@ -486,4 +605,9 @@ def _known_fields(data: Any, loc: tuple[Any, ...]) -> str:
         model = RankTest
     elif len(loc) > 3 and loc[2] == "approval":
         model = Approval
-    return f"the fields are {', '.join(model.model_fields)}"
+    return f"the fields are {_field_names(model)}"
+
+
+def _field_names(model: type[BaseModel]) -> str:
+    """The fields as a plan writes them (``for``, not the attribute ``sustained``)."""
+    return ", ".join(info.alias or name for name, info in model.model_fields.items())
