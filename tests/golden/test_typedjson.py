@@ -176,3 +176,19 @@ def test_bad_text_is_one_clear_error(text: str, words: str) -> None:
 
 def test_decode_leaves_plain_data_alone() -> None:
     assert decode({"args": [1], "kwargs": {}}) == {"args": [1], "kwargs": {}}
+
+
+def test_drift_samples_keep_values_exactly_when_every_store_can_hold_them() -> None:
+    from cutover.telemetry.drift import kept_value
+
+    assert kept_value((1, b"\x00")) == ({"$tuple": [1, {"$bytes": "AA=="}]}, True)
+    assert kept_value("😀") == ("😀", True)
+    assert kept_value("a\x00b") == ("a\\0b", False)  # PostgreSQL refuses NUL in text
+    assert kept_value("\ud800")[1] is False  # a lone surrogate is no UTF-8
+    assert kept_value(object())[1] is False
+    deep: list[object] = []
+    tip = deep
+    for _ in range(5000):  # deeper than Python recurses: described, never raised
+        tip.append([])
+        tip = tip[0]  # type: ignore[assignment]
+    assert kept_value(deep)[1] is False
