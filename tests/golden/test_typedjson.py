@@ -77,6 +77,7 @@ _leaves = st.one_of(
     st.datetimes(timezones=st.just(zoneinfo.ZoneInfo("Europe/Paris"))),
     st.dates(),
     st.times(timezones=_zones),
+    st.times(timezones=st.just(zoneinfo.ZoneInfo("Europe/Paris"))),
     st.timedeltas(),
     st.uuids(),
     st.sampled_from(Color),
@@ -115,6 +116,12 @@ def test_aware_datetimes_keep_their_offset_and_zone() -> None:
     back = loads(dumps(paris))
     assert back.tzinfo == zoneinfo.ZoneInfo("Europe/Paris")
     assert back.utcoffset() == paris.utcoffset() == dt.timedelta(hours=1)
+    gap = dt.datetime(2000, 3, 26, 2, 0, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))  # no such time
+    assert str(loads(dumps(gap))) == str(gap) == "2000-03-26 02:00:00+01:00"
+    first = paris.replace(fold=0)
+    assert loads(dumps(first)).utcoffset() == dt.timedelta(hours=2)
+    alarm = dt.time(7, 30, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+    assert loads(dumps(alarm)).tzinfo == alarm.tzinfo
     naive = dt.datetime(2026, 1, 1, 12)
     assert loads(dumps(naive)).tzinfo is None
 
