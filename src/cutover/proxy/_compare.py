@@ -104,6 +104,21 @@ class Answer:
         }
 
 
+class Capture:
+    """The half of an upstream Receiver that captures the answer into ``self.answer``; the
+    class that mixes it in says what ``done`` and ``failed`` mean."""
+
+    __slots__ = ()
+    answer: Answer
+
+    def head(self, status: int, reason: bytes, headers: Headers, keep_alive: bool) -> None:
+        self.answer.status = status
+        self.answer.headers = headers
+
+    def body(self, data: bytes) -> None:
+        self.answer.add(data)
+
+
 def _is_json(headers: Headers) -> bool:
     for name, value in headers:
         if name.lower() == b"content-type":

@@ -32,7 +32,7 @@ from cutover.compare._noise import NoiseModel, declared_noise
 from cutover.errors import InvalidInput
 from cutover.migration import ReportedMigration
 from cutover.model import Arm, Mode, Observation
-from cutover.proxy._compare import Answer, AnswerComparator
+from cutover.proxy._compare import Answer, AnswerComparator, Capture
 from cutover.proxy._config import SAFE_METHODS, Route, Routes, UnitSource, Upstream
 from cutover.proxy._http import (
     LAST_CHUNK,
@@ -944,7 +944,7 @@ class _Pipe:
         return None
 
 
-class Shadow:
+class Shadow(Capture):
     """A copy of the request for the arm that does not serve: started once the request is
     whole, never waited for by the client, dropped when too many are in flight, abandoned at
     its timeout, counted as an off-path run of its arm, and compared once the serving answer
@@ -1028,14 +1028,7 @@ class Shadow:
             connection.write(request.encode(piece))
         connection.write(request.ending())
 
-    # Receiver
-    def head(self, status: int, reason: bytes, headers: Headers, keep_alive: bool) -> None:
-        self.answer.status = status
-        self.answer.headers = headers
-
-    def body(self, data: bytes) -> None:
-        self.answer.add(data)
-
+    # Receiver (head and body: Capture)
     def done(self) -> None:
         self.connection = None
         self.finished((self.answer, _now() - self.started))
