@@ -118,6 +118,9 @@ class Capture:
     def body(self, data: bytes) -> None:
         self.answer.add(data)
 
+    def flush(self) -> None:
+        """Nothing is held back: the answer is captured, not passed on."""
+
 
 def _is_json(headers: Headers) -> bool:
     for name, value in headers:

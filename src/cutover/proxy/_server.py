@@ -1040,9 +1040,6 @@ class Shadow(Capture):
     def writable(self, ready: bool) -> None:
         return None
 
-    def flush(self) -> None:
-        return None
-
     def finished(self, outcome: tuple[Answer | UpstreamError, int]) -> None:
         """The copy is answered (or failed): count it as an off-path run of its arm now."""
         self.outcome = outcome

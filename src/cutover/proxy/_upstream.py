@@ -65,6 +65,7 @@ class Connection(asyncio.Protocol):
         "_received",
         "_status",
         "_timer",
+        "_until_close",
         "pool",
         "receiver",
         "reused",
@@ -85,6 +86,9 @@ class Connection(asyncio.Protocol):
         self._received = False
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._until_close = (
+            False  # an answer with neither length nor chunks: ends with the connection
+        )
         self.upgraded = False  # a 101 answer: raw bytes from here on, for the receiver
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -122,10 +126,9 @@ class Connection(asyncio.Protocol):
         self._closed = True
         self.pool.forget(self)
         if self.receiver is not None:
-            if not self.upgraded:
-                with contextlib.suppress(httptools.HttpParserError):
-                    self._parser.feed_eof()  # a body the connection's end delimits is complete
-            if self.upgraded and self.receiver is not None:
+            if self._until_close and self._status:
+                self._complete(False)  # a body the connection's end delimits is complete
+            elif self.upgraded:
                 receiver, self.receiver = self.receiver, None
                 receiver.done()
             elif self.receiver is not None:
@@ -172,6 +175,9 @@ class Connection(asyncio.Protocol):
             receiver.head(status, reason, headers, False)
             return
         receiver.head(status, reason, headers, keep_alive)
+        self._until_close = not keep_alive and not any(
+            name.lower() in (b"content-length", b"transfer-encoding") for name, _ in headers
+        )
         if self._head_only or status in (204, 304):
             # No body follows, whatever Content-Length says.
             self._parser = httptools.HttpResponseParser(self)
@@ -192,6 +198,7 @@ class Connection(asyncio.Protocol):
         self.receiver = receiver
         self._head_only = head_only
         self._status = 0
+        self._until_close = False
         self._received = False
         self._timer = asyncio.get_running_loop().call_later(timeout, self._timed_out, timeout)
         assert self.transport is not None
