@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -514,22 +514,29 @@ def parse_plan(data: Any, source: str = "the plan") -> Plan:
     try:
         plan = Plan.model_validate(dict(data))
     except ValidationError as error:
-        problems = error.errors(include_url=False)
-        first = problems[0]
-        where = _location(first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = f"unknown field; {_known_fields(data, first['loc'])}"
-        elif first["type"] == "missing":
-            message = "this field is required"
-        elif first["type"] == "too_short":
-            message = f"give at least {first['ctx']['min_length']}, not none"
-        # A union (rank_test: true or a mapping) reports once per branch: count places instead.
-        others = len({_location(p["loc"]) for p in problems} - {where})
-        more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
-        raise InvalidInput(f"{source}: {where}: {message}{more}") from None
+        where, message = _problem(error, lambda loc: _known_fields(data, loc))
+        raise InvalidInput(f"{source}: {where}: {message}") from None
     _resolve_steps(plan, source)
     return plan
+
+
+def _problem(error: ValidationError, fields: Callable[[tuple[Any, ...]], str]) -> tuple[str, str]:
+    """Where the first problem is, and what it is in one sentence; ``fields`` lists the fields
+    known where an unknown one was written."""
+    problems = error.errors(include_url=False)
+    first = problems[0]
+    where = _location(first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = f"unknown field; {fields(first['loc'])}"
+    elif first["type"] == "missing":
+        message = "this field is required"
+    elif first["type"] == "too_short":
+        message = f"give at least {first['ctx']['min_length']}, not none"
+    # A union (rank_test: true or a mapping) reports once per branch: count places instead.
+    others = len({_location(p["loc"]) for p in problems} - {where})
+    more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
+    return where, f"{message}{more}"
 
 
 OVERRIDABLE = frozenset(
@@ -566,14 +573,9 @@ def _resolve_steps(plan: Plan, source: str) -> None:
             try:
                 check, _ = _step_check(entry, by_name)
             except ValidationError as error:
-                first = error.errors(include_url=False)[0]
-                message = first["msg"].removeprefix("Value error, ")
-                if first["type"] == "extra_forbidden":
-                    message = f"unknown field; the fields are {_field_names(Check)}"
-                field = _location(first["loc"])
-                raise InvalidInput(
-                    f"{source}: {where}{'.' + field if first['loc'] else ''}: {message}"
-                ) from None
+                field, message = _problem(error, lambda _: f"the fields are {_field_names(Check)}")
+                inside = "" if field == "the plan" else f".{field}"
+                raise InvalidInput(f"{source}: {where}{inside}: {message}") from None
             except ValueError as error:
                 raise InvalidInput(f"{source}: {where}: {error}") from None
             if check.name in seen:
