@@ -117,6 +117,17 @@ def upstreams() -> Iterator[tuple[Upstream, Upstream]]:
         yield legacy, new
 
 
+@pytest.fixture
+def shadowing(
+    upstreams: tuple[Upstream, Upstream], start_proxy: Any
+) -> tuple[Upstream, Upstream, Proxy]:
+    """Legacy, new, and a proxy in front of them copying every request to new."""
+    legacy, new = upstreams
+    proxy: Proxy = start_proxy(legacy.url, new.url)
+    proxy.set(mode="shadow", sample=1.0)
+    return legacy, new, proxy
+
+
 class Response:
     """One raw answer read off a socket: its head's bytes, its headers, its body decoded."""
 
@@ -201,11 +212,9 @@ def test_answers_pass_byte_for_byte(
 
 
 def test_the_copy_goes_out_after_the_client_has_its_first_bytes(
-    upstreams: tuple[Upstream, Upstream], start_proxy: Any
+    shadowing: tuple[Upstream, Upstream, Proxy],
 ) -> None:
-    legacy, new = upstreams
-    proxy: Proxy = start_proxy(legacy.url, new.url)
-    proxy.set(mode="shadow", sample=1.0)
+    legacy, new, proxy = shadowing
     copy_first: list[bool] = []
 
     def hold(path: str) -> None:
@@ -231,11 +240,9 @@ def test_the_copy_goes_out_after_the_client_has_its_first_bytes(
 
 
 def test_a_copy_whose_client_left_before_its_answer_is_dropped(
-    upstreams: tuple[Upstream, Upstream], start_proxy: Any
+    shadowing: tuple[Upstream, Upstream, Proxy],
 ) -> None:
-    legacy, new = upstreams
-    proxy: Proxy = start_proxy(legacy.url, new.url)
-    proxy.set(mode="shadow", sample=1.0)
+    legacy, new, proxy = shadowing
     arrived = threading.Event()
     released = threading.Event()
 

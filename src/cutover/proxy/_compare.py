@@ -36,14 +36,22 @@ class Answer:
     limit: int = 1 << 20
     prefix: bytearray = field(default_factory=bytearray)
     length: int = 0
-    _digest: Any = field(default_factory=hashlib.sha256)
+    # Started only once the body outgrows ``prefix``: most answers are small, and a digest of
+    # what ``prefix`` holds whole can be taken when asked for.
+    _digest: Any = None
 
     def add(self, data: bytes) -> None:
         self.length += len(data)
-        self._digest.update(data)
+        if self._digest is not None:
+            self._digest.update(data)
+            return
         room = self.limit - len(self.prefix)
-        if room > 0:
-            self.prefix += data[:room]
+        if len(data) <= room:
+            self.prefix += data
+            return
+        self.prefix += data[:room]
+        self._digest = hashlib.sha256(self.prefix)
+        self._digest.update(data[room:])
 
     @property
     def complete(self) -> bool:
@@ -52,6 +60,8 @@ class Answer:
 
     @property
     def digest(self) -> str:
+        if self._digest is None:
+            return hashlib.sha256(self.prefix).hexdigest()
         return self._digest.hexdigest()
 
     def same_as(self, other: Answer, options: CompareOptions) -> bool:
