@@ -137,6 +137,8 @@ def encode(value: Any, path: list[str | int] | None = None) -> Any:
     if kind is dt.date:
         return {"$date": value.isoformat()}
     if kind is dt.time:
+        if isinstance(value.tzinfo, zoneinfo.ZoneInfo) and value.tzinfo.key:
+            return {"$time": [value.replace(tzinfo=None).isoformat(), value.tzinfo.key]}
         return {"$time": value.isoformat()}
     if kind is dt.timedelta:
         return {"$timedelta": [value.days, value.seconds, value.microseconds]}
@@ -184,10 +186,24 @@ def resolve_type(name: str) -> type:
 
 
 def _decode_datetime(payload: Any) -> dt.datetime:
-    if isinstance(payload, list):
-        text, zone = payload
-        return dt.datetime.fromisoformat(text).astimezone(zoneinfo.ZoneInfo(zone))
-    return dt.datetime.fromisoformat(payload)
+    if not isinstance(payload, list):
+        return dt.datetime.fromisoformat(payload)
+    text, zone = payload
+    fixed = dt.datetime.fromisoformat(text)
+    # The same wall time in the zone, with the fold that gives the recorded offset: this keeps
+    # the second 01:30 of an autumn night, and a spring-gap 02:00, as they were.
+    wall = fixed.replace(tzinfo=zoneinfo.ZoneInfo(zone))
+    for fold in (0, 1):
+        if wall.replace(fold=fold).utcoffset() == fixed.utcoffset():
+            return wall.replace(fold=fold)
+    return fixed.astimezone(zoneinfo.ZoneInfo(zone))  # an offset the zone never had then
+
+
+def _decode_time(payload: Any) -> dt.time:
+    if not isinstance(payload, list):
+        return dt.time.fromisoformat(payload)
+    text, zone = payload
+    return dt.time.fromisoformat(text).replace(tzinfo=zoneinfo.ZoneInfo(zone))
 
 
 def _decode_float(payload: str) -> float:
@@ -238,7 +254,7 @@ _TAGS: dict[str, Callable[[Any], Any]] = {
     "$decimal": decimal.Decimal,
     "$datetime": _decode_datetime,
     "$date": dt.date.fromisoformat,
-    "$time": dt.time.fromisoformat,
+    "$time": _decode_time,
     "$timedelta": lambda parts: dt.timedelta(*parts),
     "$uuid": uuid.UUID,
     "$dataclass": _decode_dataclass,

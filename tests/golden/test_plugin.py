@@ -56,6 +56,7 @@ def test_marker_and_fixture_parametrize_a_test(project: pytest.Pytester) -> None
         test_codec="""
         import pytest
         import paycodec
+        from cutover.testing import golden_cases
 
         @pytest.mark.cutover_golden("vectors.jsonl", target=paycodec.drifting_decode)
         def test_decode(golden_vector):
@@ -68,13 +69,18 @@ def test_marker_and_fixture_parametrize_a_test(project: pytest.Pytester) -> None
 
         def test_unmarked(golden_vector):
             pass
+
+        @pytest.mark.parametrize("case", golden_cases("vectors.jsonl", "paycodec:new_decode"))
+        def test_helper(case):
+            case.check()
         """
     )
     result = project.runpytest("-v")
-    result.assert_outcomes(passed=5, failed=1, errors=1)
+    result.assert_outcomes(passed=8, failed=1, errors=1)
     for line in (
         "*test_codec.py::test_decode[[]decode-*[]] PASSED*",
         "*test_codec.py::test_explicit[[]decode-*[]] PASSED*",
+        "*test_codec.py::test_helper[[]decode-*[]] PASSED*",
         "*test_codec.py::test_decode[[]decode-*[]] FAILED*",
         "E*GoldenMismatch: golden vector decode-* of *vectors.jsonl: legacy and new differ on*",
         "E*$.amount: legacy Decimal('1234.56'), new Decimal('1235')",

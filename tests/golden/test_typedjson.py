@@ -77,6 +77,7 @@ _leaves = st.one_of(
     st.datetimes(timezones=st.just(zoneinfo.ZoneInfo("Europe/Paris"))),
     st.dates(),
     st.times(timezones=_zones),
+    st.times(timezones=st.just(zoneinfo.ZoneInfo("Europe/Paris"))),
     st.timedeltas(),
     st.uuids(),
     st.sampled_from(Color),
@@ -115,6 +116,12 @@ def test_aware_datetimes_keep_their_offset_and_zone() -> None:
     back = loads(dumps(paris))
     assert back.tzinfo == zoneinfo.ZoneInfo("Europe/Paris")
     assert back.utcoffset() == paris.utcoffset() == dt.timedelta(hours=1)
+    gap = dt.datetime(2000, 3, 26, 2, 0, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))  # no such time
+    assert str(loads(dumps(gap))) == str(gap) == "2000-03-26 02:00:00+01:00"
+    first = paris.replace(fold=0)
+    assert loads(dumps(first)).utcoffset() == dt.timedelta(hours=2)
+    alarm = dt.time(7, 30, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+    assert loads(dumps(alarm)).tzinfo == alarm.tzinfo
     naive = dt.datetime(2026, 1, 1, 12)
     assert loads(dumps(naive)).tzinfo is None
 
@@ -176,3 +183,19 @@ def test_bad_text_is_one_clear_error(text: str, words: str) -> None:
 
 def test_decode_leaves_plain_data_alone() -> None:
     assert decode({"args": [1], "kwargs": {}}) == {"args": [1], "kwargs": {}}
+
+
+def test_drift_samples_keep_values_exactly_when_every_store_can_hold_them() -> None:
+    from cutover.telemetry.drift import kept_value
+
+    assert kept_value((1, b"\x00")) == ({"$tuple": [1, {"$bytes": "AA=="}]}, True)
+    assert kept_value("😀") == ("😀", True)
+    assert kept_value("a\x00b") == ("a\\0b", False)  # PostgreSQL refuses NUL in text
+    assert kept_value("\ud800")[1] is False  # a lone surrogate is no UTF-8
+    assert kept_value(object())[1] is False
+    deep: list[object] = []
+    tip = deep
+    for _ in range(5000):  # deeper than Python recurses: described, never raised
+        tip.append([])
+        tip = tip[0]  # type: ignore[assignment]
+    assert kept_value(deep)[1] is False

@@ -64,6 +64,7 @@ class _Commands(click.Group):
         "cohort": "cohort",
         "drifts": "drifts",
         "gc": "maintenance",
+        "golden": "golden",
         "history": "state",
         "instances": "instances",
         "noise": "drifts",

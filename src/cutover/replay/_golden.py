@@ -37,21 +37,10 @@ from cutover.compare import Comparator, Diff, exact, exceptions, judge
 from cutover.compare._judge import describe_exception
 from cutover.errors import InvalidInput
 from cutover.model import Arm, Comparison, Observation, Verdict
+from cutover.replay._verdict import NOTHING
 
 FORMAT = 1
 """The golden file format this code writes and reads."""
-
-
-class _Nothing:
-    """No value: the vector's function raised instead of returning."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NOTHING"
-
-
-NOTHING: Any = _Nothing()
 
 
 @dataclass(frozen=True, slots=True)

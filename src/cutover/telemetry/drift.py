@@ -125,7 +125,7 @@ def kept_value(value: Any) -> tuple[Any, bool]:
         return jsonable(value), True  # its type name is what exception comparison needs
     try:
         encoded = typedjson.encode(value)
-    except typedjson.Unencodable:
+    except (typedjson.Unencodable, RecursionError):  # deeper than Python recurses: described
         return jsonable(value), False
     if not _storable(json.dumps(encoded, ensure_ascii=False)):
         return jsonable(value), False
