@@ -168,12 +168,17 @@ def running(
             time.sleep(0.1)
         yield url, process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within 15 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 WRK_REPORT = r"""
@@ -189,6 +194,16 @@ function done(summary, latency, requests)
 end
 """
 """A wrk script's ``done()`` that prints the run's figures as one JSON line (``BENCH {...}``)."""
+
+
+def wrk_argv(
+    url: str, script: Path, threads: int, connections: int, seconds: float, *args: str
+) -> list[str]:
+    """The wrk command the benchmarks share: latency percentiles, 10 s timeouts, a script
+    (ending in :data:`WRK_REPORT`), and ``args`` for it after ``--``."""
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    argv += ["--timeout", "10s", "-s", str(script), url]
+    return [*argv, "--", *args] if args else argv
 
 
 def clock_ticks_of(pid: int) -> int:

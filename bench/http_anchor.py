@@ -32,7 +32,7 @@ import psycopg
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 
-COUNTERS = ("calls", "errors", "timeouts", "fallbacks", "comparisons", "drifts")
+COUNTERS = ("calls", "errors", "expected", "timeouts", "fallbacks", "comparisons", "drifts")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -101,6 +101,7 @@ def arm_json(counts: dict[str, int], buckets: dict[int, int]) -> dict[str, Any]:
         "calls": calls,
         "errors": errors,
         "error_rate": errors / calls if calls else None,
+        "expected": counts.get("expected", 0),
         "p50_ms": p50,
         "p95_ms": p95,
         "p99_ms": p99,
@@ -210,7 +211,7 @@ def create_app(conninfo: str, token: str) -> FastAPI:
             )
         return {
             "migration": name,
-            "since": since,
+            "since": first,  # the first bucket's start, as cutover reports it
             "until": end,
             "step_seconds": step,
             "points": points,

@@ -57,6 +57,7 @@ from _harness import (
     scratch_schema,
     wrk_run,
 )
+from _harness import wrk_argv as shared_wrk_argv
 from controller_tick import conninfo, fill
 from cutover.http import hash_token, new_token
 from cutover.store.sql import SqlStore
@@ -219,22 +220,16 @@ end
 def wrk_argv(
     base: str, endpoint: str, script: Path, options: argparse.Namespace, seconds: float
 ) -> list[str]:
-    return [
-        "wrk",
-        f"-t{options.threads}",
-        f"-c{options.connections}",
-        f"-d{seconds:g}s",
-        "--latency",
-        "--timeout",
-        "10s",
-        "-s",
-        str(script),
+    return shared_wrk_argv(
         base,
-        "--",
+        script,
+        options.threads,
+        options.connections,
+        seconds,
         ENDPOINTS[endpoint],
         str(options.migrations),
         str(width_of(options.migrations)),
-    ]
+    )
 
 
 def sessions(monitor: psycopg.Connection[Any]) -> int:

@@ -39,13 +39,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from _harness import WRK_REPORT, emit, free_port, medians, running, wrk_run
+from _harness import WRK_REPORT, emit, free_port, medians, running, stop, wrk_run
+from _harness import wrk_argv as shared_wrk_argv
 
 HERE = Path(__file__).resolve().parent
 SLOW = 0.020  # new's delay in the latency test, seconds
@@ -147,12 +148,7 @@ def nginx(folder: Path, legacy: str, new_fast: str, new_slow: str) -> Iterator[d
         children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
         yield {**urls, "worker": int(children[0])}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def error_log(folder: Path) -> str:
@@ -188,28 +184,22 @@ def stats(store: str, name: str) -> dict[str, Any]:
 
 
 def wrk_argv(url: str, script: Path, options: argparse.Namespace, seconds: float) -> list[str]:
-    return [
-        "wrk",
-        f"-t{options.threads}",
-        f"-c{options.connections}",
-        f"-d{seconds:g}s",
-        "--latency",
-        "--timeout",
-        "10s",
-        "-s",
-        str(script),
-        url + "/users/42",
-    ]
+    return shared_wrk_argv(url + "/users/42", script, options.threads, options.connections, seconds)
 
 
 def throughput(
-    targets: dict[str, tuple[str, int]], script: Path, options: argparse.Namespace
+    targets: dict[str, tuple[str, int]],
+    script: Path,
+    options: argparse.Namespace,
+    warmed: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
-    """Each target under the same wrk command: warm-up, then alternating rounds."""
+    """Each target under the same wrk command: warm-up, ``warmed()``, then alternating
+    rounds."""
     for url, _ in targets.values():
         subprocess.run(
             wrk_argv(url, script, options, options.warmup), check=True, capture_output=True
         )
+    warmed()
     runs: dict[str, list[dict[str, Any]]] = {who: [] for who in targets}
     for _ in range(options.rounds):
         for who, (url, pid) in targets.items():
@@ -337,6 +327,12 @@ def run(
         load_average = [round(x, 2) for x in os.getloadavg()]
         script = folder / "get.lua"
         script.write_text(WRK_SCRIPT)
+        counted: list[dict[str, Any]] = []
+
+        def snapshot() -> None:
+            time.sleep(2.5)  # two flushes: every comparison so far is in the store
+            counted.append(comparisons(stats(store, "bench-shadow")))
+
         rps = throughput(
             {
                 "direct": (legacy, legacy_pid),  # its "server CPU" is legacy's own
@@ -347,9 +343,9 @@ def run(
             },
             script,
             options,
+            snapshot,
         )
-        time.sleep(2.5)  # two flushes: every comparison is in the store
-        shadow = stats(store, "bench-shadow")
+        snapshot()
         fixed = latency(
             {
                 "direct": legacy,
@@ -387,7 +383,9 @@ def run(
             "load_average_before": load_average,
         },
         "throughput": rps,
-        "shadow_comparisons": comparisons(shadow),
+        # during the measured rounds; and during the warm-up, on a cold connection pool
+        "shadow_comparisons": {key: counted[1][key] - counted[0][key] for key in counted[1]},
+        "shadow_comparisons_warmup": counted[0],
         "ratio": {
             "cutover_legacy_vs_nginx_mirror": round(
                 rps["cutover_legacy"]["requests_per_s"] / mirror, 2
@@ -425,9 +423,16 @@ def run(
     }
 
 
-def comparisons(found: dict[str, Any]) -> dict[str, Any]:
-    """What the store counted for the shadow proxy: calls, comparisons, drifts, drops."""
-    return found
+def comparisons(found: dict[str, Any]) -> dict[str, int]:
+    """What the store counted for the shadow proxy so far: requests served, copies to new
+    (each one compared), drifts, and copies dropped."""
+    return {
+        "served": found["legacy"]["calls"],
+        "copies": found["new"]["calls"],
+        "comparisons": found["comparisons"],
+        "drifts": found["drifts"],
+        "dropped": found["offpath_dropped"],
+    }
 
 
 def main() -> None:

@@ -43,6 +43,8 @@ def canned(path: str, role: str) -> list[bytes]:
             b"%x\r\n%s\r\n" % (len(LARGE), LARGE),
             b"0\r\n\r\n",
         ]
+    if path == "/until-close":  # neither a length nor chunks: the connection's end ends it
+        return [b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n", LARGE]
     if path == "/differs":
         body = b'{"total": %d}' % (10 if role == "legacy" else 11)
         head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
@@ -93,6 +95,8 @@ class _Handler(socketserver.BaseRequestHandler):
             server.before_answer(path)
             for piece in canned(path, server.role):
                 self.request.sendall(piece)
+            if path == "/until-close":
+                return
 
 
 @contextlib.contextmanager
@@ -111,6 +115,17 @@ def upstream(role: str) -> Iterator[Upstream]:
 def upstreams() -> Iterator[tuple[Upstream, Upstream]]:
     with upstream("legacy") as legacy, upstream("new") as new:
         yield legacy, new
+
+
+@pytest.fixture
+def shadowing(
+    upstreams: tuple[Upstream, Upstream], start_proxy: Any
+) -> tuple[Upstream, Upstream, Proxy]:
+    """Legacy, new, and a proxy in front of them copying every request to new."""
+    legacy, new = upstreams
+    proxy: Proxy = start_proxy(legacy.url, new.url)
+    proxy.set(mode="shadow", sample=1.0)
+    return legacy, new, proxy
 
 
 class Response:
@@ -184,20 +199,22 @@ def test_answers_pass_byte_for_byte(
     ]
     assert (b"Transfer-Encoding", b"chunked") in through.headers
     assert through.body == direct.body == b"hello " + LARGE
+    # An answer that the upstream ends by closing the connection is whole, and re-framed.
+    through = fetch(proxy.url, "/until-close")
+    assert (through.status, through.body) == (200, LARGE)
+    assert (b"Transfer-Encoding", b"chunked") in through.headers
     if mode == "shadow":
         # Every copy compared; byte-identical answers are matches, and a real difference
         # is still a drift.
         fetch(proxy.url, "/differs")
-        found = proxy.counted(lambda s: s["comparisons"] >= 6, "the comparisons")
-        assert (found["comparisons"], found["drifts"]) == (6, 1)
+        found = proxy.counted(lambda s: s["comparisons"] >= 7, "the comparisons")
+        assert (found["comparisons"], found["drifts"]) == (7, 1)
 
 
 def test_the_copy_goes_out_after_the_client_has_its_first_bytes(
-    upstreams: tuple[Upstream, Upstream], start_proxy: Any
+    shadowing: tuple[Upstream, Upstream, Proxy],
 ) -> None:
-    legacy, new = upstreams
-    proxy: Proxy = start_proxy(legacy.url, new.url)
-    proxy.set(mode="shadow", sample=1.0)
+    legacy, new, proxy = shadowing
     copy_first: list[bool] = []
 
     def hold(path: str) -> None:
@@ -223,11 +240,9 @@ def test_the_copy_goes_out_after_the_client_has_its_first_bytes(
 
 
 def test_a_copy_whose_client_left_before_its_answer_is_dropped(
-    upstreams: tuple[Upstream, Upstream], start_proxy: Any
+    shadowing: tuple[Upstream, Upstream, Proxy],
 ) -> None:
-    legacy, new = upstreams
-    proxy: Proxy = start_proxy(legacy.url, new.url)
-    proxy.set(mode="shadow", sample=1.0)
+    legacy, new, proxy = shadowing
     arrived = threading.Event()
     released = threading.Event()
 

@@ -213,6 +213,8 @@ def test_shadow_never_lets_new_change_what_the_client_gets(
         proxy.set(mode="shadow", sample=1.0)
         slow = proxy.get("/slow?ms=1000")
         assert slow.json() == {"slept": True}
+        # The copy leaves once the client has its answer, and times out 300 ms later.
+        proxy.counted(lambda s: s["new"]["timeouts"] >= 1, "the copy's timeout")
         slow_new.stop()
         for _ in range(3):
             assert proxy.get("/users/4").json()["total"] == 6.0

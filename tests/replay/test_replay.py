@@ -310,3 +310,25 @@ def test_requests_on_retired_routes_are_left_out(
     assert done.returncode == 0, done.stderr + done.stdout
     assert "left out 3 requests on routes marked gone" in done.stderr
     assert [g["group"] for g in json.loads(done.stdout)["groups"]] == ["POST /predict"]
+
+
+def test_the_rate_limit_spaces_requests(planted: dict[str, Service]) -> None:
+    import time
+
+    from cutover.proxy._config import parse_upstream
+    from cutover.replay._input import Request
+    from cutover.replay._run import ReplayOptions, run
+
+    requests = [Request(f"r:{n}", "GET", "/health", [], b"") for n in range(11)]
+    options = ReplayOptions(
+        new=parse_upstream(planted["new"].url, "--new"),
+        legacy=parse_upstream(planted["legacy"].url, "--legacy"),
+        rate=50.0,
+    )
+    began = time.monotonic()
+    tally = run(requests, options)
+    # eleven requests at 50 a second start at least ten intervals of 20 ms apart: a lower
+    # bound, which no machine can beat however fast or slow it is
+    assert time.monotonic() - began >= 0.2
+    assert tally.groups["*"].requests == 11
+    assert tally.groups["*"].matches == 11

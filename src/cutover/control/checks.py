@@ -145,6 +145,8 @@ def evaluate(
     confidence = check.confidence or plan.confidence
     arms = telemetry.step_total(since) if sequential else telemetry.total(since)
     assert check.metric is not None
+    if check.metric.is_count:
+        return _count(check, arms, confidence, base, span)
     if method is None:
         return _calls(check, arms[check.measured_arm], base, span)
     interval = _Interval(method, confidence)
@@ -355,6 +357,83 @@ def _calls(
         value=float(calls),
         threshold=check.max if check.max is not None else check.min,
         sample=calls,
+        **base,
+        **span,
+    )
+
+
+def _events_of(check: Check, arms: Mapping[Arm, ArmCounts]) -> tuple[int, int, str]:
+    """(events, trials, what the trials are) of a count metric."""
+    assert check.metric is not None
+    rate = check.metric.rate
+    if rate is not None:
+        return _rate_of(rate, arms, check.measured_arm)
+    calls = [arms[arm].counts[w.CALLS] for arm in (Arm.LEGACY, Arm.NEW)]
+    return calls[0], sum(calls), "calls on either arm"
+
+
+def _count(
+    check: Check,
+    arms: Mapping[Arm, ArmCounts],
+    confidence: float,
+    base: dict[str, Any],
+    span: dict[str, float],
+) -> CheckResult:
+    """A count of events over the window against ``max``. Above it fails at once (a count is
+    exact, there is nothing to be confident about). With ``max: 0`` and ``max_rate``, zero
+    events pass only once there were enough trials to prove the rate under ``max_rate``:
+    with no event in n trials, the exact one-sided upper bound at confidence c is
+    1 - (1 - c)^(1/n), about -ln(1 - c) / n (3 / n at 95%: the rule of three)."""
+    assert check.metric is not None and check.max is not None
+    events, trials, what = _events_of(check, arms)
+    name = check.metric.value.replace("_", " ")
+    limit = check.max
+    if events > limit:
+        return CheckResult(
+            outcome=Outcome.FAIL,
+            reason=f"{events} {name} in {trials} {what} exceed {limit:g}",
+            value=float(events),
+            threshold=limit,
+            sample=trials,
+            **base,
+            **span,
+        )
+    counted = f"{events} {name} in {trials} {what}"
+    if check.max_rate is None:
+        outcome, reason = Outcome.PASS, f"{counted}, within {limit:g}"
+        short = _too_few(trials, check, what) if check.min_samples else None
+        if short:
+            outcome, reason = Outcome.INCONCLUSIVE, f"{counted}; {short}"
+        return CheckResult(
+            outcome=outcome,
+            reason=reason,
+            value=float(events),
+            threshold=limit,
+            sample=trials,
+            **base,
+            **span,
+        )
+    # No event (max is 0 here): how high could the rate still be?
+    high = 1.0 if trials == 0 else -math.expm1(math.log1p(-confidence) / trials)
+    needed = math.ceil(math.log1p(-confidence) / math.log1p(-check.max_rate))
+    proven = high <= check.max_rate
+    bound = (
+        f"{confidence:.0%} exact bound: the rate is under {high:.3g} (rule of three: 3/n ="
+        f" {3 / trials:.3g})"
+        if trials
+        else "no trials, no bound"
+    )
+    reason = f"{counted}; {bound}, {'within' if proven else 'not yet under'} {check.max_rate:g}" + (
+        "" if proven else f": {needed} clean {what} needed"
+    )
+    return CheckResult(
+        outcome=Outcome.PASS if proven else Outcome.INCONCLUSIVE,
+        reason=reason,
+        value=0.0,
+        threshold=check.max_rate,
+        sample=trials,
+        interval=(0.0, high),
+        bound="exact one-sided binomial bound on zero events (Clopper-Pearson)",
         **base,
         **span,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -55,15 +55,39 @@ class Metric(enum.StrEnum):
     P50_MS = "p50_ms"
     P95_MS = "p95_ms"
     P99_MS = "p99_ms"
+    DRIFTS = "drifts"
+    ERRORS = "errors"
+    TIMEOUTS = "timeouts"
+    FALLBACKS = "fallbacks"
+    LEGACY_CALLS = "legacy_calls"
 
     @property
     def is_rate(self) -> bool:
         return self.value.endswith("_rate")
 
     @property
+    def is_count(self) -> bool:
+        """A count of events over the window, judged against max, with the rate it proves."""
+        return self in _COUNTS
+
+    @property
+    def rate(self) -> Metric | None:
+        """The rate whose events a count counts (None for legacy_calls, a share of all calls)."""
+        return _COUNTS.get(self)
+
+    @property
     def quantile(self) -> float | None:
         """0.5, 0.95 or 0.99 for a latency metric, else None."""
         return {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}.get(self.value)
+
+
+_COUNTS: dict[Metric, Metric | None] = {
+    Metric.DRIFTS: Metric.DRIFT_RATE,
+    Metric.ERRORS: Metric.ERROR_RATE,
+    Metric.TIMEOUTS: Metric.TIMEOUT_RATE,
+    Metric.FALLBACKS: Metric.FALLBACK_RATE,
+    Metric.LEGACY_CALLS: None,
+}
 
 
 class Severity(enum.StrEnum):
@@ -123,6 +147,13 @@ class Check(_Strict):
     method: Method | None = Field(
         None, description="sequential or fixed; the plan's method when absent"
     )
+    max_rate: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="with max: 0 on a count, the rate the window's zero events must prove"
+        " (exact one-sided bound at the check's confidence) before the check passes",
+    )
     sustained: Duration | None = Field(
         None,
         alias="for",
@@ -146,7 +177,7 @@ class Check(_Strict):
         if self.source == "prometheus":
             if not self.query:
                 raise ValueError("a prometheus check needs a query, e.g. query: 'max(up)'")
-            for field in ("metric", "arm", "max_ratio_to", "rank_test", "method"):
+            for field in ("metric", "arm", "max_ratio_to", "rank_test", "method", "max_rate"):
                 if getattr(self, field) is not None:
                     raise ValueError(f"{field} applies to cutover's own metrics; remove it")
             return self
@@ -154,8 +185,22 @@ class Check(_Strict):
             raise ValueError("query and url belong to source: prometheus; add it or remove them")
         if self.metric is None:
             raise ValueError(f"name the metric: one of {', '.join(m.value for m in Metric)}")
-        if self.metric is Metric.CALLS and self.method is not None:
-            raise ValueError("calls is a count judged without an interval; remove method")
+        if (self.metric is Metric.CALLS or self.metric.is_count) and self.method is not None:
+            raise ValueError(f"{self.metric.value} is a count judged without a method; remove it")
+        if self.metric.is_count:
+            if self.min is not None or self.max is None or self.max < 0:
+                raise ValueError(
+                    f"{self.metric.value} is a count: give the most allowed per window as max"
+                    " (0 or more), and no min"
+                )
+            if self.max_ratio_to is not None:
+                raise ValueError(
+                    f"{self.metric.value} is a count, not a ratio; remove max_ratio_to"
+                )
+            if self.metric in (Metric.DRIFTS, Metric.LEGACY_CALLS) and self.arm is not None:
+                raise ValueError(f"{self.metric.value} counts both arms; remove arm")
+        if self.max_rate is not None and not (self.metric.is_count and self.max == 0):
+            raise ValueError("max_rate applies to a count with max: 0; remove it")
         if self.metric is Metric.DRIFT_RATE and (self.arm or self.max_ratio_to):
             raise ValueError("drift_rate compares both arms; remove arm and max_ratio_to")
         if self.max_ratio_to is not None:
@@ -199,7 +244,7 @@ class Check(_Strict):
     def method_in(self, plan: Plan) -> Method | None:
         """The method this check is judged with in ``plan``; None for a count or an external
         value, which have no interval."""
-        if self.source != "cutover" or self.metric is Metric.CALLS:
+        if self.source != "cutover" or self.metric is Metric.CALLS or self.metric.is_count:
             return None
         return self.method or plan.method
 
@@ -207,11 +252,12 @@ class Check(_Strict):
         """None when the check applies in ``mode``, else why it does not."""
         if self.during is not None and mode not in self.during:
             return f"only during {', '.join(m.value for m in self.during)}"
-        if self.source == "prometheus":
-            return None
-        if self.metric is Metric.FALLBACK_RATE and mode is not Mode.CANARY:
+        if self.source == "prometheus" or self.metric is Metric.LEGACY_CALLS:
+            return None  # legacy calls matter most where none are expected: in new mode
+        if self.metric in (Metric.FALLBACK_RATE, Metric.FALLBACKS) and mode is not Mode.CANARY:
             return f"no call served by new can fall back in {mode.value} mode"
-        arms = {self.measured_arm} if self.metric is not Metric.DRIFT_RATE else set(Arm)
+        both = self.metric in (Metric.DRIFT_RATE, Metric.DRIFTS)
+        arms = set(Arm) if both else {self.measured_arm}
         if self.max_ratio_to is not None:
             arms.add(self.max_ratio_to)
         if mode is Mode.LEGACY and Arm.NEW in arms:
@@ -227,7 +273,7 @@ class Check(_Strict):
         else:
             assert self.metric is not None
             what = self.metric.value
-            if self.metric is not Metric.DRIFT_RATE:
+            if self.metric not in (Metric.DRIFT_RATE, Metric.DRIFTS, Metric.LEGACY_CALLS):
                 what = f"{self.measured_arm.value} {what}"
             if self.max_ratio_to is not None:
                 what += f" / {self.max_ratio_to.value}"
@@ -241,6 +287,8 @@ class Check(_Strict):
             if method is Method.SEQUENTIAL
             else f"over {format_duration(self.window)}"
         )
+        if self.max_rate is not None:
+            span += f", proving a rate under {self.max_rate:g}"
         sustained = "" if not self.sustained else f" for {format_duration(self.sustained)}"
         return f"{what} {' and '.join(bounds)} {span}{sustained}"
 
@@ -466,22 +514,29 @@ def parse_plan(data: Any, source: str = "the plan") -> Plan:
     try:
         plan = Plan.model_validate(dict(data))
     except ValidationError as error:
-        problems = error.errors(include_url=False)
-        first = problems[0]
-        where = _location(first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = f"unknown field; {_known_fields(data, first['loc'])}"
-        elif first["type"] == "missing":
-            message = "this field is required"
-        elif first["type"] == "too_short":
-            message = f"give at least {first['ctx']['min_length']}, not none"
-        # A union (rank_test: true or a mapping) reports once per branch: count places instead.
-        others = len({_location(p["loc"]) for p in problems} - {where})
-        more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
-        raise InvalidInput(f"{source}: {where}: {message}{more}") from None
+        where, message = _problem(error, lambda loc: _known_fields(data, loc))
+        raise InvalidInput(f"{source}: {where}: {message}") from None
     _resolve_steps(plan, source)
     return plan
+
+
+def _problem(error: ValidationError, fields: Callable[[tuple[Any, ...]], str]) -> tuple[str, str]:
+    """Where the first problem is, and what it is in one sentence; ``fields`` lists the fields
+    known where an unknown one was written."""
+    problems = error.errors(include_url=False)
+    first = problems[0]
+    where = _location(first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = f"unknown field; {fields(first['loc'])}"
+    elif first["type"] == "missing":
+        message = "this field is required"
+    elif first["type"] == "too_short":
+        message = f"give at least {first['ctx']['min_length']}, not none"
+    # A union (rank_test: true or a mapping) reports once per branch: count places instead.
+    others = len({_location(p["loc"]) for p in problems} - {where})
+    more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
+    return where, f"{message}{more}"
 
 
 OVERRIDABLE = frozenset(
@@ -518,14 +573,9 @@ def _resolve_steps(plan: Plan, source: str) -> None:
             try:
                 check, _ = _step_check(entry, by_name)
             except ValidationError as error:
-                first = error.errors(include_url=False)[0]
-                message = first["msg"].removeprefix("Value error, ")
-                if first["type"] == "extra_forbidden":
-                    message = f"unknown field; the fields are {_field_names(Check)}"
-                field = _location(first["loc"])
-                raise InvalidInput(
-                    f"{source}: {where}{'.' + field if first['loc'] else ''}: {message}"
-                ) from None
+                field, message = _problem(error, lambda _: f"the fields are {_field_names(Check)}")
+                inside = "" if field == "the plan" else f".{field}"
+                raise InvalidInput(f"{source}: {where}{inside}: {message}") from None
             except ValueError as error:
                 raise InvalidInput(f"{source}: {where}: {error}") from None
             if check.name in seen:

@@ -14,7 +14,8 @@ trials, the likelihood of the counts averaged over a Beta(a, b) prior, divided b
 likelihood under a rate p, is a nonnegative martingale when p is the true rate; by Ville's
 inequality it stays below 1 / α at every sample size with probability at least 1 - α. The
 rates it keeps below 1 / α form the sequence: an exact statement for any number of trials, with
-no normal approximation, and it closes in as 1 / n (up to a log) like the exact interval.
+no normal approximation, and it narrows like the exact interval but for a factor that grows
+only as the square root of the log of the sample size.
 
 The prior only sets where the sequence is tightest: it is centred on the value a check compares
 with (a rate check's threshold, a quantile's q), with its smaller parameter 1/2, so with no

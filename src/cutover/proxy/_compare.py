@@ -36,14 +36,22 @@ class Answer:
     limit: int = 1 << 20
     prefix: bytearray = field(default_factory=bytearray)
     length: int = 0
-    _digest: Any = field(default_factory=hashlib.sha256)
+    # Started only once the body outgrows ``prefix``: most answers are small, and a digest of
+    # what ``prefix`` holds whole can be taken when asked for.
+    _digest: Any = None
 
     def add(self, data: bytes) -> None:
         self.length += len(data)
-        self._digest.update(data)
+        if self._digest is not None:
+            self._digest.update(data)
+            return
         room = self.limit - len(self.prefix)
-        if room > 0:
-            self.prefix += data[:room]
+        if len(data) <= room:
+            self.prefix += data
+            return
+        self.prefix += data[:room]
+        self._digest = hashlib.sha256(self.prefix)
+        self._digest.update(data[room:])
 
     @property
     def complete(self) -> bool:
@@ -52,6 +60,8 @@ class Answer:
 
     @property
     def digest(self) -> str:
+        if self._digest is None:
+            return hashlib.sha256(self.prefix).hexdigest()
         return self._digest.hexdigest()
 
     def same_as(self, other: Answer, options: CompareOptions) -> bool:
@@ -102,6 +112,24 @@ class Answer:
             "sha256": self.digest,
             "text" if text is not None else "hex": text if text is not None else shown.hex(),
         }
+
+
+class Capture:
+    """The half of an upstream Receiver that captures the answer into ``self.answer``; the
+    class that mixes it in says what ``done`` and ``failed`` mean."""
+
+    __slots__ = ()
+    answer: Answer
+
+    def head(self, status: int, reason: bytes, headers: Headers, keep_alive: bool) -> None:
+        self.answer.status = status
+        self.answer.headers = headers
+
+    def body(self, data: bytes) -> None:
+        self.answer.add(data)
+
+    def flush(self) -> None:
+        """Nothing is held back: the answer is captured, not passed on."""
 
 
 def _is_json(headers: Headers) -> bool:

@@ -32,7 +32,7 @@ from cutover.compare._noise import NoiseModel, declared_noise
 from cutover.errors import InvalidInput
 from cutover.migration import ReportedMigration
 from cutover.model import Arm, Mode, Observation
-from cutover.proxy._compare import Answer, AnswerComparator
+from cutover.proxy._compare import Answer, AnswerComparator, Capture
 from cutover.proxy._config import SAFE_METHODS, Route, Routes, UnitSource, Upstream
 from cutover.proxy._http import (
     LAST_CHUNK,
@@ -225,6 +225,7 @@ class Request:
     """A client's request as parsed: method, target, headers, and its body as it arrives."""
 
     __slots__ = (
+        "_path",
         "body",
         "body_bytes",
         "chunked",
@@ -254,11 +255,15 @@ class Request:
         self.complete = False
         self.chunked = False
         self.length: bytes | None = None
+        self._path: str | None = None
 
     @property
     def path(self) -> str:
-        raw = self.target.split(b"?", 1)[0]
-        return urllib.parse.unquote(raw.decode("latin-1"))
+        path = self._path
+        if path is None:  # asked for by routing, the unit and the comparison: decoded once
+            raw = self.target.split(b"?", 1)[0]
+            path = self._path = urllib.parse.unquote(raw.decode("latin-1"))
+        return path
 
     def framing(self) -> Headers:
         """How the body is framed upstream: the client's length, else chunks, else none."""
@@ -944,7 +949,7 @@ class _Pipe:
         return None
 
 
-class Shadow:
+class Shadow(Capture):
     """A copy of the request for the arm that does not serve: started once the request is
     whole, never waited for by the client, dropped when too many are in flight, abandoned at
     its timeout, counted as an off-path run of its arm, and compared once the serving answer
@@ -1028,14 +1033,7 @@ class Shadow:
             connection.write(request.encode(piece))
         connection.write(request.ending())
 
-    # Receiver
-    def head(self, status: int, reason: bytes, headers: Headers, keep_alive: bool) -> None:
-        self.answer.status = status
-        self.answer.headers = headers
-
-    def body(self, data: bytes) -> None:
-        self.answer.add(data)
-
+    # Receiver (head and body: Capture)
     def done(self) -> None:
         self.connection = None
         self.finished((self.answer, _now() - self.started))
@@ -1045,9 +1043,6 @@ class Shadow:
         self.finished((error, _now() - self.started))
 
     def writable(self, ready: bool) -> None:
-        return None
-
-    def flush(self) -> None:
         return None
 
     def finished(self, outcome: tuple[Answer | UpstreamError, int]) -> None:
@@ -1107,8 +1102,37 @@ def judge(
     """Compare two observations of one request (and learn noise from a second legacy answer):
     inline when small, on the off-path pool when large."""
     proxy, route, request = exchange.proxy, exchange.route, exchange.request
-    comparator = proxy.comparator(route)
     options = route.compare
+    migration, unit = exchange.migration, exchange.unit
+    if exchange.recording:
+        exchange.record(
+            {
+                Arm.LEGACY: (legacy.exception or legacy.value, legacy.duration_ns),
+                Arm.NEW: (new.exception or new.value, new.duration_ns),
+            }
+        )
+    served, copied = legacy.value, new.value
+    if (
+        secondary is None
+        and isinstance(served, Answer)
+        and isinstance(copied, Answer)
+        and served.same_as(copied, options)
+    ):
+        # Byte for byte alike (most answers in a healthy shadow): a match, judged here and now
+        # (the client has its answer) without parsing either body or describing the request
+        # for a drift sample that a match never keeps.
+        summary = {"status": served.status, "length": served.length}
+        migration.judge(
+            ran,
+            Observation(Arm.LEGACY, summary, None, legacy.duration_ns),
+            Observation(Arm.NEW, summary, None, new.duration_ns),
+            (route.template,),
+            {"method": request.method.decode(), "path": request.path},
+            unit,
+            _identical,
+        )
+        return
+    comparator = proxy.comparator(route)
     model = proxy.noise_model(route.migration)
     declared = proxy.rules.get(route.migration, ())
 
@@ -1143,40 +1167,9 @@ def judge(
         "query": sorted(urllib.parse.parse_qs(request.target.partition(b"?")[2].decode("latin-1"))),
         "headers": _shown_headers(request.headers),
     }
-    migration, unit = exchange.migration, exchange.unit
 
     def run() -> None:
         migration.judge(ran, values(legacy), values(new), args, kwargs, unit, compare)
-
-    served, copied = legacy.value, new.value
-    if (
-        secondary is None
-        and isinstance(served, Answer)
-        and isinstance(copied, Answer)
-        and served.same_as(copied, options)
-    ):
-        # Byte for byte alike (most answers in a healthy shadow): a match without parsing
-        # either body; the observations keep the answers' size and digest, not their values.
-        summary = {"status": served.status, "length": served.length}
-
-        def run() -> None:
-            migration.judge(
-                ran,
-                Observation(Arm.LEGACY, summary, None, legacy.duration_ns),
-                Observation(Arm.NEW, summary, None, new.duration_ns),
-                args,
-                kwargs,
-                unit,
-                _identical,
-            )
-
-    if exchange.recording:
-        exchange.record(
-            {
-                Arm.LEGACY: (legacy.exception or legacy.value, legacy.duration_ns),
-                Arm.NEW: (new.exception or new.value, new.duration_ns),
-            }
-        )
 
     size = sum(len(o.value.prefix) for o in (legacy, new) if isinstance(o.value, Answer))
     if size <= proxy.limits.compare_inline_bytes:

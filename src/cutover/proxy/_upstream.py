@@ -22,6 +22,9 @@ from cutover.proxy._http import Headers
 IDLE_LIMIT = 256
 """Idle connections kept per upstream per process; more are closed when they come back."""
 
+SWEEP_INTERVAL = 0.05
+"""Seconds between checks of the answers due: a timeout fires at most this much late."""
+
 
 class UpstreamError(Exception):
     """An upstream did not answer: refused, reset, timed out or sent what is not HTTP.
@@ -58,13 +61,16 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "_closed",
+        "_deadline",
         "_head_only",
         "_headers",
+        "_loop",
         "_parser",
         "_reason",
         "_received",
         "_status",
-        "_timer",
+        "_timeout",
+        "_until_close",
         "pool",
         "receiver",
         "reused",
@@ -83,8 +89,13 @@ class Connection(asyncio.Protocol):
         self._reason = b""
         self._head_only = False
         self._received = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0  # loop time by which the answer's head must be in; 0: none due
+        self._timeout = 0.0
         self._closed = False
+        self._until_close = False  # no length and no chunks: the answer ends with the connection
+        # Looked up once: asyncio.get_running_loop() asks the kernel for the process id on
+        # every call (to notice a fork), a system call per request otherwise.
+        self._loop = asyncio.get_running_loop()
         self.upgraded = False  # a 101 answer: raw bytes from here on, for the receiver
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -122,10 +133,9 @@ class Connection(asyncio.Protocol):
         self._closed = True
         self.pool.forget(self)
         if self.receiver is not None:
-            if not self.upgraded:
-                with contextlib.suppress(httptools.HttpParserError):
-                    self._parser.feed_eof()  # a body the connection's end delimits is complete
-            if self.upgraded and self.receiver is not None:
+            if self._until_close and self._status:
+                self._complete(False)  # a body the connection's end delimits is complete
+            elif self.upgraded:
                 receiver, self.receiver = self.receiver, None
                 receiver.done()
             elif self.receiver is not None:
@@ -172,6 +182,9 @@ class Connection(asyncio.Protocol):
             receiver.head(status, reason, headers, False)
             return
         receiver.head(status, reason, headers, keep_alive)
+        self._until_close = not keep_alive and not any(
+            name.lower() in (b"content-length", b"transfer-encoding") for name, _ in headers
+        )
         if self._head_only or status in (204, 304):
             # No body follows, whatever Content-Length says.
             self._parser = httptools.HttpResponseParser(self)
@@ -192,8 +205,11 @@ class Connection(asyncio.Protocol):
         self.receiver = receiver
         self._head_only = head_only
         self._status = 0
+        self._until_close = False
         self._received = False
-        self._timer = asyncio.get_running_loop().call_later(timeout, self._timed_out, timeout)
+        self._timeout = timeout
+        self._deadline = self._loop.time() + timeout
+        self.pool.watch(self)
         assert self.transport is not None
         self.transport.write(head)
 
@@ -232,7 +248,7 @@ class Connection(asyncio.Protocol):
             receiver.done()
 
     def _timed_out(self, timeout: float) -> None:
-        self._timer = None
+        self._deadline = 0.0
         self._fail(
             UpstreamError(
                 f"the upstream did not answer within {timeout:g}s", sent=True, timeout=True
@@ -247,19 +263,44 @@ class Connection(asyncio.Protocol):
             receiver.failed(error)
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._deadline:
+            self._deadline = 0.0
+            self.pool.unwatch(self)
 
 
 class Pool:
-    """Idle keep-alive connections to one upstream, most recently used first."""
+    """Idle keep-alive connections to one upstream, most recently used first; and the ones
+    waiting for an answer, checked against their deadlines a few times a second.
+
+    One sweep for all waiting connections instead of a timer per request: arming and
+    cancelling a timer for every exchange costs more than the rest of sending it, and a
+    timeout of seconds does not need to fire to the millisecond."""
 
     def __init__(self, upstream: Upstream, connect_timeout: float = 5.0) -> None:
         self.upstream = upstream
         self.connect_timeout = connect_timeout
         self._idle: list[Connection] = []
+        self._waiting: set[Connection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
         self.opened = 0
+
+    def watch(self, connection: Connection) -> None:
+        self._waiting.add(connection)
+        if self._sweeper is None:
+            loop = connection._loop
+            self._sweeper = loop.call_at(loop.time() + SWEEP_INTERVAL, self._sweep, loop)
+
+    def unwatch(self, connection: Connection) -> None:
+        self._waiting.discard(connection)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for connection in [c for c in self._waiting if c._deadline and c._deadline <= now]:
+            self._waiting.discard(connection)
+            connection._timed_out(connection._timeout)
+        self._sweeper = (
+            loop.call_at(now + SWEEP_INTERVAL, self._sweep, loop) if self._waiting else None
+        )
 
     def acquire(self, then: Callable[[Connection | None, UpstreamError | None], None]) -> None:
         """Call ``then(connection, None)`` with an idle or a new connection, or
@@ -313,3 +354,6 @@ class Pool:
         for connection in self._idle:
             connection.close()
         self._idle.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None

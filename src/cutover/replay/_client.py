@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from cutover.proxy._compare import Answer
+from cutover.proxy._compare import Answer, Capture
 from cutover.proxy._config import Upstream
 from cutover.proxy._http import Headers, request_head
 from cutover.proxy._upstream import Connection, Pool, UpstreamError
@@ -63,7 +63,7 @@ class Client:
         self.pool.close()
 
 
-class _Fetch:
+class _Fetch(Capture):
     """One request in flight: the Receiver the connection hands the answer to."""
 
     __slots__ = (
@@ -111,14 +111,7 @@ class _Fetch:
         if self.request.body:
             connection.write(self.request.body)
 
-    # -- Receiver --------------------------------------------------------------------------
-
-    def head(self, status: int, reason: bytes, headers: Headers, keep_alive: bool) -> None:
-        self.answer.status = status
-        self.answer.headers = headers
-
-    def body(self, data: bytes) -> None:
-        self.answer.add(data)
+    # -- Receiver (head and body: Capture) -------------------------------------------------
 
     def done(self) -> None:
         if not self.future.done():
