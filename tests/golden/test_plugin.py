@@ -100,3 +100,20 @@ def test_the_codec_is_what_the_plugin_tests_see() -> None:
     assert codecs.legacy_decode(b"P|EUR|1.5|2026-01-01T00:00:00|")["amount"] == decimal.Decimal(
         "1.5"
     )
+
+
+def test_a_session_without_golden_vectors_never_imports_cutover(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest loads the plugin wherever cutover is installed: a session that asks for no golden
+    vector must not pay for importing cutover."""
+    pytester.makepyfile(
+        test_plain="""
+        import sys
+
+        def test_plain():
+            assert "cutover" not in sys.modules
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

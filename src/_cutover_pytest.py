@@ -1,19 +1,23 @@
-"""The pytest plugin: ``--cutover-golden FILE --cutover-target module:function`` runs one test
-per golden vector, and ``@pytest.mark.cutover_golden(PATH)`` parametrizes a test over a golden
-file's vectors through the ``golden_vector`` fixture."""
+"""cutover's pytest plugin: ``--cutover-golden FILE --cutover-target module:function`` runs one
+test per golden vector, and ``@pytest.mark.cutover_golden(PATH)`` parametrizes a test over a
+golden file's vectors through the ``golden_vector`` fixture.
+
+pytest loads it in every session of an environment where cutover is installed, so it lives
+outside the package and imports cutover only when a session asks for golden vectors: a test
+run that does not use them pays nothing for it.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from cutover.errors import InvalidInput
-from cutover.replay import _golden as golden
-from cutover.testing._cases import GoldenCase, GoldenMismatch, cases
+if TYPE_CHECKING:
+    from cutover.testing._cases import GoldenCase
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -69,6 +73,10 @@ class GoldenFile(pytest.File):
     """A golden file named by --cutover-golden: one item per vector."""
 
     def collect(self) -> Iterator[pytest.Item]:
+        from cutover.errors import InvalidInput
+        from cutover.replay import _golden as golden
+        from cutover.testing._cases import cases
+
         target = self.config.getoption("cutover_target")
         try:
             found = cases(self.path, golden.callable_at(target, "--cutover-target"))
@@ -89,6 +97,8 @@ class GoldenItem(pytest.Item):
         self.case.check()
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        from cutover.testing._cases import GoldenMismatch
+
         if isinstance(excinfo.value, GoldenMismatch):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style)
@@ -121,6 +131,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             f"{metafunc.definition.nodeid}: cutover_golden needs the golden file's path,"
             " like @pytest.mark.cutover_golden('vectors.jsonl')"
         )
+    from cutover.errors import InvalidInput
+    from cutover.testing._cases import cases
+
     path = Path(metafunc.definition.path).parent / marker.args[0]
     try:
         found = cases(path, marker.kwargs.get("target"), marker.kwargs.get("compare"))
