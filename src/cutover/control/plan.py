@@ -21,6 +21,7 @@ from pydantic import (
 from cutover.durations import format_duration, parse_duration
 from cutover.errors import InvalidInput
 from cutover.model import Arm, Mode, State, check_percent
+from cutover.reports.slo import SLO, check_unique
 from cutover.text import check_name
 
 
@@ -60,10 +61,17 @@ class Metric(enum.StrEnum):
     TIMEOUTS = "timeouts"
     FALLBACKS = "fallbacks"
     LEGACY_CALLS = "legacy_calls"
+    ERROR_BUDGET_REMAINING = "error_budget_remaining"
+    BURN_RATE = "burn_rate"
 
     @property
     def is_rate(self) -> bool:
-        return self.value.endswith("_rate")
+        return self.value.endswith("_rate") and not self.is_budget
+
+    @property
+    def is_budget(self) -> bool:
+        """A figure of one of the plan's SLOs (``slo:``), not of the step's windows."""
+        return self in (Metric.ERROR_BUDGET_REMAINING, Metric.BURN_RATE)
 
     @property
     def is_count(self) -> bool:
@@ -162,6 +170,9 @@ class Check(_Strict):
     during: tuple[PlanMode, ...] | None = None
     query: str | None = None
     url: str | None = None
+    slo: str | None = Field(
+        None, description="the plan SLO an error_budget_remaining or burn_rate check reads"
+    )
 
     @field_validator("during", mode="before")
     @classmethod
@@ -185,6 +196,8 @@ class Check(_Strict):
             raise ValueError("query and url belong to source: prometheus; add it or remove them")
         if self.metric is None:
             raise ValueError(f"name the metric: one of {', '.join(m.value for m in Metric)}")
+        if self.metric.is_budget or self.slo is not None:
+            return self._budget_coherent()
         if (self.metric is Metric.CALLS or self.metric.is_count) and self.method is not None:
             raise ValueError(f"{self.metric.value} is a count judged without a method; remove it")
         if self.metric.is_count:
@@ -227,6 +240,17 @@ class Check(_Strict):
                 )
         return self
 
+    def _budget_coherent(self) -> Check:
+        assert self.metric is not None
+        if not self.metric.is_budget:
+            raise ValueError("slo applies to error_budget_remaining and burn_rate; remove it")
+        for field in ("arm", "max_ratio_to", "rank_test", "method", "max_rate"):
+            if getattr(self, field) not in (None, False):
+                raise ValueError(f"{field} does not apply to an SLO's {self.metric.value}")
+        if self.metric is Metric.ERROR_BUDGET_REMAINING and self.max is not None:
+            raise ValueError("error_budget_remaining is judged by its min, e.g. min: 0.3")
+        return self
+
     @property
     def measured_arm(self) -> Arm:
         """The arm whose metric is measured (new unless the plan says otherwise)."""
@@ -246,12 +270,16 @@ class Check(_Strict):
         value, which have no interval."""
         if self.source != "cutover" or self.metric is Metric.CALLS or self.metric.is_count:
             return None
+        if self.metric is not None and self.metric.is_budget:
+            return None
         return self.method or plan.method
 
     def applies_to(self, mode: Mode) -> str | None:
         """None when the check applies in ``mode``, else why it does not."""
         if self.during is not None and mode not in self.during:
             return f"only during {', '.join(m.value for m in self.during)}"
+        if self.metric is not None and self.metric.is_budget:
+            return None  # an SLO reads its own span, whatever serves now
         if self.source == "prometheus" or self.metric is Metric.LEGACY_CALLS:
             return None  # legacy calls matter most where none are expected: in new mode
         if self.metric in (Metric.FALLBACK_RATE, Metric.FALLBACKS) and mode is not Mode.CANARY:
@@ -270,6 +298,9 @@ class Check(_Strict):
         """The rule in words, for status output; a sequential check reads the whole step."""
         if self.source == "prometheus":
             what = f"prometheus {self.query}"
+        elif self.metric is not None and self.metric.is_budget:
+            slo = f"SLO {self.slo}" if self.slo else "the plan's SLO"
+            what = f"{self.metric.value} of {slo}"
         else:
             assert self.metric is not None
             what = self.metric.value
@@ -285,6 +316,8 @@ class Check(_Strict):
         span = (
             "since the step began"
             if method is Method.SEQUENTIAL
+            else "over the SLO's window"
+            if self.metric is Metric.ERROR_BUDGET_REMAINING
             else f"over {format_duration(self.window)}"
         )
         if self.max_rate is not None:
@@ -436,6 +469,7 @@ class Plan(_Strict):
     method: Method = Method.SEQUENTIAL
     notify: tuple[Webhook, ...] = ()
     prometheus: PrometheusSource | None = None
+    slos: tuple[SLO, ...] = ()
 
     @field_validator("migration")
     @classmethod
@@ -452,7 +486,26 @@ class Plan(_Strict):
             if check.name in seen:
                 raise ValueError(f"two checks are named {check.name!r}; give each its own name")
             seen.add(check.name)
+        check_unique(self.slos)
         return self
+
+    def slo_for(self, check: Check) -> SLO:
+        """The SLO an error_budget_remaining or burn_rate check reads: the one it names, or
+        the plan's only one."""
+        if check.slo is None and len(self.slos) == 1:
+            return self.slos[0]
+        for slo in self.slos:
+            if slo.name == check.slo:
+                return slo
+        names = ", ".join(repr(s.name) for s in self.slos) or "none: add slos: to the plan"
+        if check.slo is None:
+            raise InvalidInput(
+                f"check {check.name!r}: name the SLO it reads with slo:; the plan's SLOs are"
+                f" {names}"
+            )
+        raise InvalidInput(
+            f"check {check.name!r}: no SLO named {check.slo!r}; the plan's SLOs are {names}"
+        )
 
     def checks_for(self, index: int) -> tuple[Check, ...]:
         """The checks in force at step ``index``: the plan's, with the step's overrides applied
@@ -517,6 +570,13 @@ def parse_plan(data: Any, source: str = "the plan") -> Plan:
         where, message = _problem(error, lambda loc: _known_fields(data, loc))
         raise InvalidInput(f"{source}: {where}: {message}") from None
     _resolve_steps(plan, source)
+    for number in range(-1, len(plan.steps)):
+        for check in plan.checks_for(number):
+            if check.metric is not None and check.metric.is_budget:
+                try:
+                    plan.slo_for(check)
+                except InvalidInput as error:
+                    raise InvalidInput(f"{source}: {error}") from None
     return plan
 
 
@@ -649,6 +709,7 @@ def _known_fields(data: Any, loc: tuple[Any, ...]) -> str:
         "checks": Check,
         "notify": Webhook,
         "prometheus": PrometheusSource,
+        "slos": SLO,
     }
     model: type[BaseModel] = models.get(str(loc[0]), Plan) if len(loc) > 1 else Plan
     if len(loc) > 3 and loc[2] == "rank_test":
