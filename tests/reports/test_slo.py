@@ -207,3 +207,36 @@ def test_without_traffic_a_burn_rate_check_waits(windows: Windows) -> None:
         budgets=lambda slo, since, until: budget(reader, slo, "transport", since, until),
     )
     assert result.outcome is Outcome.INCONCLUSIVE and "no events" in result.reason
+
+
+def test_cutover_slo_prints_each_slo_and_its_budget(windows: Windows, tmp_path) -> None:
+    import json
+
+    import yaml
+
+    from ..helpers import cutover_cli
+
+    windows.add(NOW - 10 * DAY, calls=19_000)
+    windows.add(NOW - 1800, calls=1_000, errors=10)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(plan_with_budget_checks()))
+    clock = tmp_path / "clock"
+    clock.write_text(str(NOW))
+    env = {"CUTOVER_CLOCK": f"file:{clock}"}
+    store = windows.store.url
+    shown = cutover_cli(
+        "--store", store, "slo", "transport", "--file", str(plan), "--json", env=env
+    )
+    assert shown.returncode == 0, shown.stderr
+    (success,) = json.loads(shown.stdout)["slos"]
+    assert success["objective"] == 0.999 and success["status"] == "pass"
+    assert success["consumed"] == pytest.approx(0.0005) and success["remaining"] == pytest.approx(
+        0.5
+    )
+    assert success["burn_rates"]["1h"] == pytest.approx(10.0)
+    table = cutover_cli("--store", store, "slo", "transport", "--file", str(plan), env=env)
+    assert "99.95%" in table.stdout and "50.0%" in table.stdout and "healthy" in table.stdout
+    missing = cutover_cli("--store", store, "slo", "transport", env=env)
+    assert missing.returncode == 2 and "has no rollout" in missing.stderr
+    unknown = cutover_cli("--store", store, "slo", "transport", "latency", "--file", str(plan))
+    assert unknown.returncode == 2 and "no SLO named 'latency'" in unknown.stderr

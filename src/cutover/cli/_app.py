@@ -73,6 +73,7 @@ class _Commands(click.Group):
         "replay": "replay",
         "rollout": "rollout",
         "serve": "serve",
+        "slo": "slo",
         "set": "state",
         "stats": "stats",
         "status": "status",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -32,8 +33,9 @@ def _objective(value: Any) -> float:
     if isinstance(value, str):
         text = value.strip()
         try:
-            number = float(text.removesuffix("%")) / (100 if text.endswith("%") else 1)
-        except ValueError:
+            # Through Decimal, so that 99.9% is 0.999 and not 0.9990000000000001.
+            number = float(Decimal(text.removesuffix("%")) / (100 if text.endswith("%") else 1))
+        except (ArithmeticError, ValueError):
             raise ValueError(f"objective {value!r} is not a number; write 99.9% or 0.999") from None
     elif isinstance(value, int | float) and not isinstance(value, bool):
         number = float(value)
@@ -326,17 +328,79 @@ def parse_slos(data: Any, source: str) -> tuple[str | None, tuple[SLO, ...]]:
     return parsed.migration, parsed.slos
 
 
+@dataclass(frozen=True, slots=True)
+class Objectives:
+    """A migration's SLOs, where they were read from, and the Prometheus server they may ask."""
+
+    migration: str
+    slos: tuple[SLO, ...]
+    source: str
+    prometheus_url: str | None = None
+
+    def named(self, names: Sequence[str]) -> tuple[SLO, ...]:
+        """The SLOs named (all when none is); an unknown name is bad input."""
+        if not names:
+            return self.slos
+        known = {slo.name: slo for slo in self.slos}
+        for name in names:
+            if name not in known:
+                raise InvalidInput(
+                    f"{self.source} has no SLO named {name!r}; its SLOs are {', '.join(known)}"
+                )
+        return tuple(known[name] for name in names)
+
+
+def objectives(store: Any, name: str, text: str | None = None, path: str = "") -> Objectives:
+    """``name``'s SLOs from ``text``, read from ``path`` (a plan, or a file of SLOs of its
+    own), else from the plan of its stored rollout."""
+    import os
+
+    from cutover.control.plan import parse_plan
+
+    env_url = os.environ.get("CUTOVER_PROMETHEUS_URL") or None
+    if text is not None:
+        from cutover._yaml import parse_yaml
+
+        data = parse_yaml(text, path)
+        if isinstance(data, Mapping) and "steps" in data:
+            plan = parse_plan(data, path)
+            found = Objectives(plan.migration, plan.slos, path, _url(plan) or env_url)
+        else:
+            migration, slos = parse_slos(data, path)
+            found = Objectives(migration or name, slos, path, env_url)
+        if found.migration != name:
+            raise InvalidInput(f"{path} declares SLOs of {found.migration!r}, not of {name!r}")
+    else:
+        rollout = store.rollout(name)
+        if rollout is None:
+            raise InvalidInput(
+                f"{name!r} has no rollout whose plan holds its SLOs; give --file with the plan"
+                " or a file of SLOs"
+            )
+        plan = parse_plan(rollout.plan, f"the stored plan of {name!r}")
+        found = Objectives(name, plan.slos, f"the plan of {name!r}", _url(plan) or env_url)
+    if not found.slos:
+        raise InvalidInput(f"{found.source} declares no SLOs; add slos: to it")
+    return found
+
+
+def _url(plan: Any) -> str | None:
+    return plan.prometheus.url if plan.prometheus else None
+
+
 __all__ = [
     "BURN_WINDOWS",
     "SLO",
     "Budget",
     "Indicator",
+    "Objectives",
     "Reader",
     "SLOFile",
     "Status",
     "budget",
     "check_unique",
     "events",
+    "objectives",
     "parse_slos",
     "status",
 ]
