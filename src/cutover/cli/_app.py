@@ -64,6 +64,7 @@ class _Commands(click.Group):
         "cohort": "cohort",
         "drifts": "drifts",
         "gc": "maintenance",
+        "generate": "generate",
         "golden": "golden",
         "history": "state",
         "instances": "instances",

@@ -384,6 +384,43 @@ def objectives(store: Any, name: str, text: str | None = None, path: str = "") -
     return found
 
 
+def declared(
+    store: Any, names: Sequence[str], files: Sequence[tuple[str, str]] = ()
+) -> list[tuple[str, SLO]]:
+    """(migration, SLO) of every SLO the ``files`` (path, text) declare, and of the stored
+    rollouts of ``names`` (every stored rollout when no name is given)."""
+    from cutover.control.plan import parse_plan
+
+    found: list[tuple[str, SLO]] = []
+    for path, text in files:
+        from cutover._yaml import parse_yaml
+
+        data = parse_yaml(text, path)
+        if isinstance(data, Mapping) and "steps" in data:
+            plan = parse_plan(data, path)
+            found += [(plan.migration, slo) for slo in plan.slos]
+        else:
+            migration, slos = parse_slos(data, path)
+            for slo in slos:
+                owner = slo.migration or migration
+                if owner is None:
+                    raise InvalidInput(f"{path}: SLO {slo.name!r}: name its migration:")
+                found.append((owner, slo))
+    rollouts = store.rollouts()
+    for name in names or sorted(rollouts):
+        rollout = rollouts.get(name)
+        if rollout is not None:
+            plan = parse_plan(rollout.plan, f"the stored plan of {name!r}")
+            found += [(name, slo) for slo in plan.slos]
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for migration, slo in found:
+        if (migration, slo.name) not in seen:  # a file and the stored plan may repeat one
+            seen.add((migration, slo.name))
+            out.append((migration, slo))
+    return out
+
+
 def _url(plan: Any) -> str | None:
     return plan.prometheus.url if plan.prometheus else None
 
@@ -399,6 +436,7 @@ __all__ = [
     "Status",
     "budget",
     "check_unique",
+    "declared",
     "events",
     "objectives",
     "parse_slos",
