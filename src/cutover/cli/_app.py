@@ -70,6 +70,7 @@ class _Commands(click.Group):
         "instances": "instances",
         "noise": "drifts",
         "proxy": "proxy",
+        "report": "report",
         "reconcile": "reconcile",
         "replay": "replay",
         "rollout": "rollout",
