@@ -69,6 +69,7 @@ class _Commands(click.Group):
         "history": "state",
         "instances": "instances",
         "noise": "drifts",
+        "notify": "notify",
         "proxy": "proxy",
         "report": "report",
         "reconcile": "reconcile",
