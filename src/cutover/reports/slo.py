@@ -307,6 +307,17 @@ def status(slo: SLO, migration: str, reader: Reader, now: float) -> Status:
     return Status(slo, migration, now, since, budget(reader, slo, migration, since, now), rates)
 
 
+def statuses(
+    store: Any, found: Objectives, now: float, names: Sequence[str] = ()
+) -> dict[str, Any]:
+    """What ``cutover slo NAME --json`` and the API show: each SLO named (all when none is)."""
+    reader = Reader(store, prometheus_url=found.prometheus_url)
+    return {
+        "migration": found.migration,
+        "slos": [status(slo, found.migration, reader, now) for slo in found.named(names)],
+    }
+
+
 def parse_slos(data: Any, source: str) -> tuple[str | None, tuple[SLO, ...]]:
     """(migration, SLOs) of a parsed file of SLOs; InvalidInput names the field and the fix."""
     from pydantic import ValidationError
@@ -441,4 +452,5 @@ __all__ = [
     "objectives",
     "parse_slos",
     "status",
+    "statuses",
 ]
