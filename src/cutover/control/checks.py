@@ -206,6 +206,24 @@ class _Interval:
             return sequential_quantile_interval(histogram, q, level)
         return quantile_interval(histogram, q, level)
 
+    def quantile_ratio(self, mine: Histogram, theirs: Histogram, q: float) -> tuple[float, float]:
+        """The interval of ``mine``'s q-quantile over ``theirs``' (neither empty): the lowest
+        plausible ratio and the highest, from each arm's interval (a union bound: sequentially
+        each at half the error, so both hold at once with the whole confidence). Each arm's
+        ends take whole buckets, so the bucketing error is inside the interval."""
+        my_low, my_high = _ms(self.quantile(mine, q, self.each_of_two))
+        their_low, their_high = _ms(self.quantile(theirs, q, self.each_of_two))
+        low = my_low / their_high if their_high else 0.0
+        high = my_high / their_low if their_low else math.inf
+        return low, high
+
+
+def quantile_ratio_interval(
+    mine: Histogram, theirs: Histogram, q: float, confidence: float, method: Method
+) -> tuple[float, float]:
+    """The interval a latency ratio check judges, for benchmarks and reports."""
+    return _Interval(method, confidence).quantile_ratio(mine, theirs, q)
+
 
 def _verdict(low: float, high: float, check: Check) -> tuple[Outcome, float]:
     """Pass when the whole interval is within the bounds, fail when it is wholly beyond one;
@@ -483,10 +501,7 @@ def _latency(
         return CheckResult(
             outcome=Outcome.INCONCLUSIVE, reason=short, sample=mine.count, **base, **span
         )
-    my_low, my_high = _ms(intervals.quantile(mine, q, intervals.each_of_two))
-    their_low, their_high = _ms(intervals.quantile(theirs, q, intervals.each_of_two))
-    low = my_low / their_high if their_high else 0.0
-    high = my_high / their_low if their_low else math.inf
+    low, high = intervals.quantile_ratio(mine, theirs, q)
     mine_q, theirs_q = mine.quantile(q), theirs.quantile(q)
     assert mine_q is not None and theirs_q is not None
     value = mine_q / theirs_q if theirs_q else math.inf
