@@ -23,7 +23,9 @@ from cutover.telemetry.histogram import Histogram
 
 __all__ = [
     "RankTest",
+    "Trend",
     "exact_rate_interval",
+    "growth_interval",
     "order_statistic_ranks",
     "quantile_interval",
     "rank_test",
@@ -312,4 +314,51 @@ def rank_test(new: Histogram, legacy: Histogram) -> RankTest | None:
         p_value=p_value,
         effect=effect,
         median_ratio=median_ratio,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    """The least-squares trend of one series, relative to its mean level, per ``per`` seconds."""
+
+    estimate: float
+    low: float
+    high: float
+    points: int
+    level: float  # the series' mean value, which the slope is relative to
+
+
+def growth_interval(
+    points: Sequence[tuple[float, float]], per: float, confidence: float = 0.95
+) -> Trend | None:
+    """The ordinary least-squares slope of ``points`` ((time, value) pairs) with its two-sided
+    Student t interval at ``confidence``, as a share of the mean value per ``per`` seconds
+    (``0.1`` with ``per`` 3600: growing by a tenth of its level an hour).
+
+    The interval assumes independent errors around a straight line; samples of a slowly
+    varying gauge are correlated, which makes it narrower than it should be, so judge it
+    over a window much longer than the scrape interval. None with fewer than three points, a
+    mean level that is not positive, or every point at one time.
+    """
+    _check_confidence(confidence)
+    clean = [(t, v) for t, v in points if math.isfinite(t) and math.isfinite(v)]
+    if len(clean) < 3:
+        return None
+    times = [t for t, _ in clean]
+    values = [v for _, v in clean]
+    level = sum(values) / len(values)
+    if level <= 0 or max(times) == min(times):
+        return None
+    fit = _scipy_stats().linregress(times, values)
+    slope, error = float(fit.slope), float(fit.stderr)
+    if not math.isfinite(error):
+        error = 0.0
+    reach = float(_scipy_stats().t.ppf(1 - (1 - confidence) / 2, len(clean) - 2)) * error
+    scale = per / level
+    return Trend(
+        estimate=slope * scale,
+        low=(slope - reach) * scale,
+        high=(slope + reach) * scale,
+        points=len(clean),
+        level=level,
     )
