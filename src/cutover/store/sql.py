@@ -6,11 +6,13 @@ import contextlib
 import functools
 import hashlib
 import logging
+import math
 import os
 import re
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -70,6 +72,8 @@ def _unnest_upsert(
 
 
 _LATENCY_TABLES = ((t.latency, SUB_BITS), (t.histograms, COARSE_BITS))
+COARSE_RECHECK = 60.0
+"""Seconds between looks for coarse latency rows (see SqlStore._latency_tables)."""
 """Where latency buckets are stored, and their resolution: fine now, coarse before schema 7."""
 
 
@@ -173,6 +177,8 @@ class SqlStore:
         self._ready = False
         self._ready_lock = threading.Lock()
         self._channel: str | None = None  # the LISTEN/NOTIFY channel, PostgreSQL only
+        self._coarse_seen = -math.inf  # when the coarse histograms were last looked for
+        self._coarse_any = True
 
     # -- connection handling -------------------------------------------------------------
 
@@ -860,7 +866,7 @@ class SqlStore:
             for row in conn.execute(counters):
                 out[Arm(row[0])].counts = [int(value) for value in row[1:]]
             if histograms:
-                for table, bits in _LATENCY_TABLES:
+                for table, bits in self._latency_tables(conn):
                     c = table.c
                     buckets = (
                         sa.select(c.arm, c.bucket, sa.func.sum(c.count))
@@ -929,13 +935,24 @@ class SqlStore:
             for row in conn.execute(counters).all():
                 slot(int(row[0]))[_ARMS[row[1]]].counts = [int(value) for value in row[2:]]
             if histograms_since is not None:
-                for table, bits in _LATENCY_TABLES:
+                for table, bits in self._latency_tables(conn):
                     per_window = self._buckets_per_window(
                         conn, table, _span(table, name, max(since, histograms_since), until)
                     )
                     for (start, arm), counts in per_window.items():
                         slot(start)[_ARMS[arm]].histogram.merge(Histogram.of_counts(counts, bits))
         return dict(sorted(out.items()))
+
+    def _latency_tables(self, conn: Connection) -> tuple[tuple[sa.Table, int], ...]:
+        """Where to read latency from: the coarse table too while it holds any row. Whether it
+        does is looked up at most once a minute (an instance of the previous release may still
+        write there during an upgrade), so a store without old windows skips it on reading."""
+        now = time.monotonic()
+        if now - self._coarse_seen >= COARSE_RECHECK:
+            found = conn.execute(sa.select(t.histograms.c.start).limit(1)).first()
+            self._coarse_any = found is not None
+            self._coarse_seen = now
+        return _LATENCY_TABLES if self._coarse_any else _LATENCY_TABLES[:1]
 
     def _buckets_per_window(
         self, conn: Connection, table: sa.Table, conditions: list[Any]
