@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -42,6 +43,38 @@ Duration = Annotated[float, BeforeValidator(_seconds)]
 """Seconds, written as people write durations: 90s, 5m, 1h30m, 14d."""
 
 PlanMode = Annotated[Mode, BeforeValidator(_mode)]
+
+
+class Growth(BaseModel):
+    """A relative rate of growth: ``10%/1h`` is a tenth of the level per hour."""
+
+    model_config = ConfigDict(frozen=True)
+
+    fraction: float
+    per: float  # seconds
+
+    def __str__(self) -> str:
+        return f"{self.fraction * 100:g}%/{format_duration(self.per)}"
+
+    def per_second(self) -> float:
+        return self.fraction / self.per
+
+
+def _growth(value: Any) -> Any:
+    if isinstance(value, Growth | Mapping):
+        return value
+    text = str(value).replace(" ", "")
+    share, slash, period = text.partition("/")
+    fix = "write the largest growth as a percentage per duration, like 10%/1h"
+    if not slash or not share.endswith("%"):
+        raise ValueError(f"max_growth {value!r} is not a growth rate; {fix}")
+    try:
+        fraction = float(share[:-1]) / 100
+    except ValueError:
+        raise ValueError(f"max_growth {value!r} does not start with a number; {fix}") from None
+    if not (math.isfinite(fraction) and fraction > 0):
+        raise ValueError(f"max_growth {value!r} must be a positive percentage; {fix}")
+    return Growth(fraction=fraction, per=_seconds(period))
 
 
 class Metric(enum.StrEnum):
@@ -162,6 +195,19 @@ class Check(_Strict):
     during: tuple[PlanMode, ...] | None = None
     query: str | None = None
     url: str | None = None
+    baseline: Literal["rollout_start"] | None = Field(
+        None,
+        description="rollout_start: the query's value over the window before the rollout"
+        " began, measured once and kept with the rollout",
+    )
+    max_ratio_to_baseline: float | None = Field(
+        None, gt=0, description="fail when the query's value exceeds this multiple of baseline"
+    )
+    max_growth: Annotated[Growth, BeforeValidator(_growth)] | None = Field(
+        None,
+        description="fail when the query's least-squares growth over the window is surely"
+        " above this rate, like 10%/1h",
+    )
 
     @field_validator("during", mode="before")
     @classmethod
@@ -170,7 +216,34 @@ class Check(_Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> Check:
-        if self.max is None and self.min is None:
+        external = ("baseline", "max_ratio_to_baseline", "max_growth")
+        if self.source != "prometheus":
+            for field in external:
+                if getattr(self, field) is not None:
+                    raise ValueError(f"{field} applies to source: prometheus; add it or remove it")
+        if (self.max_ratio_to_baseline is None) != (self.baseline is None):
+            raise ValueError(
+                "max_ratio_to_baseline and baseline go together: write baseline: rollout_start"
+                " and max_ratio_to_baseline: 2 for 'more than twice the value before the rollout'"
+            )
+        if self.max_growth is not None and (
+            self.baseline is not None or self.max is not None or self.min is not None
+        ):
+            raise ValueError(
+                "a max_growth check judges the trend only; put max, min or a baseline on a"
+                " check of its own"
+            )
+        if self.baseline is not None and (self.max is not None or self.min is not None):
+            raise ValueError(
+                "a baseline check's bound is max_ratio_to_baseline; put max or min on a check"
+                " of its own"
+            )
+        if (
+            self.max is None
+            and self.min is None
+            and self.max_growth is None
+            and self.max_ratio_to_baseline is None
+        ):
             raise ValueError("give a threshold: max (and/or min)")
         if self.max is not None and self.min is not None and self.min > self.max:
             raise ValueError(f"min {self.min:g} is above max {self.max:g}; swap them")
@@ -270,6 +343,14 @@ class Check(_Strict):
         """The rule in words, for status output; a sequential check reads the whole step."""
         if self.source == "prometheus":
             what = f"prometheus {self.query}"
+            if self.max_growth is not None:
+                return f"{what} grows at most {self.max_growth} over {format_duration(self.window)}"
+            if self.max_ratio_to_baseline is not None:
+                return (
+                    f"{what} <= {self.max_ratio_to_baseline:g} x its value over"
+                    f" {format_duration(self.window)} before the rollout began"
+                    + (f" for {format_duration(self.sustained)}" if self.sustained else "")
+                )
         else:
             assert self.metric is not None
             what = self.metric.value
@@ -393,6 +474,7 @@ EVENTS = (
     "warning_cleared",
     "failing",
     "recovered",
+    "baseline",
 )
 """The kinds of decision a rollout records, which webhooks may filter on."""
 
