@@ -79,7 +79,7 @@ ADDED_IN = {
     "cutover_noise_rules": 6,
     "cutover_route_windows": 6,
 }
-COLUMNS_ADDED_IN = {("cutover_windows", "expected"): 5}
+COLUMNS_ADDED_IN = {("cutover_windows", "expected"): 5, ("cutover_windows", "gone"): 7}
 
 
 def tables_of(version: int) -> list[sa.Table]:
@@ -184,5 +184,29 @@ def test_a_version_4_store_keeps_its_windows_and_counts_expected_exceptions(
     assert store.write_flush(FlushBatch("svc:1", 1, 61.0, [(60, delta)], run="r"))
     legacy = store.windows("parse", 0)[Arm.LEGACY]
     assert (legacy["calls"], legacy["errors"], legacy["expected"]) == (15, 3, 2)
+    assert schema_version(store) == str(t.SCHEMA_VERSION)
+    store.close()
+
+
+def test_a_version_6_store_keeps_its_windows_and_counts_gone_calls(store_url: str) -> None:
+    engine = sa.create_engine(normalize_url(store_url))
+    with engine.begin() as conn:  # version 6: windows without the proxy's 410 answers
+        create_tables(conn, 6)
+        conn.execute(sa.insert(t.meta).values(key="schema_version", value="6"))
+        conn.execute(
+            sa.insert(sa.Table("cutover_windows", sa.MetaData(), autoload_with=conn)).values(
+                migration="api", arm="legacy", start=60, calls=10
+            )
+        )
+    engine.dispose()
+
+    store = open_store(store_url)
+    assert store.windows("api", 0)[Arm.LEGACY]["gone"] == 0
+    delta = WindowDelta("api", {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()})
+    delta.arms[Arm.LEGACY].counts[COUNTERS.index("calls")] = 2
+    delta.arms[Arm.LEGACY].counts[COUNTERS.index("gone")] = 2
+    assert store.write_flush(FlushBatch("proxy:1", 1, 61.0, [(60, delta)], run="r"))
+    legacy = store.windows("api", 0)[Arm.LEGACY]
+    assert (legacy["calls"], legacy["gone"]) == (12, 2)
     assert schema_version(store) == str(t.SCHEMA_VERSION)
     store.close()
