@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,8 @@ from cutover.store import FlushBatch, Store, open_store
 from cutover.telemetry import windows as w
 from cutover.telemetry.histogram import Histogram, index_of
 from cutover.telemetry.windows import ArmCounts, WindowDelta
+
+from ..helpers import cutover_cli
 
 DAY = 86_400
 T0 = 1_750_032_000  # a midnight, UTC
@@ -127,6 +131,7 @@ def test_a_healthy_month_completes_the_plan(stores: dict[str, Path]) -> None:
     assert approved.actor == "backtest-approver"
     assert to_canary.at == T0 + DAY + 3600 and to_canary.step == "step 2/3 (canary 50%)"
     assert to_new.at == to_canary.at + 2 * DAY and done.at == to_new.at + 20 * DAY
+    assert done.step == "step 3/3 (new), completed"
     assert result.status == "completed" and result.ended_at == done.at
     assert result.windows == (done.at - T0) // 60, "every minute that had ended by then"
     assert result.skipped == ("cpu",)
@@ -142,13 +147,15 @@ def test_a_regression_on_day_12_rolls_back_at_the_right_time_and_names_the_check
     rollback = next(d for d in result.decisions if d.kind == "rollback")
     # The first pass after the regression began: its hour of telemetry is all regressed.
     assert rollback.at == REGRESSION + 3600
-    assert rollback.step == "step 2/3 (canary 50%)" and rollback.recorded == "canary 10%"
+    assert rollback.step == "step 2/3 (canary 50%), rolled back"
+    assert rollback.recorded == "canary 10%"
     assert [check["name"] for check in rollback.checks] == ["errors"]
     assert rollback.checks[0]["reason"].startswith("error rate 0.2 (240 of 1200 calls on new")
     assert rollback.checks[0]["reason"].endswith("is beyond 0.01")
     assert rollback.reason.startswith("rolled back from new to canary 50%: errors failed")
     # Still failing, it goes on stepping back until legacy, and the simulation ends there.
     assert [d.kind for d in result.decisions][-3:] == ["rollback", "rollback", "abort"]
+    assert result.decisions[-1].step == "legacy (aborted)"
     assert result.status == "aborted" and result.ended_at == REGRESSION + 3 * 3600
 
 
@@ -189,3 +196,45 @@ def test_bad_input_is_one_sentence(
 ) -> None:
     with pytest.raises(InvalidInput, match=message):
         replay(stores["healthy"], **{"until": T0 + DAY, **options})
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def test_the_cli_prints_the_decisions_and_what_the_replay_cannot_know(
+    stores: dict[str, Path], tmp_path: Path
+) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(json.dumps(PLAN))  # JSON is YAML
+    span = ("--since", iso(T0), "--until", iso(T0 + 2 * DAY), "--step", "1h")
+    source = f"sqlite:///{stores['healthy']}"
+    shown = cutover_cli("rollout", "simulate", str(plan), "--store", source, *span, "--json")
+    assert shown.returncode == 0, shown.stderr
+    found = json.loads(shown.stdout)
+    assert [d["kind"] for d in found["decisions"]] == [
+        "start",
+        "approval_needed",
+        "approve",
+        "promote",
+    ]
+    assert found["decisions"][-1]["recorded_under"] == "canary 10%"
+    assert found["outcome"]["status"] == "running" and found["skipped_checks"] == ["cpu"]
+    table = cutover_cli("--store", source, "rollout", "simulate", str(plan), *span)
+    assert table.returncode == 0, table.stderr
+    assert "decisions it would have taken" in table.stdout
+    assert "note: telemetry is replayed as it was recorded" in " ".join(table.stdout.split())
+
+    missing = cutover_cli(
+        "rollout", "simulate", str(plan), "--store", f"sqlite:///{tmp_path / 'no.db'}", *span
+    )
+    assert missing.returncode == 2 and not (tmp_path / "no.db").exists()
+    assert missing.stderr.strip() == (
+        f"cutover: there is no store at {tmp_path / 'no.db'}; name the one that holds the"
+        " telemetry with --store"
+    )
+    backwards = cutover_cli(
+        "rollout", "simulate", str(plan), "--store", source, "--since", "1d", "--until", "2d"
+    )
+    assert backwards.returncode == 2
+    assert "the end of the simulation must come after its start" in backwards.stderr

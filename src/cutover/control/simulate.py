@@ -25,7 +25,14 @@ from cutover.control.plan import Plan, parse_plan
 from cutover.durations import format_duration
 from cutover.errors import InvalidInput
 from cutover.model import Arm, Decision, Mode, RolloutStatus, State
-from cutover.store import FlushBatch, Store, redact_url
+from cutover.store import (
+    DEFAULT_STORE,
+    FlushBatch,
+    Store,
+    normalize_url,
+    open_store,
+    redact_url,
+)
 from cutover.telemetry.windows import ArmCounts, WindowDelta
 
 WINDOW = 60
@@ -208,14 +215,13 @@ def simulate(
             for check in decision.evidence.get("checks", ())
             if check.get("outcome") == "fail"
         )
-        rollout = decision.evidence.get("rollout", {})
-        step_index = rollout.get("to", {}).get("step")
+        after = decision.evidence.get("rollout", {}).get("to", {})
         decisions.append(
             SimulatedDecision(
                 at=decision.at,
                 kind=decision.kind,
                 actor=decision.actor,
-                step=step_label(runnable, step_index) if step_index is not None else "",
+                step=_where(runnable, after.get("step"), after.get("status")),
                 reason=decision.reason,
                 recorded=history.at(decision.at),
                 checks=failed,
@@ -277,7 +283,7 @@ def simulate(
             scratch.close()
     notes = [
         "telemetry is replayed as it was recorded: each window's calls per arm are those of the"
-        " routing at the time (the recorded_under column), whatever the simulated step sets."
+        " routing at the time (shown as recorded under), whatever the simulated step sets."
         " Rates and latencies carry over from one routing to another; volumes do not: the calls"
         " and comparisons a step gathers, and so how soon its checks become confident, follow"
         " the recorded traffic",
@@ -316,11 +322,35 @@ def simulate(
     )
 
 
+def open_source(url: str | None) -> Store:
+    """The store holding the telemetry to replay (``url``, else ``$CUTOVER_STORE``, else
+    ``./cutover.db``), refusing an SQLite file that does not exist rather than creating one."""
+    chosen = url or os.environ.get("CUTOVER_STORE") or DEFAULT_STORE
+    normalized = normalize_url(chosen)
+    if normalized.startswith("sqlite:///"):
+        path = normalized.removeprefix("sqlite:///").partition("?")[0]
+        if not os.path.isfile(path):
+            raise InvalidInput(
+                f"there is no store at {path}; name the one that holds the telemetry with --store"
+            )
+    return open_store(chosen)
+
+
 def _memory() -> str | None:
     """A directory in memory for the scratch store, where the system has one: a pass writes
     a few times, and a month of passes on a disk spends most of its time waiting for it."""
     shm = "/dev/shm"
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
+def _where(plan: Plan, step: int | None, status: str | None) -> str:
+    """Where a decision left the rollout: its step, and its status when not running."""
+    if status == RolloutStatus.ABORTED.value:
+        return "legacy (aborted)"
+    label = "" if step is None else step_label(plan, step)
+    if status in (None, RolloutStatus.RUNNING.value):
+        return label
+    return f"{label}, {status.replace('_', ' ')}"
 
 
 def _approve(controller: Controller, name: str) -> Decision:
@@ -329,4 +359,11 @@ def _approve(controller: Controller, name: str) -> Decision:
     )
 
 
-__all__ = ["Approvals", "SimulatedDecision", "Simulation", "replayable", "simulate"]
+__all__ = [
+    "Approvals",
+    "SimulatedDecision",
+    "Simulation",
+    "open_source",
+    "replayable",
+    "simulate",
+]
