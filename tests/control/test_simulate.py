@@ -156,7 +156,8 @@ def test_a_regression_on_day_12_rolls_back_at_the_right_time_and_names_the_check
     # Still failing, it goes on stepping back until legacy, and the simulation ends there.
     assert [d.kind for d in result.decisions][-3:] == ["rollback", "rollback", "abort"]
     assert result.decisions[-1].step == "legacy (aborted)"
-    assert result.status == "aborted" and result.ended_at == REGRESSION + 3 * 3600
+    assert (result.status, result.where) == ("aborted", "legacy")
+    assert result.ended_at == REGRESSION + 3 * 3600
 
 
 def test_without_approvals_the_plan_waits_at_the_gate(stores: dict[str, Path]) -> None:

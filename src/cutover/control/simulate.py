@@ -314,7 +314,11 @@ def simulate(
         windows=copied,
         decisions=tuple(decisions),
         status=final.rollout.status.value,
-        where=step_label(runnable, final.rollout.step),
+        where=(
+            "legacy"
+            if final.rollout.status is RolloutStatus.ABORTED
+            else step_label(runnable, final.rollout.step)
+        ),
         ended_at=clock(),
         waiting=tuple(final.blockers),
         skipped=skipped,
