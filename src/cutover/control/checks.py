@@ -397,7 +397,9 @@ def _events_of(check: Check, arms: Mapping[Arm, ArmCounts]) -> tuple[int, int, s
     if rate is not None:
         return _rate_of(rate, arms, check.measured_arm)
     calls = [arms[arm].counts[w.CALLS] for arm in (Arm.LEGACY, Arm.NEW)]
-    return calls[0], sum(calls), "calls on either arm"
+    gone = arms[Arm.LEGACY].counts[w.GONE]  # 410 answers on retired routes: legacy never ran
+    events = gone if check.metric is Metric.GONE_CALLS else calls[0] - gone
+    return events, sum(calls), "calls on either arm"
 
 
 def _count(

@@ -93,6 +93,7 @@ class Metric(enum.StrEnum):
     TIMEOUTS = "timeouts"
     FALLBACKS = "fallbacks"
     LEGACY_CALLS = "legacy_calls"
+    GONE_CALLS = "gone_calls"
 
     @property
     def is_rate(self) -> bool:
@@ -105,7 +106,8 @@ class Metric(enum.StrEnum):
 
     @property
     def rate(self) -> Metric | None:
-        """The rate whose events a count counts (None for legacy_calls, a share of all calls)."""
+        """The rate whose events a count counts (None for legacy_calls and gone_calls, shares of
+        all calls)."""
         return _COUNTS.get(self)
 
     @property
@@ -120,7 +122,14 @@ _COUNTS: dict[Metric, Metric | None] = {
     Metric.TIMEOUTS: Metric.TIMEOUT_RATE,
     Metric.FALLBACKS: Metric.FALLBACK_RATE,
     Metric.LEGACY_CALLS: None,
+    Metric.GONE_CALLS: None,
 }
+
+_ANY_ARM = (Metric.DRIFT_RATE, Metric.DRIFTS, Metric.LEGACY_CALLS, Metric.GONE_CALLS)
+"""Metrics of the migration as a whole, measured on no one arm."""
+
+_EVERY_MODE = (Metric.LEGACY_CALLS, Metric.GONE_CALLS)
+"""Counts judged in every mode: legacy usage matters most where none is expected, in new."""
 
 
 class Severity(enum.StrEnum):
@@ -270,7 +279,7 @@ class Check(_Strict):
                 raise ValueError(
                     f"{self.metric.value} is a count, not a ratio; remove max_ratio_to"
                 )
-            if self.metric in (Metric.DRIFTS, Metric.LEGACY_CALLS) and self.arm is not None:
+            if self.metric in _ANY_ARM and self.arm is not None:
                 raise ValueError(f"{self.metric.value} counts both arms; remove arm")
         if self.max_rate is not None and not (self.metric.is_count and self.max == 0):
             raise ValueError("max_rate applies to a count with max: 0; remove it")
@@ -325,8 +334,8 @@ class Check(_Strict):
         """None when the check applies in ``mode``, else why it does not."""
         if self.during is not None and mode not in self.during:
             return f"only during {', '.join(m.value for m in self.during)}"
-        if self.source == "prometheus" or self.metric is Metric.LEGACY_CALLS:
-            return None  # legacy calls matter most where none are expected: in new mode
+        if self.source == "prometheus" or self.metric in _EVERY_MODE:
+            return None
         if self.metric in (Metric.FALLBACK_RATE, Metric.FALLBACKS) and mode is not Mode.CANARY:
             return f"no call served by new can fall back in {mode.value} mode"
         both = self.metric in (Metric.DRIFT_RATE, Metric.DRIFTS)
@@ -354,7 +363,7 @@ class Check(_Strict):
         else:
             assert self.metric is not None
             what = self.metric.value
-            if self.metric not in (Metric.DRIFT_RATE, Metric.DRIFTS, Metric.LEGACY_CALLS):
+            if self.metric not in _ANY_ARM:
                 what = f"{self.measured_arm.value} {what}"
             if self.max_ratio_to is not None:
                 what += f" / {self.max_ratio_to.value}"
@@ -668,8 +677,9 @@ def _resolve_steps(plan: Plan, source: str) -> None:
             seen.add(check.name)
 
 
-def load_plan(path: str | os.PathLike[str]) -> Plan:
-    """Read and validate a YAML (or JSON) plan file."""
+def load_plan(path: str | os.PathLike[str], *, servers: bool = True) -> Plan:
+    """Read and validate a YAML (or JSON) plan file; with ``servers``, refuse a Prometheus
+    check that has no server to ask (a backtest, which asks none, reads it without)."""
     try:
         from cutover._yaml import parse_yaml
     except ImportError:
@@ -682,7 +692,8 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidInput(f"{where}: cannot read the plan ({error})") from None
     plan = parse_plan(parse_yaml(text, where), where)
-    plan.require_servers(where)
+    if servers:
+        plan.require_servers(where)
     return plan
 
 

@@ -29,6 +29,7 @@ COUNTERS = (
     "offpath_dropped",
     "hook_errors",
     "expected",
+    "gone",
 )
 """What a window counts for each arm.
 
@@ -47,6 +48,9 @@ hook_errors        unit extractors, redactors and publishers that raised (caught
 expected           runs that raised an exception the migration expects (bad input answered
                    with an error): compared like values, never counted as errors or fallen
                    back from
+gone               (legacy) requests the HTTP proxy answered 410 itself on a route marked
+                   ``gone`` once the migration was in new: counted in ``calls`` too (a call
+                   on a legacy endpoint), though legacy did not run
 """
 
 (
@@ -61,6 +65,7 @@ expected           runs that raised an exception the migration expects (bad inpu
     DROPPED,
     HOOK_ERRORS,
     EXPECTED,
+    GONE,
 ) = range(len(COUNTERS))
 NC = len(COUNTERS)
 
