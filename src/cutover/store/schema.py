@@ -6,11 +6,11 @@ import sqlalchemy as sa
 
 from cutover.telemetry.windows import COUNTERS
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """1: the first release. 2: rollouts, and decisions that change no state (kind, version NULL).
 3: tenant cohorts. 4: leases (who leads a role such as the rollout controller). 5: windows
 count expected exceptions apart from errors. 6: noise, learned per field and declared, and
-the HTTP proxy's counts per route."""
+the HTTP proxy's counts per route. 7: windows count flag exposures (choose, OpenFeature, OFREP)."""
 
 metadata = sa.MetaData()
 

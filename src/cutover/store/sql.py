@@ -1430,6 +1430,12 @@ def _upgrade(conn: Connection, found: int) -> None:
         t.noise_counts.create(conn, checkfirst=True)
         t.noise_rules.create(conn, checkfirst=True)
         t.route_windows.create(conn, checkfirst=True)
+    if found < 7:  # flag exposures, 0 in every earlier window
+        columns = {column["name"] for column in sa.inspect(conn).get_columns("cutover_windows")}
+        if "exposures" not in columns:  # an older store gained the table whole
+            conn.exec_driver_sql(
+                "ALTER TABLE cutover_windows ADD COLUMN exposures BIGINT NOT NULL DEFAULT 0"
+            )
     conn.execute(
         sa.update(t.meta)
         .where(t.meta.c.key == "schema_version")

@@ -27,6 +27,7 @@ COUNTERS = (
     "offpath_dropped",
     "hook_errors",
     "expected",
+    "exposures",
 )
 """What a window counts for each arm.
 
@@ -45,6 +46,8 @@ hook_errors        unit extractors, redactors and publishers that raised (caught
 expected           runs that raised an exception the migration expects (bad input answered
                    with an error): compared like values, never counted as errors or fallen
                    back from
+exposures          flag evaluations that chose this arm: ``cutover.choose``, the OpenFeature
+                   provider and OFREP (code that branches itself; no run is implied)
 """
 
 (
@@ -59,6 +62,7 @@ expected           runs that raised an exception the migration expects (bad inpu
     DROPPED,
     HOOK_ERRORS,
     EXPECTED,
+    EXPOSURES,
 ) = range(len(COUNTERS))
 NC = len(COUNTERS)
 
