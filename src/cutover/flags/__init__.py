@@ -7,8 +7,10 @@ from cutover.flags._core import (
     FlagMigration,
     achoose,
     choose,
+    count_exposure,
     evaluate,
     flag,
+    known_here,
     migration_for,
     observe,
 )
@@ -19,8 +21,10 @@ __all__ = [
     "FlagMigration",
     "achoose",
     "choose",
+    "count_exposure",
     "evaluate",
     "flag",
+    "known_here",
     "migration_for",
     "observe",
 ]

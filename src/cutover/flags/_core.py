@@ -299,15 +299,28 @@ def known_here(name: str) -> bool:
     )
 
 
-def evaluate(name: str, unit: object, known: Callable[[str], bool] = known_here) -> Evaluation:
-    """:func:`choose` with its reason; UnknownMigration when ``known`` says ``name`` is not a
-    migration (by default: no stored state and none declared in this process)."""
+def count_exposure(name: str, arm: Arm) -> None:
+    """Count one evaluation of migration ``name`` that chose ``arm`` (made elsewhere)."""
+    migration = _flags.get(name) or migration_for(name)
+    _block(migration)[N_EXPOSURES if arm is _NEW else L_EXPOSURES] += 1
+
+
+def evaluate(
+    name: str,
+    unit: object,
+    known: Callable[[str], bool] = known_here,
+    *,
+    count: bool = True,
+) -> Evaluation:
+    """:func:`choose` with its reason, counted unless ``count`` is false; UnknownMigration when
+    ``known`` says ``name`` is not a migration (by default: no stored state and none declared in
+    this process)."""
     if not known(name):
         raise UnknownMigration(name)
     runtime = rt.current()
     migration = migration_for(name)
     route = migration._route
-    arm = choose(name, unit)
+    arm = choose(name, unit) if count else _arm(name, route, unit)
     key = None if unit is None else f"{unit}"
     if route.override is not None:
         reason = DISABLED
