@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,19 @@ def test_exposures_reach_prometheus(runtime: Runtime) -> None:
         if s.name.endswith("_total")
     }
     assert samples[("pricing", "new")] == 7
+
+
+def test_cutover_stats_shows_exposures(runtime: Runtime, sqlite_url: str) -> None:
+    from click.testing import CliRunner
+
+    from cutover.cli import cli
+
+    put(runtime, "pricing", mode="new")
+    for _ in range(4):
+        cutover.choose("pricing", unit="u")
+    assert runtime.flush()
+    day = time.strftime("%Y-%m-%dT00:00Z", time.gmtime(runtime.clock()))
+    span = ["--since", day, "--until", "1s"]  # the manual clock is in the past
+    result = CliRunner().invoke(cli, ["--store", sqlite_url, "stats", "pricing", *span])
+    assert result.exit_code == 0, result.output
+    assert "exposures legacy 0  new 4  new share 100" in result.output

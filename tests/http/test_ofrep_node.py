@@ -212,7 +212,9 @@ def test_a_state_change_reaches_node_within_its_polling_interval(
     assert seen is not None, "Node never saw the change"
     delay = time.monotonic() - changed_at
     # NOTIFY brings the state to the server at once; the client sees it on its next poll.
-    assert delay < POLL_MS / 1000 + 1.0, f"Node saw the change {delay:.2f}s after it was made"
+    # The bound allows one refresh interval (1 s) in case NOTIFY is late, and a second for a
+    # loaded machine.
+    assert delay < POLL_MS / 1000 + 2.0, f"Node saw the change {delay:.2f}s after it was made"
 
 
 @pytest.mark.slow
