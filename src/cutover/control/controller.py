@@ -284,7 +284,7 @@ class Controller:
                 for check in in_force
             )
         held = max(0.0, now - rollout.step_started_at)
-        hold_left = max(0.0, (_hold(step, rollout) if step else 0.0) - held)
+        hold_left = max(0.0, (step_hold(step, rollout) if step else 0.0) - held)
         progress = Progress(comparisons, new_calls, held, hold_left)
         evaluation = Evaluation(rollout, plan, state, now, checks, progress)
         planned, blockers = self._decide(evaluation)
@@ -458,7 +458,7 @@ class Controller:
         if e.progress.hold_left > 0:
             blockers.append(
                 f"hold: {format_duration(math.ceil(e.progress.hold_left))} of"
-                f" {format_duration(_hold(step, e.rollout))} left"
+                f" {format_duration(step_hold(step, e.rollout))} left"
             )
         if e.progress.comparisons < step.min_comparisons:
             blockers.append(
@@ -1340,7 +1340,7 @@ class Controller:
         return self._record(e, planned, actor)
 
 
-def _hold(step: Step, rollout: Rollout) -> float:
+def step_hold(step: Step, rollout: Rollout) -> float:
     """The current step's hold: ``hold_on_retry`` when a retry entered it."""
     return step.hold_for(rollout.notes.get("retried_step") == rollout.step)
 
