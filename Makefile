@@ -25,8 +25,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two workers: the suite spends much of its time waiting on servers and subprocesses.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 format: $(STAMP)
 	$(BIN)/ruff format .

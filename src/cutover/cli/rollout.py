@@ -395,3 +395,112 @@ def run(session: Session, interval: str, lease: str, dry_run: bool) -> None:
     )
     with _controller(session, dry_run=dry_run, lease=lasting) as controller:
         controller.run(every, stop)
+
+
+@rollout.command()
+@click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
+@click.option(
+    "--telemetry",
+    "name",
+    default=None,
+    metavar="NAME",
+    help="The migration whose stored telemetry is replayed (default: the plan's).",
+)
+@click.option(
+    "--since",
+    required=True,
+    metavar="WHEN",
+    help="Start of the replay: a duration ago (30d) or a time (2026-11-01T00:00Z).",
+)
+@click.option("--until", default=None, metavar="WHEN", help="End of the replay (default: now).")
+@click.option(
+    "--step", default="1m", show_default=True, help="Simulated time between controller passes."
+)
+@click.option(
+    "--approve",
+    type=click.Choice(["auto", "never"]),
+    default="auto",
+    show_default=True,
+    help="auto: every approval is given as soon as it is asked for; never: none is.",
+)
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    metavar="URL",
+    help="The store holding the telemetry (default: cutover's --store); only read.",
+)
+@json_option
+@pass_session
+def simulate(
+    session: Session,
+    plan_file: str,
+    name: str | None,
+    since: str,
+    until: str | None,
+    step: str,
+    approve: str,
+    store_url: str | None,
+    as_json: bool,
+) -> None:
+    """Backtest PLAN: replay stored telemetry through it and print the decisions it would have
+    taken, and when. Nothing is written to the store."""
+    from cutover.cli._app import moment, seconds
+    from cutover.control.plan import load_plan
+    from cutover.control.simulate import Approvals, open_source
+    from cutover.control.simulate import simulate as backtest
+
+    plan = load_plan(plan_file, servers=False)  # Prometheus is not asked: no server needed
+    now = session.now()
+    start = moment(since, now, "--since")
+    end = now if until is None else moment(until, now, "--until")
+    every = seconds(step, "--step")
+    source = open_source(store_url or session.store_url)
+    try:
+        result = backtest(
+            plan,
+            source,
+            since=start,
+            until=end,
+            telemetry=name,
+            step=every,
+            approvals=Approvals(approve),
+            plan_source=plan_file,
+        )
+    finally:
+        source.close()
+    if as_json:
+        print_json(result.to_json())
+        return
+    _print_simulation(result)
+
+
+def _print_simulation(result: Any) -> None:
+    console.print(
+        f"backtest of {result.plan} ({result.migration!r}) on the telemetry of"
+        f" {result.telemetry!r} in {result.source}",
+        markup=False,
+    )
+    console.print(
+        f"from {when(result.since)} to {when(result.until)}: {result.passes} passes, one every"
+        f" {format_duration(result.step)}; {result.windows} windows replayed;"
+        f" approvals: {result.approvals.value}",
+        markup=False,
+    )
+    table = Table(title="decisions it would have taken", title_justify="left")
+    for column in ("at", "decision", "step after", "recorded under", "why"):
+        table.add_column(column, overflow="fold")
+    for decision in result.decisions:
+        table.add_row(
+            when(decision.at), decision.kind, decision.step, decision.recorded, decision.reason
+        )
+    console.print(table)
+    console.print(
+        f"outcome: {result.status} at {result.where} when the replay ended,"
+        f" {when(result.ended_at)}",
+        markup=False,
+    )
+    for blocker in result.waiting:
+        console.print(f"waiting: {blocker}", markup=False)
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False)

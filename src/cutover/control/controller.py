@@ -9,13 +9,20 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cutover.clock import Clock
 from cutover.control.calendar import format_utc
-from cutover.control.checks import CheckResult, Outcome, Telemetry, evaluate, window_span
+from cutover.control.checks import (
+    CheckResult,
+    Outcome,
+    RangeQuery,
+    Telemetry,
+    evaluate,
+    window_span,
+)
 from cutover.control.notify import Notifier
 from cutover.control.plan import Check, OnCritical, Plan, Severity, Step, parse_plan
 from cutover.durations import format_duration
@@ -60,6 +67,8 @@ class Evaluation:
     progress: Progress
     blockers: tuple[str, ...] = ()  # why it is not promoted now
     planned: _Planned | None = None  # the decision the controller would take now, if any
+    measured: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Baselines measured on this pass, not yet kept in the rollout's notes."""
 
     @property
     def action(self) -> str | None:
@@ -218,7 +227,8 @@ class Controller:
         actor: str = CONTROLLER,
         dry_run: bool = False,
         notifier: Notifier | None = None,
-        external: Callable[[Check, Plan, float], list[float]] | None = None,
+        external: Callable[..., list[float]] | None = None,
+        external_range: RangeQuery | None = None,
         four_eyes: bool = False,
         lease: float = DEFAULT_LEASE,
     ) -> None:
@@ -234,6 +244,7 @@ class Controller:
         self.dry_run = dry_run
         self.notifier = notifier if notifier is not None else Notifier()
         self.external = external if external is not None else _prometheus_values
+        self.external_range = external_range if external_range is not None else _prometheus_range
         # Every approval must come from someone other than the rollout's starter, whatever
         # the plan says.
         self.four_eyes = four_eyes
@@ -267,10 +278,17 @@ class Controller:
         step = plan.steps[rollout.step] if rollout.step >= 0 else None
         checks: tuple[CheckResult, ...] = ()
         comparisons = new_calls = 0
+        measured: dict[str, dict[str, Any]] = {}
         if step is not None:
             in_force = plan.checks_for(rollout.step)
             telemetry, comparisons, new_calls = self._telemetry(name, plan, in_force, rollout, now)
             mode = (state or State()).mode
+            kept = rollout.notes.get("baselines", {})
+            tried: dict[str, dict[str, Any]] = {}
+            for check in in_force:
+                if check.baseline is not None and check.name not in kept:
+                    tried[check.name] = self._baseline(check, plan, rollout)
+            measured = {k: v for k, v in tried.items() if "value" in v}
             checks = tuple(
                 evaluate(
                     check,
@@ -280,15 +298,66 @@ class Controller:
                     now=now,
                     step_started_at=rollout.step_started_at,
                     external=self.external,
+                    external_range=self.external_range,
+                    baselines={**kept, **tried},
                 )
                 for check in in_force
             )
         held = max(0.0, now - rollout.step_started_at)
         hold_left = max(0.0, (step_hold(step, rollout) if step else 0.0) - held)
         progress = Progress(comparisons, new_calls, held, hold_left)
-        evaluation = Evaluation(rollout, plan, state, now, checks, progress)
+        evaluation = Evaluation(rollout, plan, state, now, checks, progress, measured=measured)
         planned, blockers = self._decide(evaluation)
+        if measured and rollout.status.active:
+            planned = self._keep_baselines(evaluation, planned)
         return replace(evaluation, blockers=tuple(blockers), planned=planned)
+
+    def _baseline(self, check: Check, plan: Plan, rollout: Rollout) -> dict[str, Any]:
+        """The check's query as it stood when the rollout began, over the check's window:
+        ``{"value": ...}`` with where it came from, or ``{"error": why}``."""
+        from cutover.control.prometheus import PrometheusError
+
+        try:
+            values = [
+                v
+                for v in self.external(check, plan, check.window, at=rollout.started_at)
+                if not math.isnan(v)
+            ]
+        except PrometheusError as error:
+            return {"error": f"measuring it failed ({error}); it is measured again next pass"}
+        if not values:
+            return {
+                "error": f"the query returned no series at the rollout's start"
+                f" ({rollout.started_at:.0f}); check that the metric existed then"
+            }
+        return {
+            "value": max(values),
+            "series": len(values),
+            "at": rollout.started_at,
+            "window": check.window,
+            "measured_at": self.clock(),
+        }
+
+    def _keep_baselines(self, e: Evaluation, planned: _Planned | None) -> _Planned:
+        """Write the baselines measured on this pass into the rollout's notes: with the
+        decision this pass takes anyway, or with a ``baseline`` decision of their own, so a
+        restarted controller compares with the same values."""
+        measured = e.measured
+        if planned is None:
+            what = "; ".join(
+                f"{name}: {found['value']:.6g} over {format_duration(found['window'])} before"
+                " the rollout began"
+                + (f" (max of {found['series']} series)" if found["series"] > 1 else "")
+                for name, found in sorted(measured.items())
+            )
+            planned = _Planned("baseline", f"baselines measured: {what}", rollout=e.rollout)
+        rollout = planned.rollout
+        baselines = {**rollout.notes.get("baselines", {}), **measured}
+        return replace(
+            planned,
+            rollout=rollout.evolve(notes={**rollout.notes, "baselines": baselines}),
+            evidence={**planned.evidence, "baselines": dict(measured)},
+        )
 
     def _telemetry(
         self, name: str, plan: Plan, checks: Sequence[Check], rollout: Rollout, now: float
@@ -1334,7 +1403,12 @@ class Controller:
             index,
             "retry",
             f"retried by {actor} at {target.label}: {why}",
-            notes={"retried_step": index},  # its hold_on_retry applies
+            # Baselines describe the time before the rollout began, which a retry leaves as it
+            # was; the step it enters holds its hold_on_retry.
+            notes={
+                **{k: v for k, v in rollout.notes.items() if k == "baselines"},
+                "retried_step": index,
+            },
             approvals=_approvals_up_to(rollout, index),  # the steps ahead are approved again
         )
         return self._record(e, planned, actor)
@@ -1379,7 +1453,7 @@ def _need_reason(reason: str) -> None:
         raise InvalidInput('a reason is required: say why with --reason "..."')
 
 
-def _prometheus_values(check: Check, plan: Plan, window: float) -> list[float]:
+def _prometheus_url(check: Check, plan: Plan) -> str:
     from cutover.control import prometheus
 
     url = plan.prometheus_url(check)
@@ -1388,11 +1462,42 @@ def _prometheus_values(check: Check, plan: Plan, window: float) -> list[float]:
             f"check {check.name!r} has no Prometheus server: add prometheus: {{url: ...}} to the"
             " plan or set CUTOVER_PROMETHEUS_URL"
         )
+    return url
+
+
+def _prometheus_values(
+    check: Check, plan: Plan, window: float, at: float | None = None
+) -> list[float]:
+    from cutover.control import prometheus
+
     source = plan.prometheus
     samples = prometheus.query(
-        url,
+        _prometheus_url(check, plan),
         prometheus.render(check.query or "", window),
         timeout=source.timeout if source else 5.0,
         headers=source.headers if source else None,
+        at=at,
     )
     return [sample.value for sample in samples]
+
+
+GROWTH_POINTS = 120
+"""How many points a growth check's range query asks for over its window (at least 1s apart)."""
+
+
+def _prometheus_range(
+    check: Check, plan: Plan, since: float, until: float
+) -> list[Sequence[tuple[float, float]]]:
+    from cutover.control import prometheus
+
+    source = plan.prometheus
+    series = prometheus.query_range(
+        _prometheus_url(check, plan),
+        prometheus.render(check.query or "", check.window),
+        start=since,
+        end=until,
+        step=max(1.0, (until - since) / GROWTH_POINTS),
+        timeout=source.timeout if source else 5.0,
+        headers=source.headers if source else None,
+    )
+    return [s.points for s in series]

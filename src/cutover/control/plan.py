@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -46,6 +47,38 @@ Duration = Annotated[float, BeforeValidator(_seconds)]
 PlanMode = Annotated[Mode, BeforeValidator(_mode)]
 
 
+class Growth(BaseModel):
+    """A relative rate of growth: ``10%/1h`` is a tenth of the level per hour."""
+
+    model_config = ConfigDict(frozen=True)
+
+    fraction: float
+    per: float  # seconds
+
+    def __str__(self) -> str:
+        return f"{self.fraction * 100:g}%/{format_duration(self.per)}"
+
+    def per_second(self) -> float:
+        return self.fraction / self.per
+
+
+def _growth(value: Any) -> Any:
+    if isinstance(value, Growth | Mapping):
+        return value
+    text = str(value).replace(" ", "")
+    share, slash, period = text.partition("/")
+    fix = "write the largest growth as a percentage per duration, like 10%/1h"
+    if not slash or not share.endswith("%"):
+        raise ValueError(f"max_growth {value!r} is not a growth rate; {fix}")
+    try:
+        fraction = float(share[:-1]) / 100
+    except ValueError:
+        raise ValueError(f"max_growth {value!r} does not start with a number; {fix}") from None
+    if not (math.isfinite(fraction) and fraction > 0):
+        raise ValueError(f"max_growth {value!r} must be a positive percentage; {fix}")
+    return Growth(fraction=fraction, per=_seconds(period))
+
+
 class Metric(enum.StrEnum):
     """What a check measures from cutover's own windows."""
 
@@ -62,6 +95,7 @@ class Metric(enum.StrEnum):
     TIMEOUTS = "timeouts"
     FALLBACKS = "fallbacks"
     LEGACY_CALLS = "legacy_calls"
+    GONE_CALLS = "gone_calls"
 
     @property
     def is_rate(self) -> bool:
@@ -74,7 +108,8 @@ class Metric(enum.StrEnum):
 
     @property
     def rate(self) -> Metric | None:
-        """The rate whose events a count counts (None for legacy_calls, a share of all calls)."""
+        """The rate whose events a count counts (None for legacy_calls and gone_calls, shares of
+        all calls)."""
         return _COUNTS.get(self)
 
     @property
@@ -89,7 +124,14 @@ _COUNTS: dict[Metric, Metric | None] = {
     Metric.TIMEOUTS: Metric.TIMEOUT_RATE,
     Metric.FALLBACKS: Metric.FALLBACK_RATE,
     Metric.LEGACY_CALLS: None,
+    Metric.GONE_CALLS: None,
 }
+
+_ANY_ARM = (Metric.DRIFT_RATE, Metric.DRIFTS, Metric.LEGACY_CALLS, Metric.GONE_CALLS)
+"""Metrics of the migration as a whole, measured on no one arm."""
+
+_EVERY_MODE = (Metric.LEGACY_CALLS, Metric.GONE_CALLS)
+"""Counts judged in every mode: legacy usage matters most where none is expected, in new."""
 
 
 class Severity(enum.StrEnum):
@@ -164,6 +206,19 @@ class Check(_Strict):
     during: tuple[PlanMode, ...] | None = None
     query: str | None = None
     url: str | None = None
+    baseline: Literal["rollout_start"] | None = Field(
+        None,
+        description="rollout_start: the query's value over the window before the rollout"
+        " began, measured once and kept with the rollout",
+    )
+    max_ratio_to_baseline: float | None = Field(
+        None, gt=0, description="fail when the query's value exceeds this multiple of baseline"
+    )
+    max_growth: Annotated[Growth, BeforeValidator(_growth)] | None = Field(
+        None,
+        description="fail when the query's least-squares growth over the window is surely"
+        " above this rate, like 10%/1h",
+    )
 
     @field_validator("during", mode="before")
     @classmethod
@@ -172,7 +227,34 @@ class Check(_Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> Check:
-        if self.max is None and self.min is None:
+        external = ("baseline", "max_ratio_to_baseline", "max_growth")
+        if self.source != "prometheus":
+            for field in external:
+                if getattr(self, field) is not None:
+                    raise ValueError(f"{field} applies to source: prometheus; add it or remove it")
+        if (self.max_ratio_to_baseline is None) != (self.baseline is None):
+            raise ValueError(
+                "max_ratio_to_baseline and baseline go together: write baseline: rollout_start"
+                " and max_ratio_to_baseline: 2 for 'more than twice the value before the rollout'"
+            )
+        if self.max_growth is not None and (
+            self.baseline is not None or self.max is not None or self.min is not None
+        ):
+            raise ValueError(
+                "a max_growth check judges the trend only; put max, min or a baseline on a"
+                " check of its own"
+            )
+        if self.baseline is not None and (self.max is not None or self.min is not None):
+            raise ValueError(
+                "a baseline check's bound is max_ratio_to_baseline; put max or min on a check"
+                " of its own"
+            )
+        if (
+            self.max is None
+            and self.min is None
+            and self.max_growth is None
+            and self.max_ratio_to_baseline is None
+        ):
             raise ValueError("give a threshold: max (and/or min)")
         if self.max is not None and self.min is not None and self.min > self.max:
             raise ValueError(f"min {self.min:g} is above max {self.max:g}; swap them")
@@ -199,7 +281,7 @@ class Check(_Strict):
                 raise ValueError(
                     f"{self.metric.value} is a count, not a ratio; remove max_ratio_to"
                 )
-            if self.metric in (Metric.DRIFTS, Metric.LEGACY_CALLS) and self.arm is not None:
+            if self.metric in _ANY_ARM and self.arm is not None:
                 raise ValueError(f"{self.metric.value} counts both arms; remove arm")
         if self.max_rate is not None and not (self.metric.is_count and self.max == 0):
             raise ValueError("max_rate applies to a count with max: 0; remove it")
@@ -254,8 +336,8 @@ class Check(_Strict):
         """None when the check applies in ``mode``, else why it does not."""
         if self.during is not None and mode not in self.during:
             return f"only during {', '.join(m.value for m in self.during)}"
-        if self.source == "prometheus" or self.metric is Metric.LEGACY_CALLS:
-            return None  # legacy calls matter most where none are expected: in new mode
+        if self.source == "prometheus" or self.metric in _EVERY_MODE:
+            return None
         if self.metric in (Metric.FALLBACK_RATE, Metric.FALLBACKS) and mode is not Mode.CANARY:
             return f"no call served by new can fall back in {mode.value} mode"
         both = self.metric in (Metric.DRIFT_RATE, Metric.DRIFTS)
@@ -272,10 +354,18 @@ class Check(_Strict):
         """The rule in words, for status output; a sequential check reads the whole step."""
         if self.source == "prometheus":
             what = f"prometheus {self.query}"
+            if self.max_growth is not None:
+                return f"{what} grows at most {self.max_growth} over {format_duration(self.window)}"
+            if self.max_ratio_to_baseline is not None:
+                return (
+                    f"{what} <= {self.max_ratio_to_baseline:g} x its value over"
+                    f" {format_duration(self.window)} before the rollout began"
+                    + (f" for {format_duration(self.sustained)}" if self.sustained else "")
+                )
         else:
             assert self.metric is not None
             what = self.metric.value
-            if self.metric not in (Metric.DRIFT_RATE, Metric.DRIFTS, Metric.LEGACY_CALLS):
+            if self.metric not in _ANY_ARM:
                 what = f"{self.measured_arm.value} {what}"
             if self.max_ratio_to is not None:
                 what += f" / {self.max_ratio_to.value}"
@@ -472,6 +562,7 @@ EVENTS = (
     "warning_cleared",
     "failing",
     "recovered",
+    "baseline",
 )
 """The kinds of decision a rollout records, which webhooks may filter on."""
 
@@ -680,8 +771,9 @@ def _resolve_steps(plan: Plan, source: str) -> None:
             seen.add(check.name)
 
 
-def load_plan(path: str | os.PathLike[str]) -> Plan:
-    """Read and validate a YAML (or JSON) plan file."""
+def load_plan(path: str | os.PathLike[str], *, servers: bool = True) -> Plan:
+    """Read and validate a YAML (or JSON) plan file; with ``servers``, refuse a Prometheus
+    check that has no server to ask (a backtest, which asks none, reads it without)."""
     try:
         from cutover._yaml import parse_yaml
     except ImportError:
@@ -694,7 +786,8 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidInput(f"{where}: cannot read the plan ({error})") from None
     plan = parse_plan(parse_yaml(text, where), where)
-    plan.require_servers(where)
+    if servers:
+        plan.require_servers(where)
     return plan
 
 
