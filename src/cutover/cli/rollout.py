@@ -113,12 +113,21 @@ def validate(plan_file: str, as_json: bool) -> None:
         extra = []
         if step.hold:
             extra.append(f"hold {format_duration(step.hold)}")
+        if step.hold_on_retry is not None:
+            extra.append(f"hold {format_duration(step.hold_on_retry)} when retried")
         if step.min_comparisons:
             extra.append(f"at least {step.min_comparisons} comparisons")
         if step.min_calls:
             extra.append(f"at least {step.min_calls} calls on new")
         if step.needs_approval:
-            extra.append("approval to enter")
+            roles = step.approval_rule.roles
+            extra.append(
+                f"approval from {', '.join(roles)} to enter" if roles else "approval to enter"
+            )
+        if step.window is not None:
+            extra.append(f"entered only {step.window.calendar.describe()}")
+        if step.cohort is not None:
+            extra.append(f"pins cohort {step.cohort} to new")
         console.print(f"  {number}. {step.label}  {', '.join(extra)}", markup=False)
         # The checks in force at each step, the plan's with this step's overrides and
         # additions, so a reviewer reads what will be judged where.
@@ -128,8 +137,11 @@ def validate(plan_file: str, as_json: bool) -> None:
                 f" {check.describe(check.method_in(plan))}",
                 markup=False,
             )
+        cooldown = plan.retry_after_for(number - 1)
         console.print(
-            f"     on a critical failure: {plan.on_critical_for(number - 1).value}", markup=False
+            f"     on a critical failure: {plan.on_critical_for(number - 1).value}"
+            + (f", then no retry for {format_duration(cooldown)}" if cooldown else ""),
+            markup=False,
         )
 
 
