@@ -497,7 +497,8 @@ class Controller:
         possible = retry_possible_at(e.plan, e.rollout)
         if possible is not None and e.now < possible:
             raise NotYet(
-                f"the plan of {e.rollout.migration!r} waits {format_duration(possible - e.now)}"
+                f"the plan of {e.rollout.migration!r} waits"
+                f" {format_duration(math.ceil(possible - e.now))}"
                 f" more after its rollback before it is tried again (retry_after): {verb}"
                 f" is possible from {format_utc(possible)}",
                 possible,
