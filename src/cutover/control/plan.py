@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from cutover.control.calendar import Calendar
 from cutover.durations import format_duration, parse_duration
 from cutover.errors import InvalidInput
 from cutover.model import Arm, Mode, State, check_percent
@@ -390,6 +392,53 @@ class Approval(_Strict):
     distinct_from_starter: bool = Field(
         False, description="the approver must not be the person who started the rollout"
     )
+    roles: tuple[str, ...] = Field(
+        (),
+        description="one approval from each of these roles, each by a different person and"
+        " none by the starter",
+    )
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for role in value:
+            check_role(role)
+        if len(set(value)) != len(value):
+            raise ValueError("a role is named twice; name each role once")
+        return value
+
+
+ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+def check_role(role: Any) -> str:
+    """An approval role as plans and tokens write it: sre, engineering, data-team."""
+    if not isinstance(role, str) or not ROLE.match(role):
+        raise ValueError(
+            f"role {role!r} must be 1 to 40 lower-case letters, digits, _ or -, starting with"
+            " a letter (sre, engineering)"
+        )
+    return role
+
+
+class Window(_Strict):
+    """The days and local hours in which the controller may enter a step."""
+
+    days: str | tuple[str, ...] = "Mon-Sun"
+    hours: str = "00:00-24:00"
+    tz: str = "UTC"
+
+    @model_validator(mode="after")
+    def _parses(self) -> Window:
+        self.calendar  # noqa: B018 - raises on bad days, hours or zone
+        return self
+
+    @property
+    def calendar(self) -> Calendar:
+        try:
+            return Calendar.parse(self.days, self.hours, self.tz)
+        except InvalidInput as error:
+            raise ValueError(str(error)) from None
 
 
 class Step(_Strict):
@@ -410,6 +459,32 @@ class Step(_Strict):
         " by the plan, which knows its checks)",
     )
     on_critical: OnCritical | None = None
+    window: Window | None = Field(
+        None, description="enter this step only when the local time is inside this window"
+    )
+    hold_on_retry: Duration | None = Field(
+        None, description="the hold instead of hold when a retry enters the step"
+    )
+    retry_after: Duration | None = Field(
+        None, description="after a rollback from this step, retry no sooner; the plan's if absent"
+    )
+    cohort: str | None = Field(
+        None,
+        description="a cohort of `cutover cohort` whose tenants entering the step pins to new;"
+        " leaving it by a rollback or an abort pins them to legacy",
+    )
+
+    @field_validator("cohort")
+    @classmethod
+    def _cohort(cls, value: str | None) -> str | None:
+        if value is not None:
+            from cutover.data.cohorts import check_name as check_cohort
+
+            try:
+                check_cohort(value)
+            except InvalidInput as error:
+                raise ValueError(str(error)) from None
+        return value
 
     @field_validator("hold", mode="before")
     @classmethod
@@ -435,6 +510,10 @@ class Step(_Strict):
         if self.min_calls and self.mode is Mode.LEGACY:
             raise ValueError("new makes no calls in legacy mode; remove min_calls")
         return self
+
+    def hold_for(self, retried: bool) -> float:
+        """The hold in seconds, when the step was entered by a retry or otherwise."""
+        return self.hold_on_retry if retried and self.hold_on_retry is not None else self.hold
 
     @property
     def needs_approval(self) -> bool:
@@ -527,6 +606,9 @@ class Plan(_Strict):
     method: Method = Method.SEQUENTIAL
     notify: tuple[Webhook, ...] = ()
     prometheus: PrometheusSource | None = None
+    retry_after: Duration | None = Field(
+        None, description="after a rollback, `retry` is refused until this long has passed"
+    )
 
     @field_validator("migration")
     @classmethod
@@ -543,7 +625,19 @@ class Plan(_Strict):
             if check.name in seen:
                 raise ValueError(f"two checks are named {check.name!r}; give each its own name")
             seen.add(check.name)
+        cohorts = [step.cohort for step in self.steps if step.cohort]
+        for cohort in cohorts:
+            if cohorts.count(cohort) > 1:
+                raise ValueError(
+                    f"cohort {cohort!r} is named by two steps; a cohort moves in one step"
+                )
         return self
+
+    def retry_after_for(self, index: int) -> float | None:
+        """How long after a rollback from step ``index`` a retry must wait, if at all."""
+        if 0 <= index < len(self.steps) and self.steps[index].retry_after is not None:
+            return self.steps[index].retry_after
+        return self.retry_after
 
     def checks_for(self, index: int) -> tuple[Check, ...]:
         """The checks in force at step ``index``: the plan's, with the step's overrides applied
@@ -727,9 +821,15 @@ def _location(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("bool", "RankTest", "Approval", "float") or str(part).startswith(
-            ("function-", "literal[", "constrained-")
-        ):
+        elif part in (
+            "bool",
+            "RankTest",
+            "Approval",
+            "Window",
+            "float",
+            "str",
+            "tuple[str, ...]",
+        ) or str(part).startswith(("function-", "literal[", "constrained-")):
             continue  # the name of a union's branch, not a field
         else:
             out += f".{part}" if out else str(part)
@@ -748,6 +848,8 @@ def _known_fields(data: Any, loc: tuple[Any, ...]) -> str:
         model = RankTest
     elif len(loc) > 3 and loc[2] == "approval":
         model = Approval
+    elif len(loc) > 3 and loc[2] == "window":
+        model = Window
     return f"the fields are {_field_names(model)}"
 
 
