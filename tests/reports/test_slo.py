@@ -283,3 +283,33 @@ def test_the_controller_leaves_a_step_whose_budget_is_spent(tmp_path) -> None:
 def test_the_controller_promotes_while_the_budget_holds(tmp_path) -> None:
     [decision] = _controller_walk(tmp_path, 0.0)
     assert decision.kind == "promote"
+
+
+def test_a_file_of_slos_for_several_migrations_gives_each_its_own(sqlite_url: str) -> None:
+    from cutover.reports.slo import declared, objectives
+
+    text = yaml_text(
+        {
+            "slos": [
+                {"name": "a", "migration": "codec", **BODY},
+                {"name": "b", "migration": "transport", **BODY},
+            ]
+        }
+    )
+    store = open_store(sqlite_url)
+    assert [s.name for s in objectives(store, "transport", text, "slos.yaml").slos] == ["b"]
+    with pytest.raises(InvalidInput, match="declares no SLOs of 'search'"):
+        objectives(store, "search", text, "slos.yaml")
+    assert [(m, s.name) for m, s in declared(store, (), [("slos.yaml", text)])] == [
+        ("codec", "a"),
+        ("transport", "b"),
+    ]
+
+
+BODY = {"indicator": {"metric": "errors"}, "objective": "99%"}
+
+
+def yaml_text(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data)

@@ -370,17 +370,11 @@ def objectives(store: Any, name: str, text: str | None = None, path: str = "") -
 
     env_url = os.environ.get("CUTOVER_PROMETHEUS_URL") or None
     if text is not None:
-        from cutover._yaml import parse_yaml
-
-        data = parse_yaml(text, path)
-        if isinstance(data, Mapping) and "steps" in data:
-            plan = parse_plan(data, path)
-            found = Objectives(plan.migration, plan.slos, path, _url(plan) or env_url)
-        else:
-            migration, slos = parse_slos(data, path)
-            found = Objectives(migration or name, slos, path, env_url)
-        if found.migration != name:
-            raise InvalidInput(f"{path} declares SLOs of {found.migration!r}, not of {name!r}")
+        migration, slos, url = _read(text, path)
+        mine = tuple(slo for slo in slos if (slo.migration or migration or name) == name)
+        if slos and not mine:
+            raise InvalidInput(f"{path} declares no SLOs of {name!r}; check the migration's name")
+        found = Objectives(name, mine, path, url or env_url)
     else:
         rollout = store.rollout(name)
         if rollout is None:
@@ -404,19 +398,12 @@ def declared(
 
     found: list[tuple[str, SLO]] = []
     for path, text in files:
-        from cutover._yaml import parse_yaml
-
-        data = parse_yaml(text, path)
-        if isinstance(data, Mapping) and "steps" in data:
-            plan = parse_plan(data, path)
-            found += [(plan.migration, slo) for slo in plan.slos]
-        else:
-            migration, slos = parse_slos(data, path)
-            for slo in slos:
-                owner = slo.migration or migration
-                if owner is None:
-                    raise InvalidInput(f"{path}: SLO {slo.name!r}: name its migration:")
-                found.append((owner, slo))
+        migration, slos, _ = _read(text, path)
+        for slo in slos:
+            owner = slo.migration or migration
+            if owner is None:
+                raise InvalidInput(f"{path}: SLO {slo.name!r}: name its migration:")
+            found.append((owner, slo))
     rollouts = store.rollouts()
     for name in names or sorted(rollouts):
         rollout = rollouts.get(name)
@@ -430,6 +417,19 @@ def declared(
             seen.add((migration, slo.name))
             out.append((migration, slo))
     return out
+
+
+def _read(text: str, path: str) -> tuple[str | None, tuple[SLO, ...], str | None]:
+    """(migration, SLOs, Prometheus URL) of a plan or a file of SLOs of its own."""
+    from cutover._yaml import parse_yaml
+    from cutover.control.plan import parse_plan
+
+    data = parse_yaml(text, path)
+    if isinstance(data, Mapping) and "steps" in data:
+        plan = parse_plan(data, path)
+        return plan.migration, plan.slos, _url(plan)
+    migration, slos = parse_slos(data, path)
+    return migration, slos, None
 
 
 def _url(plan: Any) -> str | None:
