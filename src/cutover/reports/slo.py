@@ -140,6 +140,11 @@ def check_unique(slos: Sequence[SLO]) -> None:
         seen.add(slo.name)
 
 
+def allowed(objective: float) -> float:
+    """1 - objective, as written: 0.001 for 99.9%, not 0.0010000000000000009."""
+    return float(f"{1 - objective:.12g}")
+
+
 @dataclass(frozen=True, slots=True)
 class Budget:
     """An SLO's error budget over one span: events, the share allowed to fail, and how much of
@@ -157,7 +162,7 @@ class Budget:
     @property
     def allowed(self) -> float:
         """The share of events allowed to fail: 1 - objective (0.1% of a 99.9% SLO)."""
-        return 1 - self.objective
+        return allowed(self.objective)
 
     @property
     def actual(self) -> float | None:
@@ -445,6 +450,7 @@ __all__ = [
     "Reader",
     "SLOFile",
     "Status",
+    "allowed",
     "budget",
     "check_unique",
     "declared",
