@@ -82,7 +82,11 @@ ADDED_IN = {
     "cutover_route_windows": 6,
     "cutover_latency": 7,
 }
-COLUMNS_ADDED_IN = {("cutover_windows", "expected"): 5, ("cutover_windows", "gone"): 7}
+COLUMNS_ADDED_IN = {
+    ("cutover_windows", "expected"): 5,
+    ("cutover_windows", "gone"): 7,
+    ("cutover_windows", "exposures"): 7,
+}
 
 
 def tables_of(version: int) -> list[sa.Table]:
@@ -270,5 +274,28 @@ def test_a_version_6_store_keeps_its_windows_and_counts_gone_calls(store_url: st
     assert store.write_flush(FlushBatch("proxy:1", 1, 61.0, [(60, delta)], run="r"))
     legacy = store.windows("api", 0)[Arm.LEGACY]
     assert (legacy["calls"], legacy["gone"]) == (12, 2)
+    assert schema_version(store) == str(t.SCHEMA_VERSION)
+    store.close()
+
+
+def test_a_version_6_store_keeps_its_windows_and_counts_exposures(store_url: str) -> None:
+    engine = sa.create_engine(normalize_url(store_url))
+    with engine.begin() as conn:  # version 6: windows without a count of flag exposures
+        create_tables(conn, 6)
+        conn.execute(sa.insert(t.meta).values(key="schema_version", value="6"))
+        conn.exec_driver_sql(
+            "INSERT INTO cutover_windows (migration, arm, start, calls, errors)"
+            " VALUES ('parse', 'new', 60, 10, 1)"
+        )
+    engine.dispose()
+
+    store = open_store(store_url)
+    new = store.windows("parse", 0)[Arm.NEW]
+    assert (new["calls"], new["errors"], new["exposures"]) == (10, 1, 0)
+    delta = WindowDelta("parse", {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()})
+    delta.arms[Arm.NEW].counts[COUNTERS.index("exposures")] = 7
+    assert store.write_flush(FlushBatch("svc:1", 1, 61.0, [(60, delta)], run="r"))
+    new = store.windows("parse", 0)[Arm.NEW]
+    assert (new["calls"], new["exposures"]) == (10, 7)
     assert schema_version(store) == str(t.SCHEMA_VERSION)
     store.close()

@@ -104,6 +104,7 @@ def serve(
 
     from cutover.http import Settings, Tokens, create_app
     from cutover.http._app import default_hosts
+    from cutover.runtime import configure
 
     every = seconds(interval, "--interval")
     tokens = Tokens.load(tokens_file)
@@ -121,6 +122,9 @@ def serve(
         allowed_hosts=allowed_hosts or default_hosts(host, port),
     )
     app = create_app(settings)
+    # OFREP answers from the states a runtime keeps in memory: one on the served store, which
+    # also flushes the exposures it counts.
+    configure(session.store.url, instance="cutover-serve")
     if not len(tokens):
         errors.print(
             "cutover serve: no tokens configured, so every action is refused"

@@ -36,6 +36,7 @@ from cutover.errors import (
     UnknownMigration,
 )
 from cutover.model import Arm, Decision, Mode, Rollout, RolloutStatus, State, pin_changes
+from cutover.reports.slo import SLO, Budget
 from cutover.store import DEFAULT_LEASE, Cohort, CohortStatus, Fence, InstanceInfo, Store
 from cutover.telemetry import windows as w
 
@@ -300,6 +301,7 @@ class Controller:
                     external=self.external,
                     external_range=self.external_range,
                     baselines={**kept, **tried},
+                    budgets=_budget_reader(self.store, name, plan),
                 )
                 for check in in_force
             )
@@ -1452,6 +1454,16 @@ def _expect(rollout: Rollout, expected_version: int | None) -> None:
 def _need_reason(reason: str) -> None:
     if not reason or not reason.strip():
         raise InvalidInput('a reason is required: say why with --reason "..."')
+
+
+def _budget_reader(store: Store, name: str, plan: Plan) -> Callable[[SLO, float, float], Budget]:
+    """Reads a plan's SLO budgets: from the store's windows, or from the plan's Prometheus."""
+    from cutover.reports.slo import Reader, budget
+
+    source = plan.prometheus
+    url = (source.url if source else "") or os.environ.get("CUTOVER_PROMETHEUS_URL", "")
+    reader = Reader(store, prometheus_url=url or None, timeout=source.timeout if source else 5.0)
+    return lambda slo, since, until: budget(reader, slo, name, since, until)
 
 
 def _prometheus_url(check: Check, plan: Plan) -> str:

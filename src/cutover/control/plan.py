@@ -24,6 +24,7 @@ from cutover.control.calendar import Calendar
 from cutover.durations import format_duration, parse_duration
 from cutover.errors import InvalidInput
 from cutover.model import Arm, Mode, State, check_percent
+from cutover.reports.slo import SLO, check_unique
 from cutover.text import check_name
 
 
@@ -96,10 +97,17 @@ class Metric(enum.StrEnum):
     FALLBACKS = "fallbacks"
     LEGACY_CALLS = "legacy_calls"
     GONE_CALLS = "gone_calls"
+    ERROR_BUDGET_REMAINING = "error_budget_remaining"
+    BURN_RATE = "burn_rate"
 
     @property
     def is_rate(self) -> bool:
-        return self.value.endswith("_rate")
+        return self.value.endswith("_rate") and not self.is_budget
+
+    @property
+    def is_budget(self) -> bool:
+        """A figure of one of the plan's SLOs (``slo:``), not of the step's windows."""
+        return self in (Metric.ERROR_BUDGET_REMAINING, Metric.BURN_RATE)
 
     @property
     def is_count(self) -> bool:
@@ -219,6 +227,9 @@ class Check(_Strict):
         description="fail when the query's least-squares growth over the window is surely"
         " above this rate, like 10%/1h",
     )
+    slo: str | None = Field(
+        None, description="the plan SLO an error_budget_remaining or burn_rate check reads"
+    )
 
     @field_validator("during", mode="before")
     @classmethod
@@ -269,6 +280,8 @@ class Check(_Strict):
             raise ValueError("query and url belong to source: prometheus; add it or remove them")
         if self.metric is None:
             raise ValueError(f"name the metric: one of {', '.join(m.value for m in Metric)}")
+        if self.metric.is_budget or self.slo is not None:
+            return self._budget_coherent()
         if (self.metric is Metric.CALLS or self.metric.is_count) and self.method is not None:
             raise ValueError(f"{self.metric.value} is a count judged without a method; remove it")
         if self.metric.is_count:
@@ -311,6 +324,17 @@ class Check(_Strict):
                 )
         return self
 
+    def _budget_coherent(self) -> Check:
+        assert self.metric is not None
+        if not self.metric.is_budget:
+            raise ValueError("slo applies to error_budget_remaining and burn_rate; remove it")
+        for field in ("arm", "max_ratio_to", "rank_test", "method", "max_rate"):
+            if getattr(self, field) not in (None, False):
+                raise ValueError(f"{field} does not apply to an SLO's {self.metric.value}")
+        if self.metric is Metric.ERROR_BUDGET_REMAINING and self.max is not None:
+            raise ValueError("error_budget_remaining is judged by its min, e.g. min: 0.3")
+        return self
+
     @property
     def measured_arm(self) -> Arm:
         """The arm whose metric is measured (new unless the plan says otherwise)."""
@@ -330,12 +354,16 @@ class Check(_Strict):
         value, which have no interval."""
         if self.source != "cutover" or self.metric is Metric.CALLS or self.metric.is_count:
             return None
+        if self.metric is not None and self.metric.is_budget:
+            return None
         return self.method or plan.method
 
     def applies_to(self, mode: Mode) -> str | None:
         """None when the check applies in ``mode``, else why it does not."""
         if self.during is not None and mode not in self.during:
             return f"only during {', '.join(m.value for m in self.during)}"
+        if self.metric is not None and self.metric.is_budget:
+            return None  # an SLO reads its own span, whatever serves now
         if self.source == "prometheus" or self.metric in _EVERY_MODE:
             return None
         if self.metric in (Metric.FALLBACK_RATE, Metric.FALLBACKS) and mode is not Mode.CANARY:
@@ -362,6 +390,9 @@ class Check(_Strict):
                     f" {format_duration(self.window)} before the rollout began"
                     + (f" for {format_duration(self.sustained)}" if self.sustained else "")
                 )
+        elif self.metric is not None and self.metric.is_budget:
+            slo = f"SLO {self.slo}" if self.slo else "the plan's SLO"
+            what = f"{self.metric.value} of {slo}"
         else:
             assert self.metric is not None
             what = self.metric.value
@@ -377,6 +408,8 @@ class Check(_Strict):
         span = (
             "since the step began"
             if method is Method.SEQUENTIAL
+            else "over the SLO's window"
+            if self.metric is Metric.ERROR_BUDGET_REMAINING
             else f"over {format_duration(self.window)}"
         )
         if self.max_rate is not None:
@@ -609,6 +642,7 @@ class Plan(_Strict):
     retry_after: Duration | None = Field(
         None, description="after a rollback, `retry` is refused until this long has passed"
     )
+    slos: tuple[SLO, ...] = ()
 
     @field_validator("migration")
     @classmethod
@@ -631,6 +665,7 @@ class Plan(_Strict):
                 raise ValueError(
                     f"cohort {cohort!r} is named by two steps; a cohort moves in one step"
                 )
+        check_unique(self.slos)
         return self
 
     def retry_after_for(self, index: int) -> float | None:
@@ -638,6 +673,24 @@ class Plan(_Strict):
         if 0 <= index < len(self.steps) and self.steps[index].retry_after is not None:
             return self.steps[index].retry_after
         return self.retry_after
+
+    def slo_for(self, check: Check) -> SLO:
+        """The SLO an error_budget_remaining or burn_rate check reads: the one it names, or
+        the plan's only one."""
+        if check.slo is None and len(self.slos) == 1:
+            return self.slos[0]
+        for slo in self.slos:
+            if slo.name == check.slo:
+                return slo
+        names = ", ".join(repr(s.name) for s in self.slos) or "none: add slos: to the plan"
+        if check.slo is None:
+            raise InvalidInput(
+                f"check {check.name!r}: name the SLO it reads with slo:; the plan's SLOs are"
+                f" {names}"
+            )
+        raise InvalidInput(
+            f"check {check.name!r}: no SLO named {check.slo!r}; the plan's SLOs are {names}"
+        )
 
     def checks_for(self, index: int) -> tuple[Check, ...]:
         """The checks in force at step ``index``: the plan's, with the step's overrides applied
@@ -702,6 +755,13 @@ def parse_plan(data: Any, source: str = "the plan") -> Plan:
         where, message = _problem(error, lambda loc: _known_fields(data, loc))
         raise InvalidInput(f"{source}: {where}: {message}") from None
     _resolve_steps(plan, source)
+    for number in range(-1, len(plan.steps)):
+        for check in plan.checks_for(number):
+            if check.metric is not None and check.metric.is_budget:
+                try:
+                    plan.slo_for(check)
+                except InvalidInput as error:
+                    raise InvalidInput(f"{source}: {error}") from None
     return plan
 
 
@@ -842,6 +902,7 @@ def _known_fields(data: Any, loc: tuple[Any, ...]) -> str:
         "checks": Check,
         "notify": Webhook,
         "prometheus": PrometheusSource,
+        "slos": SLO,
     }
     model: type[BaseModel] = models.get(str(loc[0]), Plan) if len(loc) > 1 else Plan
     if len(loc) > 3 and loc[2] == "rank_test":

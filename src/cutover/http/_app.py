@@ -539,7 +539,7 @@ def controller_lag(store: Store, now: float) -> tuple[float | None, float | None
 
 def create_app(settings: Settings) -> FastAPI:
     """The admin API and dashboard over ``settings.store``."""
-    from cutover.http import _api, _dashboard
+    from cutover.http import _api, _dashboard, _ofrep
 
     hosts = HostRule(settings.allowed_hosts)  # a malformed entry is refused now, not later
     registry = CollectorRegistry(auto_describe=False)
@@ -604,6 +604,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     _install_errors(app)
     app.include_router(_api.router)
+    app.include_router(_ofrep.router)
     app.include_router(_dashboard.router)
     _dashboard.mount_static(app)
 

@@ -1471,6 +1471,8 @@ def _upgrade(conn: Connection, found: int) -> None:
         t.latency.create(conn, checkfirst=True)
         # The proxy's 410 answers on retired routes, 0 in every earlier window.
         _add_window_counter(conn, "gone")
+        # Flag exposures, 0 in every earlier window.
+        _add_window_counter(conn, "exposures")
     conn.execute(
         sa.update(t.meta)
         .where(t.meta.c.key == "schema_version")

@@ -30,6 +30,7 @@ COUNTERS = (
     "hook_errors",
     "expected",
     "gone",
+    "exposures",
 )
 """What a window counts for each arm.
 
@@ -51,6 +52,8 @@ expected           runs that raised an exception the migration expects (bad inpu
 gone               (legacy) requests the HTTP proxy answered 410 itself on a route marked
                    ``gone`` once the migration was in new: counted in ``calls`` too (a call
                    on a legacy endpoint), though legacy did not run
+exposures          flag evaluations that chose this arm: ``cutover.choose``, the OpenFeature
+                   provider and OFREP (code that branches itself; no run is implied)
 """
 
 (
@@ -66,6 +69,7 @@ gone               (legacy) requests the HTTP proxy answered 410 itself on a rou
     HOOK_ERRORS,
     EXPECTED,
     GONE,
+    EXPOSURES,
 ) = range(len(COUNTERS))
 NC = len(COUNTERS)
 
