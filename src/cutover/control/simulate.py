@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cutover.clock import ManualClock
-from cutover.control.controller import Controller, step_label
+from cutover.control.controller import Controller, missing_roles, step_label
 from cutover.control.notify import Notifier
 from cutover.control.plan import Plan, parse_plan
 from cutover.durations import format_duration
@@ -127,7 +127,9 @@ def replayable(plan: Plan) -> tuple[Plan, tuple[str, ...]]:
 
     Prometheus checks are left out (their history is not cutover's to replay, and an instant
     query answers for now, not for last month), and so is ``notify``: a simulation sends no
-    webhooks. A step's override of a check left out goes with it.
+    webhooks. A step's override of a check left out goes with it. A step's cohort is left
+    out too: its pins change no telemetry already recorded, and the scratch store has no
+    cohorts.
     """
     data = plan.to_json()
     skipped = [c["name"] for c in data.get("checks", ()) if c.get("source") == "prometheus"]
@@ -138,6 +140,7 @@ def replayable(plan: Plan) -> tuple[Plan, tuple[str, ...]]:
         step["checks"] = [
             c for c in step.get("checks", ()) if c not in own and c["name"] not in skipped
         ]
+        step.pop("cohort", None)
     data.pop("notify", None)
     return parse_plan(data, f"the plan of {plan.migration!r}"), tuple(skipped)
 
@@ -253,7 +256,8 @@ def simulate(
                 for decision in taken:
                     keep(decision)
                     if decision.kind == "approval_needed" and approvals is Approvals.AUTO:
-                        keep(_approve(controller, runnable.migration))
+                        for approval in _approve(controller, runnable, scratch):
+                            keep(approval)
                 rollout = scratch.rollout(runnable.migration)
                 assert rollout is not None
                 if not rollout.status.active:
@@ -357,10 +361,20 @@ def _where(plan: Plan, step: int | None, status: str | None) -> str:
     return f"{label}, {status.replace('_', ' ')}"
 
 
-def _approve(controller: Controller, name: str) -> Decision:
-    return controller.approve(
-        name, by=APPROVER, reason="approved by the simulation as soon as asked (--approve auto)"
-    )
+def _approve(controller: Controller, plan: Plan, store: Store) -> list[Decision]:
+    """Approve the next step at once: once, or once per role it asks for, each role by an
+    approver of its own."""
+    rollout = store.rollout(plan.migration)
+    assert rollout is not None
+    index = rollout.step + 1
+    why = "approved by the simulation as soon as asked (--approve auto)"
+    roles = missing_roles(plan.steps[index], rollout, index) if index < len(plan.steps) else []
+    if not roles:
+        return [controller.approve(plan.migration, by=APPROVER, reason=why)]
+    return [
+        controller.approve(plan.migration, by=f"{APPROVER}-{role}", reason=why, role=role)
+        for role in roles
+    ]
 
 
 __all__ = [
