@@ -253,10 +253,11 @@ def rank_test(new: Histogram, legacy: Histogram) -> RankTest | None:
     """Mann-Whitney U test that new's latencies are stochastically larger than legacy's.
 
     Every call in a bucket counts as tied with every other call in that bucket (buckets are up
-    to 1.6% wide, 12.5% before schema 7, so finer order is unknown). The statistic, the tie-corrected variance and
-    the continuity-corrected normal approximation are computed from the grouped counts in one
-    pass over the buckets and match ``scipy.stats.mannwhitneyu(new, legacy,
-    alternative="greater", method="asymptotic", use_continuity=True)`` on the arrays expanded
+    to 1.6% wide, 12.5% before schema 7, so finer order is unknown). The statistic, the
+    tie-corrected variance and the continuity-corrected normal approximation are computed from
+    the grouped counts in one pass over the buckets and match
+    ``scipy.stats.mannwhitneyu(new, legacy, alternative="greater", method="asymptotic",
+    use_continuity=True)`` on the arrays expanded
     to one bucket index per call, which would be far too large to build for busy windows.
 
     Returns None when either side is empty. When every call of both arms falls in the same
