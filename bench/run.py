@@ -21,6 +21,7 @@ import psycopg
 import audit
 import canary_million
 import controller_tick
+import flags
 import flush_throughput
 import http_api
 import latency_resolution
@@ -47,6 +48,8 @@ def main() -> None:
     results["shadow_latency"] = quietly(shadow_latency.run, 5000)
     results["canary_million"] = quietly(canary_million.run, 1_000_000, 4)
     results["memory_per_name"] = quietly(memory_per_name.run, 10_000, 3, "legacy")
+    # 100,000 calls and 3-second loads (flags.py's defaults: 200,000 and 5 s).
+    results["flags"] = quietly(flags.run, 100_000, 3.0, 20)
     # proxy.py --quick: 3-second wrk runs, one round; two 3-second rounds at 500 requests a
     # second; 256 MiB streamed. The full run is recorded in docs/performance.md.
     missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None]

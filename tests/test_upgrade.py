@@ -82,7 +82,11 @@ ADDED_IN = {
     "cutover_route_windows": 6,
     "cutover_latency": 7,
 }
-COLUMNS_ADDED_IN = {("cutover_windows", "expected"): 5}
+COLUMNS_ADDED_IN = {
+    ("cutover_windows", "expected"): 5,
+    ("cutover_windows", "gone"): 7,
+    ("cutover_windows", "exposures"): 7,
+}
 
 
 def tables_of(version: int) -> list[sa.Table]:
@@ -247,4 +251,51 @@ def test_a_version_6_store_keeps_its_coarse_latency_and_adds_fine_windows_to_it(
     series = store.series("parse", 0, histograms_since=0)
     assert series[60][Arm.NEW].histogram == coarse
     assert series[120][Arm.NEW].histogram == fine
+    store.close()
+
+
+def test_a_version_6_store_keeps_its_windows_and_counts_gone_calls(store_url: str) -> None:
+    engine = sa.create_engine(normalize_url(store_url))
+    with engine.begin() as conn:  # version 6: windows without the proxy's 410 answers
+        create_tables(conn, 6)
+        conn.execute(sa.insert(t.meta).values(key="schema_version", value="6"))
+        conn.execute(
+            sa.insert(sa.Table("cutover_windows", sa.MetaData(), autoload_with=conn)).values(
+                migration="api", arm="legacy", start=60, calls=10
+            )
+        )
+    engine.dispose()
+
+    store = open_store(store_url)
+    assert store.windows("api", 0)[Arm.LEGACY]["gone"] == 0
+    delta = WindowDelta("api", {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()})
+    delta.arms[Arm.LEGACY].counts[COUNTERS.index("calls")] = 2
+    delta.arms[Arm.LEGACY].counts[COUNTERS.index("gone")] = 2
+    assert store.write_flush(FlushBatch("proxy:1", 1, 61.0, [(60, delta)], run="r"))
+    legacy = store.windows("api", 0)[Arm.LEGACY]
+    assert (legacy["calls"], legacy["gone"]) == (12, 2)
+    assert schema_version(store) == str(t.SCHEMA_VERSION)
+    store.close()
+
+
+def test_a_version_6_store_keeps_its_windows_and_counts_exposures(store_url: str) -> None:
+    engine = sa.create_engine(normalize_url(store_url))
+    with engine.begin() as conn:  # version 6: windows without a count of flag exposures
+        create_tables(conn, 6)
+        conn.execute(sa.insert(t.meta).values(key="schema_version", value="6"))
+        conn.exec_driver_sql(
+            "INSERT INTO cutover_windows (migration, arm, start, calls, errors)"
+            " VALUES ('parse', 'new', 60, 10, 1)"
+        )
+    engine.dispose()
+
+    store = open_store(store_url)
+    new = store.windows("parse", 0)[Arm.NEW]
+    assert (new["calls"], new["errors"], new["exposures"]) == (10, 1, 0)
+    delta = WindowDelta("parse", {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()})
+    delta.arms[Arm.NEW].counts[COUNTERS.index("exposures")] = 7
+    assert store.write_flush(FlushBatch("svc:1", 1, 61.0, [(60, delta)], run="r"))
+    new = store.windows("parse", 0)[Arm.NEW]
+    assert (new["calls"], new["exposures"]) == (10, 7)
+    assert schema_version(store) == str(t.SCHEMA_VERSION)
     store.close()

@@ -23,6 +23,7 @@ from cutover.control.statistics import (
 )
 from cutover.durations import format_duration
 from cutover.model import Arm, Mode
+from cutover.reports.slo import SLO, Budget
 from cutover.telemetry import windows as w
 from cutover.telemetry.histogram import Histogram
 from cutover.telemetry.windows import ArmCounts
@@ -122,6 +123,9 @@ Query = Callable[..., list[float]]
 RangeQuery = Callable[[Check, Plan, float, float], list[Sequence[tuple[float, float]]]]
 """Reads an external check's series, as (time, value) points, from ``since`` to ``until``."""
 
+Budgets = Callable[[SLO, float, float], Budget]
+"""Reads an SLO's error budget over [since, until)."""
+
 
 def evaluate(
     check: Check,
@@ -134,8 +138,10 @@ def evaluate(
     external: Query | None = None,
     external_range: RangeQuery | None = None,
     baselines: Mapping[str, Mapping[str, Any]] | None = None,
+    budgets: Budgets | None = None,
 ) -> CheckResult:
-    """Judge ``check`` over its window, counted only from the start of the current step."""
+    """Judge ``check`` over its window, counted only from the start of the current step (an
+    SLO's error budget and burn rate over their own spans: a budget is not reset by a step)."""
     method = check.method_in(plan)
     sequential = method is Method.SEQUENTIAL
     # A confidence sequence is valid over the whole step at once, not over a sliding window:
@@ -152,6 +158,8 @@ def evaluate(
         if check.max_growth is not None:
             return _growth(check, plan, external_range, base, span)
         return _external(check, plan, external, base, span, (baselines or {}).get(check.name))
+    if check.metric is not None and check.metric.is_budget:
+        return _budget(check, plan, budgets, base, now)
     confidence = check.confidence or plan.confidence
     arms = telemetry.step_total(since) if sequential else telemetry.total(since)
     assert check.metric is not None
@@ -397,7 +405,9 @@ def _events_of(check: Check, arms: Mapping[Arm, ArmCounts]) -> tuple[int, int, s
     if rate is not None:
         return _rate_of(rate, arms, check.measured_arm)
     calls = [arms[arm].counts[w.CALLS] for arm in (Arm.LEGACY, Arm.NEW)]
-    return calls[0], sum(calls), "calls on either arm"
+    gone = arms[Arm.LEGACY].counts[w.GONE]  # 410 answers on retired routes: legacy never ran
+    events = gone if check.metric is Metric.GONE_CALLS else calls[0] - gone
+    return events, sum(calls), "calls on either arm"
 
 
 def _count(
@@ -750,6 +760,56 @@ def _growth(
     )
 
 
+def _budget(
+    check: Check, plan: Plan, budgets: Budgets | None, base: dict[str, Any], now: float
+) -> CheckResult:
+    from cutover.control.prometheus import PrometheusError
+    from cutover.errors import InvalidInput
+
+    if budgets is None:
+        return CheckResult(
+            outcome=Outcome.INCONCLUSIVE, reason="SLO budgets are not read here", **base
+        )
+    remaining = check.metric is Metric.ERROR_BUDGET_REMAINING
+    try:
+        slo = plan.slo_for(check)
+        span = {"since": now - (slo.window if remaining else check.window), "until": now}
+        budget = budgets(slo, span["since"], now)
+    except (PrometheusError, InvalidInput) as error:
+        return CheckResult(outcome=Outcome.INCONCLUSIVE, reason=str(error), **base)
+    value = budget.remaining if remaining else budget.burn_rate
+    what = "budget remaining" if remaining else "burn rate"
+    if value is None:
+        return CheckResult(
+            outcome=Outcome.INCONCLUSIVE,
+            reason=f"no events of SLO {slo.name!r} in the window: no {what} to judge",
+            sample=0,
+            **base,
+            **span,
+        )
+    over = check.max is not None and value > check.max
+    under = check.min is not None and value < check.min
+    bound = check.max if over or check.min is None else check.min
+    assert bound is not None
+    outcome = Outcome.FAIL if over or under else Outcome.PASS
+    shown = f"{value:.1%}" if remaining else f"{value:.3g}x"
+    limit = f"{bound:.1%}" if remaining else f"{bound:g}x"
+    verdict = ("below" if under else "above") if outcome is Outcome.FAIL else "within"
+    reason = (
+        f"SLO {slo.name!r} {what} {shown} is {verdict} {limit}"
+        f" ({budget.bad} bad of {budget.total} events)"
+    )
+    return CheckResult(
+        outcome=outcome,
+        reason=reason,
+        value=value,
+        threshold=bound,
+        sample=budget.total,
+        **base,
+        **span,
+    )
+
+
 SETTLED = 300.0
 """Seconds after which a minute's telemetry is taken as complete: the step's totals a sequential
 check adds to what each pass reads stop this far back, so minutes still being flushed into are
@@ -774,7 +834,7 @@ def window_span(plan: Plan, checks: Sequence[Check]) -> Span:
     step = step_histograms = False
     for check in checks:
         method = check.method_in(plan)
-        if check.source != "cutover":
+        if check.source != "cutover" or (check.metric is not None and check.metric.is_budget):
             continue
         sequential = method is Method.SEQUENTIAL
         seconds = SETTLED if sequential else check.window

@@ -257,8 +257,8 @@ def rank_test(new: Histogram, legacy: Histogram) -> RankTest | None:
     tie-corrected variance and the continuity-corrected normal approximation are computed from
     the grouped counts in one pass over the buckets and match
     ``scipy.stats.mannwhitneyu(new, legacy, alternative="greater", method="asymptotic",
-    use_continuity=True)`` on the arrays expanded
-    to one bucket index per call, which would be far too large to build for busy windows.
+    use_continuity=True)`` on the arrays expanded to one bucket index per call, which would be
+    far too large to build for busy windows.
 
     Returns None when either side is empty. When every call of both arms falls in the same
     bucket the tie-corrected variance is 0 and the normal approximation is undefined (SciPy

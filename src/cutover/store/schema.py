@@ -11,7 +11,9 @@ SCHEMA_VERSION = 7
 3: tenant cohorts. 4: leases (who leads a role such as the rollout controller). 5: windows
 count expected exceptions apart from errors. 6: noise, learned per field and declared, and
 the HTTP proxy's counts per route. 7: latency buckets 64 per power of two (1.6% wide) in
-``cutover_latency``; the coarse ``cutover_histograms`` of earlier windows are still read."""
+``cutover_latency`` (the coarse ``cutover_histograms`` of earlier windows are still read), and
+windows count the proxy's 410 answers on retired routes (``gone``) and flag exposures
+(``exposures``: choose, OpenFeature, OFREP)."""
 
 metadata = sa.MetaData()
 

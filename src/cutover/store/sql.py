@@ -1459,11 +1459,7 @@ def _upgrade(conn: Connection, found: int) -> None:
     if found < 4:
         t.leases.create(conn, checkfirst=True)  # a new table: nothing else changed
     if found < 5:  # a counter of its own for expected exceptions, 0 in every earlier window
-        columns = {column["name"] for column in sa.inspect(conn).get_columns("cutover_windows")}
-        if "expected" not in columns:  # a first-release store gained the table whole
-            conn.exec_driver_sql(
-                "ALTER TABLE cutover_windows ADD COLUMN expected BIGINT NOT NULL DEFAULT 0"
-            )
+        _add_window_counter(conn, "expected")
     if found < 6:  # new tables: nothing else changed
         t.noise_counts.create(conn, checkfirst=True)
         t.noise_rules.create(conn, checkfirst=True)
@@ -1473,12 +1469,26 @@ def _upgrade(conn: Connection, found: int) -> None:
         # are and are read at their own resolution (an instance still running the previous
         # release keeps writing them there, and they still add up).
         t.latency.create(conn, checkfirst=True)
+        # The proxy's 410 answers on retired routes, 0 in every earlier window.
+        _add_window_counter(conn, "gone")
+        # Flag exposures, 0 in every earlier window.
+        _add_window_counter(conn, "exposures")
     conn.execute(
         sa.update(t.meta)
         .where(t.meta.c.key == "schema_version")
         .values(value=str(t.SCHEMA_VERSION))
     )
     log.info("cutover upgraded the store's schema from version %d to %d", found, t.SCHEMA_VERSION)
+
+
+def _add_window_counter(conn: Connection, name: str) -> None:
+    """Add counter ``name`` to the stored windows, 0 in those written before; nothing when the
+    store has it already (one that gained the whole table in an earlier step of the upgrade)."""
+    columns = {column["name"] for column in sa.inspect(conn).get_columns("cutover_windows")}
+    if name not in columns:
+        conn.exec_driver_sql(
+            f"ALTER TABLE cutover_windows ADD COLUMN {name} BIGINT NOT NULL DEFAULT 0"
+        )
 
 
 def _is_transient(error: BaseException) -> bool:

@@ -29,6 +29,8 @@ COUNTERS = (
     "offpath_dropped",
     "hook_errors",
     "expected",
+    "gone",
+    "exposures",
 )
 """What a window counts for each arm.
 
@@ -47,6 +49,11 @@ hook_errors        unit extractors, redactors and publishers that raised (caught
 expected           runs that raised an exception the migration expects (bad input answered
                    with an error): compared like values, never counted as errors or fallen
                    back from
+gone               (legacy) requests the HTTP proxy answered 410 itself on a route marked
+                   ``gone`` once the migration was in new: counted in ``calls`` too (a call
+                   on a legacy endpoint), though legacy did not run
+exposures          flag evaluations that chose this arm: ``cutover.choose``, the OpenFeature
+                   provider and OFREP (code that branches itself; no run is implied)
 """
 
 (
@@ -61,6 +68,8 @@ expected           runs that raised an exception the migration expects (bad inpu
     DROPPED,
     HOOK_ERRORS,
     EXPECTED,
+    GONE,
+    EXPOSURES,
 ) = range(len(COUNTERS))
 NC = len(COUNTERS)
 
