@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cutover.control.plan import parse_plan
-from cutover.control.simulate import Approvals, Simulation, simulate
+from cutover.control.simulate import Approvals, Simulation, replayable, simulate
 from cutover.errors import InvalidInput
 from cutover.model import Arm, Mode, State
 from cutover.store import FlushBatch, Store, open_store
@@ -239,3 +239,26 @@ def test_the_cli_prints_the_decisions_and_what_the_replay_cannot_know(
     )
     assert backwards.returncode == 2
     assert "the end of the simulation must come after its start" in backwards.stderr
+
+
+def test_prometheus_checks_and_webhooks_are_left_out_of_the_replayed_plan() -> None:
+    plan = parse_plan(
+        {
+            **PLAN,
+            "steps": [
+                {"mode": "shadow", "checks": [{"name": "cpu", "max": 0.5}]},
+                {
+                    "mode": "new",
+                    "checks": [
+                        {"name": "errors", "max": 0.001},
+                        {"name": "up", "source": "prometheus", "query": "min(up)", "min": 1},
+                    ],
+                },
+            ],
+        }
+    )
+    runnable, skipped = replayable(plan)
+    assert skipped == ("cpu", "up") and runnable.notify == ()
+    assert [c.name for c in runnable.checks_for(0)] == ["drift", "errors", "latency"]
+    assert [(c.name, c.max) for c in runnable.checks_for(1)][1] == ("errors", 0.001)
+    assert all(c.source == "cutover" for step in (0, 1) for c in runnable.checks_for(step))

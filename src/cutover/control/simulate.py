@@ -20,7 +20,6 @@ from typing import Any
 
 from cutover.clock import ManualClock
 from cutover.control.controller import Controller, step_label
-from cutover.control.notify import Notifier
 from cutover.control.plan import Plan, parse_plan
 from cutover.durations import format_duration
 from cutover.errors import InvalidInput
@@ -229,10 +228,8 @@ def simulate(
         )
 
     with tempfile.TemporaryDirectory(prefix="cutover-simulate-", dir=_memory()) as scratch_dir:
-        from cutover.store.sql import SqlStore
-
-        scratch = SqlStore(f"sqlite:///{Path(scratch_dir) / 'simulation.db'}")
-        controller = Controller(scratch, clock=clock, notifier=Notifier())
+        scratch = open_store(f"sqlite:///{Path(scratch_dir) / 'simulation.db'}")
+        controller = Controller(scratch, clock=clock)  # the plan's webhooks are left out
         try:
             keep(controller.start(runnable, actor=STARTER, reason="backtest", source=plan_source))
             pending = _windows(source, name, start, until)
