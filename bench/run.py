@@ -21,8 +21,10 @@ import psycopg
 import audit
 import canary_million
 import controller_tick
+import flags
 import flush_throughput
 import http_api
+import latency_resolution
 import memory_per_name
 import overhead
 import proxy
@@ -46,6 +48,8 @@ def main() -> None:
     results["shadow_latency"] = quietly(shadow_latency.run, 5000)
     results["canary_million"] = quietly(canary_million.run, 1_000_000, 4)
     results["memory_per_name"] = quietly(memory_per_name.run, 10_000, 3, "legacy")
+    # 100,000 calls and 3-second loads (flags.py's defaults: 200,000 and 5 s).
+    results["flags"] = quietly(flags.run, 100_000, 3.0, 20)
     # proxy.py --quick: 3-second wrk runs, one round; two 3-second rounds at 500 requests a
     # second; 256 MiB streamed. The full run is recorded in docs/performance.md.
     missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None]
@@ -60,6 +64,9 @@ def main() -> None:
     # 200 rollouts of one day, 3 of them validated (sequential.py's defaults: 1,000 of three
     # days, 10 validated, about 3 minutes); the full run is recorded in docs/performance.md.
     results["sequential"] = quietly(sequential.run, 200, 1.0, 10.0, 100, 0.01, 3)
+    # 50 runs at a log-spread of 0.3 (latency_resolution.py's default: 200 runs, about a
+    # minute); the full runs at 0.2, 0.3 and 0.5 are recorded in docs/performance.md.
+    results["latency_resolution"] = quietly(latency_resolution.run, 50, 10_000, 500, 0.3)
     try:
         psycopg.connect(server, connect_timeout=3).close()
     except psycopg.OperationalError as error:

@@ -12,6 +12,7 @@ import pytest
 
 import cutover
 from cutover import runtime as rt
+from cutover.flags import _core as flags
 
 from .helpers import quiet
 from .tcpproxy import TcpProxy
@@ -201,3 +202,4 @@ def _no_leftover_runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Ite
     yield
     rt.shutdown()
     rt._declared.clear()  # a test's migrations do not follow it into the next test
+    flags._flags.clear()

@@ -2,6 +2,7 @@
 
 from cutover import compare, errors
 from cutover.clock import FileClock, ManualClock
+from cutover.flags import Call, achoose, choose, flag, observe
 from cutover.migration import AsyncMigration, Migration, migration, unit_scope
 from cutover.model import Arm, Comparison, Decision, Mode, Observation, State, Verdict
 from cutover.routing import bucket
@@ -25,6 +26,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "Arm",
     "AsyncMigration",
+    "Call",
     "Comparison",
     "Controller",
     "Decision",
@@ -37,15 +39,19 @@ __all__ = [
     "State",
     "Verdict",
     "__version__",
+    "achoose",
     "aflush",
     "bucket",
+    "choose",
     "compare",
     "configure",
     "current",
     "errors",
+    "flag",
     "flush",
     "load_plan",
     "migration",
+    "observe",
     "parse_plan",
     "unit_scope",
 ]

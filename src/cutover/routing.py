@@ -28,6 +28,7 @@ LEGACY_ONLY, NEW_ONLY, MIXED = 0, 1, 2
 """Route kinds: the caller's path branches on these small integers."""
 
 _hash = mmh3.hash
+_LEGACY, _NEW = Arm.LEGACY, Arm.NEW  # an Enum member lookup costs as much as the hash
 
 
 def bucket(migration: str, unit: object) -> int:
@@ -100,10 +101,10 @@ def compile_route(state: State, override: Mode | None = None) -> Route:
 def serving_arm(migration: str, route: Route, unit: object) -> Arm:
     """The arm that serves ``unit`` under ``route`` (the same rule the caller's path applies)."""
     if route.kind == LEGACY_ONLY:
-        return Arm.LEGACY
+        return _LEGACY
     if route.kind == NEW_ONLY:
-        return Arm.NEW
+        return _NEW
     key = f"{unit}"
     if route.pins is not None and key in route.pins:
-        return Arm.NEW if route.pins[key] else Arm.LEGACY
-    return Arm.NEW if bucket(migration, key) < route.threshold else Arm.LEGACY
+        return _NEW if route.pins[key] else _LEGACY
+    return _NEW if _hash(f"{migration}:{key}", 0, False) % BUCKETS < route.threshold else _LEGACY

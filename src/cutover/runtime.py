@@ -141,6 +141,21 @@ def declared() -> list[Migration]:
         return list(_declared)
 
 
+# Called with the names whose stored state changed, after a refresh that saw any change (on
+# PostgreSQL as soon as NOTIFY arrives); like the migrations, they outlive a configure().
+_watchers: list[Callable[[list[str]], Any]] = []
+
+
+def watch(callback: Callable[[list[str]], Any]) -> None:
+    """Call ``callback(names)`` from the refresh thread whenever stored states change."""
+    _watchers.append(callback)
+
+
+def unwatch(callback: Callable[[list[str]], Any]) -> None:
+    if callback in _watchers:
+        _watchers.remove(callback)
+
+
 class _Limited:
     """Logs an error at most once a minute per key, so a broken hook cannot flood the log."""
 
@@ -338,10 +353,20 @@ class Runtime:
         finally:
             self._loaded.set()
         self._store_ok()
-        self.states = states
+        previous, self.states = self.states, states
         self._loaded_at = self.clock()
         for migration in self.migrations:
             migration._apply(states.get(migration.name))
+        if _watchers:
+            changed = sorted(
+                n for n in previous.keys() | states.keys() if previous.get(n) != states.get(n)
+            )
+            if changed:
+                for callback in _watchers:
+                    try:
+                        callback(changed)
+                    except Exception:  # noqa: BLE001 - a watcher cannot stop the refresh
+                        limited.error("watch", "cutover: a state watcher raised", exc_info=True)
         return True
 
     def _store_failed(self, error: BaseException, *, writing: bool = False) -> None:

@@ -43,6 +43,7 @@ class ArmStats:
     p95_ms: float | None
     p99_ms: float | None
     expected: int = 0  # runs that raised an exception the migration expects (bad input)
+    exposures: int = 0  # flag evaluations that chose this arm (choose, OpenFeature, OFREP)
 
     @property
     def error_rate(self) -> float | None:
@@ -64,6 +65,7 @@ class ArmStats:
             "errors": self.errors,
             "error_rate": self.error_rate,
             "expected": self.expected,
+            "exposures": self.exposures,
             "p50_ms": self.p50_ms,
             "p95_ms": self.p95_ms,
             "p99_ms": self.p99_ms,
@@ -81,6 +83,7 @@ class ArmStats:
             calls=c[w.CALLS],
             errors=c[w.ERRORS],
             expected=c[w.EXPECTED],
+            exposures=c[w.EXPOSURES],
             timeouts=c[w.TIMEOUTS],
             # Every run served the caller but the off-path ones and new's failed attempts.
             served=c[w.CALLS] - c[w.OFFPATH] - c[w.FALLBACKS],

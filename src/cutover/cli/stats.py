@@ -141,7 +141,8 @@ def render(report: MigrationStats) -> None:
             f" to {when(asked_until)}; stored windows are never split",
             markup=False,
         )
-    if not (report.legacy.calls or report.new.calls):
+    exposures = report.legacy.exposures + report.new.exposures
+    if not (report.legacy.calls or report.new.calls or exposures):
         console.print(
             f"  nothing was counted from {when(report.since)} to {when(report.until)} (UTC):"
             " pick another span with --window, or --since and --until",
@@ -153,6 +154,12 @@ def render(report: MigrationStats) -> None:
         f"  comparator errors {report.comparator_errors}  hook errors {report.hook_errors}",
         markup=False,
     )
+    if exposures:  # flag evaluations: cutover.choose, OpenFeature, OFREP
+        console.print(
+            f"  exposures legacy {report.legacy.exposures}  new {report.new.exposures}"
+            f"  new share {ratio(report.new.exposures / exposures)}",
+            markup=False,
+        )
 
 
 @cli.command(name="check")

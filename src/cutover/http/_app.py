@@ -25,7 +25,14 @@ from starlette.routing import Match
 
 from cutover.clock import Clock, configured_clock
 from cutover.control.controller import CONTROLLER, Controller
-from cutover.errors import ConflictError, CutoverError, InvalidInput, StoreError, UnknownMigration
+from cutover.errors import (
+    ConflictError,
+    CutoverError,
+    InvalidInput,
+    NotYet,
+    StoreError,
+    UnknownMigration,
+)
 from cutover.http._auth import Principal, Role, Tokens
 from cutover.http._names import routable_path
 from cutover.model import Mode
@@ -247,6 +254,10 @@ def _install_errors(app: FastAPI) -> None:
         )
 
     app.add_exception_handler(ConflictError, _conflict)
+
+    @app.exception_handler(NotYet)
+    async def not_yet(_request: Request, error: NotYet) -> JSONResponse:
+        return JSONResponse(error_body(str(error), possible_at=error.possible_at), status_code=409)
 
     @app.exception_handler(InvalidInput)
     async def invalid(_request: Request, error: InvalidInput) -> JSONResponse:
@@ -528,7 +539,7 @@ def controller_lag(store: Store, now: float) -> tuple[float | None, float | None
 
 def create_app(settings: Settings) -> FastAPI:
     """The admin API and dashboard over ``settings.store``."""
-    from cutover.http import _api, _dashboard
+    from cutover.http import _api, _dashboard, _ofrep
 
     hosts = HostRule(settings.allowed_hosts)  # a malformed entry is refused now, not later
     registry = CollectorRegistry(auto_describe=False)
@@ -593,6 +604,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     _install_errors(app)
     app.include_router(_api.router)
+    app.include_router(_ofrep.router)
     app.include_router(_dashboard.router)
     _dashboard.mount_static(app)
 

@@ -62,6 +62,7 @@ class CutoverCollector(Collector):
             comparisons,
             fallbacks,
             dropped,
+            exposures,
             duration,
             percent,
             store_errors,
@@ -86,6 +87,7 @@ class CutoverCollector(Collector):
                 calls.add_metric([name, arm.value, "error"], c[w.ERRORS])
                 calls.add_metric([name, arm.value, "expected"], c[w.EXPECTED])
                 calls.add_metric([name, arm.value, "timeout"], c[w.TIMEOUTS])
+                exposures.add_metric([name, arm.value], c[w.EXPOSURES])
                 compared += c[w.COMPARISONS]
                 drifts += c[w.DRIFTS]
                 broken += c[w.COMPARATOR_ERRORS]
@@ -134,6 +136,11 @@ class CutoverCollector(Collector):
                 "cutover_offpath_dropped",
                 "Off-path runs skipped because the off-path queue was full.",
                 labels=["migration"],
+            ),
+            CounterMetricFamily(
+                "cutover_exposures",
+                "Flag evaluations that chose each arm (choose, OpenFeature, OFREP).",
+                labels=["migration", "arm"],
             ),
             HistogramMetricFamily(
                 "cutover_duration_seconds",

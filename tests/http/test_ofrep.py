@@ -1,0 +1,146 @@
+"""OFREP in a running ``cutover serve``: the formula's arms, OFREP's shapes, ETags, tokens."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cutover import operations
+from cutover.model import Mode
+from cutover.routing import bucket, threshold
+from cutover.store import open_store
+
+from ..helpers import eventually
+from .conftest import Server
+
+
+def change(store_url: str, name: str, **fields: object) -> None:
+    store = open_store(store_url)
+    try:
+        operations.set_state(
+            store,
+            name,
+            operations.Change(**fields),  # type: ignore[arg-type]
+            reason="test",
+            actor="tests",
+            clock=time.time,
+        )
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def server(serve: Callable[..., Server], tmp_path: Path) -> Server:
+    url = f"sqlite:///{tmp_path / 'ofrep.db'}"
+    change(url, "pricing", mode=Mode.CANARY, percent=30, pin_new=("staff",))
+    change(url, "codec", mode=Mode.NEW)
+    return serve(url)
+
+
+def context(unit: object) -> dict[str, object]:
+    return {"context": {"targetingKey": unit}}
+
+
+def test_one_flag_gives_each_unit_its_arm_with_a_reason(server: Server) -> None:
+    with server.client("viewer") as client:
+        for i in range(300):
+            unit = f"user-{i}"
+            answer = client.post("/ofrep/v1/evaluate/flags/pricing", json=context(unit))
+            assert answer.status_code == 200, answer.text
+            new = bucket("pricing", unit) < threshold(30)
+            assert answer.json() == {
+                "key": "pricing",
+                "reason": "SPLIT",
+                "variant": "new" if new else "legacy",
+                "value": new,
+                "metadata": {"mode": "canary", "percent": 30.0, "version": 1},
+            }
+        staff = client.post("/ofrep/v1/evaluate/flags/pricing", json=context("staff")).json()
+        assert (staff["reason"], staff["value"]) == ("TARGETING_MATCH", True)
+        codec = client.post("/ofrep/v1/evaluate/flags/codec", json=context("u")).json()
+        assert (codec["reason"], codec["variant"]) == ("STATIC", "new")
+
+
+def test_errors_have_ofreps_shapes(server: Server) -> None:
+    with server.client("viewer") as client:
+        missing = client.post("/ofrep/v1/evaluate/flags/nope", json=context("u"))
+        assert missing.status_code == 404
+        assert missing.json()["key"] == "nope"
+        assert missing.json()["errorCode"] == "FLAG_NOT_FOUND"
+        for body, code in (
+            ({"context": {}}, "TARGETING_KEY_MISSING"),
+            (None, "TARGETING_KEY_MISSING"),
+            (context(42), "INVALID_CONTEXT"),
+            ({"context": "u"}, "INVALID_CONTEXT"),
+            ([1], "INVALID_CONTEXT"),
+        ):
+            one = client.post("/ofrep/v1/evaluate/flags/pricing", json=body)
+            assert (one.status_code, one.json()["errorCode"]) == (400, code), one.text
+            assert one.json()["key"] == "pricing" and one.json()["errorDetails"]
+            bulk = client.post("/ofrep/v1/evaluate/flags", json=body)
+            assert (bulk.status_code, bulk.json()["errorCode"]) == (400, code), bulk.text
+        garbled = client.post(
+            "/ofrep/v1/evaluate/flags",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        )
+        assert (garbled.status_code, garbled.json()["errorCode"]) == (400, "PARSE_ERROR")
+
+
+def test_tokens_are_the_viewer_tokens(server: Server) -> None:
+    for headers in ({}, {"Authorization": "Bearer cut_wrong"}):
+        refused = httpx.post(
+            f"{server.url}/ofrep/v1/evaluate/flags/pricing", json=context("u"), headers=headers
+        )
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == "Bearer"
+        assert "token" in refused.json()["error"]
+    with server.client("admin") as client:
+        assert client.post("/ofrep/v1/evaluate/flags", json=context("u")).status_code == 200
+
+
+def test_bulk_answers_every_stored_flag_and_304_until_a_state_changes(server: Server) -> None:
+    with server.client("viewer") as client:
+        first = client.post("/ofrep/v1/evaluate/flags", json=context("user-7"))
+        assert first.status_code == 200
+        flags = {flag["key"]: flag for flag in first.json()["flags"]}
+        assert sorted(flags) == ["codec", "pricing"]
+        assert flags["pricing"]["value"] is (bucket("pricing", "user-7") < threshold(30))
+        tag = first.headers["etag"]
+        again = client.post(
+            "/ofrep/v1/evaluate/flags", json=context("user-7"), headers={"If-None-Match": tag}
+        )
+        assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", tag)
+        other = client.post(
+            "/ofrep/v1/evaluate/flags", json=context("user-8"), headers={"If-None-Match": tag}
+        )
+        assert other.status_code == 200  # another unit, another answer
+        change(server.store_url, "pricing", mode=Mode.LEGACY)
+
+        def changed() -> bool:
+            answer = client.post(
+                "/ofrep/v1/evaluate/flags", json=context("user-7"), headers={"If-None-Match": tag}
+            )
+            return answer.status_code == 200 and answer.headers["etag"] != tag
+
+        assert eventually(changed), "the bulk answer kept its ETag after a state change"
+
+
+def test_evaluations_are_counted_as_exposures(server: Server) -> None:
+    with server.client("viewer") as client:
+        for i in range(20):
+            client.post("/ofrep/v1/evaluate/flags/codec", json=context(f"u{i}"))
+    store = open_store(server.store_url)
+
+    def counted() -> bool:
+        stats = operations.stats(store, "codec", 3600, time.time() + 60)
+        return stats.new.exposures == 20
+
+    try:
+        assert eventually(counted, 30), "the server did not flush its exposures"
+    finally:
+        store.close()
