@@ -135,7 +135,7 @@ def test_a_healthy_month_completes_the_plan(stores: dict[str, Path]) -> None:
     assert result.status == "completed" and result.ended_at == done.at
     assert result.windows == (done.at - T0) // 60, "every minute that had ended by then"
     assert result.skipped == ("cpu",)
-    assert any("not replayed: the Prometheus checks cpu" in note for note in result.notes)
+    assert any("the checks cpu, which read Prometheus" in note for note in result.notes)
 
 
 def test_a_regression_on_day_12_rolls_back_at_the_right_time_and_names_the_check(
