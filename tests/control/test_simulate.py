@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cutover.clock import ManualClock
 from cutover.control.plan import parse_plan
 from cutover.control.simulate import Approvals, Simulation, replayable, simulate
 from cutover.errors import InvalidInput
@@ -262,3 +264,43 @@ def test_prometheus_checks_and_webhooks_are_left_out_of_the_replayed_plan() -> N
     assert [c.name for c in runnable.checks_for(0)] == ["drift", "errors", "latency"]
     assert [(c.name, c.max) for c in runnable.checks_for(1)][1] == ("errors", 0.001)
     assert all(c.source == "cutover" for step in (0, 1) for c in runnable.checks_for(step))
+
+
+def test_roles_cohorts_and_slo_budgets_are_simulated_as_a_live_rollout_has_them(
+    stores: dict[str, Path], tmp_path: Path
+) -> None:
+    from cutover.data import cohorts
+
+    copy = tmp_path / "source.db"
+    shutil.copy(stores["healthy"], copy)
+    store = open_store(f"sqlite:///{copy}")
+    clock = ManualClock(T0)
+    cohorts.add(
+        store, "pricing", "pilot", tenants=["acme", "globex"], wave=1, actor="ops", clock=clock
+    )
+    store.close()
+    plan = {
+        "migration": "pricing",
+        "steps": [
+            {"mode": "shadow", "hold": "1h"},
+            {
+                "mode": "canary",
+                "percent": 0,
+                "cohort": "pilot",
+                "hold": "1h",
+                "approval": {"roles": ["sre", "product"]},
+            },
+        ],
+        "checks": [{"name": "budget", "metric": "error_budget_remaining", "min": 0.5}],
+        "slos": [
+            {"name": "ok", "indicator": {"metric": "errors"}, "objective": "99%", "window": "7d"}
+        ],
+    }
+    result = replay(copy, plan=plan, since=T0 + 8 * DAY, until=T0 + 9 * DAY)
+    kinds = [d.kind for d in result.decisions]
+    assert kinds == ["start", "approval_needed", "approve", "approve", "promote", "complete"]
+    approvers = [d.actor for d in result.decisions if d.kind == "approve"]
+    assert approvers == ["backtest-approver-sre", "backtest-approver-product"]
+    assert result.decisions[4].reason.endswith("; cohort pilot (2 tenants) pinned to new")
+    assert result.earlier == 7 * 24 * 60, "the SLO's week before the start, read first"
+    assert any(f"read the {7 * 24 * 60} windows of the 7d before" in n for n in result.notes)

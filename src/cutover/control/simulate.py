@@ -91,7 +91,8 @@ class Simulation:
     step: float
     approvals: Approvals
     passes: int
-    windows: int  # windows copied from the source
+    windows: int  # windows copied from the source as simulated time passed
+    earlier: int  # windows from before the start, copied first for the SLO budgets to read
     decisions: tuple[SimulatedDecision, ...]
     status: str
     where: str  # the step the rollout ended on
@@ -112,6 +113,7 @@ class Simulation:
             "approve": self.approvals.value,
             "passes": self.passes,
             "windows": self.windows,
+            "windows_before_start": self.earlier,
             "decisions": [decision.to_json() for decision in self.decisions],
             "outcome": {
                 "status": self.status,
@@ -270,13 +272,14 @@ def simulate(
         try:
             _copy_cohorts(source, name, scratch, runnable.migration, start)
             # What an SLO's budget reads from before the rollout began, as a live store has it.
-            earlier = _lookback(runnable)
-            seq = 0
-            for day in range(math.ceil(earlier / READ_AHEAD)):
-                begin = start - earlier + day * READ_AHEAD
+            lookback = _lookback(runnable)
+            seq = before = 0
+            for day in range(math.ceil(lookback / READ_AHEAD)):
+                begin = start - lookback + day * READ_AHEAD
                 end = min(begin + READ_AHEAD, start)
                 seq += 1
-                _copy(scratch, runnable.migration, _windows(source, name, begin, end), seq, start)
+                found = _windows(source, name, begin, end)
+                before += _copy(scratch, runnable.migration, found, seq, start)
             keep(controller.start(runnable, actor=STARTER, reason="backtest", source=plan_source))
             pending = _windows(source, name, start, until)
             waiting: tuple[int, dict[Arm, ArmCounts]] | None = next(pending, None)
@@ -340,6 +343,11 @@ def simulate(
         }[approvals],
         "no webhook is sent; a rolled-back rollout is not retried",
     ]
+    if before:
+        notes.append(
+            f"the SLO budgets also read the {before} windows of the"
+            f" {format_duration(lookback)} before the start, as a live store has them"
+        )
     if skipped:
         notes.append(
             f"not replayed: the checks {', '.join(skipped)}, which read Prometheus (judged as if"
@@ -356,6 +364,7 @@ def simulate(
         approvals=approvals,
         passes=passes,
         windows=copied,
+        earlier=before,
         decisions=tuple(decisions),
         status=final.rollout.status.value,
         where=(
