@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import sqlite3
@@ -304,3 +305,21 @@ def test_roles_cohorts_and_slo_budgets_are_simulated_as_a_live_rollout_has_them(
     assert result.decisions[4].reason.endswith("; cohort pilot (2 tenants) pinned to new")
     assert result.earlier == 7 * 24 * 60, "the SLO's week before the start, read first"
     assert any(f"read the {7 * 24 * 60} windows of the 7d before" in n for n in result.notes)
+
+
+def test_roles_windows_and_cohorts_replay_too(stores: dict[str, Path]) -> None:
+    plan = copy.deepcopy(PLAN)
+    # T0 is a Monday: the canary may only begin on a Thursday, after each role has approved.
+    plan["steps"][1].update(
+        approval={"roles": ["sre", "product"]},
+        window={"days": "Thu", "hours": "02:00-04:00", "tz": "UTC"},
+        cohort="pilot",  # pins change no recorded telemetry: left out of the replay
+    )
+    result = replay(stores["healthy"], plan=plan, until=T0 + 5 * DAY)
+    kinds = [d.kind for d in result.decisions]
+    assert kinds == ["start", "approval_needed", "approve", "approve", "held", "promote"]
+    approvals = result.decisions[2:4]
+    assert "waiting for window (Thu 02:00-04:00 UTC)" in result.decisions[4].reason
+    assert [d.actor for d in approvals] == ["backtest-approver-sre", "backtest-approver-product"]
+    assert result.decisions[-1].at == T0 + 3 * DAY + 2 * 3600  # Thursday 02:00
+    assert any("the store holds no cohort pilot of 'pricing'" in note for note in result.notes)

@@ -91,3 +91,13 @@ def test_roles_come_from_the_approving_token(server: Server) -> None:
     status = call(server, "viewer", "GET", "/api/v1/migrations/pay/rollout").json()
     assert status["steps"][1]["roles_missing"] == ["support"]
     assert status["blockers"][-1].endswith("from support")
+
+
+def test_the_dashboard_shows_the_roles_still_missing(server: Server) -> None:
+    assert call(server, "operator", "POST", "/api/v1/rollouts", {"plan": "pay.yaml"}).is_success
+    body = {"reason": "on call ready", "expected_version": rollout_version(server)}
+    assert call(server, "sam", "POST", "/api/v1/migrations/pay/rollout/approve", body).is_success
+    with server.client("viewer") as client:
+        page = client.get("/migrations/pay")
+    assert page.status_code == 200
+    assert "approval needed from product, support" in page.text

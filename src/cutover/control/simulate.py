@@ -14,7 +14,7 @@ import enum
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,13 +126,14 @@ class Simulation:
         }
 
 
-def replayable(plan: Plan) -> tuple[Plan, tuple[str, ...]]:
+def replayable(plan: Plan, cohorts: Collection[str] = ()) -> tuple[Plan, tuple[str, ...]]:
     """``plan`` as the simulation runs it, and the names of the checks it leaves out.
 
     Prometheus checks are left out (their history is not cutover's to replay, and an instant
     query answers for now, not for last month), and so are budget checks of an SLO measured by
     Prometheus, and ``notify``: a simulation sends no webhooks. A step's override of a check
-    left out goes with it.
+    left out goes with it. A step's cohort that is not one of ``cohorts`` (the source's) is
+    left out too: its pins change no telemetry already recorded.
     """
 
     def external(check: Check) -> bool:
@@ -148,6 +149,8 @@ def replayable(plan: Plan) -> tuple[Plan, tuple[str, ...]]:
     data["checks"] = [c for c in data.get("checks", ()) if c["name"] not in skipped]
     for step in data["steps"]:
         step["checks"] = [c for c in step.get("checks", ()) if c["name"] not in skipped]
+        if step.get("cohort") not in cohorts:
+            step.pop("cohort", None)
     data.pop("notify", None)
     return parse_plan(data, f"the plan of {plan.migration!r}"), tuple(skipped)
 
@@ -241,7 +244,9 @@ def simulate(
             f"{redact_url(source.url)} holds no telemetry of {name!r}; name a migration it"
             " holds with --telemetry (see `cutover stats`)"
         )
-    runnable, skipped = replayable(plan)
+    held = {cohort.name for cohort in source.cohorts(name)}
+    runnable, skipped = replayable(plan, held)
+    missing = sorted({s.cohort for s in plan.steps if s.cohort and s.cohort not in held})
     history = _History(source, name)
     start = since // WINDOW * WINDOW  # passes fall on the minute, as windows do
     clock = ManualClock(start)
@@ -347,6 +352,11 @@ def simulate(
         notes.append(
             f"the SLO budgets also read the {before} windows of the"
             f" {format_duration(lookback)} before the start, as a live store has them"
+        )
+    if missing:
+        notes.append(
+            f"the store holds no cohort {', '.join(missing)} of {name!r}: the steps naming"
+            " them run without their cohort (its pins would change no recorded telemetry)"
         )
     if skipped:
         notes.append(
