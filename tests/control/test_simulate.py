@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from cutover.clock import ManualClock
 from cutover.control.plan import parse_plan
-from cutover.control.simulate import Approvals, Simulation, simulate
+from cutover.control.simulate import Approvals, Simulation, replayable, simulate
 from cutover.errors import InvalidInput
 from cutover.model import Arm, Mode, State
 from cutover.store import FlushBatch, Store, open_store
@@ -136,7 +138,7 @@ def test_a_healthy_month_completes_the_plan(stores: dict[str, Path]) -> None:
     assert result.status == "completed" and result.ended_at == done.at
     assert result.windows == (done.at - T0) // 60, "every minute that had ended by then"
     assert result.skipped == ("cpu",)
-    assert any("not replayed: the Prometheus checks cpu" in note for note in result.notes)
+    assert any("the checks cpu, which read Prometheus" in note for note in result.notes)
 
 
 def test_a_regression_on_day_12_rolls_back_at_the_right_time_and_names_the_check(
@@ -242,6 +244,69 @@ def test_the_cli_prints_the_decisions_and_what_the_replay_cannot_know(
     assert "the end of the simulation must come after its start" in backwards.stderr
 
 
+def test_prometheus_checks_and_webhooks_are_left_out_of_the_replayed_plan() -> None:
+    plan = parse_plan(
+        {
+            **PLAN,
+            "steps": [
+                {"mode": "shadow", "checks": [{"name": "cpu", "max": 0.5}]},
+                {
+                    "mode": "new",
+                    "checks": [
+                        {"name": "errors", "max": 0.001},
+                        {"name": "up", "source": "prometheus", "query": "min(up)", "min": 1},
+                    ],
+                },
+            ],
+        }
+    )
+    runnable, skipped = replayable(plan)
+    assert skipped == ("cpu", "up") and runnable.notify == ()
+    assert [c.name for c in runnable.checks_for(0)] == ["drift", "errors", "latency"]
+    assert [(c.name, c.max) for c in runnable.checks_for(1)][1] == ("errors", 0.001)
+    assert all(c.source == "cutover" for step in (0, 1) for c in runnable.checks_for(step))
+
+
+def test_roles_cohorts_and_slo_budgets_are_simulated_as_a_live_rollout_has_them(
+    stores: dict[str, Path], tmp_path: Path
+) -> None:
+    from cutover.data import cohorts
+
+    copy = tmp_path / "source.db"
+    shutil.copy(stores["healthy"], copy)
+    store = open_store(f"sqlite:///{copy}")
+    clock = ManualClock(T0)
+    cohorts.add(
+        store, "pricing", "pilot", tenants=["acme", "globex"], wave=1, actor="ops", clock=clock
+    )
+    store.close()
+    plan = {
+        "migration": "pricing",
+        "steps": [
+            {"mode": "shadow", "hold": "1h"},
+            {
+                "mode": "canary",
+                "percent": 0,
+                "cohort": "pilot",
+                "hold": "1h",
+                "approval": {"roles": ["sre", "product"]},
+            },
+        ],
+        "checks": [{"name": "budget", "metric": "error_budget_remaining", "min": 0.5}],
+        "slos": [
+            {"name": "ok", "indicator": {"metric": "errors"}, "objective": "99%", "window": "7d"}
+        ],
+    }
+    result = replay(copy, plan=plan, since=T0 + 8 * DAY, until=T0 + 9 * DAY)
+    kinds = [d.kind for d in result.decisions]
+    assert kinds == ["start", "approval_needed", "approve", "approve", "promote", "complete"]
+    approvers = [d.actor for d in result.decisions if d.kind == "approve"]
+    assert approvers == ["backtest-approver-sre", "backtest-approver-product"]
+    assert result.decisions[4].reason.endswith("; cohort pilot (2 tenants) pinned to new")
+    assert result.earlier == 7 * 24 * 60, "the SLO's week before the start, read first"
+    assert any(f"read the {7 * 24 * 60} windows of the 7d before" in n for n in result.notes)
+
+
 def test_roles_windows_and_cohorts_replay_too(stores: dict[str, Path]) -> None:
     plan = copy.deepcopy(PLAN)
     # T0 is a Monday: the canary may only begin on a Thursday, after each role has approved.
@@ -257,3 +322,4 @@ def test_roles_windows_and_cohorts_replay_too(stores: dict[str, Path]) -> None:
     assert "waiting for window (Thu 02:00-04:00 UTC)" in result.decisions[4].reason
     assert [d.actor for d in approvals] == ["backtest-approver-sre", "backtest-approver-product"]
     assert result.decisions[-1].at == T0 + 3 * DAY + 2 * 3600  # Thursday 02:00
+    assert any("the store holds no cohort pilot of 'pricing'" in note for note in result.notes)

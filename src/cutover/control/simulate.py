@@ -11,22 +11,23 @@ from __future__ import annotations
 
 import bisect
 import enum
+import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cutover.clock import ManualClock
 from cutover.control.controller import Controller, missing_roles, step_label
-from cutover.control.notify import Notifier
-from cutover.control.plan import Plan, parse_plan
+from cutover.control.plan import Check, Plan, parse_plan
 from cutover.durations import format_duration
 from cutover.errors import InvalidInput
 from cutover.model import Arm, Decision, Mode, RolloutStatus, State
 from cutover.store import (
     DEFAULT_STORE,
+    Cohort,
     FlushBatch,
     Store,
     normalize_url,
@@ -42,7 +43,8 @@ READ_AHEAD = 86_400.0
 """Seconds of source windows read at a time: a month is read in thirty queries."""
 
 STARTER = "backtest"
-APPROVER = "backtest-approver"  # not the starter, so a four-eyes step can be approved too
+APPROVER = "backtest-approver"  # not the starter, so a four-eyes step can be approved too;
+# a step that asks for roles gets one approver per role, "backtest-approver-ROLE"
 
 
 class Approvals(enum.StrEnum):
@@ -89,7 +91,8 @@ class Simulation:
     step: float
     approvals: Approvals
     passes: int
-    windows: int  # windows copied from the source
+    windows: int  # windows copied from the source as simulated time passed
+    earlier: int  # windows from before the start, copied first for the SLO budgets to read
     decisions: tuple[SimulatedDecision, ...]
     status: str
     where: str  # the step the rollout ended on
@@ -110,6 +113,7 @@ class Simulation:
             "approve": self.approvals.value,
             "passes": self.passes,
             "windows": self.windows,
+            "windows_before_start": self.earlier,
             "decisions": [decision.to_json() for decision in self.decisions],
             "outcome": {
                 "status": self.status,
@@ -122,25 +126,31 @@ class Simulation:
         }
 
 
-def replayable(plan: Plan) -> tuple[Plan, tuple[str, ...]]:
+def replayable(plan: Plan, cohorts: Collection[str] = ()) -> tuple[Plan, tuple[str, ...]]:
     """``plan`` as the simulation runs it, and the names of the checks it leaves out.
 
     Prometheus checks are left out (their history is not cutover's to replay, and an instant
-    query answers for now, not for last month), and so is ``notify``: a simulation sends no
-    webhooks. A step's override of a check left out goes with it. A step's cohort is left
-    out too: its pins change no telemetry already recorded, and the scratch store has no
-    cohorts.
+    query answers for now, not for last month), and so are budget checks of an SLO measured by
+    Prometheus, and ``notify``: a simulation sends no webhooks. A step's override of a check
+    left out goes with it. A step's cohort that is not one of ``cohorts`` (the source's) is
+    left out too: its pins change no telemetry already recorded.
     """
+
+    def external(check: Check) -> bool:
+        if check.source == "prometheus":
+            return True
+        return bool(check.metric and check.metric.is_budget) and (
+            plan.slo_for(check).indicator.external
+        )
+
+    everywhere = [c for index in range(len(plan.steps)) for c in plan.checks_for(index)]
+    skipped = sorted({c.name for c in (*plan.checks, *everywhere) if external(c)})
     data = plan.to_json()
-    skipped = [c["name"] for c in data.get("checks", ()) if c.get("source") == "prometheus"]
     data["checks"] = [c for c in data.get("checks", ()) if c["name"] not in skipped]
     for step in data["steps"]:
-        own = [c for c in step.get("checks", ()) if c.get("source") == "prometheus"]
-        skipped += [c["name"] for c in own if c["name"] not in skipped]
-        step["checks"] = [
-            c for c in step.get("checks", ()) if c not in own and c["name"] not in skipped
-        ]
-        step.pop("cohort", None)
+        step["checks"] = [c for c in step.get("checks", ()) if c["name"] not in skipped]
+        if step.get("cohort") not in cohorts:
+            step.pop("cohort", None)
     data.pop("notify", None)
     return parse_plan(data, f"the plan of {plan.migration!r}"), tuple(skipped)
 
@@ -179,6 +189,34 @@ def _windows(
         begin = end
 
 
+def _lookback(plan: Plan) -> float:
+    """How far before the rollout's start the plan's checks read: an SLO's budget reads its
+    whole window, the rest never reads before the step began."""
+    budgets = [
+        plan.slo_for(check).window
+        for index in range(len(plan.steps))
+        for check in plan.checks_for(index)
+        if check.metric is not None and check.metric.is_budget
+    ]
+    return max(budgets, default=0.0)
+
+
+def _copy(
+    scratch: Store,
+    migration: str,
+    windows: Iterable[tuple[int, dict[Arm, ArmCounts]]],
+    seq: int,
+    at: float,
+) -> int:
+    """Write ``windows`` to the scratch store as one flush numbered ``seq``; how many."""
+    batch = FlushBatch("backtest", seq, at, run="backtest")
+    for start, arms in windows:
+        batch.add_window(start, WindowDelta(migration, arms))
+    if not batch.empty:
+        scratch.write_flush(batch)
+    return len(batch.windows)
+
+
 def simulate(
     plan: Plan,
     source: Store,
@@ -206,7 +244,9 @@ def simulate(
             f"{redact_url(source.url)} holds no telemetry of {name!r}; name a migration it"
             " holds with --telemetry (see `cutover stats`)"
         )
-    runnable, skipped = replayable(plan)
+    held = {cohort.name for cohort in source.cohorts(name)}
+    runnable, skipped = replayable(plan, held)
+    missing = sorted({s.cohort for s in plan.steps if s.cohort and s.cohort not in held})
     history = _History(source, name)
     start = since // WINDOW * WINDOW  # passes fall on the minute, as windows do
     clock = ManualClock(start)
@@ -232,11 +272,19 @@ def simulate(
         )
 
     with tempfile.TemporaryDirectory(prefix="cutover-simulate-", dir=_memory()) as scratch_dir:
-        from cutover.store.sql import SqlStore
-
-        scratch = SqlStore(f"sqlite:///{Path(scratch_dir) / 'simulation.db'}")
-        controller = Controller(scratch, clock=clock, notifier=Notifier())
+        scratch = open_store(f"sqlite:///{Path(scratch_dir) / 'simulation.db'}")
+        controller = Controller(scratch, clock=clock)  # the plan's webhooks are left out
         try:
+            _copy_cohorts(source, name, scratch, runnable.migration, start)
+            # What an SLO's budget reads from before the rollout began, as a live store has it.
+            lookback = _lookback(runnable)
+            seq = before = 0
+            for day in range(math.ceil(lookback / READ_AHEAD)):
+                begin = start - lookback + day * READ_AHEAD
+                end = min(begin + READ_AHEAD, start)
+                seq += 1
+                found = _windows(source, name, begin, end)
+                before += _copy(scratch, runnable.migration, found, seq, start)
             keep(controller.start(runnable, actor=STARTER, reason="backtest", source=plan_source))
             pending = _windows(source, name, start, until)
             waiting: tuple[int, dict[Arm, ArmCounts]] | None = next(pending, None)
@@ -244,20 +292,19 @@ def simulate(
             held_noted: float | None = None
             while clock() + step <= until:
                 now = clock.advance(step)
-                batch = FlushBatch("backtest", passes + 1, now, run="backtest")
+                ended = []
                 while waiting is not None and waiting[0] + WINDOW <= now:
-                    batch.add_window(waiting[0], WindowDelta(runnable.migration, waiting[1]))
-                    copied += 1
+                    ended.append(waiting)
                     waiting = next(pending, None)
-                if not batch.empty:
-                    scratch.write_flush(batch)
+                seq += 1
+                copied += _copy(scratch, runnable.migration, ended, seq, now)
                 passes += 1
                 taken = controller.tick()
                 for decision in taken:
                     keep(decision)
                     if decision.kind == "approval_needed" and approvals is Approvals.AUTO:
-                        for approval in _approve(controller, runnable, scratch):
-                            keep(approval)
+                        for given in _approve(controller, runnable, runnable.migration):
+                            keep(given)
                 rollout = scratch.rollout(runnable.migration)
                 assert rollout is not None
                 if not rollout.status.active:
@@ -301,9 +348,20 @@ def simulate(
         }[approvals],
         "no webhook is sent; a rolled-back rollout is not retried",
     ]
+    if before:
+        notes.append(
+            f"the SLO budgets also read the {before} windows of the"
+            f" {format_duration(lookback)} before the start, as a live store has them"
+        )
+    if missing:
+        notes.append(
+            f"the store holds no cohort {', '.join(missing)} of {name!r}: the steps naming"
+            " them run without their cohort (its pins would change no recorded telemetry)"
+        )
     if skipped:
         notes.append(
-            f"not replayed: the Prometheus checks {', '.join(skipped)} (judged as if absent)"
+            f"not replayed: the checks {', '.join(skipped)}, which read Prometheus (judged as if"
+            " absent)"
         )
     return Simulation(
         migration=runnable.migration,
@@ -316,6 +374,7 @@ def simulate(
         approvals=approvals,
         passes=passes,
         windows=copied,
+        earlier=before,
         decisions=tuple(decisions),
         status=final.rollout.status.value,
         where=(
@@ -361,20 +420,44 @@ def _where(plan: Plan, step: int | None, status: str | None) -> str:
     return f"{label}, {status.replace('_', ' ')}"
 
 
-def _approve(controller: Controller, plan: Plan, store: Store) -> list[Decision]:
-    """Approve the next step at once: once, or once per role it asks for, each role by an
-    approver of its own."""
-    rollout = store.rollout(plan.migration)
+def _approve(controller: Controller, plan: Plan, name: str) -> list[Decision]:
+    """Approve the step the controller asked about: once, or once per role it asks for, each
+    role by an approver of its own (never the starter)."""
+    rollout = controller.store.rollout(name)
     assert rollout is not None
     index = rollout.step + 1
     why = "approved by the simulation as soon as asked (--approve auto)"
-    roles = missing_roles(plan.steps[index], rollout, index) if index < len(plan.steps) else []
+    roles = missing_roles(plan.steps[index], rollout, index)
     if not roles:
-        return [controller.approve(plan.migration, by=APPROVER, reason=why)]
+        return [controller.approve(name, by=APPROVER, reason=why, step=index + 1)]
     return [
-        controller.approve(plan.migration, by=f"{APPROVER}-{role}", reason=why, role=role)
+        controller.approve(name, by=f"{APPROVER}-{role}", reason=why, step=index + 1, role=role)
         for role in roles
     ]
+
+
+def _copy_cohorts(source: Store, name: str, scratch: Store, migration: str, at: float) -> None:
+    """The source's cohorts of ``name``, planned afresh in the scratch store, so the plan's
+    cohort steps find them: the backtest starts the rollout from its beginning."""
+    for cohort in source.cohorts(name):
+        fresh = Cohort(
+            migration=migration,
+            name=cohort.name,
+            wave=cohort.wave,
+            tenants=cohort.tenants,
+            window=cohort.window,
+            created_at=at,
+            created_by=STARTER,
+        )
+        scratch.commit(
+            migration,
+            kind="cohort-add",
+            actor=STARTER,
+            reason=f"cohort {cohort.name} copied from the store replayed",
+            at=at,
+            cohort=fresh,
+            expected_cohort=0,
+        )
 
 
 __all__ = [
