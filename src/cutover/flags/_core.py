@@ -65,26 +65,9 @@ class FlagMigration(ReportedMigration):
     def __new__(cls, name: str, **options: Any) -> FlagMigration:
         return object.__new__(cls)
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        compare: Comparator | None = None,
-        compare_exceptions: Comparator | None = None,
-        expected_exceptions: ExpectedExceptions = None,
-        default: Mode | str | State = Mode.LEGACY,
-        redact: Redactor | None = None,
-    ) -> None:
-        super().__init__(
-            name,
-            _hand_branched,
-            _hand_branched,
-            compare=compare,
-            compare_exceptions=compare_exceptions,
-            expected_exceptions=expected_exceptions,
-            default=default,
-            redact=redact,
-        )
+    def __init__(self, name: str, **options: Any) -> None:
+        """``options``: those of :func:`flag`."""
+        super().__init__(name, _hand_branched, _hand_branched, **options)
 
 
 _flags: dict[str, Migration] = {}
