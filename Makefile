@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,mysql,server,proxy,bench,openfeature]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,mysql,server,proxy,bench,openfeature,reports]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -25,8 +25,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two workers: the suite spends much of its time waiting on servers and subprocesses.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -7,7 +7,7 @@ windows are loaded straight into the store's tables with ``INSERT ... SELECT gen
 in time order, minute after minute for every migration, as app instances write them (a
 migration's rows are spread over the whole table, not clustered). Counters are shaped like
 shadow traffic (both arms run every call) at 300 to 3,000 calls a minute with a daily swing;
-latency histograms have 20 to 40 non-empty buckets per arm and minute.
+latency histograms have 60 to 100 non-empty buckets (of 64 per power of two) per arm and minute.
 
 Histograms are loaded for the last ``--histogram-hours`` only (default 24): the controller
 reads histograms only within its latency checks' windows (10 minutes in this plan), and 30 days
@@ -98,8 +98,8 @@ PLACEMENT += [(3, 0.15, 3 * DAY), (4, 0.30, 13.5 * DAY)]
 
 LEGACY_ERRORS, NEW_ERRORS, BAD_NEW_ERRORS = 0.002, 0.003, 0.03
 TIMEOUT_RATE, DRIFT_RATE = 0.0005, 0.0002
-BASE_BUCKET = 120  # 0.13 ms; each migration's latencies start 0 to 39 buckets above it
-SLOW_SHIFT = 10  # buckets: new about 2.4 times slower than legacy on the slow migrations
+BASE_BUCKET = 768  # 0.13 ms; each migration's latencies start 0 to 39 eighths of an octave higher
+SLOW_SHIFT = 80  # buckets (64 a power of two): new about 2.4 times slower on the slow migrations
 
 
 def plan_for(name: str) -> Plan:
@@ -140,7 +140,7 @@ SELECT 'migration-' || lpad(m::text, %(width)s, '0'),
        0,
        CASE WHEN a = 0 THEN 0 ELSE calls - floor(random() * 3) END,
        CASE WHEN a = 0 THEN 0 ELSE floor(calls * %(drift)s * (0.5 + random()) + random()) END,
-       0, 0, 0
+       0, 0, 0, 0
 FROM (
     SELECT m, a, start,
            floor((300 + (m * 7919) %% 2701)
@@ -156,11 +156,12 @@ FROM (
 """
 
 HISTOGRAMS_SQL = """
-INSERT INTO cutover_histograms (migration, arm, start, bucket, count)
+INSERT INTO cutover_latency (migration, arm, start, bucket, count)
 SELECT 'migration-' || lpad(m::text, %(width)s, '0'),
        CASE WHEN a = 0 THEN 'legacy' ELSE 'new' END,
        start,
-       %(base)s + m %% 40 + CASE WHEN a = 1 AND m = ANY(%(slow)s) THEN %(shift)s ELSE 0 END + b,
+       %(base)s + (m %% 40) * 8 + b
+           + CASE WHEN a = 1 AND m = ANY(%(slow)s) THEN %(shift)s ELSE 0 END,
        greatest(1, floor(calls * (CASE WHEN b < peak THEN (b + 1.0) / (peak + 1)
                                        ELSE (k - b)::numeric / (k - peak) END)
                          / (0.5 * k) + random()))::bigint
@@ -173,7 +174,7 @@ FROM (
         SELECT %(first)s + (i / (2 * %(migrations)s)) * 60 AS start,
                ((i / 2) %% %(migrations)s)::int AS m,
                (i %% 2)::int AS a,
-               20 + ((i * 7 + i / 2 * 13) %% 21)::int AS k
+               60 + ((i * 7 + i / 2 * 13) %% 41)::int AS k
         FROM generate_series(%(begin)s::bigint, %(end)s::bigint - 1) AS i
     ) AS r
 ) AS t, generate_series(0, k - 1) AS b
@@ -270,14 +271,14 @@ def load(url: str, migrations: int, days: float, histogram_hours: float, now: in
         histograms = pool.submit(
             fill,
             url,
-            "cutover_histograms",
+            "cutover_latency",
             HISTOGRAMS_SQL,
             histogram_parameters,
             range(minutes - histogram_minutes, minutes),
         )
         timings: dict[str, Any] = {
             "cutover_windows": windows.result(),
-            "cutover_histograms": histograms.result(),
+            "cutover_latency": histograms.result(),
         }
     timings["load_s"] = round(time.perf_counter() - began, 1)
     began = time.perf_counter()
@@ -290,7 +291,7 @@ def load(url: str, migrations: int, days: float, histogram_hours: float, now: in
 def table_figures(url: str) -> dict[str, Any]:
     out = {}
     with psycopg.connect(conninfo(url), autocommit=True) as conn:
-        for table in ("cutover_windows", "cutover_histograms", "cutover_rollouts"):
+        for table in ("cutover_windows", "cutover_latency", "cutover_rollouts"):
             rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
             sizes = conn.execute(
                 "SELECT pg_relation_size(%s), pg_indexes_size(%s)", (table, table)
@@ -379,9 +380,9 @@ def minute_of(
             counts["offpath"] = calls
             counts["comparisons"] = calls - rng.randrange(3)
             counts["drifts"] = int(calls * DRIFT_RATE * rng.uniform(0.5, 1.5) + rng.random())
-        k = rng.randint(20, 40)
+        k = rng.randint(60, 100)
         peak = int(k * 0.35)
-        base = BASE_BUCKET + m % 40 + (SLOW_SHIFT if a == 1 and m in slow else 0)
+        base = BASE_BUCKET + (m % 40) * 8 + (SLOW_SHIFT if a == 1 and m in slow else 0)
         histogram = Histogram()
         for b in range(k):
             weight = (b + 1) / (peak + 1) if b < peak else (k - b) / (k - peak)
@@ -403,7 +404,8 @@ def write_minute(store: SqlStore, migrations: list[str], start: int, seq: int, r
 KINDS = (
     ("SELECT cutover_windows.arm,", "step total: store.windows(name, step start)"),
     ("SELECT cutover_windows.start,", "series counters: store.series, longest window"),
-    ("SELECT cutover_histograms.start,", "series histograms: store.series, latency window"),
+    ("SELECT cutover_latency.start,", "series histograms: store.series, latency window"),
+    ("SELECT cutover_histograms.start,", "coarse histograms of schema 6: store.series"),
     ("SET LOCAL", "per-transaction timeouts"),
 )
 

@@ -66,12 +66,12 @@ class Pool:
 
 
 def midpoint_ms(bucket: int) -> float:
-    """The middle of a cutover histogram bucket (8 log-linear buckets per power of two of
-    nanoseconds, exact below 16 ns), in milliseconds."""
-    if bucket < 16:
+    """The middle of a cutover histogram bucket (64 log-linear buckets per power of two of
+    nanoseconds, exact below 128 ns), in milliseconds."""
+    if bucket < 128:
         return round(bucket / 1e6, 6)
-    shift = (bucket >> 3) - 1
-    mantissa = (bucket & 7) + 8
+    shift = (bucket >> 6) - 1
+    mantissa = (bucket & 63) + 64
     return round(((mantissa << shift) + ((mantissa + 1) << shift)) / 2 / 1e6, 6)
 
 
@@ -180,7 +180,7 @@ def create_app(conninfo: str, token: str) -> FastAPI:
                 bounds,
             ).fetchall()
             buckets = conn.execute(
-                "SELECT start, arm, bucket, sum(count) FROM cutover_histograms"
+                "SELECT start, arm, bucket, sum(count) FROM cutover_latency"
                 f" WHERE {span} GROUP BY start, arm, bucket",
                 bounds,
             ).fetchall()

@@ -114,13 +114,14 @@ FROM (
 ) AS t
 """
 
-# Buckets from about 1 ms (bucket 150) up; new sits two buckets (about 25%) above legacy.
+# Buckets (64 per power of two) from about 1 ms (bucket 954) up; new sits 16 buckets (about
+# 25%) above legacy.
 HISTOGRAMS_SQL = """
-INSERT INTO cutover_histograms (migration, arm, start, bucket, count)
+INSERT INTO cutover_latency (migration, arm, start, bucket, count)
 SELECT 'migration-' || lpad(m::text, %(width)s, '0'),
        CASE WHEN a = 0 THEN 'legacy' ELSE 'new' END,
        start,
-       150 + m %% 24 + 2 * a + b,
+       954 + (m %% 24) * 8 + 16 * a + b,
        greatest(1, floor(calls * (CASE WHEN b < peak THEN (b + 1.0) / (peak + 1)
                                        ELSE (k - b)::numeric / (k - peak) END)
                          / (0.5 * k) + random()))::bigint
@@ -159,18 +160,18 @@ def load(url: str, migrations: int, first: int, minutes: int) -> dict[str, Any]:
             range(minutes),
         )
         histograms = pool.submit(
-            fill, url, "cutover_histograms", HISTOGRAMS_SQL, parameters, range(minutes)
+            fill, url, "cutover_latency", HISTOGRAMS_SQL, parameters, range(minutes)
         )
         timings: dict[str, Any] = {
             "cutover_windows": windows.result(),
-            "cutover_histograms": histograms.result(),
+            "cutover_latency": histograms.result(),
         }
     with psycopg.connect(conninfo(url), autocommit=True) as conn:
-        for table in ("cutover_states", "cutover_windows", "cutover_histograms"):
+        for table in ("cutover_states", "cutover_windows", "cutover_latency"):
             conn.execute(f"VACUUM ANALYZE {table}")
         rows = {
             table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
-            for table in ("cutover_states", "cutover_windows", "cutover_histograms")
+            for table in ("cutover_states", "cutover_windows", "cutover_latency")
         }
     timings["load_s"] = round(time.perf_counter() - began, 1)
     return {"rows": rows, "timings": timings}

@@ -24,6 +24,7 @@ import controller_tick
 import flags
 import flush_throughput
 import http_api
+import latency_resolution
 import memory_per_name
 import overhead
 import proxy
@@ -63,6 +64,9 @@ def main() -> None:
     # 200 rollouts of one day, 3 of them validated (sequential.py's defaults: 1,000 of three
     # days, 10 validated, about 3 minutes); the full run is recorded in docs/performance.md.
     results["sequential"] = quietly(sequential.run, 200, 1.0, 10.0, 100, 0.01, 3)
+    # 50 runs at a log-spread of 0.3 (latency_resolution.py's default: 200 runs, about a
+    # minute); the full runs at 0.2, 0.3 and 0.5 are recorded in docs/performance.md.
+    results["latency_resolution"] = quietly(latency_resolution.run, 50, 10_000, 500, 0.3)
     try:
         psycopg.connect(server, connect_timeout=3).close()
     except psycopg.OperationalError as error:

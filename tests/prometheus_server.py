@@ -40,9 +40,10 @@ def need_prometheus() -> None:
 
 @contextlib.contextmanager
 def running_prometheus(
-    targets: list[str], scrape_interval: str = "1s", *, job: str = "app"
+    targets: list[str], scrape_interval: str = "1s", *, job: str = "app", rules: str | None = None
 ) -> Iterator[str]:
-    """Run Prometheus scraping ``targets`` (host:port) as ``job``; yield its base URL.
+    """Run Prometheus scraping ``targets`` (host:port) as ``job``, evaluating the rule file
+    text ``rules`` when given; yield its base URL.
 
     Its configuration and storage live in a temporary directory removed afterwards, and the
     process is stopped on the way out whatever happens inside the block.
@@ -61,6 +62,9 @@ def running_prometheus(
     }
     with tempfile.TemporaryDirectory(prefix="cutover-prometheus-") as tmp:
         directory = Path(tmp)
+        if rules is not None:
+            (directory / "rules.yml").write_text(rules)
+            config["rule_files"] = [str(directory / "rules.yml")]
         config_file = directory / "prometheus.yml"
         # JSON is YAML, and writing it needs no YAML library.
         config_file.write_text(json.dumps(config, indent=2))

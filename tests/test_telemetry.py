@@ -76,9 +76,9 @@ def test_measured_durations_land_in_their_histogram_buckets(
     legacy_only()
     legacy_only()
     block = legacy_only._telemetry.block()
-    assert block[LEGACY_HIST + index_of(1_500_000)] == 1
-    assert block[NEW_HIST + index_of(300)] == 1
-    assert block[NEW_HIST + index_of(7)] == 1
+    # Only the buckets that counted something are kept.
+    assert block[LEGACY_HIST] == {index_of(1_500_000): 1}
+    assert block[NEW_HIST] == {index_of(300): 1, index_of(7): 1}
 
 
 def test_prometheus_metrics_match_the_counts(runtime: Runtime) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from cutover.clock import ManualClock
+from cutover.control.statistics import quantile_interval
 from cutover.data import cohorts
 from cutover.model import Arm, Mode, Rollout, RolloutStatus, State
 from cutover.store import FlushBatch, normalize_url, open_store
 from cutover.store import schema as t
+from cutover.telemetry.histogram import COARSE_BITS, Histogram, index_of
 from cutover.telemetry.windows import COUNTERS, ArmCounts, WindowDelta
 
 V1_DECISIONS = """
@@ -78,8 +80,13 @@ ADDED_IN = {
     "cutover_noise_counts": 6,
     "cutover_noise_rules": 6,
     "cutover_route_windows": 6,
+    "cutover_latency": 7,
 }
-COLUMNS_ADDED_IN = {("cutover_windows", "expected"): 5, ("cutover_windows", "exposures"): 7}
+COLUMNS_ADDED_IN = {
+    ("cutover_windows", "expected"): 5,
+    ("cutover_windows", "gone"): 7,
+    ("cutover_windows", "exposures"): 7,
+}
 
 
 def tables_of(version: int) -> list[sa.Table]:
@@ -184,6 +191,89 @@ def test_a_version_4_store_keeps_its_windows_and_counts_expected_exceptions(
     assert store.write_flush(FlushBatch("svc:1", 1, 61.0, [(60, delta)], run="r"))
     legacy = store.windows("parse", 0)[Arm.LEGACY]
     assert (legacy["calls"], legacy["errors"], legacy["expected"]) == (15, 3, 2)
+    assert schema_version(store) == str(t.SCHEMA_VERSION)
+    store.close()
+
+
+def test_a_version_6_store_keeps_its_coarse_latency_and_adds_fine_windows_to_it(
+    store_url: str,
+) -> None:
+    coarse = Histogram(bits=COARSE_BITS)
+    for ns in (1_000_000, 1_100_000, 1_300_000, 2_000_000):
+        coarse.record(ns)
+    engine = sa.create_engine(normalize_url(store_url))
+    with engine.begin() as conn:  # version 6: buckets of 8 per power of two
+        create_tables(conn, 6)
+        conn.execute(sa.insert(t.meta).values(key="schema_version", value="6"))
+        for bucket, count in coarse.items():
+            conn.execute(
+                sa.insert(t.histograms).values(
+                    migration="parse", arm="new", start=60, bucket=bucket, count=count
+                )
+            )
+        conn.execute(
+            sa.insert(t.route_windows).values(
+                migration="parse",
+                instance="proxy:1",
+                route="GET /a",
+                arm="new",
+                start=60,
+                calls=4,
+                errors=0,
+                timeouts=0,
+                fallbacks=0,
+                offpath=0,
+                histogram=[list(pair) for pair in coarse.items()],
+            )
+        )
+    engine.dispose()
+
+    store = open_store(store_url)
+    old = store.windows("parse", 0)[Arm.NEW].histogram
+    assert schema_version(store) == str(t.SCHEMA_VERSION)
+    assert old == coarse and old.bits == COARSE_BITS
+    assert store.route_windows("parse", 0)["GET /a"][Arm.NEW].histogram == coarse
+    # An old window is judged at its own resolution: its interval takes whole coarse buckets.
+    low, high = quantile_interval(old, 0.5, 0.5)
+    assert (low, high) == (old.bounds(index_of(1_000_000, COARSE_BITS))[0], 2_097_152)
+
+    delta = WindowDelta("parse", {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()})
+    delta.arms[Arm.NEW].counts[COUNTERS.index("calls")] = 2
+    delta.arms[Arm.NEW].histogram.record(1_000_000)
+    delta.arms[Arm.NEW].histogram.record(1_010_000)
+    assert store.write_flush(FlushBatch("svc:1", 1, 121.0, [(120, delta)], run="r"))
+    fine = store.windows("parse", 120)[Arm.NEW].histogram
+    assert fine == delta.arms[Arm.NEW].histogram and fine.buckets == 2
+    # Both together: the fine window coarsens into the old buckets, nothing looks finer.
+    both = store.windows("parse", 0)[Arm.NEW].histogram
+    assert both.bits == COARSE_BITS and both.count == 6
+    assert both == Histogram(bits=COARSE_BITS).merge(coarse).merge(fine)
+    series = store.series("parse", 0, histograms_since=0)
+    assert series[60][Arm.NEW].histogram == coarse
+    assert series[120][Arm.NEW].histogram == fine
+    store.close()
+
+
+def test_a_version_6_store_keeps_its_windows_and_counts_gone_calls(store_url: str) -> None:
+    engine = sa.create_engine(normalize_url(store_url))
+    with engine.begin() as conn:  # version 6: windows without the proxy's 410 answers
+        create_tables(conn, 6)
+        conn.execute(sa.insert(t.meta).values(key="schema_version", value="6"))
+        conn.execute(
+            sa.insert(sa.Table("cutover_windows", sa.MetaData(), autoload_with=conn)).values(
+                migration="api", arm="legacy", start=60, calls=10
+            )
+        )
+    engine.dispose()
+
+    store = open_store(store_url)
+    assert store.windows("api", 0)[Arm.LEGACY]["gone"] == 0
+    delta = WindowDelta("api", {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()})
+    delta.arms[Arm.LEGACY].counts[COUNTERS.index("calls")] = 2
+    delta.arms[Arm.LEGACY].counts[COUNTERS.index("gone")] = 2
+    assert store.write_flush(FlushBatch("proxy:1", 1, 61.0, [(60, delta)], run="r"))
+    legacy = store.windows("api", 0)[Arm.LEGACY]
+    assert (legacy["calls"], legacy["gone"]) == (12, 2)
     assert schema_version(store) == str(t.SCHEMA_VERSION)
     store.close()
 

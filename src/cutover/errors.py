@@ -72,3 +72,12 @@ class StoreError(CutoverError):
 
 class ArmTimeout(CutoverError, TimeoutError):
     """The serving arm did not answer within the migration's timeout and no fallback applied."""
+
+
+class NotYet(InvalidInput):
+    """An action the plan allows only later (a retry inside its cooldown): ``possible_at``
+    is when, in Unix seconds."""
+
+    def __init__(self, message: str, possible_at: float) -> None:
+        super().__init__(message)
+        self.possible_at = possible_at

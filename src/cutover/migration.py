@@ -56,6 +56,7 @@ from cutover.telemetry.windows import (
     NEW_HIST,
     OFFPATH,
     TIMEOUTS,
+    Block,
     MigrationTelemetry,
     counter_offset,
     hist_offset,
@@ -101,13 +102,15 @@ def _sampled(route: Route) -> bool:
     return share >= 1.0 or (share > 0.0 and _random() < share)
 
 
-def _record(block: list[int], arm: Arm, elapsed: int, counter: int | None = None) -> None:
+def _record(block: Block, arm: Arm, elapsed: int, counter: int | None = None) -> None:
     """Count one run of ``arm`` (and ``counter`` if it failed) with its duration. The plainest
     paths (serving without sampling) inline this for speed."""
     block[counter_offset(arm, CALLS)] += 1
     if counter is not None:
         block[counter_offset(arm, counter)] += 1
-    block[hist_offset(arm) + index_of(elapsed)] += 1
+    buckets = block[hist_offset(arm)]
+    bucket = index_of(elapsed)
+    buckets[bucket] = buckets.get(bucket, 0) + 1
 
 
 class _Timeout(Exception):
@@ -336,8 +339,9 @@ class Migration:
                     raise failure
                 block[N_CALLS] += 1
                 bits = elapsed.bit_length()  # the bucket, as histogram.index_of computes it
-                bucket = (((bits - 4) << 3) + (elapsed >> (bits - 4))) if bits > 4 else elapsed
-                block[NEW_HIST + bucket] += 1
+                bucket = (((bits - 7) << 6) + (elapsed >> (bits - 7))) if bits > 7 else elapsed
+                buckets = block[NEW_HIST]
+                buckets[bucket] = buckets.get(bucket, 0) + 1
                 return result
         start = _now()
         try:
@@ -348,8 +352,9 @@ class Migration:
         elapsed = _now() - start
         block[L_CALLS] += 1
         bits = elapsed.bit_length()
-        bucket = (((bits - 4) << 3) + (elapsed >> (bits - 4))) if bits > 4 else elapsed
-        block[LEGACY_HIST + bucket] += 1
+        bucket = (((bits - 7) << 6) + (elapsed >> (bits - 7))) if bits > 7 else elapsed
+        buckets = block[LEGACY_HIST]
+        buckets[bucket] = buckets.get(bucket, 0) + 1
         return result
 
     def _failed(self, error: BaseException) -> int:
@@ -370,7 +375,7 @@ class Migration:
             )
             return ERRORS
 
-    def _extractor_failed(self, block: list[int], error: Exception) -> object:
+    def _extractor_failed(self, block: Block, error: Exception) -> object:
         """Count a unit extractor that raised; its calls are served by legacy."""
         block[LEGACY_BASE + HOOK_ERRORS] += 1
         limited.error(
@@ -381,7 +386,7 @@ class Migration:
         )
         return _BROKEN
 
-    def _unit_of(self, block: list[int], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _unit_of(self, block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The unit of this call as a str; None when the call is its own unit; _BROKEN when the
         extractor raised (legacy serves)."""
         extract = self._unit_fn
@@ -406,7 +411,7 @@ class Migration:
         return serving_arm(self.name, route, unit) is _NEW
 
     def _offpath_arguments(
-        self, block: list[int], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         """The arguments the off-path arm gets: the caller's, or a deep copy (``copy_args``).
         None when the copy fails: that call is not compared, and the failure is counted."""
@@ -427,7 +432,7 @@ class Migration:
     def _call_slow(
         self,
         route: Route,
-        block: list[int],
+        block: Block,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         sampled: bool,
@@ -455,7 +460,7 @@ class Migration:
     def _serve_new(
         self,
         route: Route,
-        block: list[int],
+        block: Block,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         unit: Any,
@@ -489,7 +494,7 @@ class Migration:
     def _settle(
         self,
         route: Route,
-        block: list[int],
+        block: Block,
         arm: Arm,
         elapsed: int,
         timed_out: bool,
@@ -511,7 +516,7 @@ class Migration:
 
     def _fall_back(
         self,
-        block: list[int],
+        block: Block,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         unit: Any,
@@ -567,7 +572,7 @@ class Migration:
 
     def _submit(
         self,
-        block: list[int],
+        block: Block,
         arm: Arm,
         served_by: Arm,
         value: Any,
@@ -598,7 +603,7 @@ class Migration:
 
     def _fell_back(
         self,
-        block: list[int],
+        block: Block,
         failure: Exception | None,
         new_ns: int,
         value: Any,
@@ -685,7 +690,7 @@ class Migration:
     def _compared(
         self,
         runtime: rt.Runtime,
-        block: list[int],
+        block: Block,
         base: int,
         legacy: Observation,
         new: Observation,
@@ -874,7 +879,7 @@ class AsyncMigration(Migration):
 
     async def _afall_back(
         self,
-        block: list[int],
+        block: Block,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         unit: Any,
@@ -1016,7 +1021,9 @@ class ReportedMigration(Migration):
         block[counter_offset(arm, CALLS)] += 1
         for counter in counters:
             block[counter_offset(arm, counter)] += 1
-        block[hist_offset(arm) + index_of(elapsed)] += 1
+        buckets = block[hist_offset(arm)]
+        bucket = index_of(elapsed)
+        buckets[bucket] = buckets.get(bucket, 0) + 1
 
     def bump(self, arm: Arm, counter: int) -> None:
         self._telemetry.block()[counter_offset(arm, counter)] += 1

@@ -76,6 +76,21 @@ def test_legacy_calls_are_judged_in_new_mode() -> None:
     assert _judge(none_left, counts(calls=5), counts(), Mode.CANARY).outcome is Outcome.SKIPPED
 
 
+def test_gone_calls_count_the_proxys_410_answers_apart_from_legacy_runs() -> None:
+    # Two calls reached a retired route and were answered 410 by the proxy (each a call on the
+    # legacy endpoint, counted gone), one more ran on legacy through a forced instance.
+    legacy = counts(calls=3, gone=2)
+    gone = {"name": "gone", "metric": "gone_calls", "max": 0, "during": "new"}
+    found = _judge(gone, legacy, counts(calls=10_000), Mode.NEW)
+    assert found.outcome is Outcome.FAIL
+    assert found.reason == "2 gone calls in 10003 calls on either arm exceed 0"
+    ran = _judge({**gone, "metric": "legacy_calls", "max": 1}, legacy, counts(), Mode.NEW)
+    assert ran.outcome is Outcome.PASS and ran.reason.startswith("1 legacy calls in 3 calls")
+    clean = _judge(gone, counts(calls=1), counts(calls=10_000), Mode.NEW)
+    assert clean.outcome is Outcome.PASS
+    assert _judge(gone, legacy, counts(), Mode.CANARY).outcome is Outcome.SKIPPED
+
+
 @pytest.mark.parametrize(
     ("check", "message"),
     [
@@ -83,6 +98,7 @@ def test_legacy_calls_are_judged_in_new_mode() -> None:
         ({"metric": "errors", "max": -1}, "errors is a count: give the most allowed"),
         ({"metric": "errors", "max": 5, "method": "fixed"}, "judged without a method"),
         ({"metric": "drifts", "max": 5, "arm": "new"}, "drifts counts both arms; remove arm"),
+        ({"metric": "gone_calls", "max": 0, "arm": "legacy"}, "gone_calls counts both arms"),
         ({"metric": "errors", "max": 5, "max_ratio_to": "legacy"}, "not a ratio"),
         ({"metric": "errors", "max": 5, "max_rate": 0.01}, "max_rate applies to a count with"),
         ({"metric": "error_rate", "max": 0, "max_rate": 0.01}, "max_rate applies to a count"),

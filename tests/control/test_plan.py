@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,8 @@ def test_checks_that_cannot_apply_in_a_mode_are_skipped() -> None:
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("**/*.yaml"))
 ROUTES = [path for path in EXAMPLES if path.name == "routes.yaml"]
-PLANS = [path for path in EXAMPLES if path not in ROUTES]
+# The customers of the notify examples are messages' data, read by tests/reports/test_messages.
+PLANS = [path for path in EXAMPLES if path not in ROUTES and path.parent.name != "notify"]
 
 
 @pytest.mark.parametrize("path", PLANS, ids=lambda p: p.name)
@@ -140,3 +142,14 @@ def test_every_example_routes_file_is_valid(path: Path) -> None:
     from cutover.proxy._config import load_routes
 
     assert load_routes(path, "example", "header:X-User-Id").routes
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "rollouts.md"
+EMBEDDED = re.compile(r"\(\.\./examples/plans/([\w.-]+\.yaml)\):\n\n```yaml\n(.*?)```", re.S)
+
+
+def test_the_plans_shown_in_the_docs_are_the_example_files() -> None:
+    shown = EMBEDDED.findall(DOCS.read_text(encoding="utf-8"))
+    assert len(shown) >= 6
+    for name, text in shown:
+        assert text == (DOCS.parents[1] / "examples" / "plans" / name).read_text(), name

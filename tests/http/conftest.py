@@ -40,14 +40,18 @@ def running_server(store_url: str, workdir: Path, *flags: str) -> Iterator[Serve
     """Start ``cutover serve`` on ``store_url`` and stop it afterwards."""
     tokens = {}
     lines = ["tokens:"]
-    # Two operators, so four-eyes approvals can be shown.
-    for person, role in [*((r, r) for r in ROLES), ("olga", "operator")]:
+    # Two operators, so four-eyes approvals can be shown, and two who approve as plan roles.
+    people = [*((r, r, "") for r in ROLES), ("olga", "operator", "")]
+    people += [("sam", "operator", "[sre]"), ("pia", "operator", "[product, support]")]
+    for person, role, approval_roles in people:
         tokens[person] = new_token()
         lines += [
             f"  - name: {person}",
             f"    role: {role}",
             f"    sha256: {hash_token(tokens[person])}",
         ]
+        if approval_roles:
+            lines.append(f"    approval_roles: {approval_roles}")
     tokens_file = workdir / "tokens.yaml"
     tokens_file.write_text("\n".join(lines) + "\n")
     port = free_port()

@@ -325,7 +325,11 @@ def test_the_dashboard_cookie_needs_the_csrf_header_to_write(server: Server) -> 
     cookie = {COOKIE: server.tokens["operator"]}
     body = {"reason": "shadow", "expected_version": 0, "mode": "shadow"}
     with httpx.Client(base_url=server.url, cookies=cookie) as client:
-        assert client.get("/api/v1/whoami").json() == {"name": "operator", "role": "operator"}
+        assert client.get("/api/v1/whoami").json() == {
+            "name": "operator",
+            "role": "operator",
+            "approval_roles": [],
+        }
         refused = client.post("/api/v1/migrations/cookie/state", json=body)
         assert refused.status_code == 403
         assert CSRF_HEADER in refused.json()["error"]
@@ -343,6 +347,7 @@ def test_public_read_opens_reads_only(serve: Callable[..., Server], pg_url: str)
     assert call(server, NONE, "GET", "/api/v1/whoami").json() == {
         "name": "anonymous",
         "role": "viewer",
+        "approval_roles": [],
     }
     assert call(server, NONE, "POST", "/api/v1/migrations/pay/state", body).status_code == 401
     # A token that is wrong is refused even where reading is public: it is a mistake to report.

@@ -149,3 +149,42 @@ def test_a_token_lands_in_the_tokens_list_or_the_file_is_left_alone(tmp_path: Pa
     assert code == 2 and "last block of the file" in message
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["tokens.yaml"]  # no scratch file left
+
+
+def test_tokens_carry_the_plan_roles_they_approve_as(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    code, out = mint(
+        tmp_path,
+        "sam",
+        "--role",
+        "operator",
+        "--approval-role",
+        "sre",
+        "--approval-role",
+        "engineering",
+        "--file",
+        str(path),
+    )
+    assert code == 0, out
+    assert "approval_roles: [sre, engineering]" in path.read_text()
+    found = Tokens.load(path, env="").check(token_in(out))
+    assert found is not None and found.approval_roles == {"sre", "engineering"}
+    secret = new_token()
+    env = Tokens.load(env=f"pia:operator:{hash_token(secret)}:product+support")
+    found = env.check(secret)
+    assert found is not None and found.approval_roles == {"product", "support"}
+    assert found.role is Role.OPERATOR
+
+
+def test_a_bad_approval_role_is_one_sentence(tmp_path: Path) -> None:
+    code, message = mint(tmp_path, "sam", "--approval-role", "On Call")
+    assert code == 2 and message.startswith("--approval-role: role 'On Call' must be")
+    with pytest.raises(InvalidInput, match=r"entry 1: approval_roles: role 'SRE' must be"):
+        Tokens.load(env=f"sam:operator:{hash_token(new_token())}:SRE")
+    path = tmp_path / "tokens.yaml"
+    path.write_text(
+        f"tokens:\n  - name: sam\n    role: operator\n    sha256: {hash_token(new_token())}\n"
+        "    approval_roles: sre\n"
+    )
+    with pytest.raises(InvalidInput, match=r"tokens\[1\]: approval_roles must be a list"):
+        Tokens.load(path, env="")

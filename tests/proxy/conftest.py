@@ -26,7 +26,7 @@ from ..helpers import cutover_cli, free_port
 HERE = Path(__file__).resolve().parent
 
 
-def wait_until(check: Callable[[], bool], what: str, seconds: float = 30) -> None:
+def wait_until(check: Callable[[], bool], what: str, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while not check():
         if time.monotonic() > deadline:

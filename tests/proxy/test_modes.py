@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from cutover.control.checks import CheckResult, Outcome, Telemetry, evaluate
+from cutover.control.plan import parse_plan
+from cutover.model import Mode
 from cutover.routing import bucket, threshold
+from cutover.store import open_store
 
 from .conftest import Proxy, Service, start_new, wait_until
 
@@ -191,6 +196,35 @@ def test_new_mode_serves_new_and_gone_routes_answer_410(
     assert gone.headers["link"] == '<https://example.com/v2>; rel="sunset"'
     assert gone.json()["status"] == 410 and gone.json()["route"] == "* /echo/v1-only/{rest*}"
     assert "cutover_proxy_gone_total 1.0" in proxy.get("/-/cutover/metrics").text
+    # The 410s reach the stored windows too, where a plan's count check judges them.
+    assert proxy.get("/echo/v1-only/export").status_code == 410
+    proxy.counted(lambda s: s["legacy"]["calls"] == 3, "the two 410s and the legacy answer")
+    results = judged_in_new_mode(proxy, "gone_calls", "legacy_calls")
+    assert results["gone_calls"].outcome is Outcome.FAIL
+    assert results["gone_calls"].reason == "2 gone calls in 4 calls on either arm exceed 0"
+    # Legacy itself ran once, before the switch: the 410s are not runs of legacy.
+    assert results["legacy_calls"].reason == "1 legacy calls in 4 calls on either arm exceed 0"
+
+
+def judged_in_new_mode(proxy: Proxy, *metrics: str) -> dict[str, CheckResult]:
+    """Each of ``metrics`` as a `max: 0` count check over the proxy's stored windows."""
+    plan = parse_plan(
+        {
+            "migration": proxy.name,
+            "steps": [{"mode": "new"}],
+            "checks": [{"name": m, "metric": m, "max": 0, "window": "1h"} for m in metrics],
+        }
+    )
+    store = open_store(proxy.store_url)
+    try:
+        telemetry = Telemetry(store.series(proxy.name, 0, histograms_since=0))
+    finally:
+        store.close()
+    now = time.time() + 60
+    return {
+        check.name: evaluate(check, plan, Mode.NEW, telemetry, now=now, step_started_at=0)
+        for check in plan.checks
+    }
 
 
 def test_an_upstream_that_is_down_is_a_502_problem(new: Service, start_proxy: Any) -> None:

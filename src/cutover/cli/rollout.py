@@ -113,12 +113,21 @@ def validate(plan_file: str, as_json: bool) -> None:
         extra = []
         if step.hold:
             extra.append(f"hold {format_duration(step.hold)}")
+        if step.hold_on_retry is not None:
+            extra.append(f"hold {format_duration(step.hold_on_retry)} when retried")
         if step.min_comparisons:
             extra.append(f"at least {step.min_comparisons} comparisons")
         if step.min_calls:
             extra.append(f"at least {step.min_calls} calls on new")
         if step.needs_approval:
-            extra.append("approval to enter")
+            roles = step.approval_rule.roles
+            extra.append(
+                f"approval from {', '.join(roles)} to enter" if roles else "approval to enter"
+            )
+        if step.window is not None:
+            extra.append(f"entered only {step.window.calendar.describe()}")
+        if step.cohort is not None:
+            extra.append(f"pins cohort {step.cohort} to new")
         console.print(f"  {number}. {step.label}  {', '.join(extra)}", markup=False)
         # The checks in force at each step, the plan's with this step's overrides and
         # additions, so a reviewer reads what will be judged where.
@@ -128,8 +137,11 @@ def validate(plan_file: str, as_json: bool) -> None:
                 f" {check.describe(check.method_in(plan))}",
                 markup=False,
             )
+        cooldown = plan.retry_after_for(number - 1)
         console.print(
-            f"     on a critical failure: {plan.on_critical_for(number - 1).value}", markup=False
+            f"     on a critical failure: {plan.on_critical_for(number - 1).value}"
+            + (f", then no retry for {format_duration(cooldown)}" if cooldown else ""),
+            markup=False,
         )
 
 
@@ -187,7 +199,7 @@ _MARK = {
 
 def render(e: Any) -> None:
     """A rollout's evaluation as `cutover rollout status NAME` prints it."""
-    from cutover.control.controller import step_label
+    from cutover.control.controller import missing_roles, step_hold, step_label
 
     r = e.rollout
     console.print(
@@ -205,16 +217,23 @@ def render(e: Any) -> None:
     for index, step in enumerate(e.plan.steps):
         mark = "✓" if index < r.step else ("▶" if index == r.step else "·")
         gate = ""
-        if step.needs_approval:
+        missing = missing_roles(step, r, index)
+        if step.approval_rule.roles and step.needs_approval:
+            gate = f" [approval: {', '.join(missing)} missing]" if missing else " [approved]"
+        elif step.needs_approval:
             given = r.approval(index)
             gate = f" [approved by {given['by']}]" if given else " [approval]"
+        if step.window is not None:
+            gate += f" [window {step.window.calendar.describe()}]"
+        if step.cohort is not None:
+            gate += f" [cohort {step.cohort}]"
         steps.append(f"{mark} {step.label}{gate}")
     console.print("steps: " + "  ".join(steps), markup=False)
     p = e.progress
     if e.step is not None:
         console.print(
             f"held {format_duration(max(1, round(p.held)))}"
-            + (f" of {format_duration(e.step.hold)}" if e.step.hold else "")
+            + (f" of {format_duration(hold)}" if (hold := step_hold(e.step, r)) else "")
             + f" · {p.comparisons} comparisons · {p.new_calls} calls on new",
             markup=False,
         )
@@ -278,6 +297,11 @@ def resume(session: Session, name: str, actor: str | None, as_json: bool, reason
 @click.option("--by", "by", default=None, help="Who approves (default: the actor).")
 @reason_option
 @click.option("--step", type=int, default=None, help="The step number to approve (1-based).")
+@click.option(
+    "--role",
+    default=None,
+    help="For a step that asks for roles: the role you approve as (recorded as claimed).",
+)
 @pass_session
 def approve(
     session: Session,
@@ -287,12 +311,13 @@ def approve(
     by: str | None,
     reason: str,
     step: int | None,
+    role: str | None,
 ) -> None:
     """Approve entering the next step that asks for an approval."""
     _steer_with(
         session,
         as_json,
-        lambda c: c.approve(name, by=by or _actor(actor), reason=reason, step=step),
+        lambda c: c.approve(name, by=by or _actor(actor), reason=reason, step=step, role=role),
     )
 
 
@@ -382,3 +407,112 @@ def run(session: Session, interval: str, lease: str, dry_run: bool) -> None:
     )
     with _controller(session, dry_run=dry_run, lease=lasting) as controller:
         controller.run(every, stop)
+
+
+@rollout.command()
+@click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
+@click.option(
+    "--telemetry",
+    "name",
+    default=None,
+    metavar="NAME",
+    help="The migration whose stored telemetry is replayed (default: the plan's).",
+)
+@click.option(
+    "--since",
+    required=True,
+    metavar="WHEN",
+    help="Start of the replay: a duration ago (30d) or a time (2026-11-01T00:00Z).",
+)
+@click.option("--until", default=None, metavar="WHEN", help="End of the replay (default: now).")
+@click.option(
+    "--step", default="1m", show_default=True, help="Simulated time between controller passes."
+)
+@click.option(
+    "--approve",
+    type=click.Choice(["auto", "never"]),
+    default="auto",
+    show_default=True,
+    help="auto: every approval is given as soon as it is asked for; never: none is.",
+)
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    metavar="URL",
+    help="The store holding the telemetry (default: cutover's --store); only read.",
+)
+@json_option
+@pass_session
+def simulate(
+    session: Session,
+    plan_file: str,
+    name: str | None,
+    since: str,
+    until: str | None,
+    step: str,
+    approve: str,
+    store_url: str | None,
+    as_json: bool,
+) -> None:
+    """Backtest PLAN: replay stored telemetry through it and print the decisions it would have
+    taken, and when. Nothing is written to the store."""
+    from cutover.cli._app import moment, seconds
+    from cutover.control.plan import load_plan
+    from cutover.control.simulate import Approvals, open_source
+    from cutover.control.simulate import simulate as backtest
+
+    plan = load_plan(plan_file, servers=False)  # Prometheus is not asked: no server needed
+    now = session.now()
+    start = moment(since, now, "--since")
+    end = now if until is None else moment(until, now, "--until")
+    every = seconds(step, "--step")
+    source = open_source(store_url or session.store_url)
+    try:
+        result = backtest(
+            plan,
+            source,
+            since=start,
+            until=end,
+            telemetry=name,
+            step=every,
+            approvals=Approvals(approve),
+            plan_source=plan_file,
+        )
+    finally:
+        source.close()
+    if as_json:
+        print_json(result.to_json())
+        return
+    _print_simulation(result)
+
+
+def _print_simulation(result: Any) -> None:
+    console.print(
+        f"backtest of {result.plan} ({result.migration!r}) on the telemetry of"
+        f" {result.telemetry!r} in {result.source}",
+        markup=False,
+    )
+    console.print(
+        f"from {when(result.since)} to {when(result.until)}: {result.passes} passes, one every"
+        f" {format_duration(result.step)}; {result.windows} windows replayed;"
+        f" approvals: {result.approvals.value}",
+        markup=False,
+    )
+    table = Table(title="decisions it would have taken", title_justify="left")
+    for column in ("at", "decision", "step after", "recorded under", "why"):
+        table.add_column(column, overflow="fold")
+    for decision in result.decisions:
+        table.add_row(
+            when(decision.at), decision.kind, decision.step, decision.recorded, decision.reason
+        )
+    console.print(table)
+    console.print(
+        f"outcome: {result.status} at {result.where} when the replay ended,"
+        f" {when(result.ended_at)}",
+        markup=False,
+    )
+    for blocker in result.waiting:
+        console.print(f"waiting: {blocker}", markup=False)
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False)

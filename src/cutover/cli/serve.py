@@ -159,7 +159,7 @@ def token() -> None:
     """Mint tokens for the admin API and dashboard (only their hashes are stored)."""
 
 
-def _append_token(path: Path, name: str, role: str, digest: str) -> None:
+def _append_token(path: Path, name: str, role: str, digest: str, roles: str) -> None:
     """Add an entry to the file's `tokens:` list. The file is replaced whole (readable by its
     owner alone), and only once the new text is known to hold the new token, so a failure
     leaves it as it was."""
@@ -174,8 +174,7 @@ def _append_token(path: Path, name: str, role: str, digest: str) -> None:
         text = "tokens:\n"
     elif not text.endswith("\n"):
         text += "\n"
-    # JSON strings are YAML strings: a name like 2024 or on stays a name.
-    text += f"  - name: {json.dumps(name)}\n    role: {role}\n    sha256: {digest}\n"
+    text += _yaml_entry(name, role, digest, roles)
     with tempfile.TemporaryDirectory(prefix="cutover-") as folder:  # created with mode 0700
         trial = os.path.join(folder, "tokens.yaml")
         with open(trial, "w", encoding="utf-8") as out:
@@ -190,6 +189,15 @@ def _append_token(path: Path, name: str, role: str, digest: str) -> None:
             " file, written as a block list, not `tokens: []`); edit it or use a new file"
         )
     write_file(path, text, "--file", private=True)
+
+
+def _yaml_entry(name: str, role: str, digest: str, roles: str) -> str:
+    """One token's entry in a tokens file; ``roles`` joined by +."""
+    # JSON strings are YAML strings: a name like 2024 or on stays a name.
+    entry = f"  - name: {json.dumps(name)}\n    role: {role}\n    sha256: {digest}\n"
+    if roles:
+        entry += f"    approval_roles: [{', '.join(roles.split('+'))}]\n"
+    return entry
 
 
 @token.command("create")
@@ -207,23 +215,35 @@ def _append_token(path: Path, name: str, role: str, digest: str) -> None:
     type=click.Path(dir_okay=False),
     help="Append the hashed entry to this tokens file (created with mode 0600).",
 )
-def create(name: str, role: str, tokens_file: str | None) -> None:
+@click.option(
+    "--approval-role",
+    "approval_roles",
+    multiple=True,
+    help="A plan role this token approves steps as (approval: {roles: [...]}); repeat it.",
+)
+def create(name: str, role: str, tokens_file: str | None, approval_roles: tuple[str, ...]) -> None:
     """Mint a token for NAME; it is printed once, and only its hash is kept."""
+    from cutover.control.plan import check_role
     from cutover.http import hash_token, new_token
     from cutover.http._auth import check_name
 
     check_name(name, "NAME")
+    try:
+        roles = "+".join(check_role(r) for r in approval_roles)
+    except ValueError as error:
+        raise InvalidInput(f"--approval-role: {error}") from None
     secret = new_token()
     digest = hash_token(secret)
     if tokens_file is not None:
         path = Path(tokens_file)
-        _append_token(path, name, role, digest)
+        _append_token(path, name, role, digest, roles)
         console.print(f"added {name} ({role}) to {path}", markup=False)
     else:
         console.print(
             "add this to the tokens file:\n"
-            f"  - name: {json.dumps(name)}\n    role: {role}\n    sha256: {digest}\n"
-            f"or to the environment: CUTOVER_TOKENS={name}:{role}:{digest}",
+            + _yaml_entry(name, role, digest, roles)
+            + f"or to the environment: CUTOVER_TOKENS={name}:{role}:{digest}"
+            + (f":{roles}" if roles else ""),
             markup=False,
         )
     console.print(f"token (shown once): {secret}", markup=False)

@@ -121,12 +121,27 @@ def _describe(state: State | None) -> str:
 @cli.command()
 @click.argument("name")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--format",
+    "form",
+    type=click.Choice(["table", "markdown"]),
+    default="table",
+    show_default=True,
+    help="markdown: the decision log for docs/cab_decision_log.md, each decision linked to its"
+    " evidence and audit report.",
+)
 @json_option
 @pass_session
-def history(session: Session, name: str, limit: int, as_json: bool) -> None:
+def history(session: Session, name: str, limit: int, form: str, as_json: bool) -> None:
     """The decision log of a migration: who changed what, when and why."""
     operations.require_known(session.store, name)
     decisions = session.store.decisions(name, limit)
+    if form == "markdown":
+        from cutover.reports.documents import decision_log
+        from cutover.reports.render import markdown
+
+        click.echo(markdown(decision_log(decisions, name)), nl=False)
+        return
     if as_json:
         print_json({"migration": name, "decisions": [d.to_dict() for d in decisions]})
         return

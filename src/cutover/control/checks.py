@@ -16,11 +16,14 @@ from cutover.control.sequential import (
 )
 from cutover.control.statistics import (
     exact_rate_interval,
+    growth_interval,
     quantile_interval,
     rank_test,
     ratio_interval,
 )
+from cutover.durations import format_duration
 from cutover.model import Arm, Mode
+from cutover.reports.slo import SLO, Budget
 from cutover.telemetry import windows as w
 from cutover.telemetry.histogram import Histogram
 from cutover.telemetry.windows import ArmCounts
@@ -113,8 +116,15 @@ class Telemetry:
         return out
 
 
-Query = Callable[[Check, Plan, float], list[float]]
-"""Reads an external check's values (one per series) over a window of seconds."""
+Query = Callable[..., list[float]]
+"""Reads an external check's values (one per series) over a window of seconds:
+``query(check, plan, seconds)``, or as they were at a past time with ``at=`` (a baseline)."""
+
+RangeQuery = Callable[[Check, Plan, float, float], list[Sequence[tuple[float, float]]]]
+"""Reads an external check's series, as (time, value) points, from ``since`` to ``until``."""
+
+Budgets = Callable[[SLO, float, float], Budget]
+"""Reads an SLO's error budget over [since, until)."""
 
 
 def evaluate(
@@ -126,8 +136,12 @@ def evaluate(
     now: float,
     step_started_at: float,
     external: Query | None = None,
+    external_range: RangeQuery | None = None,
+    baselines: Mapping[str, Mapping[str, Any]] | None = None,
+    budgets: Budgets | None = None,
 ) -> CheckResult:
-    """Judge ``check`` over its window, counted only from the start of the current step."""
+    """Judge ``check`` over its window, counted only from the start of the current step (an
+    SLO's error budget and burn rate over their own spans: a budget is not reset by a step)."""
     method = check.method_in(plan)
     sequential = method is Method.SEQUENTIAL
     # A confidence sequence is valid over the whole step at once, not over a sliding window:
@@ -141,7 +155,11 @@ def evaluate(
         return CheckResult(outcome=Outcome.SKIPPED, reason=why_not, **base)
     span = {"since": since, "until": now}
     if check.source == "prometheus":
-        return _external(check, plan, external, base, span)
+        if check.max_growth is not None:
+            return _growth(check, plan, external_range, base, span)
+        return _external(check, plan, external, base, span, (baselines or {}).get(check.name))
+    if check.metric is not None and check.metric.is_budget:
+        return _budget(check, plan, budgets, base, now)
     confidence = check.confidence or plan.confidence
     arms = telemetry.step_total(since) if sequential else telemetry.total(since)
     assert check.metric is not None
@@ -205,6 +223,24 @@ class _Interval:
         if self.sequential:
             return sequential_quantile_interval(histogram, q, level)
         return quantile_interval(histogram, q, level)
+
+    def quantile_ratio(self, mine: Histogram, theirs: Histogram, q: float) -> tuple[float, float]:
+        """The interval of ``mine``'s q-quantile over ``theirs``' (neither empty): the lowest
+        plausible ratio and the highest, from each arm's interval (a union bound: sequentially
+        each at half the error, so both hold at once with the whole confidence). Each arm's
+        ends take whole buckets, so the bucketing error is inside the interval."""
+        my_low, my_high = _ms(self.quantile(mine, q, self.each_of_two))
+        their_low, their_high = _ms(self.quantile(theirs, q, self.each_of_two))
+        low = my_low / their_high if their_high else 0.0
+        high = my_high / their_low if their_low else math.inf
+        return low, high
+
+
+def quantile_ratio_interval(
+    mine: Histogram, theirs: Histogram, q: float, confidence: float, method: Method
+) -> tuple[float, float]:
+    """The interval a latency ratio check judges, for benchmarks and reports."""
+    return _Interval(method, confidence).quantile_ratio(mine, theirs, q)
 
 
 def _verdict(low: float, high: float, check: Check) -> tuple[Outcome, float]:
@@ -369,7 +405,9 @@ def _events_of(check: Check, arms: Mapping[Arm, ArmCounts]) -> tuple[int, int, s
     if rate is not None:
         return _rate_of(rate, arms, check.measured_arm)
     calls = [arms[arm].counts[w.CALLS] for arm in (Arm.LEGACY, Arm.NEW)]
-    return calls[0], sum(calls), "calls on either arm"
+    gone = arms[Arm.LEGACY].counts[w.GONE]  # 410 answers on retired routes: legacy never ran
+    events = gone if check.metric is Metric.GONE_CALLS else calls[0] - gone
+    return events, sum(calls), "calls on either arm"
 
 
 def _count(
@@ -483,10 +521,7 @@ def _latency(
         return CheckResult(
             outcome=Outcome.INCONCLUSIVE, reason=short, sample=mine.count, **base, **span
         )
-    my_low, my_high = _ms(intervals.quantile(mine, q, intervals.each_of_two))
-    their_low, their_high = _ms(intervals.quantile(theirs, q, intervals.each_of_two))
-    low = my_low / their_high if their_high else 0.0
-    high = my_high / their_low if their_low else math.inf
+    low, high = intervals.quantile_ratio(mine, theirs, q)
     mine_q, theirs_q = mine.quantile(q), theirs.quantile(q)
     assert mine_q is not None and theirs_q is not None
     value = mine_q / theirs_q if theirs_q else math.inf
@@ -558,6 +593,7 @@ def _external(
     external: Query | None,
     base: dict[str, Any],
     span: dict[str, float],
+    baseline: Mapping[str, Any] | None,
 ) -> CheckResult:
     from cutover.control.prometheus import PrometheusError
 
@@ -584,6 +620,8 @@ def _external(
         return CheckResult(
             outcome=Outcome.INCONCLUSIVE, reason="the query returned no series", **base, **span
         )
+    if check.max_ratio_to_baseline is not None:
+        return _to_baseline(check, values, baseline, base, span)
     value = max(values) if check.max is not None else min(values)
     over = check.max is not None and max(values) > check.max
     under = check.min is not None and min(values) < check.min
@@ -601,6 +639,172 @@ def _external(
         value=value,
         threshold=bound,
         sample=len(values),
+        **base,
+        **span,
+    )
+
+
+def _to_baseline(
+    check: Check,
+    values: list[float],
+    baseline: Mapping[str, Any] | None,
+    base: dict[str, Any],
+    span: dict[str, float],
+) -> CheckResult:
+    """The worst series now against ``max_ratio_to_baseline`` times the value measured over the
+    window before the rollout began (kept in the rollout's notes)."""
+    assert check.max_ratio_to_baseline is not None
+    limit = check.max_ratio_to_baseline
+    worst = max(values)
+    if baseline is None or "value" not in baseline:
+        why = (baseline or {}).get("error") or "it has not been measured yet"
+        return CheckResult(
+            outcome=Outcome.INCONCLUSIVE,
+            reason=f"no baseline from before the rollout: {why}",
+            value=worst,
+            **base,
+            **span,
+        )
+    before = float(baseline["value"])
+    if not before > 0:
+        return CheckResult(
+            outcome=Outcome.INCONCLUSIVE,
+            reason=f"the baseline {before:.6g} is not positive, so no ratio to it means anything;"
+            " use max instead",
+            value=worst,
+            **base,
+            **span,
+        )
+    ratio = worst / before
+    outcome = Outcome.FAIL if ratio > limit else Outcome.PASS
+    series = f" (worst of {len(values)} series)" if len(values) > 1 else ""
+    return CheckResult(
+        outcome=outcome,
+        reason=(
+            f"{worst:.6g}{series} is {ratio:.3g}x the baseline {before:.6g} measured before the"
+            f" rollout began; {_relation(outcome)} {limit:g}x"
+        ),
+        value=ratio,
+        threshold=limit,
+        sample=len(values),
+        **base,
+        **span,
+    )
+
+
+def _growth(
+    check: Check,
+    plan: Plan,
+    external_range: RangeQuery | None,
+    base: dict[str, Any],
+    span: dict[str, float],
+) -> CheckResult:
+    """The least-squares trend of each series over the window, with its interval, against
+    ``max_growth``: fail when some series surely grows faster, pass when every one surely
+    does not, inconclusive otherwise."""
+    from cutover.control.prometheus import PrometheusError
+
+    assert check.max_growth is not None
+    limit = check.max_growth.fraction
+    per = check.max_growth.per
+    if external_range is None:
+        return CheckResult(
+            outcome=Outcome.INCONCLUSIVE, reason="external sources are not read here", **base
+        )
+    if span["until"] - span["since"] < 60:
+        return CheckResult(
+            outcome=Outcome.INCONCLUSIVE,
+            reason=f"the step began {span['until'] - span['since']:.0f}s ago; a trend needs a"
+            " minute of it",
+            **base,
+            **span,
+        )
+    try:
+        series = external_range(check, plan, span["since"], span["until"])
+    except PrometheusError as error:
+        return CheckResult(outcome=Outcome.INCONCLUSIVE, reason=str(error), **base, **span)
+    confidence = check.confidence or plan.confidence
+    trends = [t for t in (growth_interval(points, per, confidence) for points in series) if t]
+    if not trends:
+        return CheckResult(
+            outcome=Outcome.INCONCLUSIVE,
+            reason="no series with three points and a positive level to fit a trend to",
+            **base,
+            **span,
+        )
+    worst = max(trends, key=lambda t: t.low)
+    if worst.low > limit:
+        outcome = Outcome.FAIL
+    elif all(t.high <= limit for t in trends):
+        outcome = Outcome.PASS
+        worst = max(trends, key=lambda t: t.high)
+    else:
+        outcome = Outcome.INCONCLUSIVE
+        worst = max(trends, key=lambda t: t.high)
+    period = format_duration(per)
+    several = f" (worst of {len(trends)} series)" if len(trends) > 1 else ""
+    return CheckResult(
+        outcome=outcome,
+        reason=(
+            f"growing {worst.estimate:+.3%}/{period}{several} ({confidence:.0%} interval"
+            f" {worst.low:+.3%} to {worst.high:+.3%}, least squares over {worst.points} points"
+            f" around {worst.level:.6g}) {_relation(outcome)} {limit:.3%}/{period}"
+        ),
+        value=worst.estimate,
+        threshold=limit,
+        sample=worst.points,
+        interval=(worst.low, worst.high),
+        bound="least-squares slope, Student t interval",
+        **base,
+        **span,
+    )
+
+
+def _budget(
+    check: Check, plan: Plan, budgets: Budgets | None, base: dict[str, Any], now: float
+) -> CheckResult:
+    from cutover.control.prometheus import PrometheusError
+    from cutover.errors import InvalidInput
+
+    if budgets is None:
+        return CheckResult(
+            outcome=Outcome.INCONCLUSIVE, reason="SLO budgets are not read here", **base
+        )
+    remaining = check.metric is Metric.ERROR_BUDGET_REMAINING
+    try:
+        slo = plan.slo_for(check)
+        span = {"since": now - (slo.window if remaining else check.window), "until": now}
+        budget = budgets(slo, span["since"], now)
+    except (PrometheusError, InvalidInput) as error:
+        return CheckResult(outcome=Outcome.INCONCLUSIVE, reason=str(error), **base)
+    value = budget.remaining if remaining else budget.burn_rate
+    what = "budget remaining" if remaining else "burn rate"
+    if value is None:
+        return CheckResult(
+            outcome=Outcome.INCONCLUSIVE,
+            reason=f"no events of SLO {slo.name!r} in the window: no {what} to judge",
+            sample=0,
+            **base,
+            **span,
+        )
+    over = check.max is not None and value > check.max
+    under = check.min is not None and value < check.min
+    bound = check.max if over or check.min is None else check.min
+    assert bound is not None
+    outcome = Outcome.FAIL if over or under else Outcome.PASS
+    shown = f"{value:.1%}" if remaining else f"{value:.3g}x"
+    limit = f"{bound:.1%}" if remaining else f"{bound:g}x"
+    verdict = ("below" if under else "above") if outcome is Outcome.FAIL else "within"
+    reason = (
+        f"SLO {slo.name!r} {what} {shown} is {verdict} {limit}"
+        f" ({budget.bad} bad of {budget.total} events)"
+    )
+    return CheckResult(
+        outcome=outcome,
+        reason=reason,
+        value=value,
+        threshold=bound,
+        sample=budget.total,
         **base,
         **span,
     )
@@ -630,7 +834,7 @@ def window_span(plan: Plan, checks: Sequence[Check]) -> Span:
     step = step_histograms = False
     for check in checks:
         method = check.method_in(plan)
-        if check.source != "cutover":
+        if check.source != "cutover" or (check.metric is not None and check.metric.is_budget):
             continue
         sequential = method is Method.SEQUENTIAL
         seconds = SETTLED if sequential else check.window

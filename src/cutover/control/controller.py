@@ -9,12 +9,20 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cutover.clock import Clock
-from cutover.control.checks import CheckResult, Outcome, Telemetry, evaluate, window_span
+from cutover.control.calendar import format_utc
+from cutover.control.checks import (
+    CheckResult,
+    Outcome,
+    RangeQuery,
+    Telemetry,
+    evaluate,
+    window_span,
+)
 from cutover.control.notify import Notifier
 from cutover.control.plan import Check, OnCritical, Plan, Severity, Step, parse_plan
 from cutover.durations import format_duration
@@ -23,11 +31,13 @@ from cutover.errors import (
     CutoverError,
     InvalidInput,
     LeaseLost,
+    NotYet,
     StoreError,
     UnknownMigration,
 )
-from cutover.model import Arm, Decision, Mode, Rollout, RolloutStatus, State
-from cutover.store import DEFAULT_LEASE, Fence, InstanceInfo, Store
+from cutover.model import Arm, Decision, Mode, Rollout, RolloutStatus, State, pin_changes
+from cutover.store import DEFAULT_LEASE, Cohort, CohortStatus, Fence, InstanceInfo, Store
+from cutover.reports.slo import SLO, Budget
 from cutover.telemetry import windows as w
 
 log = logging.getLogger("cutover.controller")
@@ -58,6 +68,8 @@ class Evaluation:
     progress: Progress
     blockers: tuple[str, ...] = ()  # why it is not promoted now
     planned: _Planned | None = None  # the decision the controller would take now, if any
+    measured: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Baselines measured on this pass, not yet kept in the rollout's notes."""
 
     @property
     def action(self) -> str | None:
@@ -97,6 +109,10 @@ class Evaluation:
                     "hold_seconds": step.hold,
                     "approval": step.needs_approval,
                     "approved": _approval_json(rollout, index),
+                    "roles": list(step.approval_rule.roles) if step.needs_approval else [],
+                    "roles_missing": missing_roles(step, rollout, index),
+                    "window": step.window.calendar.describe() if step.window else None,
+                    "cohort": step.cohort,
                 }
                 for index, step in enumerate(self.plan.steps)
             ],
@@ -117,12 +133,52 @@ class Evaluation:
             "next_action": self.action,
             "next_action_reason": self.reason,
             "evaluated_at": self.now,
+            "retry_possible_at": retry_possible_at(self.plan, rollout),
         }
 
 
 def _approval_json(rollout: Rollout, index: int) -> dict[str, Any] | None:
     given = rollout.approval(index)
     return dict(given) if given else None
+
+
+def missing_roles(step: Step, rollout: Rollout, index: int) -> list[str]:
+    """The roles whose approval entering step ``index`` still waits for."""
+    given = rollout.approval(index) or {}
+    roles = given.get("roles") or {}
+    return [role for role in step.approval_rule.roles if role not in roles]
+
+
+def approved(step: Step, rollout: Rollout, index: int) -> bool:
+    """Whether step ``index`` may be entered as far as approvals go."""
+    if not step.needs_approval:
+        return True
+    if step.approval_rule.roles:
+        return not missing_roles(step, rollout, index)
+    return rollout.approval(index) is not None
+
+
+def retry_possible_at(plan: Plan, rollout: Rollout) -> float | None:
+    """When a retry becomes possible after the rollout's last rollback, if the plan sets a
+    cooldown; counted from the rollback's recorded time, so it outlives any controller."""
+    last = rollout.notes.get("rolled_back")
+    if not isinstance(last, dict):
+        return None
+    after = plan.retry_after_for(int(last.get("step", -1)))
+    return None if after is None else float(last["at"]) + after
+
+
+def _from_roles(plan: Plan, rollout: Rollout, index: int) -> str:
+    missing = missing_roles(plan.steps[index], rollout, index)
+    return f" from {', '.join(missing)}" if missing else ""
+
+
+def _waiting_for_approval(plan: Plan, rollout: Rollout, index: int) -> str:
+    step = plan.steps[index]
+    missing = missing_roles(step, rollout, index)
+    if missing:
+        return f"approval needed to enter {step_label(plan, index)} from {', '.join(missing)}"
+    return f"approval needed to enter {step_label(plan, index)}"
 
 
 def step_label(plan: Plan, index: int) -> str:
@@ -140,6 +196,7 @@ class _Planned:
     rollout: Rollout  # the rollout record as the decision leaves it
     state: State | None = None  # the new state, when the decision changes it
     evidence: dict[str, Any] = field(default_factory=dict)
+    cohort: Cohort | None = None  # the cohort a cohort step promotes or rolls back
 
 
 def describe(decision: Decision, dry_run: bool = False) -> str:
@@ -171,7 +228,8 @@ class Controller:
         actor: str = CONTROLLER,
         dry_run: bool = False,
         notifier: Notifier | None = None,
-        external: Callable[[Check, Plan, float], list[float]] | None = None,
+        external: Callable[..., list[float]] | None = None,
+        external_range: RangeQuery | None = None,
         four_eyes: bool = False,
         lease: float = DEFAULT_LEASE,
     ) -> None:
@@ -187,6 +245,7 @@ class Controller:
         self.dry_run = dry_run
         self.notifier = notifier if notifier is not None else Notifier()
         self.external = external if external is not None else _prometheus_values
+        self.external_range = external_range if external_range is not None else _prometheus_range
         # Every approval must come from someone other than the rollout's starter, whatever
         # the plan says.
         self.four_eyes = four_eyes
@@ -220,10 +279,17 @@ class Controller:
         step = plan.steps[rollout.step] if rollout.step >= 0 else None
         checks: tuple[CheckResult, ...] = ()
         comparisons = new_calls = 0
+        measured: dict[str, dict[str, Any]] = {}
         if step is not None:
             in_force = plan.checks_for(rollout.step)
             telemetry, comparisons, new_calls = self._telemetry(name, plan, in_force, rollout, now)
             mode = (state or State()).mode
+            kept = rollout.notes.get("baselines", {})
+            tried: dict[str, dict[str, Any]] = {}
+            for check in in_force:
+                if check.baseline is not None and check.name not in kept:
+                    tried[check.name] = self._baseline(check, plan, rollout)
+            measured = {k: v for k, v in tried.items() if "value" in v}
             checks = tuple(
                 evaluate(
                     check,
@@ -233,15 +299,67 @@ class Controller:
                     now=now,
                     step_started_at=rollout.step_started_at,
                     external=self.external,
+                    external_range=self.external_range,
+                    baselines={**kept, **tried},
+                    budgets=_budget_reader(self.store, name, plan),
                 )
                 for check in in_force
             )
         held = max(0.0, now - rollout.step_started_at)
-        hold_left = max(0.0, (step.hold if step else 0.0) - held)
+        hold_left = max(0.0, (step_hold(step, rollout) if step else 0.0) - held)
         progress = Progress(comparisons, new_calls, held, hold_left)
-        evaluation = Evaluation(rollout, plan, state, now, checks, progress)
+        evaluation = Evaluation(rollout, plan, state, now, checks, progress, measured=measured)
         planned, blockers = self._decide(evaluation)
+        if measured and rollout.status.active:
+            planned = self._keep_baselines(evaluation, planned)
         return replace(evaluation, blockers=tuple(blockers), planned=planned)
+
+    def _baseline(self, check: Check, plan: Plan, rollout: Rollout) -> dict[str, Any]:
+        """The check's query as it stood when the rollout began, over the check's window:
+        ``{"value": ...}`` with where it came from, or ``{"error": why}``."""
+        from cutover.control.prometheus import PrometheusError
+
+        try:
+            values = [
+                v
+                for v in self.external(check, plan, check.window, at=rollout.started_at)
+                if not math.isnan(v)
+            ]
+        except PrometheusError as error:
+            return {"error": f"measuring it failed ({error}); it is measured again next pass"}
+        if not values:
+            return {
+                "error": f"the query returned no series at the rollout's start"
+                f" ({rollout.started_at:.0f}); check that the metric existed then"
+            }
+        return {
+            "value": max(values),
+            "series": len(values),
+            "at": rollout.started_at,
+            "window": check.window,
+            "measured_at": self.clock(),
+        }
+
+    def _keep_baselines(self, e: Evaluation, planned: _Planned | None) -> _Planned:
+        """Write the baselines measured on this pass into the rollout's notes: with the
+        decision this pass takes anyway, or with a ``baseline`` decision of their own, so a
+        restarted controller compares with the same values."""
+        measured = e.measured
+        if planned is None:
+            what = "; ".join(
+                f"{name}: {found['value']:.6g} over {format_duration(found['window'])} before"
+                " the rollout began"
+                + (f" (max of {found['series']} series)" if found["series"] > 1 else "")
+                for name, found in sorted(measured.items())
+            )
+            planned = _Planned("baseline", f"baselines measured: {what}", rollout=e.rollout)
+        rollout = planned.rollout
+        baselines = {**rollout.notes.get("baselines", {}), **measured}
+        return replace(
+            planned,
+            rollout=rollout.evolve(notes={**rollout.notes, "baselines": baselines}),
+            evidence={**planned.evidence, "baselines": dict(measured)},
+        )
 
     def _telemetry(
         self, name: str, plan: Plan, checks: Sequence[Check], rollout: Rollout, now: float
@@ -290,7 +408,7 @@ class Controller:
         rollout, plan = e.rollout, e.plan
         status = rollout.status
         if not status.active:
-            return None, [f"the rollout is {status.value}"]
+            return None, [f"the rollout is {status.value}" + self._cooldown_note(e)]
         if status is RolloutStatus.PAUSED:
             return None, [f"paused: {rollout.reason}" if rollout.reason else "paused"]
         step = e.step
@@ -321,23 +439,28 @@ class Controller:
         if planned is not None:
             return planned, []
         if status is RolloutStatus.ROLLED_BACK:
+            cooldown = self._cooldown_note(e)
             return None, [
-                f"rolled back: {rollout.reason}; `retry` resumes promotion, `promote` moves on now"
+                f"rolled back: {rollout.reason}; "
+                + (
+                    cooldown.removeprefix("; ")
+                    if cooldown
+                    else "`retry` resumes promotion, `promote` moves on now"
+                )
             ]
         blockers = self._gate(e)
         following = e.next_step
         index = rollout.step + 1
-        approval_missing = (
-            following is not None and following.needs_approval and rollout.approval(index) is None
-        )
+        approval_missing = following is not None and not approved(following, rollout, index)
+        closed = self._window_closed(e, index)
         if blockers:
             return None, blockers + (
-                [f"approval needed to enter {step_label(plan, index)}"] if approval_missing else []
-            )
+                [_waiting_for_approval(plan, rollout, index)] if approval_missing else []
+            ) + ([closed] if closed else [])
         if approval_missing:
             assert following is not None
             notes = dict(rollout.notes)
-            waiting = f"approval needed to enter {step_label(plan, index)}"
+            waiting = _waiting_for_approval(plan, rollout, index)
             if notes.get("approval_requested") == index:
                 return None, [waiting]
             notes["approval_requested"] = index
@@ -350,6 +473,8 @@ class Controller:
                 ),
                 [waiting],
             )
+        if closed:
+            return None, [closed]  # nothing is recorded while the window is closed
         if following is None:
             return (
                 _Planned(
@@ -363,6 +488,39 @@ class Controller:
             )
         return self._enter(e, index, "promote", self._promotion_reason(e, following)), []
 
+    def _cooldown_note(self, e: Evaluation) -> str:
+        """ "; `retry` possible from ..." while a plan's cooldown runs after a rollback."""
+        possible = retry_possible_at(e.plan, e.rollout)
+        if possible is None or e.now >= possible:
+            return ""
+        return f"; `retry` possible from {format_utc(possible)} (retry_after)"
+
+    def _refuse_in_cooldown(self, e: Evaluation, verb: str) -> None:
+        possible = retry_possible_at(e.plan, e.rollout)
+        if possible is not None and e.now < possible:
+            raise NotYet(
+                f"the plan of {e.rollout.migration!r} waits"
+                f" {format_duration(math.ceil(possible - e.now))}"
+                f" more after its rollback before it is tried again (retry_after): {verb}"
+                f" is possible from {format_utc(possible)}",
+                possible,
+            )
+
+    def _window_closed(self, e: Evaluation, index: int) -> str | None:
+        """Why step ``index`` cannot be entered now for its calendar window, or None."""
+        if not 0 <= index < len(e.plan.steps) or e.plan.steps[index].window is None:
+            return None
+        window = e.plan.steps[index].window
+        assert window is not None
+        calendar = window.calendar
+        opens = calendar.next_open(e.now)
+        if opens <= e.now:
+            return None
+        return (
+            f"waiting for window ({calendar.describe()}) to enter {step_label(e.plan, index)},"
+            f" opens at {format_utc(opens)}"
+        )
+
     def _gate(self, e: Evaluation) -> list[str]:
         """Everything the current step still lacks: hold, minimums, passing checks."""
         step = e.step
@@ -372,7 +530,7 @@ class Controller:
         if e.progress.hold_left > 0:
             blockers.append(
                 f"hold: {format_duration(math.ceil(e.progress.hold_left))} of"
-                f" {format_duration(step.hold)} left"
+                f" {format_duration(step_hold(step, e.rollout))} left"
             )
         if e.progress.comparisons < step.min_comparisons:
             blockers.append(
@@ -396,24 +554,59 @@ class Controller:
         if passed:
             done.append(f"{', '.join(passed)} passed")
         approval = e.rollout.approval(e.rollout.step + 1)
-        if approval:
+        if approval and approval.get("roles"):
+            done.append(
+                "approved by "
+                + ", ".join(f"{g.get('by')} ({role})" for role, g in approval["roles"].items())
+            )
+        elif approval:
             done.append(f"approved by {approval.get('by')}")
         origin = e.step.label if e.step else "the start"
         return f"promoted from {origin} to {following.label}: {', '.join(done) or 'no gate'}"
 
-    def _enter(self, e: Evaluation, index: int, kind: str, reason: str, **changes: Any) -> _Planned:
-        """Move to step ``index``: its state, a fresh hold."""
+    def _enter(
+        self,
+        e: Evaluation,
+        index: int,
+        kind: str,
+        reason: str,
+        *,
+        pin_cohort: bool = True,
+        **changes: Any,
+    ) -> _Planned:
+        """Move to step ``index``: its state, a fresh hold, and its cohort's tenants pinned to
+        new when it names one (unless ``pin_cohort`` is false)."""
         step = e.plan.steps[index]
         current = e.state or State()
         notes = {
             k: v
             for k, v in e.rollout.notes.items()
-            if k not in ("approval_requested", "warnings", "failing")
+            if k not in ("approval_requested", "warnings", "failing", "retried_step")
         }
+        state = None if step.holds(current) and e.state is not None else step.state_from(current)
+        cohort = None
+        if step.cohort is not None and pin_cohort:
+            cohort = self._cohort(e, step.cohort)
+            if cohort.status is not CohortStatus.PROMOTED or not set(cohort.tenants) <= set(
+                current.pins_new
+            ):
+                base = state or current
+                pins_new, pins_legacy = pin_changes(base, pin_new=cohort.tenants)
+                state = base.evolve(pins_new=pins_new, pins_legacy=pins_legacy)
+                cohort = cohort.evolve(
+                    status=CohortStatus.PROMOTED,
+                    promoted_at=e.now,
+                    rolled_back_at=None,
+                    window=step.hold or cohort.window,  # the hold is the rollback window
+                )
+                reason += f"; cohort {cohort.name} ({_tenants(cohort)}) pinned to new"
+            else:
+                cohort = None  # already promoted and pinned: nothing to change
         return _Planned(
             kind,
             reason,
-            state=None if step.holds(current) and e.state is not None else step.state_from(current),
+            state=state,
+            cohort=cohort,
             rollout=e.rollout.evolve(
                 step=index,
                 step_started_at=e.now,
@@ -436,31 +629,69 @@ class Controller:
                 f"paused at {where}: {why}",
                 rollout=rollout.evolve(status=RolloutStatus.PAUSED, reason=f"paused: {why}"),
             )
+        # The plan's cooldown (retry_after) counts from this moment, kept with the rollout.
+        notes = {**rollout.notes, "rolled_back": {"at": e.now, "step": rollout.step}}
         if reaction is OnCritical.PREVIOUS_STEP and rollout.step >= 1:
             back = rollout.step - 1
-            return self._enter(
+            planned = self._enter(
                 e,
                 back,
                 "rollback",
                 f"rolled back from {plan.steps[rollout.step].label} to {plan.steps[back].label}:"
                 f" {why}",
+                pin_cohort=False,  # the wave before stays as it is; this one leaves
                 status=RolloutStatus.ROLLED_BACK,
                 status_reason=f"{', '.join(r.name for r in failed)} failed at"
                 f" {plan.steps[rollout.step].label}",
                 # The failed step must be approved again before it is entered again.
                 approvals=_approvals_up_to(rollout, back),
             )
-        return self._to_legacy(e, "abort", f"returned to legacy from {where}: {why}")
+            planned.rollout = planned.rollout.evolve(
+                notes={**planned.rollout.notes, "rolled_back": notes["rolled_back"]}
+            )
+            return self._leave_cohort(e, planned)
+        planned = self._to_legacy(e, "abort", f"returned to legacy from {where}: {why}")
+        planned.rollout = planned.rollout.evolve(notes=notes)
+        return planned
+
+    def _cohort(self, e: Evaluation, name: str) -> Cohort:
+        found = self.store.cohort(e.rollout.migration, name)
+        if found is None:
+            raise InvalidInput(
+                f"the plan of {e.rollout.migration!r} names cohort {name!r}, which is not in the"
+                f" store; add it with `cutover cohort add {name} --migration"
+                f" {e.rollout.migration} --tenants ... --wave N`"
+            )
+        return found
+
+    def _leave_cohort(self, e: Evaluation, planned: _Planned) -> _Planned:
+        """Pin the current step's cohort to legacy as the rollout leaves the step backwards
+        (rollback or abort); every other wave stays where it is."""
+        step = e.step
+        if step is None or step.cohort is None:
+            return planned
+        cohort = self._cohort(e, step.cohort)
+        if cohort.status is not CohortStatus.PROMOTED:
+            return planned
+        base = planned.state or e.state or State()
+        pins_new, pins_legacy = pin_changes(base, pin_legacy=cohort.tenants)
+        planned.state = base.evolve(pins_new=pins_new, pins_legacy=pins_legacy)
+        planned.cohort = cohort.evolve(status=CohortStatus.ROLLED_BACK, rolled_back_at=e.now)
+        planned.reason += f"; cohort {cohort.name} ({_tenants(cohort)}) pinned to legacy"
+        return planned
 
     def _to_legacy(self, e: Evaluation, kind: str, reason: str) -> _Planned:
         current = e.state or State()
-        return _Planned(
-            kind,
-            reason,
-            state=None if current.mode is Mode.LEGACY else current.evolve(mode=Mode.LEGACY),
-            rollout=e.rollout.evolve(
-                status=RolloutStatus.ABORTED,
-                reason=reason,
+        return self._leave_cohort(
+            e,
+            _Planned(
+                kind,
+                reason,
+                state=None if current.mode is Mode.LEGACY else current.evolve(mode=Mode.LEGACY),
+                rollout=e.rollout.evolve(
+                    status=RolloutStatus.ABORTED,
+                    reason=reason,
+                ),
             ),
         )
 
@@ -727,6 +958,13 @@ class Controller:
             "checks": [r.to_json() for r in e.checks],
             **planned.evidence,
         }
+        if planned.cohort is not None:
+            evidence["cohort"] = {
+                "name": planned.cohort.name,
+                "wave": planned.cohort.wave,
+                "tenants": list(planned.cohort.tenants),
+                "status": planned.cohort.status.value,
+            }
         if fence is not None:  # which controller decided, under which term
             evidence["lease"] = {"holder": fence.holder, "term": fence.term}
         if self.dry_run:
@@ -757,6 +995,8 @@ class Controller:
             expected_version=e.state.version if e.state else 0,
             rollout=after,
             expected_rollout=rollout.version,
+            cohort=planned.cohort,
+            expected_cohort=planned.cohort.version if planned.cohort else None,
             fence=fence,
         )
         # Every decision, the controller's own and operators' through it, wherever it runs
@@ -828,14 +1068,24 @@ class Controller:
             version=existing.version if existing else 0,
         )
         e = Evaluation(rollout, plan, state, now, (), Progress(0, 0, 0.0, 0.0))
+        for number, step in enumerate(plan.steps):
+            if step.cohort is not None and self.store.cohort(name, step.cohort) is None:
+                raise InvalidInput(
+                    f"{source or 'the plan'}: steps[{number}].cohort: {name!r} has no cohort"
+                    f" {step.cohort!r}; add it first with `cutover cohort add {step.cohort}"
+                    f" --migration {name} --tenants ... --wave N`"
+                )
         first = plan.steps[0]
         why = reason.strip() or f"rollout started from {rollout.source}"
+        closed = self._window_closed(e, 0)
         if first.needs_approval:
             planned = _Planned(
                 "start",
                 f"{why}; {first.label} waits for an approval",
                 rollout=rollout.evolve(notes={"approval_requested": 0}),
             )
+        elif closed:
+            planned = _Planned("start", f"{why}; {closed}", rollout=rollout)
         else:
             planned = self._enter(e, 0, "start", f"{why}; entering {first.label}")
         planned.evidence["plan"] = plan.to_json()
@@ -898,10 +1148,18 @@ class Controller:
             planned.evidence["forced"] = bool(unsure)
             return self._record(e, planned, actor)
         following = plan.steps[index]
-        if following.needs_approval and rollout.approval(index) is None:
+        if rollout.status is RolloutStatus.ROLLED_BACK:
+            self._refuse_in_cooldown(e, "promote")
+        if not approved(following, rollout, index):
             raise InvalidInput(
-                f"{step_label(plan, index)} needs an approval first:"
+                f"{step_label(plan, index)} needs an approval{_from_roles(plan, rollout, index)}"
+                " first:"
                 f" cutover rollout approve {name} --by WHO --reason ..."
+            )
+        closed = self._window_closed(e, index)
+        if closed and not force:
+            raise InvalidInput(
+                f"{closed}; wait, or promote outside the window (--force, or force in the API)"
             )
         if unsure and not force:
             first = unsure[0]
@@ -909,7 +1167,8 @@ class Controller:
                 f"{first.name} is {first.outcome.value} ({first.reason}); wait, or force the"
                 " promotion past the checks (--force, or force in the API)"
             )
-        forced = " (forced past: " + "; ".join(r.name for r in unsure) + ")" if unsure else ""
+        past = [r.name for r in unsure] + (["window"] if closed else [])
+        forced = " (forced past: " + "; ".join(past) + ")" if past else ""
         planned = self._enter(
             e,
             index,
@@ -917,7 +1176,7 @@ class Controller:
             f"promoted by {actor} from {e.step.label if e.step else 'the start'} to"
             f" {following.label}: {reason.strip()}{forced}",
         )
-        planned.evidence["forced"] = bool(unsure)
+        planned.evidence["forced"] = bool(past)
         return self._record(e, planned, actor)
 
     def pause(
@@ -948,6 +1207,8 @@ class Controller:
                 f"the rollout of {name!r} is {status.value};"
                 " only a paused or rolled-back one resumes"
             )
+        if status is RolloutStatus.ROLLED_BACK:
+            self._refuse_in_cooldown(e, "resume")
         why = reason.strip() or "resumed"
         text = f"resumed by {actor}: {why}"
         step = e.step
@@ -980,10 +1241,17 @@ class Controller:
         by: str,
         reason: str,
         step: int | None = None,
+        role: str | None = None,
+        token_roles: Iterable[str] | None = None,
         expected_version: int | None = None,
     ) -> Decision:
         """Approve entering a step that asks for it (the next one waiting, unless ``step``, a
-        1-based step number, says which); the controller promotes once the gate passes."""
+        1-based step number, says which); the controller promotes once the gate passes.
+
+        A step that asks for roles takes one approval per role: ``role`` names it. With
+        ``token_roles`` (the roles of the API token that approves) the role must be one of
+        them, and may be left out when only one of them is still missing; without, the role
+        is as the approver claims, and the decision says so."""
         e = self._operator(name, "approve", expected_version=expected_version)
         rollout, plan = e.rollout, e.plan
         _need_reason(reason)
@@ -996,7 +1264,7 @@ class Controller:
         waiting = [
             index
             for index, candidate in enumerate(plan.steps)
-            if index > after and candidate.needs_approval and rollout.approval(index) is None
+            if index > after and not approved(candidate, rollout, index)
         ]
         if step is not None:
             index = step - 1
@@ -1012,19 +1280,77 @@ class Controller:
         else:
             index = waiting[0]
         rule = plan.steps[index].approval_rule
-        if (rule.distinct_from_starter or self.four_eyes) and by.strip() == rollout.started_by:
+        if (
+            rule.distinct_from_starter or rule.roles or self.four_eyes
+        ) and by.strip() == rollout.started_by:
             raise InvalidInput(
                 f"{step_label(plan, index)} must be approved by someone other than"
                 f" {rollout.started_by}, who started the rollout"
             )
-        given = {"by": by.strip(), "reason": reason.strip(), "at": e.now}
+        given: dict[str, Any] = {"by": by.strip(), "reason": reason.strip(), "at": e.now}
+        text = f"{by.strip()} approved {step_label(plan, index)}: {reason.strip()}"
+        if rule.roles:
+            given, text = self._role_approval(
+                plan, rollout, index, given, role, None if token_roles is None else token_roles
+            )
+        elif role is not None:
+            raise InvalidInput(
+                f"{step_label(plan, index)} asks for no roles; approve it without a role"
+            )
         approvals = {**rollout.approvals, str(index): given}
-        planned = _Planned(
-            "approve",
-            f"{by.strip()} approved {step_label(plan, index)}: {reason.strip()}",
-            rollout=rollout.evolve(approvals=approvals),
-        )
+        planned = _Planned("approve", text, rollout=rollout.evolve(approvals=approvals))
         return self._record(e, planned, by.strip())
+
+    def _role_approval(
+        self,
+        plan: Plan,
+        rollout: Rollout,
+        index: int,
+        given: dict[str, Any],
+        role: str | None,
+        token_roles: Iterable[str] | None,
+    ) -> tuple[dict[str, Any], str]:
+        """The step's approvals with one more role given, and the decision's reason."""
+        step = plan.steps[index]
+        where = step_label(plan, index)
+        missing = missing_roles(step, rollout, index)
+        held = None if token_roles is None else set(token_roles)
+        if role is None:
+            mine = [r for r in missing if held is not None and r in held]
+            if len(mine) != 1:
+                raise InvalidInput(
+                    f"{where} waits for an approval from {', '.join(missing)}; say which role"
+                    " this approval is for (--role ROLE, or role in the API)"
+                )
+            role = mine[0]
+        if role not in step.approval_rule.roles:
+            raise InvalidInput(
+                f"{where} asks for approvals from {', '.join(step.approval_rule.roles)}, not"
+                f" {role!r}; give one of those roles"
+            )
+        if role not in missing:
+            raise InvalidInput(f"{where} already has its {role} approval; nothing to add")
+        if held is not None and role not in held:
+            raise InvalidInput(
+                f"the token of {given['by']} has no {role!r} role"
+                f" (its roles: {', '.join(sorted(held)) or 'none'}); approve with a token of"
+                " that role"
+            )
+        roles = dict((rollout.approval(index) or {}).get("roles") or {})
+        twice = [r for r, g in roles.items() if g.get("by") == given["by"]]
+        if twice:
+            raise InvalidInput(
+                f"{given['by']} already approved {where} as {twice[0]}; each role's approval"
+                " comes from a different person"
+            )
+        claimed = held is None
+        roles[role] = {**given, "claimed": claimed}
+        left = [r for r in missing if r != role]
+        how = "as claimed by the approver" if claimed else "from the token"
+        text = f"{given['by']} approved {where} as {role} ({how}): {given['reason']}; " + (
+            f"still waiting for {', '.join(left)}" if left else "every role has approved"
+        )
+        return {**given, "role": role, "roles": roles}, text
 
     def abort(
         self, name: str, *, actor: str, reason: str, expected_version: int | None = None
@@ -1060,6 +1386,7 @@ class Controller:
             )
         if step is not None and not 1 <= step <= len(plan.steps):
             raise InvalidInput(f"step must be from 1 to {len(plan.steps)}, got {step}")
+        self._refuse_in_cooldown(e, "retry")
         if step is not None:
             index = step - 1
         elif rollout.status is RolloutStatus.ABORTED:
@@ -1067,9 +1394,10 @@ class Controller:
         else:
             index = max(rollout.step, 0)
         target = plan.steps[index]
-        if target.needs_approval and rollout.approval(index) is None and index != rollout.step:
+        if not approved(target, rollout, index) and index != rollout.step:
             raise InvalidInput(
-                f"{step_label(plan, index)} needs an approval first:"
+                f"{step_label(plan, index)} needs an approval{_from_roles(plan, rollout, index)}"
+                " first:"
                 f" cutover rollout approve {name} --step {index + 1} --by WHO --reason ..."
             )
         why = reason.strip() or "retry"
@@ -1078,10 +1406,25 @@ class Controller:
             index,
             "retry",
             f"retried by {actor} at {target.label}: {why}",
-            notes={},
+            # Baselines describe the time before the rollout began, which a retry leaves as it
+            # was; the step it enters holds its hold_on_retry.
+            notes={
+                **{k: v for k, v in rollout.notes.items() if k == "baselines"},
+                "retried_step": index,
+            },
             approvals=_approvals_up_to(rollout, index),  # the steps ahead are approved again
         )
         return self._record(e, planned, actor)
+
+
+def step_hold(step: Step, rollout: Rollout) -> float:
+    """The current step's hold: ``hold_on_retry`` when a retry entered it."""
+    return step.hold_for(rollout.notes.get("retried_step") == rollout.step)
+
+
+def _tenants(cohort: Cohort) -> str:
+    count = len(cohort.tenants)
+    return f"{count} tenant{'' if count == 1 else 's'}"
 
 
 def _sum(first: w.ArmCounts, second: w.ArmCounts) -> w.ArmCounts:
@@ -1113,7 +1456,17 @@ def _need_reason(reason: str) -> None:
         raise InvalidInput('a reason is required: say why with --reason "..."')
 
 
-def _prometheus_values(check: Check, plan: Plan, window: float) -> list[float]:
+def _budget_reader(store: Store, name: str, plan: Plan) -> Callable[[SLO, float, float], Budget]:
+    """Reads a plan's SLO budgets: from the store's windows, or from the plan's Prometheus."""
+    from cutover.reports.slo import Reader, budget
+
+    source = plan.prometheus
+    url = (source.url if source else "") or os.environ.get("CUTOVER_PROMETHEUS_URL", "")
+    reader = Reader(store, prometheus_url=url or None, timeout=source.timeout if source else 5.0)
+    return lambda slo, since, until: budget(reader, slo, name, since, until)
+
+
+def _prometheus_url(check: Check, plan: Plan) -> str:
     from cutover.control import prometheus
 
     url = plan.prometheus_url(check)
@@ -1122,11 +1475,42 @@ def _prometheus_values(check: Check, plan: Plan, window: float) -> list[float]:
             f"check {check.name!r} has no Prometheus server: add prometheus: {{url: ...}} to the"
             " plan or set CUTOVER_PROMETHEUS_URL"
         )
+    return url
+
+
+def _prometheus_values(
+    check: Check, plan: Plan, window: float, at: float | None = None
+) -> list[float]:
+    from cutover.control import prometheus
+
     source = plan.prometheus
     samples = prometheus.query(
-        url,
+        _prometheus_url(check, plan),
         prometheus.render(check.query or "", window),
         timeout=source.timeout if source else 5.0,
         headers=source.headers if source else None,
+        at=at,
     )
     return [sample.value for sample in samples]
+
+
+GROWTH_POINTS = 120
+"""How many points a growth check's range query asks for over its window (at least 1s apart)."""
+
+
+def _prometheus_range(
+    check: Check, plan: Plan, since: float, until: float
+) -> list[Sequence[tuple[float, float]]]:
+    from cutover.control import prometheus
+
+    source = plan.prometheus
+    series = prometheus.query_range(
+        _prometheus_url(check, plan),
+        prometheus.render(check.query or "", check.window),
+        start=since,
+        end=until,
+        step=max(1.0, (until - since) / GROWTH_POINTS),
+        timeout=source.timeout if source else 5.0,
+        headers=source.headers if source else None,
+    )
+    return [s.points for s in series]

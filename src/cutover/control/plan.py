@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,9 +20,11 @@ from pydantic import (
     model_validator,
 )
 
+from cutover.control.calendar import Calendar
 from cutover.durations import format_duration, parse_duration
 from cutover.errors import InvalidInput
 from cutover.model import Arm, Mode, State, check_percent
+from cutover.reports.slo import SLO, check_unique
 from cutover.text import check_name
 
 
@@ -44,6 +48,38 @@ Duration = Annotated[float, BeforeValidator(_seconds)]
 PlanMode = Annotated[Mode, BeforeValidator(_mode)]
 
 
+class Growth(BaseModel):
+    """A relative rate of growth: ``10%/1h`` is a tenth of the level per hour."""
+
+    model_config = ConfigDict(frozen=True)
+
+    fraction: float
+    per: float  # seconds
+
+    def __str__(self) -> str:
+        return f"{self.fraction * 100:g}%/{format_duration(self.per)}"
+
+    def per_second(self) -> float:
+        return self.fraction / self.per
+
+
+def _growth(value: Any) -> Any:
+    if isinstance(value, Growth | Mapping):
+        return value
+    text = str(value).replace(" ", "")
+    share, slash, period = text.partition("/")
+    fix = "write the largest growth as a percentage per duration, like 10%/1h"
+    if not slash or not share.endswith("%"):
+        raise ValueError(f"max_growth {value!r} is not a growth rate; {fix}")
+    try:
+        fraction = float(share[:-1]) / 100
+    except ValueError:
+        raise ValueError(f"max_growth {value!r} does not start with a number; {fix}") from None
+    if not (math.isfinite(fraction) and fraction > 0):
+        raise ValueError(f"max_growth {value!r} must be a positive percentage; {fix}")
+    return Growth(fraction=fraction, per=_seconds(period))
+
+
 class Metric(enum.StrEnum):
     """What a check measures from cutover's own windows."""
 
@@ -60,10 +96,18 @@ class Metric(enum.StrEnum):
     TIMEOUTS = "timeouts"
     FALLBACKS = "fallbacks"
     LEGACY_CALLS = "legacy_calls"
+    GONE_CALLS = "gone_calls"
+    ERROR_BUDGET_REMAINING = "error_budget_remaining"
+    BURN_RATE = "burn_rate"
 
     @property
     def is_rate(self) -> bool:
-        return self.value.endswith("_rate")
+        return self.value.endswith("_rate") and not self.is_budget
+
+    @property
+    def is_budget(self) -> bool:
+        """A figure of one of the plan's SLOs (``slo:``), not of the step's windows."""
+        return self in (Metric.ERROR_BUDGET_REMAINING, Metric.BURN_RATE)
 
     @property
     def is_count(self) -> bool:
@@ -72,7 +116,8 @@ class Metric(enum.StrEnum):
 
     @property
     def rate(self) -> Metric | None:
-        """The rate whose events a count counts (None for legacy_calls, a share of all calls)."""
+        """The rate whose events a count counts (None for legacy_calls and gone_calls, shares of
+        all calls)."""
         return _COUNTS.get(self)
 
     @property
@@ -87,7 +132,14 @@ _COUNTS: dict[Metric, Metric | None] = {
     Metric.TIMEOUTS: Metric.TIMEOUT_RATE,
     Metric.FALLBACKS: Metric.FALLBACK_RATE,
     Metric.LEGACY_CALLS: None,
+    Metric.GONE_CALLS: None,
 }
+
+_ANY_ARM = (Metric.DRIFT_RATE, Metric.DRIFTS, Metric.LEGACY_CALLS, Metric.GONE_CALLS)
+"""Metrics of the migration as a whole, measured on no one arm."""
+
+_EVERY_MODE = (Metric.LEGACY_CALLS, Metric.GONE_CALLS)
+"""Counts judged in every mode: legacy usage matters most where none is expected, in new."""
 
 
 class Severity(enum.StrEnum):
@@ -162,6 +214,22 @@ class Check(_Strict):
     during: tuple[PlanMode, ...] | None = None
     query: str | None = None
     url: str | None = None
+    baseline: Literal["rollout_start"] | None = Field(
+        None,
+        description="rollout_start: the query's value over the window before the rollout"
+        " began, measured once and kept with the rollout",
+    )
+    max_ratio_to_baseline: float | None = Field(
+        None, gt=0, description="fail when the query's value exceeds this multiple of baseline"
+    )
+    max_growth: Annotated[Growth, BeforeValidator(_growth)] | None = Field(
+        None,
+        description="fail when the query's least-squares growth over the window is surely"
+        " above this rate, like 10%/1h",
+    )
+    slo: str | None = Field(
+        None, description="the plan SLO an error_budget_remaining or burn_rate check reads"
+    )
 
     @field_validator("during", mode="before")
     @classmethod
@@ -170,7 +238,34 @@ class Check(_Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> Check:
-        if self.max is None and self.min is None:
+        external = ("baseline", "max_ratio_to_baseline", "max_growth")
+        if self.source != "prometheus":
+            for field in external:
+                if getattr(self, field) is not None:
+                    raise ValueError(f"{field} applies to source: prometheus; add it or remove it")
+        if (self.max_ratio_to_baseline is None) != (self.baseline is None):
+            raise ValueError(
+                "max_ratio_to_baseline and baseline go together: write baseline: rollout_start"
+                " and max_ratio_to_baseline: 2 for 'more than twice the value before the rollout'"
+            )
+        if self.max_growth is not None and (
+            self.baseline is not None or self.max is not None or self.min is not None
+        ):
+            raise ValueError(
+                "a max_growth check judges the trend only; put max, min or a baseline on a"
+                " check of its own"
+            )
+        if self.baseline is not None and (self.max is not None or self.min is not None):
+            raise ValueError(
+                "a baseline check's bound is max_ratio_to_baseline; put max or min on a check"
+                " of its own"
+            )
+        if (
+            self.max is None
+            and self.min is None
+            and self.max_growth is None
+            and self.max_ratio_to_baseline is None
+        ):
             raise ValueError("give a threshold: max (and/or min)")
         if self.max is not None and self.min is not None and self.min > self.max:
             raise ValueError(f"min {self.min:g} is above max {self.max:g}; swap them")
@@ -185,6 +280,8 @@ class Check(_Strict):
             raise ValueError("query and url belong to source: prometheus; add it or remove them")
         if self.metric is None:
             raise ValueError(f"name the metric: one of {', '.join(m.value for m in Metric)}")
+        if self.metric.is_budget or self.slo is not None:
+            return self._budget_coherent()
         if (self.metric is Metric.CALLS or self.metric.is_count) and self.method is not None:
             raise ValueError(f"{self.metric.value} is a count judged without a method; remove it")
         if self.metric.is_count:
@@ -197,7 +294,7 @@ class Check(_Strict):
                 raise ValueError(
                     f"{self.metric.value} is a count, not a ratio; remove max_ratio_to"
                 )
-            if self.metric in (Metric.DRIFTS, Metric.LEGACY_CALLS) and self.arm is not None:
+            if self.metric in _ANY_ARM and self.arm is not None:
                 raise ValueError(f"{self.metric.value} counts both arms; remove arm")
         if self.max_rate is not None and not (self.metric.is_count and self.max == 0):
             raise ValueError("max_rate applies to a count with max: 0; remove it")
@@ -227,6 +324,17 @@ class Check(_Strict):
                 )
         return self
 
+    def _budget_coherent(self) -> Check:
+        assert self.metric is not None
+        if not self.metric.is_budget:
+            raise ValueError("slo applies to error_budget_remaining and burn_rate; remove it")
+        for field in ("arm", "max_ratio_to", "rank_test", "method", "max_rate"):
+            if getattr(self, field) not in (None, False):
+                raise ValueError(f"{field} does not apply to an SLO's {self.metric.value}")
+        if self.metric is Metric.ERROR_BUDGET_REMAINING and self.max is not None:
+            raise ValueError("error_budget_remaining is judged by its min, e.g. min: 0.3")
+        return self
+
     @property
     def measured_arm(self) -> Arm:
         """The arm whose metric is measured (new unless the plan says otherwise)."""
@@ -246,14 +354,18 @@ class Check(_Strict):
         value, which have no interval."""
         if self.source != "cutover" or self.metric is Metric.CALLS or self.metric.is_count:
             return None
+        if self.metric is not None and self.metric.is_budget:
+            return None
         return self.method or plan.method
 
     def applies_to(self, mode: Mode) -> str | None:
         """None when the check applies in ``mode``, else why it does not."""
         if self.during is not None and mode not in self.during:
             return f"only during {', '.join(m.value for m in self.during)}"
-        if self.source == "prometheus" or self.metric is Metric.LEGACY_CALLS:
-            return None  # legacy calls matter most where none are expected: in new mode
+        if self.metric is not None and self.metric.is_budget:
+            return None  # an SLO reads its own span, whatever serves now
+        if self.source == "prometheus" or self.metric in _EVERY_MODE:
+            return None
         if self.metric in (Metric.FALLBACK_RATE, Metric.FALLBACKS) and mode is not Mode.CANARY:
             return f"no call served by new can fall back in {mode.value} mode"
         both = self.metric in (Metric.DRIFT_RATE, Metric.DRIFTS)
@@ -270,10 +382,21 @@ class Check(_Strict):
         """The rule in words, for status output; a sequential check reads the whole step."""
         if self.source == "prometheus":
             what = f"prometheus {self.query}"
+            if self.max_growth is not None:
+                return f"{what} grows at most {self.max_growth} over {format_duration(self.window)}"
+            if self.max_ratio_to_baseline is not None:
+                return (
+                    f"{what} <= {self.max_ratio_to_baseline:g} x its value over"
+                    f" {format_duration(self.window)} before the rollout began"
+                    + (f" for {format_duration(self.sustained)}" if self.sustained else "")
+                )
+        elif self.metric is not None and self.metric.is_budget:
+            slo = f"SLO {self.slo}" if self.slo else "the plan's SLO"
+            what = f"{self.metric.value} of {slo}"
         else:
             assert self.metric is not None
             what = self.metric.value
-            if self.metric not in (Metric.DRIFT_RATE, Metric.DRIFTS, Metric.LEGACY_CALLS):
+            if self.metric not in _ANY_ARM:
                 what = f"{self.measured_arm.value} {what}"
             if self.max_ratio_to is not None:
                 what += f" / {self.max_ratio_to.value}"
@@ -285,6 +408,8 @@ class Check(_Strict):
         span = (
             "since the step began"
             if method is Method.SEQUENTIAL
+            else "over the SLO's window"
+            if self.metric is Metric.ERROR_BUDGET_REMAINING
             else f"over {format_duration(self.window)}"
         )
         if self.max_rate is not None:
@@ -300,6 +425,53 @@ class Approval(_Strict):
     distinct_from_starter: bool = Field(
         False, description="the approver must not be the person who started the rollout"
     )
+    roles: tuple[str, ...] = Field(
+        (),
+        description="one approval from each of these roles, each by a different person and"
+        " none by the starter",
+    )
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for role in value:
+            check_role(role)
+        if len(set(value)) != len(value):
+            raise ValueError("a role is named twice; name each role once")
+        return value
+
+
+ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+def check_role(role: Any) -> str:
+    """An approval role as plans and tokens write it: sre, engineering, data-team."""
+    if not isinstance(role, str) or not ROLE.match(role):
+        raise ValueError(
+            f"role {role!r} must be 1 to 40 lower-case letters, digits, _ or -, starting with"
+            " a letter (sre, engineering)"
+        )
+    return role
+
+
+class Window(_Strict):
+    """The days and local hours in which the controller may enter a step."""
+
+    days: str | tuple[str, ...] = "Mon-Sun"
+    hours: str = "00:00-24:00"
+    tz: str = "UTC"
+
+    @model_validator(mode="after")
+    def _parses(self) -> Window:
+        self.calendar  # noqa: B018 - raises on bad days, hours or zone
+        return self
+
+    @property
+    def calendar(self) -> Calendar:
+        try:
+            return Calendar.parse(self.days, self.hours, self.tz)
+        except InvalidInput as error:
+            raise ValueError(str(error)) from None
 
 
 class Step(_Strict):
@@ -320,6 +492,32 @@ class Step(_Strict):
         " by the plan, which knows its checks)",
     )
     on_critical: OnCritical | None = None
+    window: Window | None = Field(
+        None, description="enter this step only when the local time is inside this window"
+    )
+    hold_on_retry: Duration | None = Field(
+        None, description="the hold instead of hold when a retry enters the step"
+    )
+    retry_after: Duration | None = Field(
+        None, description="after a rollback from this step, retry no sooner; the plan's if absent"
+    )
+    cohort: str | None = Field(
+        None,
+        description="a cohort of `cutover cohort` whose tenants entering the step pins to new;"
+        " leaving it by a rollback or an abort pins them to legacy",
+    )
+
+    @field_validator("cohort")
+    @classmethod
+    def _cohort(cls, value: str | None) -> str | None:
+        if value is not None:
+            from cutover.data.cohorts import check_name as check_cohort
+
+            try:
+                check_cohort(value)
+            except InvalidInput as error:
+                raise ValueError(str(error)) from None
+        return value
 
     @field_validator("hold", mode="before")
     @classmethod
@@ -345,6 +543,10 @@ class Step(_Strict):
         if self.min_calls and self.mode is Mode.LEGACY:
             raise ValueError("new makes no calls in legacy mode; remove min_calls")
         return self
+
+    def hold_for(self, retried: bool) -> float:
+        """The hold in seconds, when the step was entered by a retry or otherwise."""
+        return self.hold_on_retry if retried and self.hold_on_retry is not None else self.hold
 
     @property
     def needs_approval(self) -> bool:
@@ -393,6 +595,7 @@ EVENTS = (
     "warning_cleared",
     "failing",
     "recovered",
+    "baseline",
 )
 """The kinds of decision a rollout records, which webhooks may filter on."""
 
@@ -436,6 +639,10 @@ class Plan(_Strict):
     method: Method = Method.SEQUENTIAL
     notify: tuple[Webhook, ...] = ()
     prometheus: PrometheusSource | None = None
+    retry_after: Duration | None = Field(
+        None, description="after a rollback, `retry` is refused until this long has passed"
+    )
+    slos: tuple[SLO, ...] = ()
 
     @field_validator("migration")
     @classmethod
@@ -452,7 +659,38 @@ class Plan(_Strict):
             if check.name in seen:
                 raise ValueError(f"two checks are named {check.name!r}; give each its own name")
             seen.add(check.name)
+        cohorts = [step.cohort for step in self.steps if step.cohort]
+        for cohort in cohorts:
+            if cohorts.count(cohort) > 1:
+                raise ValueError(
+                    f"cohort {cohort!r} is named by two steps; a cohort moves in one step"
+                )
+        check_unique(self.slos)
         return self
+
+    def retry_after_for(self, index: int) -> float | None:
+        """How long after a rollback from step ``index`` a retry must wait, if at all."""
+        if 0 <= index < len(self.steps) and self.steps[index].retry_after is not None:
+            return self.steps[index].retry_after
+        return self.retry_after
+
+    def slo_for(self, check: Check) -> SLO:
+        """The SLO an error_budget_remaining or burn_rate check reads: the one it names, or
+        the plan's only one."""
+        if check.slo is None and len(self.slos) == 1:
+            return self.slos[0]
+        for slo in self.slos:
+            if slo.name == check.slo:
+                return slo
+        names = ", ".join(repr(s.name) for s in self.slos) or "none: add slos: to the plan"
+        if check.slo is None:
+            raise InvalidInput(
+                f"check {check.name!r}: name the SLO it reads with slo:; the plan's SLOs are"
+                f" {names}"
+            )
+        raise InvalidInput(
+            f"check {check.name!r}: no SLO named {check.slo!r}; the plan's SLOs are {names}"
+        )
 
     def checks_for(self, index: int) -> tuple[Check, ...]:
         """The checks in force at step ``index``: the plan's, with the step's overrides applied
@@ -517,6 +755,13 @@ def parse_plan(data: Any, source: str = "the plan") -> Plan:
         where, message = _problem(error, lambda loc: _known_fields(data, loc))
         raise InvalidInput(f"{source}: {where}: {message}") from None
     _resolve_steps(plan, source)
+    for number in range(-1, len(plan.steps)):
+        for check in plan.checks_for(number):
+            if check.metric is not None and check.metric.is_budget:
+                try:
+                    plan.slo_for(check)
+                except InvalidInput as error:
+                    raise InvalidInput(f"{source}: {error}") from None
     return plan
 
 
@@ -586,8 +831,9 @@ def _resolve_steps(plan: Plan, source: str) -> None:
             seen.add(check.name)
 
 
-def load_plan(path: str | os.PathLike[str]) -> Plan:
-    """Read and validate a YAML (or JSON) plan file."""
+def load_plan(path: str | os.PathLike[str], *, servers: bool = True) -> Plan:
+    """Read and validate a YAML (or JSON) plan file; with ``servers``, refuse a Prometheus
+    check that has no server to ask (a backtest, which asks none, reads it without)."""
     try:
         from cutover._yaml import parse_yaml
     except ImportError:
@@ -600,7 +846,8 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidInput(f"{where}: cannot read the plan ({error})") from None
     plan = parse_plan(parse_yaml(text, where), where)
-    plan.require_servers(where)
+    if servers:
+        plan.require_servers(where)
     return plan
 
 
@@ -634,9 +881,15 @@ def _location(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("bool", "RankTest", "Approval", "float") or str(part).startswith(
-            ("function-", "literal[", "constrained-")
-        ):
+        elif part in (
+            "bool",
+            "RankTest",
+            "Approval",
+            "Window",
+            "float",
+            "str",
+            "tuple[str, ...]",
+        ) or str(part).startswith(("function-", "literal[", "constrained-")):
             continue  # the name of a union's branch, not a field
         else:
             out += f".{part}" if out else str(part)
@@ -649,12 +902,15 @@ def _known_fields(data: Any, loc: tuple[Any, ...]) -> str:
         "checks": Check,
         "notify": Webhook,
         "prometheus": PrometheusSource,
+        "slos": SLO,
     }
     model: type[BaseModel] = models.get(str(loc[0]), Plan) if len(loc) > 1 else Plan
     if len(loc) > 3 and loc[2] == "rank_test":
         model = RankTest
     elif len(loc) > 3 and loc[2] == "approval":
         model = Approval
+    elif len(loc) > 3 and loc[2] == "window":
+        model = Window
     return f"the fields are {_field_names(model)}"
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from cutover.errors import CutoverError
 from cutover.urls import redact_url
 
-__all__ = ["PrometheusError", "Sample", "query", "render"]
+__all__ = ["PrometheusError", "Sample", "Series", "query", "query_range", "render"]
 
 
 class PrometheusError(CutoverError):
@@ -25,6 +25,14 @@ class Sample:
 
     labels: Mapping[str, str]
     value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One series of a range query: its labels and its (time, value) points, oldest first."""
+
+    labels: Mapping[str, str]
+    points: tuple[tuple[float, float], ...]
 
 
 _WINDOW = re.compile(r"\$(?:\{window\}|window\b)")
@@ -89,6 +97,54 @@ def query(
     for data; ``headers`` are sent as they are (for instance ``Authorization``); ``at`` is the
     evaluation time as a Unix timestamp, the server's now when None.
     """
+    params = {"query": promql}
+    if at is not None:
+        params["time"] = repr(float(at))
+    shown = redact_url(url)
+    body = _request(url, "/api/v1/query", params, timeout, headers)
+    return _samples(shown, promql, body.get("data"))
+
+
+def query_range(
+    url: str,
+    promql: str,
+    *,
+    start: float,
+    end: float,
+    step: float,
+    timeout: float = 5.0,
+    headers: Mapping[str, str] | None = None,
+) -> list[Series]:
+    """Range query GET {url}/api/v1/query_range: every series' values from ``start`` to ``end``
+    (Unix timestamps) every ``step`` seconds, as the server evaluates them."""
+    params = {
+        "query": promql,
+        "start": repr(float(start)),
+        "end": repr(float(end)),
+        "step": repr(float(step)),
+    }
+    shown = redact_url(url)
+    data = _request(url, "/api/v1/query_range", params, timeout, headers).get("data")
+    if not isinstance(data, dict) or data.get("resultType") != "matrix":
+        raise PrometheusError(_malformed(shown, "a range query's answer is not a matrix"))
+    out = []
+    for series in data.get("result") or ():
+        if not isinstance(series, dict) or not isinstance(series.get("values"), list):
+            raise PrometheusError(_malformed(shown, "a series of the matrix has no values"))
+        labels = {str(k): str(v) for k, v in (series.get("metric") or {}).items()}
+        points = tuple((float(pair[0]), _value(shown, pair)) for pair in series["values"])
+        out.append(Series(labels=labels, points=points))
+    return out
+
+
+def _request(
+    url: str,
+    path: str,
+    params: dict[str, str],
+    timeout: float,
+    headers: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """GET one of the query APIs; the answer's body, or PrometheusError saying what to fix."""
     try:
         import httpx
     except ImportError:
@@ -98,10 +154,8 @@ def query(
         ) from None
 
     shown = redact_url(url)
-    endpoint = url.rstrip("/") + "/api/v1/query"
-    params = {"query": promql}
-    if at is not None:
-        params["time"] = repr(float(at))
+    endpoint = url.rstrip("/") + path
+    promql = params["query"]
     try:
         response = httpx.get(
             endpoint,
@@ -143,7 +197,7 @@ def query(
         raise PrometheusError(_not_prometheus(shown, response.status_code, response.content))
     if body["status"] == "error" or not response.is_success:
         raise PrometheusError(_api_error(shown, promql, response.status_code, body))
-    return _samples(shown, promql, body.get("data"))
+    return body
 
 
 def _reason(error: Exception) -> str:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from cutover.telemetry.histogram import Histogram, bounds
+from cutover.telemetry.histogram import Histogram
 
 __all__ = [
     "REFERENCE",
@@ -222,7 +222,7 @@ def sequential_quantile_interval(
     quantile; they come from :func:`rank_bounds` instead of binomial quantiles, and each end
     takes a whole bucket. None when the histogram is empty.
     """
-    from cutover.control.statistics import _bucket_of_rank
+    from cutover.control.statistics import bucketed_order_statistics
 
     n = histogram.count
     if n == 0:
@@ -230,6 +230,4 @@ def sequential_quantile_interval(
     first, last = rank_bounds(n, q, confidence)
     # At least `first` calls at or below the quantile: the first-th call is at or below it;
     # at most `last`: the (last + 1)-th call is above it.
-    low = float(bounds(_bucket_of_rank(histogram, first))[0]) if first >= 1 else 0.0
-    high = float(bounds(_bucket_of_rank(histogram, last + 1))[1]) if last + 1 <= n else math.inf
-    return low, high
+    return bucketed_order_statistics(histogram, first, last + 1)

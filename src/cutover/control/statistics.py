@@ -19,11 +19,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cutover.errors import InvalidInput
-from cutover.telemetry.histogram import Histogram, bounds
+from cutover.telemetry.histogram import Histogram
 
 __all__ = [
     "RankTest",
+    "Trend",
     "exact_rate_interval",
+    "growth_interval",
     "order_statistic_ranks",
     "quantile_interval",
     "rank_test",
@@ -173,9 +175,28 @@ def quantile_interval(
     n = histogram.count
     if n == 0:
         return None
-    lower_rank, upper_rank = order_statistic_ranks(n, q, confidence)
-    low = float(bounds(_bucket_of_rank(histogram, lower_rank))[0]) if lower_rank >= 1 else 0.0
-    high = float(bounds(_bucket_of_rank(histogram, upper_rank))[1]) if upper_rank <= n else math.inf
+    return bucketed_order_statistics(histogram, *order_statistic_ranks(n, q, confidence))
+
+
+def bucketed_order_statistics(
+    histogram: Histogram, lower_rank: int, upper_rank: int
+) -> tuple[float, float]:
+    """From the lower edge of the bucket of the order statistic of rank ``lower_rank`` to the
+    upper edge of that of ``upper_rank``: the histogram knows each call only to its bucket,
+    so the interval takes both whole buckets (up to 1/64 wider at each end, 1/8 for windows
+    stored before schema 7), and is never narrower than the one the raw values would give.
+    ``0.0`` below rank 1 and ``math.inf`` beyond the count: nothing observed bounds that end."""
+    n = histogram.count
+    low = (
+        float(histogram.bounds(_bucket_of_rank(histogram, lower_rank))[0])
+        if lower_rank >= 1
+        else 0.0
+    )
+    high = (
+        float(histogram.bounds(_bucket_of_rank(histogram, upper_rank))[1])
+        if upper_rank <= n
+        else math.inf
+    )
     return low, high
 
 
@@ -232,11 +253,12 @@ def rank_test(new: Histogram, legacy: Histogram) -> RankTest | None:
     """Mann-Whitney U test that new's latencies are stochastically larger than legacy's.
 
     Every call in a bucket counts as tied with every other call in that bucket (buckets are up
-    to 12.5% wide, so finer order is unknown). The statistic, the tie-corrected variance and
-    the continuity-corrected normal approximation are computed from the grouped counts in one
-    pass over the buckets and match ``scipy.stats.mannwhitneyu(new, legacy,
-    alternative="greater", method="asymptotic", use_continuity=True)`` on the arrays expanded
-    to one bucket index per call, which would be far too large to build for busy windows.
+    to 1.6% wide, 12.5% before schema 7, so finer order is unknown). The statistic, the
+    tie-corrected variance and the continuity-corrected normal approximation are computed from
+    the grouped counts in one pass over the buckets and match
+    ``scipy.stats.mannwhitneyu(new, legacy, alternative="greater", method="asymptotic",
+    use_continuity=True)`` on the arrays expanded to one bucket index per call, which would be
+    far too large to build for busy windows.
 
     Returns None when either side is empty. When every call of both arms falls in the same
     bucket the tie-corrected variance is 0 and the normal approximation is undefined (SciPy
@@ -293,4 +315,51 @@ def rank_test(new: Histogram, legacy: Histogram) -> RankTest | None:
         p_value=p_value,
         effect=effect,
         median_ratio=median_ratio,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    """The least-squares trend of one series, relative to its mean level, per ``per`` seconds."""
+
+    estimate: float
+    low: float
+    high: float
+    points: int
+    level: float  # the series' mean value, which the slope is relative to
+
+
+def growth_interval(
+    points: Sequence[tuple[float, float]], per: float, confidence: float = 0.95
+) -> Trend | None:
+    """The ordinary least-squares slope of ``points`` ((time, value) pairs) with its two-sided
+    Student t interval at ``confidence``, as a share of the mean value per ``per`` seconds
+    (``0.1`` with ``per`` 3600: growing by a tenth of its level an hour).
+
+    The interval assumes independent errors around a straight line; samples of a slowly
+    varying gauge are correlated, which makes it narrower than it should be, so judge it
+    over a window much longer than the scrape interval. None with fewer than three points, a
+    mean level that is not positive, or every point at one time.
+    """
+    _check_confidence(confidence)
+    clean = [(t, v) for t, v in points if math.isfinite(t) and math.isfinite(v)]
+    if len(clean) < 3:
+        return None
+    times = [t for t, _ in clean]
+    values = [v for _, v in clean]
+    level = sum(values) / len(values)
+    if level <= 0 or max(times) == min(times):
+        return None
+    fit = _scipy_stats().linregress(times, values)
+    slope, error = float(fit.slope), float(fit.stderr)
+    if not math.isfinite(error):
+        error = 0.0
+    reach = float(_scipy_stats().t.ppf(1 - (1 - confidence) / 2, len(clean) - 2)) * error
+    scale = per / level
+    return Trend(
+        estimate=slope * scale,
+        low=(slope - reach) * scale,
+        high=(slope + reach) * scale,
+        points=len(clean),
+        level=level,
     )

@@ -44,6 +44,7 @@ class ErrorOut(BaseModel):
     error: str
     fields: list[dict[str, Any]] | None = None
     current: dict[str, Any] | None = None
+    possible_at: float | None = None
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -57,7 +58,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {
         "model": ErrorOut,
-        "description": "The expected version is stale; `current` holds the state and rollout",
+        "description": "The expected version is stale (`current` holds the state and rollout),"
+        " or the plan's retry_after has not passed (`possible_at` says when, Unix seconds)",
     }
 }
 
@@ -162,6 +164,12 @@ class Resume(Versioned):
 
 class Approve(Versioned):
     step: StrictInt | None = Field(None, ge=1, le=1000, description="1-based step (default: next)")
+    role: str | None = Field(
+        None,
+        max_length=40,
+        description="For a step that asks for roles: the role this approval is for, one of the"
+        " token's approval_roles (default: the only one of them still missing)",
+    )
 
 
 class Retry(Versioned):
@@ -178,6 +186,9 @@ class DecisionOut(BaseModel):
 class WhoAmI(BaseModel):
     name: str
     role: Literal["viewer", "operator", "admin"]
+    approval_roles: list[str] = Field(
+        default_factory=list, description="The plan roles this token approves steps as"
+    )
 
 
 class StateOut(BaseModel):
@@ -206,7 +217,7 @@ def _seconds(text: str, field: str) -> float:
 
 @router.get("/whoami", response_model=WhoAmI, tags=["read"], summary="Who the token is")
 def whoami(who: Viewer) -> dict[str, Any]:
-    return {"name": who.name, "role": who.role.label}
+    return {"name": who.name, "role": who.role.label, "approval_roles": sorted(who.approval_roles)}
 
 
 @router.get("/migrations", tags=["read"], summary="Every migration at a glance")
@@ -572,7 +583,15 @@ def resume(name: Name, body: Resume, who: Operator, controller: Steering) -> dic
 
 @_action("approve", "Approve entering a step that asks for it (operator; four-eyes)")
 def approve(name: Name, body: Approve, who: Operator, controller: Steering) -> dict[str, Any]:
-    return _steer(controller.approve, name, body, by=who.name, step=body.step)
+    return _steer(
+        controller.approve,
+        name,
+        body,
+        by=who.name,
+        step=body.step,
+        role=body.role,
+        token_roles=who.approval_roles,
+    )
 
 
 @_action("abort", "Return to legacy now and stop the rollout (operator)")

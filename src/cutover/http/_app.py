@@ -25,7 +25,14 @@ from starlette.routing import Match
 
 from cutover.clock import Clock, configured_clock
 from cutover.control.controller import CONTROLLER, Controller
-from cutover.errors import ConflictError, CutoverError, InvalidInput, StoreError, UnknownMigration
+from cutover.errors import (
+    ConflictError,
+    CutoverError,
+    InvalidInput,
+    NotYet,
+    StoreError,
+    UnknownMigration,
+)
 from cutover.http._auth import Principal, Role, Tokens
 from cutover.http._names import routable_path
 from cutover.model import Mode
@@ -247,6 +254,10 @@ def _install_errors(app: FastAPI) -> None:
         )
 
     app.add_exception_handler(ConflictError, _conflict)
+
+    @app.exception_handler(NotYet)
+    async def not_yet(_request: Request, error: NotYet) -> JSONResponse:
+        return JSONResponse(error_body(str(error), possible_at=error.possible_at), status_code=409)
 
     @app.exception_handler(InvalidInput)
     async def invalid(_request: Request, error: InvalidInput) -> JSONResponse:

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cutover.control.plan import check_role
 from cutover.errors import InvalidInput
 
 TOKENS_ENV = "CUTOVER_TOKENS"
-"""Tokens given in the environment: ``name:role:sha256-hex`` entries, comma separated."""
+"""Tokens given in the environment: ``name:role:sha256-hex`` entries, comma separated, each
+with ``:sre+engineering`` after it when the token approves in those roles."""
 
 TOKEN_PREFIX = "cut_"
 _HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -50,6 +52,7 @@ class Principal:
 
     name: str
     role: Role
+    approval_roles: frozenset[str] = frozenset()  # the plan roles this token approves as
 
 
 def hash_token(token: str) -> str:
@@ -73,14 +76,15 @@ class Tokens:
     """The configured tokens, by hash only. :meth:`check` compares the presented token's
     hash with every entry in constant time, so timing reveals neither a match nor its place."""
 
-    def __init__(self, entries: Iterable[tuple[str, Role, str]] = ()) -> None:
+    def __init__(self, entries: Iterable[tuple[str, Role, str] | _Config] = ()) -> None:
         self._entries: list[_Entry] = []
         names: set[str] = set()
-        for name, role, digest in entries:
+        for name, role, digest, *more in entries:
             if name in names:
                 raise InvalidInput(f"token name {name!r} is given twice; names must be unique")
             names.add(name)
-            self._entries.append(_Entry(bytes.fromhex(digest), Principal(name, role)))
+            roles = frozenset(more[0]) if more else frozenset()
+            self._entries.append(_Entry(bytes.fromhex(digest), Principal(name, role, roles)))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -107,15 +111,20 @@ class Tokens:
         for position, raw in enumerate(filter(None, (p.strip() for p in text.split(","))), 1):
             parts = raw.split(":")
             where = f"${TOKENS_ENV} entry {position}"
-            if len(parts) != 3:
+            if len(parts) not in (3, 4):
                 raise InvalidInput(
-                    f"{where} must be name:role:sha256-hex; make one with `cutover token create`"
+                    f"{where} must be name:role:sha256-hex, with :role1+role2 after it for"
+                    " approval roles; make one with `cutover token create`"
                 )
-            entries.append(_entry(parts[0], parts[1], parts[2], where))
+            roles = parts[3].split("+") if len(parts) == 4 else []
+            entries.append(_entry(parts[0], parts[1], parts[2], where, roles))
         return cls(entries)
 
 
-def _from_file(path: Path) -> list[tuple[str, Role, str]]:
+_Config = tuple[str, Role, str, frozenset[str]]
+
+
+def _from_file(path: Path) -> list[_Config]:
     from cutover._yaml import parse_yaml
 
     try:
@@ -135,10 +144,13 @@ def _from_file(path: Path) -> list[tuple[str, Role, str]]:
         where = f"{path}: tokens[{position}]"
         if not isinstance(item, Mapping):
             raise InvalidInput(f"{where} must be a mapping with name, role and sha256")
-        unknown = set(item) - {"name", "role", "sha256"}
+        unknown = set(item) - {"name", "role", "sha256", "approval_roles"}
         if unknown:
             raise InvalidInput(f"{where}: unknown field {sorted(unknown)[0]!r}")
-        out.append(_entry(item.get("name"), item.get("role"), item.get("sha256"), where))
+        roles = item.get("approval_roles", [])
+        if not isinstance(roles, list):
+            raise InvalidInput(f"{where}: approval_roles must be a list, like [sre, engineering]")
+        out.append(_entry(item.get("name"), item.get("role"), item.get("sha256"), where, roles))
     return out
 
 
@@ -152,7 +164,9 @@ def check_name(name: Any, where: str) -> str:
     return name
 
 
-def _entry(name: Any, role: Any, digest: Any, where: str) -> tuple[str, Role, str]:
+def _entry(
+    name: Any, role: Any, digest: Any, where: str, approval_roles: Iterable[Any] = ()
+) -> _Config:
     check_name(name, where)
     if not isinstance(role, str):
         raise InvalidInput(f"{where}: role must be viewer, operator or admin")
@@ -162,4 +176,8 @@ def _entry(name: Any, role: Any, digest: Any, where: str) -> tuple[str, Role, st
             f"{where}: sha256 must be the 64 hex digits `cutover token create` prints,"
             " never the token itself"
         )
-    return name, parsed, digest.strip().lower()
+    try:
+        roles = frozenset(check_role(r) for r in approval_roles)
+    except ValueError as error:
+        raise InvalidInput(f"{where}: approval_roles: {error}") from None
+    return name, parsed, digest.strip().lower(), roles

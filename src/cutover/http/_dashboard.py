@@ -447,7 +447,7 @@ def _promote(evaluation: Mapping[str, Any], labels: list[str], index: int, versi
     (an admin can force past them)."""
     move = f"Move from {labels[index] if index >= 0 else 'the start'} to {labels[index + 1]} now"
     following = evaluation["steps"][index + 1]
-    if following["approval"] and not following["approved"]:
+    if following["approval"] and (not following["approved"] or following["roles_missing"]):
         blocked = f"{labels[index + 1]} needs an approval first"
         return Action("promote", "Promote…", f"{move}.", version, blocked=blocked)
     unsure = [c for c in evaluation["checks"] if c["outcome"] in ("fail", "inconclusive")]
@@ -483,7 +483,9 @@ def _rollout_actions(evaluation: Mapping[str, Any] | None, has_plans: bool) -> l
     waiting = [
         step["index"]
         for step in steps
-        if step["index"] > after and step["approval"] and not step["approved"]
+        if step["index"] > after
+        and step["approval"]
+        and (not step["approved"] or step["roles_missing"])
     ]
     if status is not RolloutStatus.COMPLETED and waiting:
         actions.append(

@@ -54,7 +54,7 @@ from cutover.proxy._upstream import Connection, Pool, UpstreamError
 from cutover.routing import LEGACY_ONLY, NEW_ONLY
 from cutover.store import RouteWindow
 from cutover.telemetry.histogram import Histogram, index_of
-from cutover.telemetry.windows import DROPPED, ERRORS, FALLBACKS, OFFPATH, TIMEOUTS
+from cutover.telemetry.windows import DROPPED, ERRORS, FALLBACKS, GONE, OFFPATH, TIMEOUTS
 
 log = logging.getLogger("cutover.proxy")
 
@@ -883,6 +883,7 @@ class Exchange:
         if gone.link:
             extra.append((b"Link", f'<{gone.link}>; rel="sunset"'.encode("latin-1")))
         self.count(Arm.LEGACY, _now() - self.started)  # a call on a legacy endpoint
+        self.migration.bump(Arm.LEGACY, GONE)  # ... that legacy never saw: gone_calls
         self.client.write(
             problem(410, "Gone", gone.detail, extra=extra, fields={"route": self.route.template})
         )

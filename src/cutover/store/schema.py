@@ -10,7 +10,10 @@ SCHEMA_VERSION = 7
 """1: the first release. 2: rollouts, and decisions that change no state (kind, version NULL).
 3: tenant cohorts. 4: leases (who leads a role such as the rollout controller). 5: windows
 count expected exceptions apart from errors. 6: noise, learned per field and declared, and
-the HTTP proxy's counts per route. 7: windows count flag exposures (choose, OpenFeature, OFREP)."""
+the HTTP proxy's counts per route. 7: latency buckets 64 per power of two (1.6% wide) in
+``cutover_latency`` (the coarse ``cutover_histograms`` of earlier windows are still read), and
+windows count the proxy's 410 answers on retired routes (``gone``) and flag exposures
+(``exposures``: choose, OpenFeature, OFREP)."""
 
 metadata = sa.MetaData()
 
@@ -124,6 +127,17 @@ windows = sa.Table(
 histograms = sa.Table(
     "cutover_histograms",
     metadata,
+    # Buckets of 8 per power of two (histogram.COARSE_BITS), written before schema 7: read
+    # with the fine ones, which they coarsen, and deleted by retention like every window.
+    *_window_key(),
+    sa.Column("bucket", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+
+latency = sa.Table(
+    "cutover_latency",
+    metadata,
+    # Buckets of 64 per power of two (histogram.SUB_BITS), only those that counted something.
     *_window_key(),
     sa.Column("bucket", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("count", sa.BigInteger, nullable=False),
@@ -210,7 +224,9 @@ route_windows = sa.Table(
     sa.Column("timeouts", sa.BigInteger, nullable=False),
     sa.Column("fallbacks", sa.BigInteger, nullable=False),
     sa.Column("offpath", sa.BigInteger, nullable=False),
-    sa.Column("histogram", sa.JSON, nullable=False),  # [[bucket, count], ...]
+    # {"bits": 6, "buckets": [[bucket, count], ...]}; before schema 7 a bare list of coarse
+    # buckets (bits 3).
+    sa.Column("histogram", sa.JSON, nullable=False),
 )
 
 sa.Index("cutover_decisions_by_migration", decisions.c.migration, decisions.c.id)

@@ -6,11 +6,13 @@ import contextlib
 import functools
 import hashlib
 import logging
+import math
 import os
 import re
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -39,7 +41,7 @@ from cutover.store import (
 )
 from cutover.store import schema as t
 from cutover.telemetry.drift import DriftSample, clean_text
-from cutover.telemetry.histogram import Histogram
+from cutover.telemetry.histogram import COARSE_BITS, SUB_BITS, Histogram
 from cutover.telemetry.windows import COUNTERS, ArmCounts
 from cutover.text import check_name, check_text
 from cutover.urls import scrub
@@ -67,6 +69,19 @@ def _unnest_upsert(
         f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
         f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
     )
+
+
+_LATENCY_TABLES = ((t.latency, SUB_BITS), (t.histograms, COARSE_BITS))
+COARSE_RECHECK = 60.0
+"""Seconds between looks for coarse latency rows (see SqlStore._latency_tables)."""
+"""Where latency buckets are stored, and their resolution: fine now, coarse before schema 7."""
+
+
+def _route_histogram(stored: Any) -> Histogram:
+    """A proxy route's stored histogram: a bare list of coarse buckets before schema 7."""
+    if isinstance(stored, dict):
+        return Histogram(stored["buckets"], int(stored["bits"]))
+    return Histogram(stored or (), COARSE_BITS)
 
 
 def _span(table: sa.Table, name: str, since: float, until: float | None) -> list[Any]:
@@ -162,6 +177,8 @@ class SqlStore:
         self._ready = False
         self._ready_lock = threading.Lock()
         self._channel: str | None = None  # the LISTEN/NOTIFY channel, PostgreSQL only
+        self._coarse_seen = -math.inf  # when the coarse histograms were last looked for
+        self._coarse_any = True
 
     # -- connection handling -------------------------------------------------------------
 
@@ -733,7 +750,7 @@ class SqlStore:
             self._add(conn, t.windows, ["migration", "arm", "start"], COUNTERS, window_rows)
             self._add(
                 conn,
-                t.histograms,
+                t.latency,
                 ["migration", "arm", "start", "bucket"],
                 ["count"],
                 histogram_rows,
@@ -836,7 +853,6 @@ class SqlStore:
         """Every instance's windows of ``name`` that start in [since, until), summed per arm
         (with their latency histograms unless ``histograms`` is False)."""
         conditions = _span(t.windows, name, since, until)
-        hist_conditions = _span(t.histograms, name, since, until)
         counters = (
             sa.select(
                 t.windows.c.arm,
@@ -845,18 +861,23 @@ class SqlStore:
             .where(*conditions)
             .group_by(t.windows.c.arm)
         )
-        buckets = (
-            sa.select(t.histograms.c.arm, t.histograms.c.bucket, sa.func.sum(t.histograms.c.count))
-            .where(*hist_conditions)
-            .group_by(t.histograms.c.arm, t.histograms.c.bucket)
-        )
         out = {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()}
         with self._connect() as conn:
             for row in conn.execute(counters):
                 out[Arm(row[0])].counts = [int(value) for value in row[1:]]
             if histograms:
-                for arm, bucket, count in conn.execute(buckets):
-                    out[Arm(arm)].histogram.add(int(bucket), int(count))
+                for table, bits in self._latency_tables(conn):
+                    c = table.c
+                    buckets = (
+                        sa.select(c.arm, c.bucket, sa.func.sum(c.count))
+                        .where(*_span(table, name, since, until))
+                        .group_by(c.arm, c.bucket)
+                    )
+                    found: dict[Arm, dict[int, int]] = {}
+                    for arm, bucket, count in conn.execute(buckets):
+                        found.setdefault(Arm(arm), {})[int(bucket)] = int(count)
+                    for arm, counts in found.items():
+                        out[arm].histogram.merge(Histogram.of_counts(counts, bits))
         return out
 
     def totals(self, since: float, until: float | None = None) -> dict[str, dict[Arm, ArmCounts]]:
@@ -910,39 +931,53 @@ class SqlStore:
                 found = out[start] = {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()}
             return found
 
-        rows: list[Any] = []
         with self._connect() as conn:
             for row in conn.execute(counters).all():
                 slot(int(row[0]))[_ARMS[row[1]]].counts = [int(value) for value in row[2:]]
             if histograms_since is not None:
-                h = t.histograms.c
-                hist_conditions = _span(t.histograms, name, max(since, histograms_since), until)
-                if self.dialect == "postgresql":
-                    # The key holds one row per (start, arm, bucket) of a migration: one row
-                    # per window and arm, with its buckets and counts as two arrays.
-                    per_window = (
-                        sa.select(
-                            h.start, h.arm, sa.func.array_agg(h.bucket), sa.func.array_agg(h.count)
-                        )
-                        .where(*hist_conditions)
-                        .group_by(h.start, h.arm)
+                for table, bits in self._latency_tables(conn):
+                    per_window = self._buckets_per_window(
+                        conn, table, _span(table, name, max(since, histograms_since), until)
                     )
-                    for start, arm, indexes, counts in conn.execute(per_window).all():
-                        slot(int(start))[_ARMS[arm]].histogram = Histogram.of_counts(
-                            dict(zip(indexes, counts, strict=True))
-                        )
-                else:
-                    buckets = sa.select(h.start, h.arm, h.bucket, h.count).where(*hist_conditions)
-                    rows = conn.execute(buckets).all()
-        buckets_of: dict[tuple[int, str], dict[int, int]] = {}
-        for start, arm, bucket, count in rows:
-            found = buckets_of.get((start, arm))
-            if found is None:
-                found = buckets_of[start, arm] = {}
-            found[bucket] = count  # the key holds one row per (start, arm, bucket)
-        for (start, arm), counts in buckets_of.items():
-            slot(int(start))[_ARMS[arm]].histogram = Histogram.of_counts(counts)
+                    for (start, arm), counts in per_window.items():
+                        slot(start)[_ARMS[arm]].histogram.merge(Histogram.of_counts(counts, bits))
         return dict(sorted(out.items()))
+
+    def _latency_tables(self, conn: Connection) -> tuple[tuple[sa.Table, int], ...]:
+        """Where to read latency from: the coarse table too while it holds any row. Whether it
+        does is looked up at most once a minute (an instance of the previous release may still
+        write there during an upgrade), so a store without old windows skips it on reading."""
+        now = time.monotonic()
+        if now - self._coarse_seen >= COARSE_RECHECK:
+            found = conn.execute(sa.select(t.histograms.c.start).limit(1)).first()
+            self._coarse_any = found is not None
+            self._coarse_seen = now
+        return _LATENCY_TABLES if self._coarse_any else _LATENCY_TABLES[:1]
+
+    def _buckets_per_window(
+        self, conn: Connection, table: sa.Table, conditions: list[Any]
+    ) -> dict[tuple[int, str], dict[int, int]]:
+        """(start, arm) -> bucket -> count of one latency table's rows."""
+        h = table.c
+        out: dict[tuple[int, str], dict[int, int]] = {}
+        if self.dialect == "postgresql":
+            # The key holds one row per (start, arm, bucket) of a migration: one row per
+            # window and arm, with its buckets and counts as two arrays.
+            per_window = (
+                sa.select(h.start, h.arm, sa.func.array_agg(h.bucket), sa.func.array_agg(h.count))
+                .where(*conditions)
+                .group_by(h.start, h.arm)
+            )
+            for start, arm, indexes, counts in conn.execute(per_window).all():
+                out[int(start), arm] = dict(zip(indexes, counts, strict=True))
+            return out
+        rows = conn.execute(sa.select(h.start, h.arm, h.bucket, h.count).where(*conditions))
+        for start, arm, bucket, count in rows.all():
+            found = out.get((int(start), arm))
+            if found is None:
+                found = out[int(start), arm] = {}
+            found[bucket] = count  # the key holds one row per (start, arm, bucket)
+        return out
 
     def migrations(self) -> list[str]:
         """Names with a stored state or any recorded window, sorted."""
@@ -1094,7 +1129,10 @@ class SqlStore:
                 "timeouts": row.timeouts,
                 "fallbacks": row.fallbacks,
                 "offpath": row.offpath,
-                "histogram": [list(pair) for pair in row.histogram.items()],
+                "histogram": {
+                    "bits": row.histogram.bits,
+                    "buckets": [list(pair) for pair in row.histogram.items()],
+                },
             }
             for row in rows
         ]
@@ -1130,8 +1168,7 @@ class SqlStore:
                 counts = arms[Arm(row.arm)]
                 for name in ("calls", "errors", "timeouts", "fallbacks", "offpath"):
                     counts.counts[COUNTERS.index(name)] += int(getattr(row, name))
-                for bucket, count in row.histogram or ():
-                    counts.histogram.add(int(bucket), int(count))
+                counts.histogram.merge(_route_histogram(row.histogram))
         return out
 
     def noise_rules(self, migration: str) -> list[NoiseRule]:
@@ -1150,7 +1187,8 @@ class SqlStore:
         with self._connect(write=True) as conn:
             for label, table, column in (
                 ("windows", t.windows, t.windows.c.start),
-                ("histogram_buckets", t.histograms, t.histograms.c.start),
+                ("histogram_buckets", t.latency, t.latency.c.start),
+                ("coarse_histogram_buckets", t.histograms, t.histograms.c.start),
                 ("drift_samples", t.drift_samples, t.drift_samples.c.at),
                 ("drift_counts", t.drift_counts, t.drift_counts.c.start),
                 ("flushes", t.flushes, t.flushes.c.at),
@@ -1421,27 +1459,36 @@ def _upgrade(conn: Connection, found: int) -> None:
     if found < 4:
         t.leases.create(conn, checkfirst=True)  # a new table: nothing else changed
     if found < 5:  # a counter of its own for expected exceptions, 0 in every earlier window
-        columns = {column["name"] for column in sa.inspect(conn).get_columns("cutover_windows")}
-        if "expected" not in columns:  # a first-release store gained the table whole
-            conn.exec_driver_sql(
-                "ALTER TABLE cutover_windows ADD COLUMN expected BIGINT NOT NULL DEFAULT 0"
-            )
+        _add_window_counter(conn, "expected")
     if found < 6:  # new tables: nothing else changed
         t.noise_counts.create(conn, checkfirst=True)
         t.noise_rules.create(conn, checkfirst=True)
         t.route_windows.create(conn, checkfirst=True)
-    if found < 7:  # flag exposures, 0 in every earlier window
-        columns = {column["name"] for column in sa.inspect(conn).get_columns("cutover_windows")}
-        if "exposures" not in columns:  # an older store gained the table whole
-            conn.exec_driver_sql(
-                "ALTER TABLE cutover_windows ADD COLUMN exposures BIGINT NOT NULL DEFAULT 0"
-            )
+    if found < 7:
+        # Fine latency buckets go to a table of their own; the coarse rows stay where they
+        # are and are read at their own resolution (an instance still running the previous
+        # release keeps writing them there, and they still add up).
+        t.latency.create(conn, checkfirst=True)
+        # The proxy's 410 answers on retired routes, 0 in every earlier window.
+        _add_window_counter(conn, "gone")
+        # Flag exposures, 0 in every earlier window.
+        _add_window_counter(conn, "exposures")
     conn.execute(
         sa.update(t.meta)
         .where(t.meta.c.key == "schema_version")
         .values(value=str(t.SCHEMA_VERSION))
     )
     log.info("cutover upgraded the store's schema from version %d to %d", found, t.SCHEMA_VERSION)
+
+
+def _add_window_counter(conn: Connection, name: str) -> None:
+    """Add counter ``name`` to the stored windows, 0 in those written before; nothing when the
+    store has it already (one that gained the whole table in an earlier step of the upgrade)."""
+    columns = {column["name"] for column in sa.inspect(conn).get_columns("cutover_windows")}
+    if name not in columns:
+        conn.exec_driver_sql(
+            f"ALTER TABLE cutover_windows ADD COLUMN {name} BIGINT NOT NULL DEFAULT 0"
+        )
 
 
 def _is_transient(error: BaseException) -> bool:

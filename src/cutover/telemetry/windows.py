@@ -1,9 +1,10 @@
 """In-process counters and latency histograms per migration and arm, exact under threads.
 
-Each thread counts into its own flat list of integers (a block), so the caller's path takes
-no lock and loses no increment: a block has a single writer. Blocks only grow; the flusher
-reads them and turns the growth since its last read into a :class:`WindowDelta`. Prometheus
-reads the same cumulative numbers, so the two never disagree.
+Each thread counts into its own block: a flat list of the counters of both arms, then one
+dict per arm of latency bucket -> count, holding only the buckets that counted something. The
+caller's path takes no lock and loses no increment: a block has a single writer. Blocks only
+grow; the flusher reads them and turns the growth since its last read into a
+:class:`WindowDelta`. Prometheus reads the same cumulative numbers, so the two never disagree.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import itertools
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from cutover.model import Arm
-from cutover.telemetry.histogram import SIZE, Histogram
+from cutover.telemetry.histogram import Histogram
 
 COUNTERS = (
     "calls",
@@ -27,6 +29,7 @@ COUNTERS = (
     "offpath_dropped",
     "hook_errors",
     "expected",
+    "gone",
     "exposures",
 )
 """What a window counts for each arm.
@@ -46,6 +49,9 @@ hook_errors        unit extractors, redactors and publishers that raised (caught
 expected           runs that raised an exception the migration expects (bad input answered
                    with an error): compared like values, never counted as errors or fallen
                    back from
+gone               (legacy) requests the HTTP proxy answered 410 itself on a route marked
+                   ``gone`` once the migration was in new: counted in ``calls`` too (a call
+                   on a legacy endpoint), though legacy did not run
 exposures          flag evaluations that chose this arm: ``cutover.choose``, the OpenFeature
                    provider and OFREP (code that branches itself; no run is implied)
 """
@@ -62,16 +68,20 @@ exposures          flag evaluations that chose this arm: ``cutover.choose``, the
     DROPPED,
     HOOK_ERRORS,
     EXPECTED,
+    GONE,
     EXPOSURES,
 ) = range(len(COUNTERS))
 NC = len(COUNTERS)
 
-# Offsets into a block: [legacy counters | new counters | legacy histogram | new histogram].
+# A block: [legacy counters | new counters | legacy buckets (dict) | new buckets (dict)].
 LEGACY_BASE = 0
 NEW_BASE = NC
-LEGACY_HIST = 2 * NC
-NEW_HIST = 2 * NC + SIZE
-BLOCK_SIZE = 2 * NC + 2 * SIZE
+COUNTS = 2 * NC
+LEGACY_HIST = COUNTS
+NEW_HIST = COUNTS + 1
+
+Block = list[Any]
+"""One thread's block: ``COUNTS`` integers, then two dicts (latency bucket -> count)."""
 
 ARMS = (Arm.LEGACY, Arm.NEW)
 
@@ -116,43 +126,83 @@ class WindowDelta:
         return all(counts.empty for counts in self.arms.values())
 
 
-def _split(values: dict[int, int]) -> dict[Arm, ArmCounts]:
-    """Per-arm counts from the nonzero positions of a block (position -> value)."""
+def new_block() -> Block:
+    return [0] * COUNTS + [{}, {}]
+
+
+Reading = tuple[dict[int, int], dict[int, int], dict[int, int]]
+"""What a block held at one read: its nonzero counters (position -> value) and both arms'
+buckets."""
+
+
+def _empty() -> Reading:
+    return {}, {}, {}
+
+
+def _split(reading: Reading) -> dict[Arm, ArmCounts]:
+    """Per-arm counts from a reading of a block, or a sum or difference of readings."""
+    values = reading[0]
     out = {}
     for arm in ARMS:
         base = counter_offset(arm, 0)
-        hist = hist_offset(arm)
         out[arm] = ArmCounts(
             [values.get(base + counter, 0) for counter in range(NC)],
-            Histogram.of_counts(
-                {i - hist: n for i, n in values.items() if hist <= i < hist + SIZE}
-            ),
+            Histogram.of_counts(reading[1 if arm is Arm.LEGACY else 2]),
         )
     return out
 
 
-_POSITIONS = range(BLOCK_SIZE)
+_POSITIONS = range(COUNTS)
 
 
-def _nonzero(data: list[int]) -> dict[int, int]:
-    """The nonzero positions of a block and their values (a block is mostly zeros)."""
-    return {i: data[i] for i in itertools.compress(_POSITIONS, data)}
+def _read(data: Block) -> Reading:
+    """A consistent copy of a block's nonzero counters and its buckets (C-level copies, each
+    atomic under the GIL)."""
+    counters = data[:COUNTS]
+    legacy, new = data[LEGACY_HIST].copy(), data[NEW_HIST].copy()
+    return {i: counters[i] for i in itertools.compress(_POSITIONS, counters)}, legacy, new
+
+
+def _total(reading: Reading) -> int:
+    return sum(reading[0].values()) + sum(reading[1].values()) + sum(reading[2].values())
+
+
+def _add_into(total: Reading, reading: Reading) -> None:
+    for mine, theirs in zip(total, reading, strict=True):
+        for key, value in theirs.items():
+            mine[key] = mine.get(key, 0) + value
+
+
+def _grown(now: Reading, last: Reading) -> Reading:
+    """What a block counted between two readings."""
+    out = _empty()
+    for into, mine, before in zip(out, now, last, strict=True):
+        for key, value in mine.items():
+            grown = value - before.get(key, 0)
+            if grown:
+                into[key] = grown
+    return out
 
 
 class _Block:
     """One thread's counts for one migration, and what the flusher last read of them.
 
-    ``last`` keeps only the nonzero positions, and ``seen`` their sum: the counts only grow, so
-    an unchanged sum means an unchanged block, and the flusher skips it without a copy.
+    ``last`` keeps only the nonzero counters and the buckets that counted, and ``seen`` their
+    sum: the counts only grow, so an unchanged sum means an unchanged block, and the flusher
+    skips it without a copy.
     """
 
     __slots__ = ("data", "last", "seen", "thread")
 
     def __init__(self, thread: threading.Thread) -> None:
-        self.data = [0] * BLOCK_SIZE
-        self.last: dict[int, int] = {}
+        self.data = new_block()
+        self.last: Reading = _empty()
         self.seen = 0
         self.thread = thread
+
+    def total(self) -> int:
+        data = self.data
+        return sum(data[:COUNTS]) + sum(data[LEGACY_HIST].values()) + sum(data[NEW_HIST].values())
 
 
 class MigrationTelemetry:
@@ -162,10 +212,10 @@ class MigrationTelemetry:
         self.name = name
         self.local = threading.local()
         self._blocks: list[_Block] = []
-        self._retired: dict[int, int] = {}  # counts of finished threads, already collected
+        self._retired: Reading = _empty()  # counts of finished threads, already collected
         self._lock = threading.Lock()
 
-    def block(self) -> list[int]:
+    def block(self) -> Block:
         """This thread's block; the caller's path holds on to ``local.b`` after the first call."""
         try:
             return self.local.b  # type: ignore[no-any-return]
@@ -184,30 +234,24 @@ class MigrationTelemetry:
         """
         with self._lock:
             blocks = list(self._blocks)
-        delta: dict[int, int] = {}
+        delta = _empty()
         finished = []
         for entry in blocks:
             # Liveness first: a thread seen dead cannot count after the reads below.
             alive = entry.thread.is_alive()
-            if sum(entry.data) != entry.seen:
-                now = _nonzero(entry.data.copy())  # a C-level copy: a consistent read
-                last = entry.last
-                for position, value in now.items():
-                    grown = value - last.get(position, 0)
-                    if grown:
-                        delta[position] = delta.get(position, 0) + grown
+            if entry.total() != entry.seen:
+                now = _read(entry.data)
+                _add_into(delta, _grown(now, entry.last))
                 entry.last = now
-                entry.seen = sum(now.values())
+                entry.seen = _total(now)
             if not alive:
                 finished.append(entry)
         if finished:
             with self._lock:
                 gone = {id(entry) for entry in finished}
                 self._blocks = [entry for entry in self._blocks if id(entry) not in gone]
-                retired = self._retired
                 for entry in finished:
-                    for position, value in entry.last.items():
-                        retired[position] = retired.get(position, 0) + value
+                    _add_into(self._retired, entry.last)
         return WindowDelta(self.name, _split(delta))
 
     def totals(self) -> dict[Arm, ArmCounts]:
@@ -217,24 +261,26 @@ class MigrationTelemetry:
         one to the other is counted exactly once and the totals never go backwards.
         """
         with self._lock:
-            total = dict(self._retired)
+            retired = self._retired
+            total: Reading = (dict(retired[0]), dict(retired[1]), dict(retired[2]))
             blocks = list(self._blocks)
         for entry in blocks:
-            for position, value in _nonzero(entry.data.copy()).items():
-                total[position] = total.get(position, 0) + value
+            _add_into(total, _read(entry.data))
         return _split(total)
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's counts: the parent reports them itself."""
         current = threading.current_thread()
         self._lock = threading.Lock()
-        self._retired = {}
+        self._retired = _empty()
         keep = []
         for entry in self._blocks:
             if entry.thread is current:
-                for position in range(BLOCK_SIZE):
+                for position in range(COUNTS):
                     entry.data[position] = 0
-                entry.last = {}
+                entry.data[LEGACY_HIST].clear()
+                entry.data[NEW_HIST].clear()
+                entry.last = _empty()
                 entry.seen = 0
                 keep.append(entry)
         self._blocks = keep

@@ -1,0 +1,162 @@
+"""``cutover report``: the SLO report, the weekly report and the change board's pack."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from cutover.cli._app import Session, cli, moment, pass_session, read_file, write_file
+from cutover.cli.slo import prometheus_option, slo_file_option
+from cutover.errors import InvalidInput
+
+
+def period(
+    session: Session, days: float, since: str | None, until: str | None
+) -> tuple[float, float]:
+    """[since, until) from --days, --since and --until (until defaults to now)."""
+    now = session.now()
+    end = now if until is None else moment(until, now, "--until")
+    start = end - days * 86400 if since is None else moment(since, now, "--since")
+    if start >= end:
+        raise InvalidInput("--since must be before --until (or before now)")
+    return start, end
+
+
+def report_options(days: int) -> Callable[[Any], Any]:
+    """--days, --since, --until, --format, --template and --output."""
+
+    def decorate(command: Any) -> Any:
+        for option in reversed(
+            [
+                click.option("--days", type=click.FloatRange(min=0, min_open=True), default=days,
+                             show_default=True, help="The period: this many days to --until."),
+                click.option("--since", default=None, metavar="WHEN",
+                             help="Start of the period (2026-11-01, or 10d); overrides --days."),
+                click.option("--until", default=None, metavar="WHEN",
+                             help="End of the period (default: now)."),
+                click.option("--format", "form", type=click.Choice(["markdown", "json"]),
+                             default="markdown", show_default=True),
+                click.option("--template", default=None, metavar="FILE",
+                             help="A Jinja2 template of your own instead of the shipped one."),
+                click.option("--output", "-o", default=None, metavar="FILE",
+                             help="Write here instead of to stdout."),
+            ]
+        ):  # fmt: skip
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def emit(data: dict[str, Any], form: str, template: str | None, output: str | None) -> None:
+    """The report as the options ask: Markdown (shipped or own template) or JSON."""
+    from cutover.reports import render
+
+    if form == "json":
+        if template is not None:
+            raise InvalidInput("--template shapes Markdown; remove it or drop --format json")
+        text = render.as_json(data)
+    else:
+        own = None if template is None else read_file(template, "--template")
+        text = render.markdown(data, own, template or "")
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_file(output, text, "--output")
+
+
+@cli.group()
+def report() -> None:
+    """Reports people sign, from stored telemetry, decisions, audits and cohorts."""
+
+
+@report.command("slo")
+@click.argument("name")
+@report_options(30)
+@slo_file_option
+@prometheus_option
+@pass_session
+def slo_report(
+    session: Session,
+    name: str,
+    days: float,
+    since: str | None,
+    until: str | None,
+    form: str,
+    template: str | None,
+    output: str | None,
+    path: str | None,
+    prometheus_url: str | None,
+) -> None:
+    """The SLO compliance report: each SLO's target, actual and status, its error budget over
+    the period, the incidents and recommendations."""
+    from cutover.cli.slo import read_objectives
+    from cutover.reports.documents import slo_report as build
+
+    found = read_objectives(session, name, path, prometheus_url)
+    start, end = period(session, days, since, until)
+    data = build(
+        session.store, found.migration, found.slos, since=start, until=end,
+        prometheus_url=found.prometheus_url,
+    )  # fmt: skip
+    emit(data, form, template, output)
+
+
+@report.command("weekly")
+@click.argument("name")
+@report_options(7)
+@pass_session
+def weekly(
+    session: Session,
+    name: str,
+    days: float,
+    since: str | None,
+    until: str | None,
+    form: str,
+    template: str | None,
+    output: str | None,
+) -> None:
+    """The weekly report: traffic share and its history, cumulative parity, both arms'
+    performance, drifts by cause, the decisions, and what the plan does next."""
+    from cutover import operations
+    from cutover.reports.documents import weekly_report
+
+    operations.require_known(session.store, name)
+    start, end = period(session, days, since, until)
+    emit(weekly_report(session.store, name, since=start, until=end), form, template, output)
+
+
+@report.command("cab")
+@click.argument("name")
+@report_options(7)
+@click.option("--audit", "audit_path", default=None, metavar="FILE",
+              help="The latest `cutover audit --json` report (default: the last one a decision of"
+              " the period rests on).")  # fmt: skip
+@pass_session
+def cab(
+    session: Session,
+    name: str,
+    days: float,
+    since: str | None,
+    until: str | None,
+    form: str,
+    template: str | None,
+    output: str | None,
+    audit_path: str | None,
+) -> None:
+    """The change board's pack: tenants by cohort and status, drift, the latest audit's summary
+    with a link to its report, and the flag matrix of strategies per tenant."""
+    from cutover.reports.documents import cab_pack, decisions_between, latest_audit
+
+    start, end = period(session, days, since, until)
+    if audit_path is None:
+        audit_path = latest_audit(decisions_between(session.store, name, start, end))
+    audit = None
+    if audit_path is not None:
+        from cutover.data.cohorts import load_audit
+
+        audit, _ = load_audit(audit_path)
+    data = cab_pack(session.store, name, since=start, until=end, audit=audit, audit_file=audit_path)
+    emit(data, form, template, output)

@@ -1,0 +1,1 @@
+"""Reports over stored telemetry: SLOs and error budgets, and the documents people sign."""

@@ -1,0 +1,353 @@
+"""The documents the runbooks end in, as data: the 30-day SLO report, the weekly report, the
+change board's pack and its decision log; rendered by :mod:`cutover.reports.render`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from cutover import operations
+from cutover.model import Decision, Mode, State
+from cutover.reports.slo import SLO, Reader, budget
+from cutover.stats import whole_windows
+from cutover.store import Store
+
+INCIDENTS = ("rollback", "abort", "failing")
+"""Decisions that open an incident: cutover went back, stopped, or a critical check failed."""
+RECOVERIES = ("recovered", "promote", "resume", "retry", "complete", "set")
+"""Decisions after which an open incident counts as mitigated: the controller's, or a person
+setting the state again."""
+ISSUES = (*INCIDENTS, "warning", "pause")
+"""Decisions a weekly report lists among the issues encountered."""
+
+
+def describe_state(state: State | None) -> str:
+    if state is None:
+        return "legacy (no stored state)"
+    if state.mode is Mode.CANARY:
+        return f"canary {state.percent:g}%"
+    return state.mode.value
+
+
+def _decision(decision: Decision) -> dict[str, Any]:
+    return {
+        "id": decision.id,
+        "at": decision.at,
+        "actor": decision.actor,
+        "kind": decision.kind,
+        "reason": decision.reason,
+        "from": describe_state(decision.old) if decision.old else None,
+        "to": describe_state(decision.new),
+        "changed": decision.changed,
+        "evidence": dict(decision.evidence),
+        "audit": _audit_of(decision),
+    }
+
+
+def _audit_of(decision: Decision) -> str | None:
+    """The audit report a decision rests on, when its evidence names one."""
+    audit = decision.evidence.get("audit")
+    if isinstance(audit, dict):
+        source = audit.get("file")
+        return source if isinstance(source, str) else None
+    return audit if isinstance(audit, str) else None
+
+
+def latest_audit(decisions: Sequence[Decision]) -> str | None:
+    """The audit report the latest of ``decisions`` that rests on one names."""
+    linked = [audit for audit in map(_audit_of, decisions) if audit]
+    return linked[-1] if linked else None
+
+
+def decisions_between(store: Store, name: str, since: float, until: float) -> list[Decision]:
+    """``name``'s decisions in [since, until), oldest first."""
+    found = [d for d in store.decisions(name, 100_000) if since <= d.at < until]
+    return sorted(found, key=lambda d: (d.at, d.id))
+
+
+def incidents(decisions: Sequence[Decision]) -> dict[str, Any]:
+    """The incidents among ``decisions``: each opened by a rollback, abort or failing check and
+    mitigated by the next recovery, promotion or resumption; with the mean time to mitigate."""
+    found: list[dict[str, Any]] = []
+    open_at: dict[str, Any] | None = None
+    for decision in decisions:
+        if decision.kind in INCIDENTS:
+            if open_at is None:
+                open_at = {**_decision(decision), "mitigated_at": None, "minutes": None}
+                found.append(open_at)
+        elif decision.kind in RECOVERIES and open_at is not None:
+            open_at["mitigated_at"] = decision.at
+            open_at["minutes"] = (decision.at - open_at["at"]) / 60
+            open_at = None
+    times = [i["minutes"] for i in found if i["minutes"] is not None]
+    return {
+        "total": len(found),
+        "open": sum(1 for i in found if i["mitigated_at"] is None),
+        "mttr_minutes": sum(times) / len(times) if times else None,
+        "list": found,
+    }
+
+
+def slo_report(
+    store: Store,
+    name: str,
+    slos: Sequence[SLO],
+    *,
+    since: float,
+    until: float,
+    prometheus_url: str | None = None,
+) -> dict[str, Any]:
+    """The transport runbook's SLO compliance report over [since, until): per SLO its target,
+    actual and status, its error budget over the period, the incidents, and what to do."""
+    reader = Reader(store, prometheus_url=prometheus_url)
+    start, _ = whole_windows(since, None)
+    rows = []
+    for slo in slos:
+        figures = budget(reader, slo, name, start, until)
+        rows.append(
+            {
+                "name": slo.name,
+                "description": slo.description,
+                "indicator": slo.indicator.describe(),
+                "objective": slo.objective,
+                **figures.to_json(),
+            }
+        )
+    found = incidents(decisions_between(store, name, since, until))
+    return {
+        "kind": "slo",
+        "migration": name,
+        "since": start,
+        "until": until,
+        "days": (until - start) / 86400,
+        "slos": rows,
+        "incidents": found,
+        "recommendations": _recommendations(rows, found),
+    }
+
+
+def _recommendations(rows: Sequence[dict[str, Any]], found: dict[str, Any]) -> list[str]:
+    out = []
+    for row in rows:
+        if row["budget_status"] == "exhausted":
+            out.append(
+                f"Roll back or freeze changes: SLO {row['name']} has exhausted its error budget"
+            )
+        elif row["status"] == "fail":
+            out.append(f"Hold the rollout: SLO {row['name']} missed its target")
+        elif row["status"] == "no data":
+            out.append(f"Check the telemetry of SLO {row['name']}: it saw no events")
+        elif row["remaining"] < 0.1:
+            out.append(f"Hold promotions: SLO {row['name']} has under 10% of its budget left")
+    if found["open"]:
+        out.append(f"Close the {found['open']} open incident(s) before the next step")
+    return out or ["Continue current configuration", "No immediate actions required"]
+
+
+def weekly_report(store: Store, name: str, *, since: float, until: float) -> dict[str, Any]:
+    """The codec runbook's weekly report: traffic share and its history, cumulative parity,
+    performance of both arms, drifts by group, the week's decisions, and the plan's next step."""
+    week = operations.stats(store, name, until - since, until, until)
+    total = operations.stats(store, name, until, until, until)  # since the first window
+    decisions = decisions_between(store, name, since, until)
+    before = [d for d in store.decisions(name, 100_000) if d.at < since and d.changed]
+    share = [
+        {"at": d.at, "state": describe_state(d.new), "actor": d.actor, "reason": d.reason}
+        for d in decisions
+        if d.changed
+    ]
+    start_state = max(before, key=lambda d: (d.at, d.id)).new if before else None
+    legacy, new = week.legacy, week.new
+    improvement = (
+        None
+        if legacy.p95_ms is None or new.p95_ms is None or not legacy.p95_ms
+        else (legacy.p95_ms - new.p95_ms) / legacy.p95_ms
+    )
+    groups = [
+        {
+            "fingerprint": g.fingerprint,
+            "drifts": g.count,
+            "first_at": g.first_at,
+            "last_at": g.last_at,
+        }
+        for g in store.drift_groups(name, since)
+    ]
+    return {
+        "kind": "weekly",
+        "migration": name,
+        "since": week.since,
+        "until": until,
+        "state": describe_state(store.state(name)),
+        "state_at_start": describe_state(start_state),
+        "share_history": share,
+        "week": week.to_json(),
+        "cumulative": total.to_json(),
+        "p95_improvement": improvement,
+        "drift_groups": groups,
+        "issues": [_decision(d) for d in decisions if d.kind in ISSUES],
+        "decisions": [_decision(d) for d in decisions],
+        "next": next_step(store, name),
+    }
+
+
+def next_step(store: Store, name: str) -> dict[str, Any] | None:
+    """What the migration's rollout does next: its step now, the next one and the hold left."""
+    from cutover.control.plan import parse_plan
+
+    rollout = store.rollout(name)
+    if rollout is None:
+        return None
+    plan = parse_plan(rollout.plan, f"the stored plan of {name!r}")
+    step = plan.steps[rollout.step] if 0 <= rollout.step < len(plan.steps) else None
+    following = plan.steps[rollout.step + 1] if rollout.step + 1 < len(plan.steps) else None
+    return {
+        "status": rollout.status.value,
+        "step": rollout.step + 1,
+        "steps": len(plan.steps),
+        "current": step.label if step else None,
+        "hold_seconds": step.hold if step else None,
+        "step_started_at": rollout.step_started_at,
+        "next": following.label if following else None,
+        "approval": bool(following and following.needs_approval),
+        "checks": [c.describe(c.method_in(plan)) for c in plan.checks_for(rollout.step + 1)]
+        if following
+        else [],
+    }
+
+
+def decision_log(decisions: Sequence[Decision], name: str) -> dict[str, Any]:
+    """``decisions``, oldest first, each with its evidence and the audit it rests on."""
+    ordered = sorted(decisions, key=lambda d: (d.at, d.id))
+    return {"kind": "history", "migration": name, "decisions": [_decision(d) for d in ordered]}
+
+
+def flag_matrix(store: Store, name: str, tenants: Sequence[str] = ()) -> dict[str, Any]:
+    """Each tenant's write and read strategy now: the named ones, every cohort's and the pinned
+    ones, as the stored state and cohorts give them (the data migration's flag matrix)."""
+    from cutover.data.dual import strategies_for
+    from cutover.errors import UnknownMigration
+    from cutover.routing import env_override
+
+    state = store.state(name)
+    if state is None:
+        raise UnknownMigration(name)
+    cohort_of: dict[str, tuple[str, int, str]] = {}
+    for cohort in store.cohorts(name):
+        for tenant in cohort.tenants:
+            cohort_of[tenant] = (cohort.name, cohort.wave, str(cohort.status))
+    shown = list(
+        dict.fromkeys([*tenants, *sorted(cohort_of), *sorted(state.pins_new | state.pins_legacy)])
+    )
+    override = env_override(name)
+    rows = []
+    for tenant in shown:
+        write, read = strategies_for(name, state, tenant, override=override)
+        cohort = cohort_of.get(tenant)
+        pin = "new" if tenant in state.pins_new else "legacy" if tenant in state.pins_legacy else ""
+        rows.append(
+            {
+                "tenant": tenant,
+                "cohort": None if cohort is None else cohort[0],
+                "wave": None if cohort is None else cohort[1],
+                "cohort_status": None if cohort is None else cohort[2],
+                "pinned": pin or None,
+                "write": str(write),
+                "read": str(read),
+            }
+        )
+    return {
+        "migration": name,
+        "mode": state.mode.value,
+        "percent": state.percent,
+        "fallback": state.fallback,
+        "version": state.version,
+        "override": None if override is None else override.value,
+        "tenants": rows,
+        "others": _others(name, state),
+    }
+
+
+def _others(name: str, state: State) -> str:
+    """What a tenant that is neither pinned nor named gets."""
+    from cutover.data.dual import strategies_for
+    from cutover.routing import env_override
+
+    mode = env_override(name) or state.mode
+    if mode is Mode.CANARY:
+        return (
+            "other tenants: mirror / compare, or mirror / prefer-new for the"
+            f" {state.percent:g}% routed to new"
+        )
+    unpinned = state.evolve(pins_new=frozenset(), pins_legacy=frozenset())
+    write, read = strategies_for(name, unpinned, "any", override=env_override(name))
+    return f"other tenants: {write} / {read}"
+
+
+def cab_pack(
+    store: Store,
+    name: str,
+    *,
+    since: float,
+    until: float,
+    audit: dict[str, Any] | None = None,
+    audit_file: str | None = None,
+) -> dict[str, Any]:
+    """The data move's weekly pack for the change board: tenants by cohort and status, the
+    drift of the period, the latest audit's summary with its file, and the flag matrix."""
+    week = operations.stats(store, name, until - since, until, until)
+    decisions = decisions_between(store, name, since, until)
+    cohorts = [
+        {
+            "name": c.name,
+            "wave": c.wave,
+            "status": str(c.status),
+            "tenants": list(c.tenants),
+            "promoted_at": c.promoted_at,
+            "rolled_back_at": c.rolled_back_at,
+        }
+        for c in sorted(store.cohorts(name), key=lambda c: (c.wave, c.name))
+    ]
+    by_status: dict[str, int] = {}
+    for cohort in cohorts:
+        by_status[cohort["status"]] = by_status.get(cohort["status"], 0) + len(cohort["tenants"])
+    summary = None
+    if audit is not None:
+        tenants = audit.get("tenants") or {}
+        summary = {
+            "file": audit_file,
+            "clean": audit.get("clean"),
+            "counts": dict(audit.get("counts") or {}),
+            "finished_at": audit.get("finished_at"),
+            "tables": [
+                (audit.get("source") or {}).get("table"),
+                (audit.get("target") or {}).get("table"),
+            ],
+            "tenants_with_drift": sorted(
+                t
+                for t, c in tenants.items()
+                if any(c.get(k) for k in ("missing", "extra", "changed"))
+            ),
+        }
+    return {
+        "kind": "cab",
+        "migration": name,
+        "since": week.since,
+        "until": until,
+        "state": describe_state(store.state(name)),
+        "cohorts": cohorts,
+        "tenants_by_status": by_status,
+        "tenants_migrated": by_status.get("promoted", 0),
+        "drift": {
+            "comparisons": week.comparisons,
+            "drifts": week.drifts,
+            "drift_rate": week.drift_rate,
+            "groups": [
+                {"fingerprint": g.fingerprint, "drifts": g.count}
+                for g in store.drift_groups(name, since)
+            ],
+        },
+        "audit": summary,
+        "audit_file": audit_file,
+        "matrix": flag_matrix(store, name),
+        "decisions": [_decision(d) for d in decisions],
+    }

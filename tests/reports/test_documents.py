@@ -1,0 +1,103 @@
+"""The reports people sign, as golden files rendered from a fixed store: their numbers match
+``cutover stats`` and ``cutover slo`` over the same span."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ..helpers import cutover_cli
+from .fixture import END, SLOS, build
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("CUTOVER_UPDATE_GOLDEN") == "1"
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    build(tmp_path)
+    (tmp_path / "slos.yaml").write_text(yaml.safe_dump(SLOS))
+    (tmp_path / "clock").write_text(repr(END))
+    return tmp_path
+
+
+def cli(folder: Path, *args: str) -> str:
+    result = cutover_cli(
+        "--store", f"sqlite:///{folder / 'reports.db'}", *args,
+        env={"CUTOVER_CLOCK": f"file:{folder / 'clock'}"}, cwd=folder,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; CUTOVER_UPDATE_GOLDEN=1 rewrites it"
+
+
+REPORTS = [
+    ("slo-30-day.md", ("report", "slo", "codec", "--days", "30", "--file", "slos.yaml")),
+    ("weekly.md", ("report", "weekly", "codec")),
+    ("cab.md", ("report", "cab", "orders")),
+    ("history.md", ("history", "codec", "--format", "markdown")),
+]
+
+
+@pytest.mark.parametrize(("name", "args"), REPORTS, ids=[r[0] for r in REPORTS])
+def test_each_report_matches_its_golden_file(folder: Path, name: str, args: tuple) -> None:
+    golden(name, cli(folder, *args))
+
+
+def test_the_slo_report_has_the_runbook_figures_and_matches_cutover_slo(folder: Path) -> None:
+    data = json.loads(
+        cli(folder, "report", "slo", "codec", "--file", "slos.yaml", "--format", "json")
+    )
+    success = data["slos"][0]
+    assert (success["good"], success["total"]) == (19_990, 20_000)
+    assert success["allowed"] == pytest.approx(0.001)
+    assert success["consumed"] == pytest.approx(0.0005)
+    assert success["remaining"] == pytest.approx(0.5)
+    now = json.loads(cli(folder, "slo", "codec", "--file", "slos.yaml", "--json"))["slos"][0]
+    assert (now["good"], now["total"], now["remaining"]) == (19_990, 20_000, success["remaining"])
+    stats = json.loads(cli(folder, "stats", "codec", "--window", "30d", "--json"))
+    assert stats["new"]["calls"] == success["total"] and stats["new"]["errors"] == success["bad"]
+    incidents = data["incidents"]
+    assert (incidents["total"], incidents["open"], incidents["mttr_minutes"]) == (1, 0, 40.0)
+
+
+def test_the_weekly_report_numbers_are_those_of_cutover_stats(folder: Path) -> None:
+    data = json.loads(cli(folder, "report", "weekly", "codec", "--format", "json"))
+    stats = json.loads(cli(folder, "stats", "codec", "--window", "7d", "--json"))
+    for arm in ("legacy", "new"):
+        for field in ("calls", "errors", "p50_ms", "p95_ms", "p99_ms"):
+            assert data["week"][arm][field] == stats[arm][field]
+    assert (data["week"]["comparisons"], data["week"]["drifts"]) == (
+        stats["comparisons"],
+        stats["drifts"],
+    )
+    assert data["week"]["drifts"] == 14
+    assert [g["drifts"] for g in data["drift_groups"]] == [7, 7]
+    assert data["state"] == "canary 25%" and data["state_at_start"] == "canary 10%"
+
+
+def test_the_period_and_a_template_of_ones_own(folder: Path) -> None:
+    (folder / "mine.md.j2").write_text(
+        "{{ migration }}: {{ week.new.calls }} calls on new from {{ since | date }}\n"
+    )
+    text = cli(folder, "report", "weekly", "codec", "--since", "2026-11-01", "--until",
+               "2026-11-02", "--template", "mine.md.j2")  # fmt: skip
+    assert text == "codec: 664 calls on new from 2026-11-01\n"  # 20 + 23 x 28
+    bad = folder / "bad.md.j2"
+    bad.write_text("{{ nothing_here }}\n")
+    result = cutover_cli(
+        "--store", f"sqlite:///{folder / 'reports.db'}", "report", "weekly", "codec",
+        "--template", str(bad), cwd=folder,
+    )  # fmt: skip
+    assert result.returncode == 2 and "'nothing_here' is undefined" in result.stderr
