@@ -36,8 +36,8 @@ from cutover.errors import (
     UnknownMigration,
 )
 from cutover.model import Arm, Decision, Mode, Rollout, RolloutStatus, State, pin_changes
-from cutover.store import DEFAULT_LEASE, Cohort, CohortStatus, Fence, InstanceInfo, Store
 from cutover.reports.slo import SLO, Budget
+from cutover.store import DEFAULT_LEASE, Cohort, CohortStatus, Fence, InstanceInfo, Store
 from cutover.telemetry import windows as w
 
 log = logging.getLogger("cutover.controller")

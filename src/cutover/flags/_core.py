@@ -21,18 +21,15 @@ from typing import Any
 from cutover import runtime as rt
 from cutover.compare import Comparator
 from cutover.errors import InvalidInput, UnknownMigration
-from cutover.migration import ExpectedExceptions, Migration, ReportedMigration, _unit
+from cutover.migration import ExpectedExceptions, Migration, ReportedMigration, _record, _unit
 from cutover.model import Arm, Mode, Observation, State, Verdict
 from cutover.routing import BUCKETS, LEGACY_ONLY, NEW_ONLY, Route, serving_arm
 from cutover.telemetry.drift import Redactor
-from cutover.telemetry.histogram import index_of
 from cutover.telemetry.windows import (
-    CALLS,
     EXPOSURES,
     LEGACY_BASE,
     NEW_BASE,
-    counter_offset,
-    hist_offset,
+    Block,
 )
 from cutover.text import check_name
 
@@ -118,7 +115,7 @@ def migration_for(name: str) -> Migration:
     return found
 
 
-def _block(migration: Migration) -> list[int]:
+def _block(migration: Migration) -> Block:
     try:
         return migration._local.b
     except AttributeError:
@@ -190,13 +187,9 @@ class Call:
         traceback: types.TracebackType | None,
     ) -> None:
         elapsed = _now() - self._start
-        migration, arm = self._migration, self.arm
-        block = _block(migration)
-        block[counter_offset(arm, CALLS)] += 1
-        if isinstance(error, Exception):
-            failed = migration._failed(error)
-            block[counter_offset(arm, failed)] += 1
-        block[hist_offset(arm) + index_of(elapsed)] += 1
+        migration = self._migration
+        failed = migration._failed(error) if isinstance(error, Exception) else None
+        _record(_block(migration), self.arm, elapsed, failed)
 
     async def __aenter__(self) -> Call:
         return self.__enter__()
