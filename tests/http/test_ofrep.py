@@ -144,3 +144,6 @@ def test_evaluations_are_counted_as_exposures(server: Server) -> None:
         assert eventually(counted, 30), "the server did not flush its exposures"
     finally:
         store.close()
+    with server.client("viewer") as client:
+        metrics = client.get("/metrics").text
+    assert 'cutover_exposures_total{arm="new",migration="codec"} 20.0' in metrics
