@@ -173,4 +173,4 @@ def test_every_path_gives_each_vector_its_arm(percent: str) -> None:
             assert _unit_get() is None
             assert wrapped._serves_new(route, unit) is (expected is Arm.NEW), vector
             assert proxied._serves_new(route, unit) is (expected is Arm.NEW), vector
-            assert flags._arm(name, route, unit) is expected
+            assert flags._arm(flags.migration_for(name), route, unit) is expected

@@ -23,7 +23,7 @@ from cutover.compare import Comparator
 from cutover.errors import InvalidInput, UnknownMigration
 from cutover.migration import ExpectedExceptions, Migration, ReportedMigration, _record, _unit
 from cutover.model import Arm, Mode, Observation, State, Verdict
-from cutover.routing import BUCKETS, LEGACY_ONLY, NEW_ONLY, Route, serving_arm
+from cutover.routing import LEGACY_ONLY, NEW_ONLY, Route, serving_arm
 from cutover.telemetry.drift import Redactor
 from cutover.telemetry.windows import (
     EXPOSURES,
@@ -122,15 +122,12 @@ def _block(migration: Migration) -> Block:
         return migration._telemetry.block()
 
 
-def _arm(name: str, route: Route, unit: object) -> Arm:
-    """The serving arm; a unit of None routes by ``unit_scope``, else at random in proportion."""
+def _arm(migration: Migration, route: Route, unit: object) -> Arm:
+    """The serving arm as a wrapped call finds it: a unit of None routes by ``unit_scope``,
+    else at random in proportion."""
     if unit is None:
         unit = _unit_get()
-        if unit is None and route.kind not in (LEGACY_ONLY, NEW_ONLY):
-            limit = route.threshold
-            new = limit >= BUCKETS or (limit > 0 and _random() * BUCKETS < limit)
-            return _NEW if new else _LEGACY
-    return serving_arm(name, route, unit)
+    return _NEW if migration._serves_new(route, None if unit is None else f"{unit}") else _LEGACY
 
 
 def choose(name: str, unit: object = None) -> Arm:
@@ -141,7 +138,7 @@ def choose(name: str, unit: object = None) -> Arm:
     """
     migration = _flags.get(name) or migration_for(name)
     route = migration._route
-    arm = serving_arm(name, route, unit) if unit is not None else _arm(name, route, unit)
+    arm = serving_arm(name, route, unit) if unit is not None else _arm(migration, route, unit)
     try:
         block = migration._local.b
     except AttributeError:
@@ -296,7 +293,7 @@ def evaluate(
     runtime = rt.current()
     migration = migration_for(name)
     route = migration._route
-    arm = choose(name, unit) if count else _arm(name, route, unit)
+    arm = choose(name, unit) if count else _arm(migration, route, unit)
     key = None if unit is None else f"{unit}"
     if route.override is not None:
         reason = DISABLED
