@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -46,30 +48,37 @@ FULL = {"5", "50", "99.99"}
 POLL_MS = 200
 
 
+# A first install from npm can take minutes on a slow link; pytest's timeout counts fixtures.
+pytestmark = pytest.mark.timeout(600)
+
+
 @pytest.fixture(scope="session")
-def node_packages(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with the OpenFeature packages from npm, kept beside the session's temporary
-    folders so that later sessions reuse it."""
+def node_packages() -> Path:
+    """A folder with the OpenFeature packages from npm, in the user's cache so that later
+    sessions reuse it; a lock keeps two test workers from installing into it at once."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         need("node and npm are not installed (the cross-language test runs Node's SDK)")
-    folder = tmp_path_factory.getbasetemp().parent / "cutover-node-openfeature"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = cache / "cutover-tests" / "node-openfeature"
+    folder.mkdir(parents=True, exist_ok=True)
     marker = folder / ".installed"
-    if marker.exists() and marker.read_text() == " ".join(PACKAGES):
-        return folder
-    folder.mkdir(exist_ok=True)
-    (folder / "package.json").write_text('{"private": true, "type": "module"}\n')
-    done = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *PACKAGES],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if done.returncode != 0:
-        need(f"npm could not install {' '.join(PACKAGES)}: {done.stderr.strip()[-500:]}")
-    marker.write_text(" ".join(PACKAGES))
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and marker.read_text() == " ".join(PACKAGES):
+            return folder
+        (folder / "package.json").write_text('{"private": true, "type": "module"}\n')
+        done = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *PACKAGES],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=540,
+            check=False,
+        )
+        if done.returncode != 0:
+            need(f"npm could not install {' '.join(PACKAGES)}: {done.stderr.strip()[-500:]}")
+        marker.write_text(" ".join(PACKAGES))
     return folder
 
 
