@@ -37,4 +37,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache cutover-demo.db* cutover-tenants-demo
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache cutover-demo.db* cutover-tenants-demo reports

@@ -19,7 +19,11 @@ def test_the_controller_walks_the_plan_and_rolls_back_the_drift(tmp_path: Path) 
     result = subprocess.run(
         [sys.executable, "-m", "examples.codec.demo"],
         cwd=ROOT,
-        env={**os.environ, "DEMO_DATABASE": str(tmp_path / "demo.db")},
+        env={
+            **os.environ,
+            "DEMO_DATABASE": str(tmp_path / "demo.db"),
+            "DEMO_REPORTS": str(tmp_path / "reports"),
+        },
         capture_output=True,
         text=True,
         timeout=120,
@@ -38,6 +42,13 @@ def test_the_controller_walks_the_plan_and_rolls_back_the_drift(tmp_path: Path) 
     assert re.search(r"rollback rolled back from canary 50% to canary 25%: parity failed", out)
     assert "now: rolled_back at step 3/6 (canary 25%), canary 25%" in out
     assert "history codec" in out and "team-payments" in out
+    reports = tmp_path / "reports"
+    weekly = (reports / "codec-weekly.md").read_text()
+    assert weekly.startswith("# Weekly Cutover Report: codec")
+    assert "rolled back from canary 50% to canary 25%" in weekly
+    assert "### Error Budget: codec-success" in (reports / "codec-slo.md").read_text()
+    assert "alert: ParityDrift" in (reports / "codec-rules.yaml").read_text()
+    assert '"title": "Cutover Health"' in (reports / "codec-dashboard.json").read_text()
 
 
 def test_the_tenant_move_follows_the_playbook(tmp_path: Path) -> None:
@@ -47,7 +58,11 @@ def test_the_tenant_move_follows_the_playbook(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "examples.tenants.demo"],
         cwd=ROOT,
-        env={**os.environ, "DEMO_FOLDER": str(tmp_path / "demo")},
+        env={
+            **os.environ,
+            "DEMO_FOLDER": str(tmp_path / "demo"),
+            "DEMO_REPORTS": str(tmp_path / "reports"),
+        },
         capture_output=True,
         text=True,
         timeout=180,
@@ -67,6 +82,12 @@ def test_the_tenant_move_follows_the_playbook(tmp_path: Path) -> None:
     tripped = re.findall(r"drifted on .* for tenant '([^']+)'", out + result.stderr)
     assert set(tripped) <= {"initech"}, tripped
     assert re.search(r"│ hooli\s+│ -\s+│ -\s+│ -\s+│ -\s+│ new-only │ new\s+│", out)
+    reports = tmp_path / "reports"
+    pack = (reports / "cab-pack-orders.md").read_text()
+    assert pack.startswith("# CAB Pack: orders") and "- Result: clean" in pack
+    assert "| wave-2 | 2 | promoted | initech, umbrella |" in pack
+    assert "cohort-promote" in (reports / "cab_decision_log.md").read_text()
+    assert sorted(p.name for p in (reports / "messages").iterdir()) == ["acme.txt", "globex.txt"]
 
 
 def test_the_api_runbook_runs_through_the_proxy(tmp_path: Path) -> None:
@@ -78,7 +99,11 @@ def test_the_api_runbook_runs_through_the_proxy(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "examples.api.demo"],
         cwd=ROOT,
-        env={**os.environ, "DEMO_FOLDER": str(tmp_path / "demo")},
+        env={
+            **os.environ,
+            "DEMO_FOLDER": str(tmp_path / "demo"),
+            "DEMO_REPORTS": str(tmp_path / "reports"),
+        },
         capture_output=True,
         text=True,
         timeout=240,

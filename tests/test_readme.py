@@ -41,7 +41,8 @@ def test_the_tenant_tour_runs_after_the_demo(tmp_path: Path) -> None:
     script = [
         # `make demo-tenants` as the Makefile runs it, into the folder the README goes on in
         f'make() {{ [ "$*" = demo-tenants ] || return 2; DEMO_FOLDER="$PWD/cutover-tenants-demo"'
-        f' PYTHONPATH="{ROOT}" "{sys.executable}" -m examples.tenants.demo > demo.log 2>&1; }}'
+        f' DEMO_REPORTS="$PWD/reports" PYTHONPATH="{ROOT}" "{sys.executable}"'
+        " -m examples.tenants.demo > demo.log 2>&1; }"
     ]
     for number, (command, code) in enumerate(block):
         check = f'[ "$rc" = {code} ] || {{ echo "command {number} exited $rc"; exit 1; }}'

@@ -32,14 +32,14 @@ def test_a_daily_gc_keeps_the_store_bounded_and_the_decisions_whole(
             sizes.append(
                 {
                     table.name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
-                    for table in (t.windows, t.histograms, t.drift_samples, t.drift_counts)
+                    for table in (t.windows, t.latency, t.drift_samples, t.drift_counts)
                 }
             )
     # Without collection, day 45 would hold half again as much as day 31. Histogram rows count
     # the latency buckets real calls landed in, which a loaded machine spreads a little wider.
     for table, slack in (
         ("cutover_windows", 1.05),
-        ("cutover_histograms", 1.2),
+        ("cutover_latency", 1.2),
         ("cutover_drift_samples", 1.05),
     ):
         late = [size[table] for size in sizes[35:]]

@@ -150,3 +150,27 @@ def test_environment_override() -> None:
         env_override("codec", {"CUTOVER_FORCE_CODEC": "shadow"})
     route = compile_route(State(mode=Mode.CANARY, percent=100), Mode.LEGACY)
     assert route.mode is Mode.LEGACY and route.effective_percent == 0
+
+
+@pytest.mark.parametrize("percent", ["0.5", "5", "25", "50", "99.99"])
+def test_every_path_gives_each_vector_its_arm(percent: str) -> None:
+    """The wrapped call's sync and async paths, the proxy's migration and the flag API route
+    each vector's unit as the vectors say."""
+    from cutover.flags import _core as flags
+    from cutover.migration import Migration, _unit_get
+    from cutover.proxy._server import HttpMigration
+
+    vectors = json.loads(VECTORS.read_text(encoding="utf-8"))["vectors"]
+    state = State(mode=Mode.CANARY, percent=float(percent))
+    for name in {v["migration"] for v in vectors}:
+        route = compile_route(state)
+        wrapped = Migration(name, str, str)
+        proxied = HttpMigration(name)
+        for vector in (v for v in vectors if v["migration"] == name):
+            expected = Arm(vector["arm_at_percent"][percent])
+            unit = vector["unit"]
+            assert serving_arm(name, route, unit) is expected
+            assert _unit_get() is None
+            assert wrapped._serves_new(route, unit) is (expected is Arm.NEW), vector
+            assert proxied._serves_new(route, unit) is (expected is Arm.NEW), vector
+            assert flags._arm(flags.migration_for(name), route, unit) is expected

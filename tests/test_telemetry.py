@@ -96,6 +96,8 @@ def test_prometheus_metrics_match_the_counts(runtime: Runtime) -> None:
     assert 'cutover_comparisons_total{migration="promcodec",result="drift"} 1.0' in lines
     assert 'cutover_comparisons_total{migration="promcodec",result="match"} 9.0' in lines
     assert 'cutover_percent{migration="promcodec"} 100.0' in lines
+    assert 'cutover_mode{migration="promcodec",mode="canary"} 1.0' in lines
+    assert 'cutover_mode{migration="promcodec",mode="shadow"} 0.0' in lines
     assert 'cutover_fallbacks_total{migration="promcodec"} 0.0' in lines
     assert 'cutover_offpath_dropped_total{migration="promcodec"} 0.0' in lines
     assert any(

@@ -29,6 +29,7 @@ from examples.codec.payments import FixedPort, legacy_encode, new_encode
 
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE = Path(os.environ.get("DEMO_DATABASE", ROOT / "cutover-demo.db"))
+REPORTS = Path(os.environ.get("DEMO_REPORTS", ROOT / "reports"))
 STORE = f"sqlite:///{DATABASE}"
 PLAN = Path(__file__).with_name("plan.yaml")
 CALLS_PER_MINUTE = int(os.environ.get("DEMO_CALLS", "1000"))
@@ -167,6 +168,16 @@ def main() -> None:
     span = ["--since", iso(demo.began), "--until", iso(demo.clock())]
     command = cli_command()
     for args in (["history", "codec"], ["stats", "codec", *span]):
+        print(f"$ {command} --store {STORE} {' '.join(args)}")
+        subprocess.run([sys.executable, "-m", "cutover", "--store", STORE, *args], check=True)
+    banner(f"the reports, written into {REPORTS}")
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    for args in (
+        ["report", "weekly", "codec", *span, "-o", str(REPORTS / "codec-weekly.md")],
+        ["report", "slo", "codec", *span, "-o", str(REPORTS / "codec-slo.md")],
+        ["generate", "prometheus-rules", "codec", "-o", str(REPORTS / "codec-rules.yaml")],
+        ["generate", "grafana-dashboard", "codec", "-o", str(REPORTS / "codec-dashboard.json")],
+    ):
         print(f"$ {command} --store {STORE} {' '.join(args)}")
         subprocess.run([sys.executable, "-m", "cutover", "--store", STORE, *args], check=True)
     elapsed = time.perf_counter() - started

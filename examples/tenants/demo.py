@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FOLDER = Path(os.environ.get("DEMO_FOLDER", ROOT / "cutover-tenants-demo"))
 LEGACY, NEW = FOLDER / "legacy.db", FOLDER / "new.db"
 STORE = f"sqlite:///{FOLDER / 'cutover.db'}"
+REPORTS = Path(os.environ.get("DEMO_REPORTS", ROOT / "reports"))
 TENANTS = ("acme", "globex", "initech", "umbrella", "hooli", "stark")
 ORDERS = 3000
 
@@ -270,6 +271,23 @@ def main() -> None:
     run("strategies", "orders", "--tenant", "hooli")
     run("history", "orders", "--limit", "20")
     cutover.runtime.shutdown()
+
+    banner(f"The change board's papers, written into {REPORTS}")
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    run("report", "cab", "orders", "--audit", str(FOLDER / "final.json"),
+        "-o", str(REPORTS / "cab-pack-orders.md"))  # fmt: skip
+    console.print("[dim]$ cutover history orders --format markdown > cab_decision_log.md[/dim]")
+    log = subprocess.run(
+        [sys.executable, "-m", "cutover", "--store", STORE, "history", "orders", "--format",
+         "markdown"], check=True, cwd=FOLDER, capture_output=True, text=True,
+    )  # fmt: skip
+    (REPORTS / "cab_decision_log.md").write_text(log.stdout)
+    messages = REPORTS / "messages"
+    messages.mkdir(exist_ok=True)
+    run("notify", "render", str(ROOT / "examples" / "notify" / "complete.txt.j2"),
+        "--migration", "orders", "--cohort", "wave-1",
+        "--tenants", str(ROOT / "examples" / "notify" / "customers.yaml"),
+        "--output-dir", str(messages))  # fmt: skip
     console.print(
         f"\nThe playbook's files stay in {FOLDER}. To walk it yourself from the backfill,"
         f" follow the README's tenant tour in {tour}, which holds the two databases as the"

@@ -74,6 +74,8 @@ N_FALLBACKS = NEW_BASE + FALLBACKS
 _unit: contextvars.ContextVar[str | None] = contextvars.ContextVar("cutover_unit", default=None)
 _unit_get = _unit.get
 
+_NEW = Arm.NEW  # an Enum member lookup costs as much as the hash
+
 _BROKEN = object()
 """The unit of a call whose extractor raised: legacy serves it."""
 
@@ -398,19 +400,15 @@ class Migration:
         return _unit_get()
 
     def _serves_new(self, route: Route, unit: Any) -> bool:
-        """The routing rule (``routing.serving_arm``), for the slow and async paths."""
-        limit = route.threshold
+        """Whether new serves this call, for the slow and async paths and the proxy: the one
+        routing rule (``routing.serving_arm``); a call without a unit is routed at random in
+        proportion, one whose extractor raised goes to legacy."""
         if unit is _BROKEN:
             return False
         if unit is None:
+            limit = route.threshold
             return limit >= BUCKETS or (limit > 0 and _random() * BUCKETS < limit)
-        pins = route.pins
-        pinned = None if pins is None else pins.get(unit)
-        if pinned is not None:
-            return pinned
-        if limit <= 0:
-            return False
-        return limit >= BUCKETS or _mmh3(self._prefix + unit, 0, False) % BUCKETS < limit
+        return serving_arm(self.name, route, unit) is _NEW
 
     def _offpath_arguments(
         self, block: Block, args: tuple[Any, ...], kwargs: dict[str, Any]

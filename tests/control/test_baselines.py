@@ -230,3 +230,22 @@ def test_a_growth_check_fails_passes_or_waits_by_where_the_interval_lies() -> No
     assert empty.outcome is Outcome.INCONCLUSIVE and "three points" in empty.reason
     early, asked = judge_growth([leaking], now=30.0)
     assert early.outcome is Outcome.INCONCLUSIVE and asked == []
+
+
+def test_a_retry_keeps_the_baseline_of_the_rollouts_start(tmp_path: Path) -> None:
+    clock = ManualClock(2_000.0)
+    store = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+    source = Source(now=3.0e9, before={2_000.0: [1.0e9]})
+    controller = Controller(store, clock=clock, external=source)
+    controller.start(plan(checks=[MEMORY]), actor="ops")
+    clock.advance(120)
+    [decision] = controller.tick()
+    assert decision.kind == "abort"  # a failure on the first step goes back to legacy
+    controller.retry("codec", actor="ops", reason="fixed the leak")
+    rollout = store.rollout("codec")
+    assert rollout is not None and rollout.started_at == 2_000.0
+    assert rollout.notes["baselines"]["memory"]["value"] == 1.0e9
+    clock.advance(120)
+    [result] = controller.evaluate("codec").checks
+    assert "3x the baseline 1e+09" in result.reason
+    assert [at for _, _, at in source.asked].count(2_000.0) == 1

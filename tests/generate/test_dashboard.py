@@ -23,6 +23,7 @@ def test_one_row_per_migration_with_the_runbook_panels() -> None:
     assert [r["title"] for r in rows] == ["codec", "transport"]
     titles = [p["title"] for p in board["panels"] if p["type"] != "row"]
     per_row = [
+        "Mode",
         "Share on new",
         "Parity rate",
         "Latency of both arms",
@@ -54,7 +55,7 @@ def test_one_row_per_migration_with_the_runbook_panels() -> None:
 def test_every_expression_parses_in_promtool(tmp_path: Path) -> None:
     board = dashboard(["codec", "tenants.v2"], [("codec", SUCCESS)])
     found = list(expressions(board))
-    assert len(found) == 1 + 2 * 8 + 1
+    assert len(found) == 1 + 2 * 9 + 1
     rules = {
         "groups": [
             {

@@ -43,6 +43,28 @@ async function watch(client, { flag, unit, expect, intervalMs, timeoutMs }) {
   return { seenAfterMs: null };
 }
 
+// How a static-context provider polls: the bulk evaluation with the last ETag, 304 until a state
+// changes; how many 304s it saw, and when the flag's new value arrived.
+async function watchBulk({ flag, unit, expect, intervalMs, timeoutMs }) {
+  const ofrep = new OFREPApi(baseUrl);
+  const request = { context: { targetingKey: unit } };
+  const started = Date.now();
+  let etag = null;
+  let notModified = 0;
+  while (Date.now() - started < timeoutMs) {
+    const headers = { ...providers.viewer, ...(etag ? { 'If-None-Match': etag } : {}) };
+    const result = await ofrep.postBulkEvaluateFlags(request, { headers });
+    if (result.httpStatus === 304) notModified += 1;
+    else {
+      etag = result.httpResponse.headers.get('etag');
+      const found = result.value.flags.find((f) => f.key === flag);
+      if (found && found.value === expect) return { seenAfterMs: Date.now() - started, notModified };
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+  return { seenAfterMs: null, notModified };
+}
+
 // The protocol as ofrep-core's client sees it: statuses, bodies, the bulk ETag, error classes.
 async function api({ flag, unit, auth }) {
   const ofrep = new OFREPApi(baseUrl);
@@ -77,6 +99,7 @@ for await (const line of lines) {
   if (ask.op === 'evaluate') answer = { results: await evaluate(client, ask.pairs) };
   else if (ask.op === 'watch') answer = await watch(client, ask);
   else if (ask.op === 'api') answer = await api(ask);
+  else if (ask.op === 'watchBulk') answer = await watchBulk(ask);
   else answer = { error: `unknown op ${ask.op}` };
   process.stdout.write(JSON.stringify(answer) + '\n');
 }

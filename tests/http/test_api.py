@@ -476,3 +476,32 @@ def test_noise_is_declared_and_listed_through_the_api(server: Server) -> None:
     assert gone.status_code == 200 and gone.json()["decision"]["kind"] == "noise-remove"
     again = call(server, "operator", "POST", "/api/v1/migrations/pay/noise/remove", body)
     assert again.status_code == 422 and "has no noise rule" in again.json()["error"]
+
+
+def test_slos_of_the_rollout_plan(server: Server, plans: Path) -> None:
+    (plans / "budget.yaml").write_text(
+        PLAN.replace("migration: pay", "migration: budget")
+        + "slos:\n  - {name: success, indicator: {metric: errors}, objective: 99.9%}\n"
+    )
+    started = call(server, "operator", "POST", "/api/v1/rollouts",
+                   {"plan": "budget.yaml", "reason": "begin"})  # fmt: skip
+    assert started.status_code in (200, 201), started.text
+    shown = call(server, "viewer", "GET", "/api/v1/migrations/budget/slos")
+    assert shown.status_code == 200, shown.text
+    (success,) = shown.json()["slos"]
+    assert (success["name"], success["objective"], success["status"]) == (
+        "success",
+        0.999,
+        "no data",
+    )
+    assert success["remaining"] == 1.0 and set(success["burn_rates"]) == {
+        "5m",
+        "1h",
+        "6h",
+        "1d",
+        "3d",
+    }
+    start(server)
+    none = call(server, "viewer", "GET", "/api/v1/migrations/pay/slos")
+    assert none.status_code == 422 and "declares no SLOs" in none.json()["error"]
+    assert call(server, NONE, "GET", "/api/v1/migrations/budget/slos").status_code == 401

@@ -144,3 +144,20 @@ def test_evaluations_are_counted_as_exposures(server: Server) -> None:
         assert eventually(counted, 30), "the server did not flush its exposures"
     finally:
         store.close()
+    with server.client("viewer") as client:
+        metrics = client.get("/metrics").text
+    assert 'cutover_exposures_total{arm="new",migration="codec"} 20.0' in metrics
+
+
+def test_the_configuration_says_what_the_server_supports(server: Server) -> None:
+    with server.client("viewer") as client:
+        answer = client.get("/ofrep/v1/configuration")
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "name": "cutover",
+        "capabilities": {
+            "cacheInvalidation": {"polling": {"enabled": True, "minPollingIntervalMs": 1000}},
+            "flagEvaluation": {"supportedTypes": ["boolean"]},
+        },
+    }
+    assert httpx.get(f"{server.url}/ofrep/v1/configuration").status_code == 401

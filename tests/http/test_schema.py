@@ -78,5 +78,9 @@ def test_the_api_honours_its_schema(seeded: Server, who: str | None, tmp_path: P
     assert "SUMMARY" in result.stdout and "passed" in result.stdout.split("SUMMARY")[-1], report
     assert "Traceback" not in seeded.log.read_text()
     covered = "".join(report.read_text() for report in tmp_path.rglob("*.xml"))
-    for operation in ("POST /ofrep/v1/evaluate/flags/{key}", "POST /ofrep/v1/evaluate/flags"):
+    for operation in (
+        "POST /ofrep/v1/evaluate/flags/{key}",
+        "POST /ofrep/v1/evaluate/flags",
+        "GET /ofrep/v1/configuration",
+    ):
         assert operation in covered, f"schemathesis did not exercise {operation}"

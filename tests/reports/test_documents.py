@@ -101,3 +101,10 @@ def test_the_period_and_a_template_of_ones_own(folder: Path) -> None:
         "--template", str(bad), cwd=folder,
     )  # fmt: skip
     assert result.returncode == 2 and "'nothing_here' is undefined" in result.stderr
+
+
+def test_the_decision_log_of_a_period(folder: Path) -> None:
+    text = cli(folder, "history", "codec", "--format", "markdown", "--since", "2026-11-26",
+               "--until", "2026-11-27")  # fmt: skip
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "2026-" in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| 3", "| 4"]

@@ -240,3 +240,76 @@ def test_cutover_slo_prints_each_slo_and_its_budget(windows: Windows, tmp_path) 
     assert missing.returncode == 2 and "has no rollout" in missing.stderr
     unknown = cutover_cli("--store", store, "slo", "transport", "latency", "--file", str(plan))
     assert unknown.returncode == 2 and "no SLO named 'latency'" in unknown.stderr
+
+
+def _controller_walk(tmp_path, new_errors: float) -> list:
+    from cutover.clock import ManualClock
+    from cutover.control.controller import Controller
+
+    from ..control.traffic import Traffic
+
+    store = open_store(f"sqlite:///{tmp_path / 'walk.db'}")
+    clock = ManualClock()
+    controller = Controller(store, clock=clock)
+    plan = {
+        "migration": "m",
+        "slos": [
+            {"name": "ok", "indicator": {"metric": "errors"}, "objective": "99.9%", "window": "1d"}
+        ],
+        "steps": [{"mode": "canary", "percent": 50, "hold": "30m"}, {"mode": "new"}],
+        "checks": [{"name": "budget", "metric": "error_budget_remaining", "min": 0.5}],
+        "on_critical": "legacy",
+    }
+    controller.start(parse_plan(plan), actor="ops", reason="test")
+    traffic = Traffic(store, "m", clock, calls=4000, new_errors=lambda state: new_errors)
+    decisions = []
+    for _ in range(45):
+        traffic.minute()
+        decisions += controller.tick()
+        if decisions:
+            break
+    return decisions
+
+
+def test_the_controller_leaves_a_step_whose_budget_is_spent(tmp_path) -> None:
+    # 0.3% of new's calls fail: three budgets' worth, about -200% left.
+    [decision] = _controller_walk(tmp_path, 0.003)
+    assert decision.kind == "abort" and "budget failed" in decision.reason
+    (budget_check,) = [c for c in decision.evidence["checks"] if c["name"] == "budget"]
+    assert budget_check["value"] < 0 and budget_check["threshold"] == 0.5
+    assert "is below 50.0%" in budget_check["reason"]
+
+
+def test_the_controller_promotes_while_the_budget_holds(tmp_path) -> None:
+    [decision] = _controller_walk(tmp_path, 0.0)
+    assert decision.kind == "promote"
+
+
+def test_a_file_of_slos_for_several_migrations_gives_each_its_own(sqlite_url: str) -> None:
+    from cutover.reports.slo import declared, objectives
+
+    text = yaml_text(
+        {
+            "slos": [
+                {"name": "a", "migration": "codec", **BODY},
+                {"name": "b", "migration": "transport", **BODY},
+            ]
+        }
+    )
+    store = open_store(sqlite_url)
+    assert [s.name for s in objectives(store, "transport", text, "slos.yaml").slos] == ["b"]
+    with pytest.raises(InvalidInput, match="declares no SLOs of 'search'"):
+        objectives(store, "search", text, "slos.yaml")
+    assert [(m, s.name) for m, s in declared(store, (), [("slos.yaml", text)])] == [
+        ("codec", "a"),
+        ("transport", "b"),
+    ]
+
+
+BODY = {"indicator": {"metric": "errors"}, "objective": "99%"}
+
+
+def yaml_text(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -12,22 +14,55 @@ from cutover.cli.slo import prometheus_option, slo_file_option
 from cutover.errors import InvalidInput
 
 
-def period(
-    session: Session, days: float, since: str | None, until: str | None
-) -> tuple[float, float]:
-    """[since, until) from --days, --since and --until (until defaults to now)."""
-    now = session.now()
-    end = now if until is None else moment(until, now, "--until")
-    start = end - days * 86400 if since is None else moment(since, now, "--since")
-    if start >= end:
-        raise InvalidInput("--since must be before --until (or before now)")
-    return start, end
+@dataclass(frozen=True, slots=True)
+class Output:
+    """What every report's options ask for: the period, the form and where it goes."""
+
+    days: float
+    since: str | None
+    until: str | None
+    form: str
+    template: str | None
+    output: str | None
+
+    def period(self, session: Session) -> tuple[float, float]:
+        """[since, until) from --days, --since and --until (until defaults to now)."""
+        now = session.now()
+        end = now if self.until is None else moment(self.until, now, "--until")
+        start = (
+            end - self.days * 86400 if self.since is None else moment(self.since, now, "--since")
+        )
+        if start >= end:
+            raise InvalidInput("--since must be before --until (or before now)")
+        return start, end
+
+    def emit(self, data: dict[str, Any]) -> None:
+        """The report as the options ask: Markdown (shipped or own template) or JSON."""
+        from cutover.reports import render
+
+        if self.form == "json":
+            if self.template is not None:
+                raise InvalidInput("--template shapes Markdown; remove it or drop --format json")
+            text = render.as_json(data)
+        else:
+            own = None if self.template is None else read_file(self.template, "--template")
+            text = render.markdown(data, own, self.template or "")
+        if self.output is None:
+            click.echo(text, nl=False)
+        else:
+            write_file(self.output, text, "--output")
 
 
 def report_options(days: int) -> Callable[[Any], Any]:
-    """--days, --since, --until, --format, --template and --output."""
+    """--days, --since, --until, --format, --template and --output, given to the command as one
+    ``out`` argument."""
 
     def decorate(command: Any) -> Any:
+        @functools.wraps(command)
+        def gathered(*args: Any, **kwargs: Any) -> Any:
+            fields = {name: kwargs.pop(name) for name in Output.__slots__}
+            return command(*args, out=Output(**fields), **kwargs)
+
         for option in reversed(
             [
                 click.option("--days", type=click.FloatRange(min=0, min_open=True), default=days,
@@ -44,27 +79,10 @@ def report_options(days: int) -> Callable[[Any], Any]:
                              help="Write here instead of to stdout."),
             ]
         ):  # fmt: skip
-            command = option(command)
-        return command
+            gathered = option(gathered)
+        return gathered
 
     return decorate
-
-
-def emit(data: dict[str, Any], form: str, template: str | None, output: str | None) -> None:
-    """The report as the options ask: Markdown (shipped or own template) or JSON."""
-    from cutover.reports import render
-
-    if form == "json":
-        if template is not None:
-            raise InvalidInput("--template shapes Markdown; remove it or drop --format json")
-        text = render.as_json(data)
-    else:
-        own = None if template is None else read_file(template, "--template")
-        text = render.markdown(data, own, template or "")
-    if output is None:
-        click.echo(text, nl=False)
-    else:
-        write_file(output, text, "--output")
 
 
 @cli.group()
@@ -79,16 +97,7 @@ def report() -> None:
 @prometheus_option
 @pass_session
 def slo_report(
-    session: Session,
-    name: str,
-    days: float,
-    since: str | None,
-    until: str | None,
-    form: str,
-    template: str | None,
-    output: str | None,
-    path: str | None,
-    prometheus_url: str | None,
+    session: Session, name: str, out: Output, path: str | None, prometheus_url: str | None
 ) -> None:
     """The SLO compliance report: each SLO's target, actual and status, its error budget over
     the period, the incidents and recommendations."""
@@ -96,36 +105,27 @@ def slo_report(
     from cutover.reports.documents import slo_report as build
 
     found = read_objectives(session, name, path, prometheus_url)
-    start, end = period(session, days, since, until)
+    start, end = out.period(session)
     data = build(
         session.store, found.migration, found.slos, since=start, until=end,
         prometheus_url=found.prometheus_url,
     )  # fmt: skip
-    emit(data, form, template, output)
+    out.emit(data)
 
 
 @report.command("weekly")
 @click.argument("name")
 @report_options(7)
 @pass_session
-def weekly(
-    session: Session,
-    name: str,
-    days: float,
-    since: str | None,
-    until: str | None,
-    form: str,
-    template: str | None,
-    output: str | None,
-) -> None:
+def weekly(session: Session, name: str, out: Output) -> None:
     """The weekly report: traffic share and its history, cumulative parity, both arms'
     performance, drifts by cause, the decisions, and what the plan does next."""
     from cutover import operations
     from cutover.reports.documents import weekly_report
 
     operations.require_known(session.store, name)
-    start, end = period(session, days, since, until)
-    emit(weekly_report(session.store, name, since=start, until=end), form, template, output)
+    start, end = out.period(session)
+    out.emit(weekly_report(session.store, name, since=start, until=end))
 
 
 @report.command("cab")
@@ -135,22 +135,12 @@ def weekly(
               help="The latest `cutover audit --json` report (default: the last one a decision of"
               " the period rests on).")  # fmt: skip
 @pass_session
-def cab(
-    session: Session,
-    name: str,
-    days: float,
-    since: str | None,
-    until: str | None,
-    form: str,
-    template: str | None,
-    output: str | None,
-    audit_path: str | None,
-) -> None:
+def cab(session: Session, name: str, out: Output, audit_path: str | None) -> None:
     """The change board's pack: tenants by cohort and status, drift, the latest audit's summary
     with a link to its report, and the flag matrix of strategies per tenant."""
     from cutover.reports.documents import cab_pack, decisions_between, latest_audit
 
-    start, end = period(session, days, since, until)
+    start, end = out.period(session)
     if audit_path is None:
         audit_path = latest_audit(decisions_between(session.store, name, start, end))
     audit = None
@@ -158,5 +148,6 @@ def cab(
         from cutover.data.cohorts import load_audit
 
         audit, _ = load_audit(audit_path)
-    data = cab_pack(session.store, name, since=start, until=end, audit=audit, audit_file=audit_path)
-    emit(data, form, template, output)
+    out.emit(
+        cab_pack(session.store, name, since=start, until=end, audit=audit, audit_file=audit_path)
+    )

@@ -52,10 +52,6 @@ def read_objectives(
     return found
 
 
-def reader(session: Session, found: slos.Objectives) -> slos.Reader:
-    return slos.Reader(session.store, prometheus_url=found.prometheus_url)
-
-
 @cli.command()
 @click.argument("name")
 @click.argument("slo_names", nargs=-1, metavar="[SLO...]")
@@ -74,10 +70,10 @@ def slo(
     """Each SLO of a migration: target, actual, status, error budget and burn rates."""
     found = read_objectives(session, name, path, prometheus_url)
     now = session.now()
-    read = reader(session, found)
-    rows = [slos.status(s, found.migration, read, now) for s in found.named(slo_names)]
+    shown = slos.statuses(session.store, found, now, slo_names)
+    rows: list[slos.Status] = shown["slos"]
     if as_json:
-        print_json({"migration": found.migration, "slos": [row.to_json() for row in rows]})
+        print_json({**shown, "slos": [row.to_json() for row in rows]})
         return
     table = Table(title=f"{found.migration} · SLOs at {when(now)}", title_justify="left")
     for column in ("SLO", "target", "actual", "status", "window", "remaining", "budget"):

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 from rich.table import Table
 
 from cutover import operations
-from cutover.cli._app import Session, cli, console, json_option, pass_session, print_json, when
+from cutover.cli._app import (
+    Session,
+    cli,
+    console,
+    json_option,
+    moment,
+    pass_session,
+    print_json,
+    when,
+)
 from cutover.model import Mode, State, check_share
 
 
@@ -130,12 +141,27 @@ def _describe(state: State | None) -> str:
     help="markdown: the decision log for docs/cab_decision_log.md, each decision linked to its"
     " evidence and audit report.",
 )
+@click.option("--since", default=None, metavar="WHEN", help="Only decisions from then on.")
+@click.option("--until", default=None, metavar="WHEN", help="Only decisions before then.")
 @json_option
 @pass_session
-def history(session: Session, name: str, limit: int, form: str, as_json: bool) -> None:
+def history(
+    session: Session,
+    name: str,
+    limit: int,
+    form: str,
+    since: str | None,
+    until: str | None,
+    as_json: bool,
+) -> None:
     """The decision log of a migration: who changed what, when and why."""
     operations.require_known(session.store, name)
     decisions = session.store.decisions(name, limit)
+    if since is not None or until is not None:
+        now = session.now()
+        start = -math.inf if since is None else moment(since, now, "--since")
+        end = math.inf if until is None else moment(until, now, "--until")
+        decisions = [d for d in decisions if start <= d.at < end]
     if form == "markdown":
         from cutover.reports.documents import decision_log
         from cutover.reports.render import markdown

@@ -380,15 +380,16 @@ class Check(_Strict):
 
     def describe(self, method: Method | None = None) -> str:
         """The rule in words, for status output; a sequential check reads the whole step."""
+        sustained = "" if not self.sustained else f" for {format_duration(self.sustained)}"
         if self.source == "prometheus":
             what = f"prometheus {self.query}"
+            window = format_duration(self.window)
             if self.max_growth is not None:
-                return f"{what} grows at most {self.max_growth} over {format_duration(self.window)}"
+                return f"{what} grows at most {self.max_growth} over {window}{sustained}"
             if self.max_ratio_to_baseline is not None:
                 return (
-                    f"{what} <= {self.max_ratio_to_baseline:g} x its value over"
-                    f" {format_duration(self.window)} before the rollout began"
-                    + (f" for {format_duration(self.sustained)}" if self.sustained else "")
+                    f"{what} <= {self.max_ratio_to_baseline:g} x its value over {window} before"
+                    f" the rollout began{sustained}"
                 )
         elif self.metric is not None and self.metric.is_budget:
             slo = f"SLO {self.slo}" if self.slo else "the plan's SLO"
@@ -414,7 +415,6 @@ class Check(_Strict):
         )
         if self.max_rate is not None:
             span += f", proving a rate under {self.max_rate:g}"
-        sustained = "" if not self.sustained else f" for {format_duration(self.sustained)}"
         return f"{what} {' and '.join(bounds)} {span}{sustained}"
 
 

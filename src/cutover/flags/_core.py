@@ -21,18 +21,15 @@ from typing import Any
 from cutover import runtime as rt
 from cutover.compare import Comparator
 from cutover.errors import InvalidInput, UnknownMigration
-from cutover.migration import ExpectedExceptions, Migration, ReportedMigration, _unit
+from cutover.migration import ExpectedExceptions, Migration, ReportedMigration, _record, _unit
 from cutover.model import Arm, Mode, Observation, State, Verdict
-from cutover.routing import BUCKETS, LEGACY_ONLY, NEW_ONLY, Route, serving_arm
+from cutover.routing import LEGACY_ONLY, NEW_ONLY, Route, serving_arm
 from cutover.telemetry.drift import Redactor
-from cutover.telemetry.histogram import index_of
 from cutover.telemetry.windows import (
-    CALLS,
     EXPOSURES,
     LEGACY_BASE,
     NEW_BASE,
-    counter_offset,
-    hist_offset,
+    Block,
 )
 from cutover.text import check_name
 
@@ -65,26 +62,9 @@ class FlagMigration(ReportedMigration):
     def __new__(cls, name: str, **options: Any) -> FlagMigration:
         return object.__new__(cls)
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        compare: Comparator | None = None,
-        compare_exceptions: Comparator | None = None,
-        expected_exceptions: ExpectedExceptions = None,
-        default: Mode | str | State = Mode.LEGACY,
-        redact: Redactor | None = None,
-    ) -> None:
-        super().__init__(
-            name,
-            _hand_branched,
-            _hand_branched,
-            compare=compare,
-            compare_exceptions=compare_exceptions,
-            expected_exceptions=expected_exceptions,
-            default=default,
-            redact=redact,
-        )
+    def __init__(self, name: str, **options: Any) -> None:
+        """``options``: those of :func:`flag`."""
+        super().__init__(name, _hand_branched, _hand_branched, **options)
 
 
 _flags: dict[str, Migration] = {}
@@ -135,22 +115,19 @@ def migration_for(name: str) -> Migration:
     return found
 
 
-def _block(migration: Migration) -> list[int]:
+def _block(migration: Migration) -> Block:
     try:
         return migration._local.b
     except AttributeError:
         return migration._telemetry.block()
 
 
-def _arm(name: str, route: Route, unit: object) -> Arm:
-    """The serving arm; a unit of None routes by ``unit_scope``, else at random in proportion."""
+def _arm(migration: Migration, route: Route, unit: object) -> Arm:
+    """The serving arm as a wrapped call finds it: a unit of None routes by ``unit_scope``,
+    else at random in proportion."""
     if unit is None:
         unit = _unit_get()
-        if unit is None and route.kind not in (LEGACY_ONLY, NEW_ONLY):
-            limit = route.threshold
-            new = limit >= BUCKETS or (limit > 0 and _random() * BUCKETS < limit)
-            return _NEW if new else _LEGACY
-    return serving_arm(name, route, unit)
+    return _NEW if migration._serves_new(route, None if unit is None else f"{unit}") else _LEGACY
 
 
 def choose(name: str, unit: object = None) -> Arm:
@@ -161,7 +138,7 @@ def choose(name: str, unit: object = None) -> Arm:
     """
     migration = _flags.get(name) or migration_for(name)
     route = migration._route
-    arm = serving_arm(name, route, unit) if unit is not None else _arm(name, route, unit)
+    arm = serving_arm(name, route, unit) if unit is not None else _arm(migration, route, unit)
     try:
         block = migration._local.b
     except AttributeError:
@@ -207,13 +184,9 @@ class Call:
         traceback: types.TracebackType | None,
     ) -> None:
         elapsed = _now() - self._start
-        migration, arm = self._migration, self.arm
-        block = _block(migration)
-        block[counter_offset(arm, CALLS)] += 1
-        if isinstance(error, Exception):
-            failed = migration._failed(error)
-            block[counter_offset(arm, failed)] += 1
-        block[hist_offset(arm) + index_of(elapsed)] += 1
+        migration = self._migration
+        failed = migration._failed(error) if isinstance(error, Exception) else None
+        _record(_block(migration), self.arm, elapsed, failed)
 
     async def __aenter__(self) -> Call:
         return self.__enter__()
@@ -320,7 +293,7 @@ def evaluate(
     runtime = rt.current()
     migration = migration_for(name)
     route = migration._route
-    arm = choose(name, unit) if count else _arm(name, route, unit)
+    arm = choose(name, unit) if count else _arm(migration, route, unit)
     key = None if unit is None else f"{unit}"
     if route.override is not None:
         reason = DISABLED

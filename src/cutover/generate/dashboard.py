@@ -42,7 +42,11 @@ def _panel(
         "options": {},
     }
     if kind == "stat":
-        panel["options"] = {"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "value"}
+        panel["options"] = {
+            "reduceOptions": {"calcs": ["lastNotNull"]},
+            "colorMode": "value",
+            "textMode": "name" if unit == "none" else "auto",
+        }
     return panel
 
 
@@ -53,10 +57,18 @@ def migration_panels(name: str, slos: Sequence[SLO], y: int) -> list[dict[str, A
     panels = [
         _panel(
             "stat",
+            "Mode",
+            [(f"max by (mode) (cutover_mode{{{m}}}) == 1", "{{mode}}")],
+            "none",
+            (0, y, 4, 4),
+            "The mode the application's processes route with (several when they disagree).",
+        ),
+        _panel(
+            "stat",
             "Share on new",
             [(f"max(cutover_percent{{{m}}})", "percent")],
             "percent",
-            (0, y, 4, 8),
+            (0, y + 4, 4, 4),
             "The share of units new serves (canary percent; 100 in new mode, 0 in legacy).",
         ),
         _panel(

@@ -52,10 +52,11 @@ def slo_events(slo: SLO, migration: str, window: str) -> tuple[str, str]:
     the increase over 30d divided by the same span for both."""
     indicator = slo.indicator
     if indicator.external:
-        from cutover.control.prometheus import _WINDOW
+        from cutover.control.prometheus import render
+        from cutover.durations import parse_duration
 
         def fill(query: str) -> str:
-            return _WINDOW.sub(window, query)
+            return render(query, parse_duration(window))
 
         total = f"sum({fill(indicator.total or '')})"
         if indicator.bad is not None:

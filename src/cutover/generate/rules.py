@@ -11,6 +11,7 @@ from cutover.durations import format_duration, parse_duration
 from cutover.errors import InvalidInput
 from cutover.generate.promql import matcher, selector, slo_events
 from cutover.reports.slo import SLO
+from cutover.reports.slo import allowed as allowed_share
 
 BURN_ALERTS = (
     # (alert, severity, factor, long window, short window), after the SRE workbook and sloth:
@@ -189,7 +190,7 @@ def slo_rules(migration: str, slo: SLO, options: Options) -> dict[str, Any]:
     left weighted by traffic, the burn-rate alerts, and an alert when the SLI has no data."""
     labels = {"migration": migration, "slo": slo.name}
     window = format_duration(slo.window)
-    allowed = float(f"{1 - slo.objective:.12g}")  # 0.001, not 0.0010000000000000009
+    allowed = allowed_share(slo.objective)
     rules: list[dict[str, Any]] = []
     for span in (*RATIO_WINDOWS, window) if window not in RATIO_WINDOWS else RATIO_WINDOWS:
         bad, total = slo_events(slo, migration, span)

@@ -286,6 +286,20 @@ def stats(
     return report.to_json()
 
 
+@router.get(
+    "/migrations/{name}/slos",
+    tags=["read"],
+    summary="Each SLO of the rollout's plan: target, actual, error budget, burn rates",
+)
+def slos(request: Request, name: Name, _who: Viewer) -> dict[str, Any]:
+    from cutover.reports import slo
+
+    settings = settings_of(request)
+    operations.require_known(settings.store, name)
+    shown = slo.statuses(settings.store, slo.objectives(settings.store, name), settings.clock())
+    return {**shown, "slos": [row.to_json() for row in shown["slos"]]}
+
+
 @router.get("/migrations/{name}/routes", tags=["read"], summary="Per route of a proxied service")
 def route_stats(
     request: Request, name: Name, _who: Viewer, window: Window = "1h", until: Until = None

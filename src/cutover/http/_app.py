@@ -38,6 +38,7 @@ from cutover.http._names import routable_path
 from cutover.model import Mode
 from cutover.runtime import __version__
 from cutover.store import DEFAULT_LEASE, Store
+from cutover.telemetry.prometheus import install_collector
 
 log = logging.getLogger("cutover.http")
 
@@ -556,6 +557,8 @@ def create_app(settings: Settings) -> FastAPI:
         registry=registry,
     )
     registry.register(StoreCollector(settings))
+    # This process's own telemetry: the exposures its OFREP answers counted, among others.
+    install_collector(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:

@@ -203,3 +203,28 @@ async def evaluate_flags(
     known = _stored(runtime)
     flags = [_success(evaluate(name, unit, known)) for name in sorted(runtime.states)]
     return JSONResponse({"flags": flags}, headers={"ETag": tag})
+
+
+class Configuration(BaseModel):
+    """What an OFREP provider may learn of this server before it evaluates."""
+
+    name: str
+    capabilities: dict[str, Any]
+
+
+@router.get(
+    "/configuration",
+    summary="OFREP: what this server supports",
+    response_model=Configuration,
+)
+async def configuration(_who: Viewer) -> dict[str, Any]:
+    refresh_ms = round(rt.current().settings.refresh_interval * 1000)
+    return {
+        "name": "cutover",
+        "capabilities": {
+            # A state reaches this server within a refresh interval: polling faster than that
+            # only gets 304s.
+            "cacheInvalidation": {"polling": {"enabled": True, "minPollingIntervalMs": refresh_ms}},
+            "flagEvaluation": {"supportedTypes": ["boolean"]},
+        },
+    }

@@ -140,6 +140,11 @@ def check_unique(slos: Sequence[SLO]) -> None:
         seen.add(slo.name)
 
 
+def allowed(objective: float) -> float:
+    """1 - objective, as written: 0.001 for 99.9%, not 0.0010000000000000009."""
+    return float(f"{1 - objective:.12g}")
+
+
 @dataclass(frozen=True, slots=True)
 class Budget:
     """An SLO's error budget over one span: events, the share allowed to fail, and how much of
@@ -157,7 +162,7 @@ class Budget:
     @property
     def allowed(self) -> float:
         """The share of events allowed to fail: 1 - objective (0.1% of a 99.9% SLO)."""
-        return 1 - self.objective
+        return allowed(self.objective)
 
     @property
     def actual(self) -> float | None:
@@ -307,6 +312,17 @@ def status(slo: SLO, migration: str, reader: Reader, now: float) -> Status:
     return Status(slo, migration, now, since, budget(reader, slo, migration, since, now), rates)
 
 
+def statuses(
+    store: Any, found: Objectives, now: float, names: Sequence[str] = ()
+) -> dict[str, Any]:
+    """What ``cutover slo NAME --json`` and the API show: each SLO named (all when none is)."""
+    reader = Reader(store, prometheus_url=found.prometheus_url)
+    return {
+        "migration": found.migration,
+        "slos": [status(slo, found.migration, reader, now) for slo in found.named(names)],
+    }
+
+
 def parse_slos(data: Any, source: str) -> tuple[str | None, tuple[SLO, ...]]:
     """(migration, SLOs) of a parsed file of SLOs; InvalidInput names the field and the fix."""
     from pydantic import ValidationError
@@ -359,17 +375,11 @@ def objectives(store: Any, name: str, text: str | None = None, path: str = "") -
 
     env_url = os.environ.get("CUTOVER_PROMETHEUS_URL") or None
     if text is not None:
-        from cutover._yaml import parse_yaml
-
-        data = parse_yaml(text, path)
-        if isinstance(data, Mapping) and "steps" in data:
-            plan = parse_plan(data, path)
-            found = Objectives(plan.migration, plan.slos, path, _url(plan) or env_url)
-        else:
-            migration, slos = parse_slos(data, path)
-            found = Objectives(migration or name, slos, path, env_url)
-        if found.migration != name:
-            raise InvalidInput(f"{path} declares SLOs of {found.migration!r}, not of {name!r}")
+        migration, slos, url = _read(text, path)
+        mine = tuple(slo for slo in slos if (slo.migration or migration or name) == name)
+        if slos and not mine:
+            raise InvalidInput(f"{path} declares no SLOs of {name!r}; check the migration's name")
+        found = Objectives(name, mine, path, url or env_url)
     else:
         rollout = store.rollout(name)
         if rollout is None:
@@ -393,19 +403,12 @@ def declared(
 
     found: list[tuple[str, SLO]] = []
     for path, text in files:
-        from cutover._yaml import parse_yaml
-
-        data = parse_yaml(text, path)
-        if isinstance(data, Mapping) and "steps" in data:
-            plan = parse_plan(data, path)
-            found += [(plan.migration, slo) for slo in plan.slos]
-        else:
-            migration, slos = parse_slos(data, path)
-            for slo in slos:
-                owner = slo.migration or migration
-                if owner is None:
-                    raise InvalidInput(f"{path}: SLO {slo.name!r}: name its migration:")
-                found.append((owner, slo))
+        migration, slos, _ = _read(text, path)
+        for slo in slos:
+            owner = slo.migration or migration
+            if owner is None:
+                raise InvalidInput(f"{path}: SLO {slo.name!r}: name its migration:")
+            found.append((owner, slo))
     rollouts = store.rollouts()
     for name in names or sorted(rollouts):
         rollout = rollouts.get(name)
@@ -421,6 +424,19 @@ def declared(
     return out
 
 
+def _read(text: str, path: str) -> tuple[str | None, tuple[SLO, ...], str | None]:
+    """(migration, SLOs, Prometheus URL) of a plan or a file of SLOs of its own."""
+    from cutover._yaml import parse_yaml
+    from cutover.control.plan import parse_plan
+
+    data = parse_yaml(text, path)
+    if isinstance(data, Mapping) and "steps" in data:
+        plan = parse_plan(data, path)
+        return plan.migration, plan.slos, _url(plan)
+    migration, slos = parse_slos(data, path)
+    return migration, slos, None
+
+
 def _url(plan: Any) -> str | None:
     return plan.prometheus.url if plan.prometheus else None
 
@@ -434,6 +450,7 @@ __all__ = [
     "Reader",
     "SLOFile",
     "Status",
+    "allowed",
     "budget",
     "check_unique",
     "declared",
@@ -441,4 +458,5 @@ __all__ = [
     "objectives",
     "parse_slos",
     "status",
+    "statuses",
 ]

@@ -21,6 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from cutover.model import Mode
 from cutover.telemetry import windows as w
 
 DURATION_BUCKETS = (
@@ -69,6 +70,7 @@ class CutoverCollector(Collector):
             buffered,
             dropped_windows,
             abandoned,
+            modes,
         ) = families
         if runtime is None:
             return iter(families)
@@ -106,6 +108,9 @@ class CutoverCollector(Collector):
             if migration.name not in seen:
                 seen.add(migration.name)
                 percent.add_metric([migration.name], migration.route.effective_percent)
+                current = migration.route.mode
+                for mode in Mode:
+                    modes.add_metric([migration.name, mode.value], float(mode is current))
         for name, count in sorted(runtime.abandoned_runs().items()):
             abandoned.add_metric([name], count)
         store_errors.add_metric([], runtime._store_errors)
@@ -172,6 +177,11 @@ class CutoverCollector(Collector):
                 "Runs past their timeout still holding a thread (or a task ignoring its"
                 " cancellation); their timeouts are counted, their results will be discarded.",
                 labels=["migration"],
+            ),
+            GaugeMetricFamily(
+                "cutover_mode",
+                "1 for the mode each migration routes with in this process, 0 for the others.",
+                labels=["migration", "mode"],
             ),
         ]
 
