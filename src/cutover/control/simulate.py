@@ -303,7 +303,7 @@ def simulate(
                 for decision in taken:
                     keep(decision)
                     if decision.kind == "approval_needed" and approvals is Approvals.AUTO:
-                        for given in _approve(controller, runnable, runnable.migration):
+                        for given in _approve(controller, runnable):
                             keep(given)
                 rollout = scratch.rollout(runnable.migration)
                 assert rollout is not None
@@ -420,9 +420,10 @@ def _where(plan: Plan, step: int | None, status: str | None) -> str:
     return f"{label}, {status.replace('_', ' ')}"
 
 
-def _approve(controller: Controller, plan: Plan, name: str) -> list[Decision]:
+def _approve(controller: Controller, plan: Plan) -> list[Decision]:
     """Approve the step the controller asked about: once, or once per role it asks for, each
     role by an approver of its own (never the starter)."""
+    name = plan.migration
     rollout = controller.store.rollout(name)
     assert rollout is not None
     index = rollout.step + 1
