@@ -299,3 +299,25 @@ def test_a_version_6_store_keeps_its_windows_and_counts_exposures(store_url: str
     assert (new["calls"], new["exposures"]) == (10, 7)
     assert schema_version(store) == str(t.SCHEMA_VERSION)
     store.close()
+
+
+def test_a_coarse_window_written_again_keeps_its_latencies(store_url: str) -> None:
+    """A backtest copies stored windows into a scratch store: one read from before schema 7
+    goes back to the coarse table, never read as fine buckets (which would put its calls at
+    other latencies)."""
+    coarse = Histogram(bits=COARSE_BITS)
+    for ns in (1_000_000, 3_000_000, 9_000_000):
+        coarse.record(ns)
+    fine = Histogram()
+    fine.record(2_000_000)
+    store = open_store(store_url)
+    for start, histogram in ((60, coarse), (120, fine)):
+        delta = WindowDelta("parse", {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()})
+        delta.arms[Arm.NEW].counts[COUNTERS.index("calls")] = histogram.count
+        delta.arms[Arm.NEW].histogram = histogram
+        assert store.write_flush(FlushBatch("copy", start, start + 1.0, [(start, delta)], run="c"))
+    series = store.series("parse", 0, histograms_since=0)
+    assert series[60][Arm.NEW].histogram == coarse
+    assert series[60][Arm.NEW].histogram.bits == COARSE_BITS
+    assert series[120][Arm.NEW].histogram == fine
+    store.close()

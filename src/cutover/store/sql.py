@@ -72,9 +72,9 @@ def _unnest_upsert(
 
 
 _LATENCY_TABLES = ((t.latency, SUB_BITS), (t.histograms, COARSE_BITS))
+"""Where latency buckets are stored, and their resolution: fine now, coarse before schema 7."""
 COARSE_RECHECK = 60.0
 """Seconds between looks for coarse latency rows (see SqlStore._latency_tables)."""
-"""Where latency buckets are stored, and their resolution: fine now, coarse before schema 7."""
 
 
 def _route_histogram(stored: Any) -> Histogram:
@@ -704,14 +704,16 @@ class SqlStore:
     def write_flush(self, batch: FlushBatch) -> bool:
         """Apply one flush exactly once; False when this (instance, seq) was applied before."""
         window_rows = []
-        histogram_rows = []
+        # Fine buckets, and coarse ones where a window read from before schema 7 is written
+        # again (a backtest copies stored windows): each to the table of its resolution.
+        histogram_rows: dict[int, list[dict[str, Any]]] = {SUB_BITS: [], COARSE_BITS: []}
         for (start, _migration), delta in batch.windows.items():
             for arm, counts in delta.arms.items():
                 if counts.empty:
                     continue
                 key = {"migration": delta.migration, "arm": arm.value, "start": start}
                 window_rows.append({**key, **dict(zip(COUNTERS, counts.counts, strict=True))})
-                histogram_rows.extend(
+                histogram_rows[counts.histogram.bits].extend(
                     {**key, "bucket": bucket, "count": count}
                     for bucket, count in counts.histogram.items()
                 )
@@ -727,7 +729,8 @@ class SqlStore:
         ]
         # A fixed order of row locks keeps concurrent flushes from deadlocking on PostgreSQL.
         window_rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"]))
-        histogram_rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"], r["bucket"]))
+        for rows in histogram_rows.values():
+            rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"], r["bucket"]))
         fingerprint_rows.sort(key=lambda r: (r["migration"], r["start"], r["key"]))
         with self._connect(write=True) as conn:
             if not window_rows and not batch.samples and not fingerprint_rows:
@@ -748,13 +751,16 @@ class SqlStore:
                 self._heartbeat(conn, batch.heartbeat)
                 return False
             self._add(conn, t.windows, ["migration", "arm", "start"], COUNTERS, window_rows)
-            self._add(
-                conn,
-                t.latency,
-                ["migration", "arm", "start", "bucket"],
-                ["count"],
-                histogram_rows,
-            )
+            if histogram_rows[COARSE_BITS]:
+                self._coarse_any = True  # read them back at once, not after the next look
+            for table, bits in _LATENCY_TABLES:
+                self._add(
+                    conn,
+                    table,
+                    ["migration", "arm", "start", "bucket"],
+                    ["count"],
+                    histogram_rows[bits],
+                )
             self._add(
                 conn, t.drift_counts, ["migration", "start", "key"], ["count"], fingerprint_rows
             )
