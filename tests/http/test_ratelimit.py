@@ -4,9 +4,12 @@ clients, bounded memory, and the option's spelling."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from cutover.cli import cli
 from cutover.errors import InvalidInput
 from cutover.http._ratelimit import Rate, RateLimiter, retry_after
 
@@ -109,3 +112,17 @@ def test_the_option_reads_rate_and_burst(text: str, rate: Rate | None) -> None:
 def test_a_bad_rate_is_one_sentence_naming_the_option(text: str) -> None:
     with pytest.raises(InvalidInput, match=r"^--ofrep-rate .*(like 50 or 50:200|at least 1)"):
         Rate.parse(text, "--ofrep-rate")
+
+
+@pytest.mark.parametrize(
+    ("args", "env"), [(["--ofrep-rate", "fast"], {}), ([], {"CUTOVER_OFREP_RATE": "fast"})]
+)
+def test_serve_takes_the_rate_from_the_option_or_the_environment(
+    tmp_path: Path, args: list[str], env: dict[str, str]
+) -> None:
+    store = f"sqlite:///{tmp_path / 'rate.db'}"
+    # A bad --allowed-host fails later, so a rate that went unread cannot start a server.
+    command = ["--store", store, "serve", "--allowed-host", "no such host", *args]
+    result = CliRunner().invoke(cli, command, env=env)
+    assert isinstance(result.exception, InvalidInput)
+    assert str(result.exception).startswith("--ofrep-rate 'fast' must be requests per second")
