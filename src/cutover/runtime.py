@@ -582,12 +582,17 @@ class Runtime:
                 total[name] = total.get(name, 0) + count
         return total
 
+    @property
+    def states_loaded_at(self) -> float | None:
+        """Clock time of the last successful refresh; None until states were read once."""
+        return self._loaded_at
+
     def health(self) -> StoreHealth:
         return StoreHealth(
             url=redact_url(self.settings.store),
             reachable=self._reachable,
             writable=self._writable,
-            states_loaded_at=self._loaded_at,
+            states_loaded_at=self.states_loaded_at,
             last_error=self._last_error,
             buffered_windows=sum(len(batch.windows) for batch in list(self._pending)),
             dropped_windows=self._dropped_windows,

@@ -15,6 +15,7 @@ from cutover.routing import bucket, threshold
 from cutover.store import open_store
 
 from ..helpers import eventually
+from ..tcpproxy import TcpProxy
 from .conftest import Server
 
 
@@ -161,3 +162,75 @@ def test_the_configuration_says_what_the_server_supports(server: Server) -> None
         },
     }
     assert httpx.get(f"{server.url}/ofrep/v1/configuration").status_code == 401
+
+
+def test_an_api_key_header_is_a_token_too(server: Server) -> None:
+    url = f"{server.url}/ofrep/v1/evaluate/flags/codec"
+    token = server.tokens["viewer"]
+    answer = httpx.post(url, json=context("u"), headers={"X-API-Key": token})
+    assert (answer.status_code, answer.json()["variant"]) == (200, "new")
+    same = httpx.post(
+        url, json=context("u"), headers={"X-API-Key": token, "Authorization": f"Bearer {token}"}
+    )
+    assert same.status_code == 200
+    for headers in (
+        {"X-API-Key": "cut_wrong"},
+        {"X-API-Key": token, "Authorization": f"Bearer {server.tokens['admin']}"},
+    ):
+        refused = httpx.post(url, json=context("u"), headers=headers)
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"]
+
+
+def test_a_token_past_its_rate_gets_429_with_the_buckets_retry_after(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'rate.db'}"
+    change(url, "codec", mode=Mode.NEW)
+    # One request every ten seconds, three at once: the fourth waits about ten seconds.
+    server = serve(url, "--ofrep-rate", "0.1:3")
+    with server.client("viewer") as viewer, server.client("admin") as admin:
+        for _ in range(2):
+            assert viewer.post("/ofrep/v1/evaluate/flags/codec", json=context("u")).is_success
+        assert viewer.post("/ofrep/v1/evaluate/flags", json=context("u")).is_success
+        single = viewer.post("/ofrep/v1/evaluate/flags/codec", json=context("u"))
+        bulk = viewer.post("/ofrep/v1/evaluate/flags", json=context("u"))
+        # Another token has a bucket of its own.
+        assert admin.post("/ofrep/v1/evaluate/flags/codec", json=context("u")).is_success
+    assert single.status_code == 429 and bulk.status_code == 429
+    assert 8 <= int(single.headers["retry-after"]) <= 10
+    assert 8 <= int(bulk.headers["retry-after"]) <= 10
+    assert single.json()["key"] == "codec" and single.json()["errorCode"] == "GENERAL"
+    assert "token" in single.json()["errorDetails"]
+    assert "key" not in bulk.json() and bulk.json()["errorCode"] == "GENERAL"
+    # The limit is OFREP's: the admin API is not counted.
+    with server.client("viewer") as viewer:
+        assert viewer.get("/api/v1/migrations").status_code == 200
+
+
+def test_before_the_states_are_read_every_flag_is_an_error_to_retry(
+    serve: Callable[..., Server], pg_url: str, pg_proxy: tuple[TcpProxy, str]
+) -> None:
+    proxy, through = pg_proxy
+    change(pg_url, "codec", mode=Mode.NEW)
+    proxy.cut()  # the store cannot be reached when the server starts
+    server = serve(through)
+    with server.client("viewer") as client:
+        for key in ("codec", "nope"):
+            one = client.post(f"/ofrep/v1/evaluate/flags/{key}", json=context("u"))
+            assert one.status_code == 500, one.text
+            assert (one.json()["key"], one.json()["errorCode"]) == (key, "GENERAL")
+            assert int(one.headers["retry-after"]) >= 1
+        bulk = client.post("/ofrep/v1/evaluate/flags", json=context("u"))
+        assert (bulk.status_code, bulk.json()["errorCode"]) == (500, "GENERAL")
+        assert int(bulk.headers["retry-after"]) >= 1
+        proxy.restore()
+
+        def known() -> bool:
+            return client.post("/ofrep/v1/evaluate/flags/codec", json=context("u")).is_success
+
+        assert eventually(known, 30), "the server did not read the states once the store was up"
+        missing = client.post("/ofrep/v1/evaluate/flags/nope", json=context("u"))
+        assert (missing.status_code, missing.json()["errorCode"]) == (404, "FLAG_NOT_FOUND")
+        bulk = client.post("/ofrep/v1/evaluate/flags", json=context("u"))
+        assert [flag["key"] for flag in bulk.json()["flags"]] == ["codec"]

@@ -65,7 +65,8 @@ def seeded(serve: Callable[..., Server], pg_url: str, tmp_path: Path) -> Server:
     controller.start(plan, actor="seed", reason="seed")
     controller.close()
     store.close()
-    return serve(pg_url, "--plans", str(ROOT / "examples" / "plans"))
+    # A rate limit that the run outgrows, so OFREP's 429s are checked against the schema too.
+    return serve(pg_url, "--plans", str(ROOT / "examples" / "plans"), "--ofrep-rate", "5:30")
 
 
 @pytest.mark.slow

@@ -82,6 +82,15 @@ def _server_extra() -> None:
     help="A Host header to answer (repeatable; '*' answers any). Default: the listen address,"
     " localhost, 127.0.0.1 and [::1], with the port.",
 )
+@click.option(
+    "--ofrep-rate",
+    envvar="CUTOVER_OFREP_RATE",
+    default="off",
+    metavar="RATE[:BURST]",
+    help="OFREP evaluations per second each token (each address, without a token) may ask for,"
+    " in bursts of BURST (default: one second's worth); past it, 429 with Retry-After."
+    " Default: $CUTOVER_OFREP_RATE, else off.",
+)
 @pass_session
 def serve(
     session: Session,
@@ -97,6 +106,7 @@ def serve(
     refresh: str,
     secure_cookie: bool,
     allowed_hosts: tuple[str, ...],
+    ofrep_rate: str,
 ) -> None:
     """Serve the admin API (/api/v1, /openapi.json), the dashboard (/), /metrics and /healthz."""
     _server_extra()
@@ -104,10 +114,12 @@ def serve(
 
     from cutover.http import Settings, Tokens, create_app
     from cutover.http._app import default_hosts
+    from cutover.http._ratelimit import Rate
     from cutover.runtime import configure
 
     every = seconds(interval, "--interval")
     tokens = Tokens.load(tokens_file)
+    rate = Rate.parse(ofrep_rate, "--ofrep-rate")
     settings = Settings(
         store=session.store,
         tokens=tokens,
@@ -120,6 +132,7 @@ def serve(
         controller_lease=seconds(lease, "--lease"),
         secure_cookie=secure_cookie,
         allowed_hosts=allowed_hosts or default_hosts(host, port),
+        ofrep_rate=rate,
     )
     app = create_app(settings)
     # OFREP answers from the states a runtime keeps in memory: one on the served store, which
@@ -148,7 +161,8 @@ def serve(
     console.print(
         f"cutover serving {redact_url(session.store.url)} on http://{host}:{port}"
         f" ({len(tokens)} tokens{', public read' if public_read else ''}"
-        f"{f', controller every {format_duration(every)}' if run_controller else ''})",
+        f"{f', controller every {format_duration(every)}' if run_controller else ''}"
+        f"{f', OFREP limit {rate} per token' if rate else ''})",
         markup=False,
     )
     uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -35,6 +35,7 @@ from cutover.errors import (
 )
 from cutover.http._auth import Principal, Role, Tokens
 from cutover.http._names import routable_path
+from cutover.http._ratelimit import Rate, RateLimiter
 from cutover.model import Mode
 from cutover.runtime import __version__
 from cutover.store import DEFAULT_LEASE, Store
@@ -89,6 +90,8 @@ class Settings:
     # Host headers answered (``host`` or ``host:port``; "*" answers any): a page on another
     # site whose name an attacker points at this server (DNS rebinding) sends its own name.
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    # OFREP evaluations one token (one address, for callers without a token) may ask for.
+    ofrep_rate: Rate | None = None
 
 
 class ApiError(Exception):
@@ -102,6 +105,14 @@ class ApiError(Exception):
 
 
 bearer = HTTPBearer(auto_error=False, description="A token `cutover token create` minted.")
+api_key = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="The same token, in the header OFREP clients may send instead of a bearer.",
+)
+
+ANONYMOUS = Principal("anonymous", Role.VIEWER)
+"""Who reads without a token under ``--public-read``."""
 
 
 def settings_of(request: Request) -> Settings:
@@ -112,18 +123,27 @@ def controller_of(request: Request) -> Controller:
     return request.app.state.controller
 
 
-def identify(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    """The caller, from a bearer token or the dashboard's cookie; 401 without a valid one."""
+def identify(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, key: str | None = None
+) -> Principal:
+    """The caller, from a bearer token, an ``X-API-Key`` header or the dashboard's cookie; 401
+    without a valid one."""
     settings = settings_of(request)
     token = None
+    if credentials is not None and key and key != credentials.credentials:
+        raise ApiError(401, "Authorization and X-API-Key hold different tokens; send one of them")
     if credentials is not None:
         token = credentials.credentials
+    elif key:
+        token = key
     elif COOKIE in request.cookies:
         token = request.cookies[COOKIE]
         if request.method not in SAFE_METHODS and CSRF_HEADER not in request.headers:
             raise ApiError(403, f"a write signed in by cookie must send the {CSRF_HEADER} header")
     if not token:
-        raise ApiError(401, "this needs a token: send Authorization: Bearer <token>")
+        raise ApiError(
+            401, "this needs a token: send Authorization: Bearer <token> or X-API-Key: <token>"
+        )
     principal = settings.tokens.check(token)
     if principal is None:
         raise ApiError(401, "the token is not valid; ask an admin for one (cutover token create)")
@@ -136,16 +156,18 @@ def requires(role: Role) -> Callable[..., Principal]:
     async def dependency(  # no I/O: runs on the event loop, not on a worker thread
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        key: Annotated[str | None, Depends(api_key)],
     ) -> Principal:
         settings = settings_of(request)
         if (
             role is Role.VIEWER
             and settings.public_read
             and credentials is None
+            and not key
             and COOKIE not in request.cookies
         ):
-            return Principal("anonymous", Role.VIEWER)
-        principal = identify(request, credentials)
+            return ANONYMOUS
+        principal = identify(request, credentials, key)
         if principal.role < role:
             raise ApiError(
                 403,
@@ -599,6 +621,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.ofrep_limiter = RateLimiter(settings.ofrep_rate) if settings.ofrep_rate else None
     app.state.controller = Controller(  # for operator actions: it never takes the lease
         settings.store,
         clock=settings.clock,

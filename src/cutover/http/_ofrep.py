@@ -5,13 +5,16 @@
 so that a polling client gets 304 until a state changes. Answers come from the states this
 process's runtime holds in memory (refreshed in the background, at once on PostgreSQL's
 NOTIFY) through the one routing function, never from a store round trip; each is counted as an
-exposure. Viewer tokens admit callers, as for every read.
+exposure. Viewer tokens admit callers, as for every read, and ``--ofrep-rate`` bounds how many
+evaluations each asks for. Until the states were read once, every evaluation is a ``GENERAL``
+error to retry: "not found" would be a guess.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request
@@ -22,8 +25,10 @@ from cutover import runtime as rt
 from cutover.errors import UnknownMigration
 from cutover.flags import Evaluation, evaluate
 from cutover.http._api import ErrorOut
-from cutover.http._app import Viewer
+from cutover.http._app import ANONYMOUS, Viewer
+from cutover.http._auth import Principal
 from cutover.http._names import Segment
+from cutover.http._ratelimit import RateLimiter, retry_after
 
 # -- shapes, as the OFREP OpenAPI document gives them -----------------------------------------
 
@@ -57,6 +62,27 @@ class BulkEvaluationFailure(BaseModel):
     errorDetails: str | None = None
 
 
+RETRY_AFTER = {
+    "Retry-After": {"description": "Whole seconds to wait", "schema": {"type": "integer"}}
+}
+
+
+def _retryable(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """The answers a client should retry after ``Retry-After``, with ``model`` as the body."""
+    return {
+        429: {
+            "model": model,
+            "description": "This token (or address) asked for more than --ofrep-rate allows",
+            "headers": RETRY_AFTER,
+        },
+        500: {
+            "model": model,
+            "description": "The server has not read the states from its store yet",
+            "headers": RETRY_AFTER,
+        },
+    }
+
+
 REQUEST_BODY = {
     "requestBody": {
         "required": False,
@@ -87,12 +113,62 @@ router = APIRouter(prefix="/ofrep/v1", tags=["ofrep"], responses=AUTH)
 
 
 class _Refused(Exception):
-    """The request's context cannot be evaluated: an OFREP error code and one sentence."""
+    """The request cannot be evaluated: an OFREP error code, one sentence, the HTTP status."""
 
-    def __init__(self, code: str, details: str) -> None:
+    def __init__(
+        self, code: str, details: str, status: int = 400, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(details)
         self.code = code
         self.details = details
+        self.status = status
+        self.headers = headers
+
+    def response(self, key: str | None = None) -> JSONResponse:
+        """OFREP's failure shape: with the flag's key for one flag, without it for bulk."""
+        body = {"errorCode": self.code, "errorDetails": self.details}
+        return JSONResponse(
+            body if key is None else {"key": key, **body},
+            status_code=self.status,
+            headers=self.headers,
+        )
+
+
+def _admit(request: Request, who: Principal) -> None:
+    """Spend one request of the caller's bucket: a token's by its name, an anonymous reader's
+    by address (behind a proxy, the proxy's: limit there instead)."""
+    limiter: RateLimiter | None = request.app.state.ofrep_limiter
+    if limiter is None:
+        return
+    if who is ANONYMOUS:
+        client = f"address {request.client.host if request.client else 'unknown'}"
+    else:
+        client = f"token {who.name}"
+    wait = limiter.take(client)
+    if wait:
+        after = retry_after(wait)
+        raise _Refused(
+            "GENERAL",
+            f"this {'address' if who is ANONYMOUS else 'token'} asked for more evaluations than"
+            f" the server's limit of {limiter.rate}; retry in {after} s",
+            429,
+            {"Retry-After": after},
+        )
+
+
+def _ready() -> rt.Runtime:
+    """This process's runtime, once it has read the states; a retryable error before."""
+    runtime = rt.current()
+    if runtime.states_loaded_at is None:
+        after = str(max(1, math.ceil(runtime.settings.refresh_interval)))
+        raise _Refused(
+            "GENERAL",
+            "the server has not read the migrations' states from its store yet (is the store"
+            f" reachable? /healthz says); retry in {after} s",
+            500,
+            {"Retry-After": after},
+        )
+    return runtime
 
 
 async def _unit(request: Request) -> str:
@@ -147,20 +223,19 @@ def _stored(runtime: rt.Runtime) -> Any:
     responses={
         400: {"model": EvaluationFailure, "description": "The context cannot be evaluated"},
         404: {"model": EvaluationFailure, "description": "No migration of that name is stored"},
+        **_retryable(EvaluationFailure),
     },
     openapi_extra=REQUEST_BODY,
 )
-async def evaluate_flag(key: Segment, request: Request, _who: Viewer) -> JSONResponse:
+async def evaluate_flag(key: Segment, request: Request, who: Viewer) -> JSONResponse:
     try:
+        _admit(request, who)
         unit = await _unit(request)
+        found = evaluate(key, unit, _stored(_ready()))
     except _Refused as refused:
-        body = {"key": key, "errorCode": refused.code, "errorDetails": refused.details}
-        return JSONResponse(body, status_code=400)
-    try:
-        found = evaluate(key, unit, _stored(rt.current()))
+        return refused.response(key)
     except UnknownMigration as error:
-        body = {"key": key, "errorCode": "FLAG_NOT_FOUND", "errorDetails": str(error)}
-        return JSONResponse(body, status_code=404)
+        return _Refused("FLAG_NOT_FOUND", str(error), 404).response(key)
     return JSONResponse(_success(found))
 
 
@@ -183,20 +258,21 @@ def etag(runtime: rt.Runtime, unit: str) -> str:
         200: {"headers": {"ETag": {"schema": {"type": "string"}}}},
         304: {"description": "Nothing changed since the ETag sent in If-None-Match"},
         400: {"model": BulkEvaluationFailure, "description": "The context cannot be evaluated"},
+        **_retryable(BulkEvaluationFailure),
     },
     openapi_extra=REQUEST_BODY,
 )
 async def evaluate_flags(
     request: Request,
-    _who: Viewer,
+    who: Viewer,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     try:
+        _admit(request, who)
         unit = await _unit(request)
+        runtime = _ready()
     except _Refused as refused:
-        body = {"errorCode": refused.code, "errorDetails": refused.details}
-        return JSONResponse(body, status_code=400)
-    runtime = rt.current()
+        return refused.response()
     tag = etag(runtime, unit)
     if if_none_match is not None and tag in {t.strip() for t in if_none_match.split(",")}:
         return Response(status_code=304, headers={"ETag": tag})
