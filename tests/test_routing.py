@@ -174,3 +174,13 @@ def test_every_path_gives_each_vector_its_arm(percent: str) -> None:
             assert wrapped._serves_new(route, unit) is (expected is Arm.NEW), vector
             assert proxied._serves_new(route, unit) is (expected is Arm.NEW), vector
             assert flags._arm(flags.migration_for(name), route, unit) is expected
+
+
+def test_a_unit_with_a_lone_surrogate_has_a_stable_bucket_of_its_own() -> None:
+    # mmh3 5.3 crashes the process on such a string: its surrogatepass bytes are hashed.
+    unit = "user-\udc80"
+    key = f"codec:{unit}".encode("utf-8", "surrogatepass")
+    assert bucket("codec", unit) == murmur3_x86_32(key) % BUCKETS
+    assert serving_arm("codec", compile_route(State(mode=Mode.CANARY, percent=50)), unit) is (
+        Arm.NEW if murmur3_x86_32(key) % BUCKETS < 5000 else Arm.LEGACY
+    )

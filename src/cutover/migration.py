@@ -36,6 +36,7 @@ from cutover.routing import (
     compile_route,
     env_override,
     serving_arm,
+    unit_hash,
 )
 from cutover.runtime import limited
 from cutover.telemetry.drift import Redactor
@@ -65,7 +66,6 @@ from cutover.text import check_name
 
 _now = time.perf_counter_ns  # tests replace this to control measured durations
 _random = random.random
-_mmh3: Callable[[str, int, bool], int] = __import__("mmh3").hash
 
 # Offsets of the counters the caller's path touches.
 L_CALLS, N_CALLS = LEGACY_BASE + CALLS, NEW_BASE + CALLS
@@ -322,7 +322,7 @@ class Migration:
                     elif limit >= 10_000:
                         new_serves = True
                     else:
-                        new_serves = _mmh3(self._prefix + unit, 0, False) % 10_000 < limit
+                        new_serves = unit_hash(self._prefix + unit) % 10_000 < limit
             if new_serves:
                 failure = None
                 start = _now()

@@ -27,13 +27,23 @@ BUCKETS = 10_000
 LEGACY_ONLY, NEW_ONLY, MIXED = 0, 1, 2
 """Route kinds: the caller's path branches on these small integers."""
 
-_hash = mmh3.hash
+_mmh3 = mmh3.hash
 _LEGACY, _NEW = Arm.LEGACY, Arm.NEW  # an Enum member lookup costs as much as the hash
+
+
+def unit_hash(key: str) -> int:
+    """MurmurHash3 (seed 0, unsigned) of ``key``'s UTF-8 bytes. A lone surrogate (a unit
+    decoded from bad bytes with ``surrogateescape``) is encoded as its own three bytes: mmh3 5.3
+    crashes the process on such a string. ``isascii`` reads a flag, so most units pay nothing
+    for the check."""
+    if key.isascii():
+        return _mmh3(key, 0, False)
+    return _mmh3(key.encode("utf-8", "surrogatepass"), 0, False)
 
 
 def bucket(migration: str, unit: object) -> int:
     """The unit's bucket in 0..9999 for this migration; the same everywhere, forever."""
-    return _hash(f"{migration}:{unit}", 0, False) % BUCKETS
+    return unit_hash(f"{migration}:{unit}") % BUCKETS
 
 
 def threshold(percent: float) -> int:
@@ -107,4 +117,4 @@ def serving_arm(migration: str, route: Route, unit: object) -> Arm:
     key = f"{unit}"
     if route.pins is not None and key in route.pins:
         return _NEW if route.pins[key] else _LEGACY
-    return _NEW if _hash(f"{migration}:{key}", 0, False) % BUCKETS < route.threshold else _LEGACY
+    return _NEW if unit_hash(f"{migration}:{key}") % BUCKETS < route.threshold else _LEGACY
