@@ -48,6 +48,7 @@ REPORTS = [
     ("cab.md", ("report", "cab", "orders")),
     ("history.md", ("history", "codec", "--format", "markdown")),
     ("closure.md", ("report", "closure", "orders")),
+    ("monthly.md", ("report", "monthly", "codec")),
 ]
 
 
@@ -137,3 +138,15 @@ def test_the_closure_report_says_what_stands_between_the_move_and_decommissionin
     data = json.loads(cli(folder, "report", "closure", "orders", "--format", "json"))
     assert data["ready"] is True
     assert [a["file"] for a in data["audits"]] == ["audit-wave-1.json", "audit-wave-2.json"]
+
+
+def test_the_monthly_summary_has_the_month_of_cutover_stats_and_a_headline(folder: Path) -> None:
+    data = json.loads(cli(folder, "report", "monthly", "codec", "--format", "json"))
+    stats = json.loads(cli(folder, "stats", "codec", "--window", "30d", "--json"))
+    for arm in ("legacy", "new"):
+        assert data["month"][arm]["p95_ms"] == stats[arm]["p95_ms"]
+    assert (data["month"]["comparisons"], data["month"]["drifts"]) == (20_000, stats["drifts"])
+    assert (data["headline"], data["rollbacks"], data["incidents"]["open"]) == ("at risk", 1, 0)
+    quiet = json.loads(cli(folder, "report", "monthly", "codec", "--since", "2026-11-02",
+                           "--until", "2026-11-04", "--format", "json"))  # fmt: skip
+    assert (quiet["headline"], quiet["risks"], quiet["decisions"]) == ("on track", [], [])

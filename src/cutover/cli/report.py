@@ -134,6 +134,22 @@ def weekly(session: Session, name: str, out: Output) -> None:
     out.emit(weekly_report(session.store, name, since=start, until=end))
 
 
+@report.command("monthly")
+@click.argument("name")
+@report_options(30)
+@pass_session
+def monthly(session: Session, name: str, out: Output) -> None:
+    """The monthly executive summary: headline status, traffic share and its history, parity,
+    performance, incidents and rollbacks, the decisions that changed the state, risks and the
+    next step."""
+    from cutover import operations
+    from cutover.reports.documents import monthly_summary
+
+    operations.require_known(session.store, name)
+    start, end = out.period(session)
+    out.emit(monthly_summary(session.store, name, since=start, until=end))
+
+
 @report.command("cab")
 @click.argument("name")
 @report_options(7)

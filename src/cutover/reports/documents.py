@@ -497,3 +497,60 @@ def _readiness(
             + ": set mode new without fallback, then remove the dual writes",
         ),
     ]
+
+
+HEADLINES = ("complete", "on track", "at risk", "off track")
+"""The monthly summary's one-word status, from best to worst."""
+
+
+def monthly_summary(store: Store, name: str, *, since: float, until: float) -> dict[str, Any]:
+    """The codec runbook's monthly executive summary: a headline status and why, traffic share
+    and its history, parity, performance, incidents and rollbacks, the decisions that changed
+    the state, the risks and the next step; the weekly report's figures over a month."""
+    month = weekly_report(store, name, since=since, until=until)
+    found = incidents(decisions_between(store, name, since, until))
+    rollbacks = sum(1 for d in month["decisions"] if d["kind"] == "rollback")
+    legacy, new = month["week"]["legacy"], month["week"]["new"]
+    risks = []
+    if found["open"]:
+        risks.append(f"{found['open']} incident(s) still open")
+    if month["week"]["drifts"]:
+        causes = len(month["drift_groups"])
+        risks.append(
+            f"{month['week']['drifts']} drifts between legacy and new in {causes} cause(s)"
+        )
+    if (new["error_rate"] or 0) > (legacy["error_rate"] or 0):
+        risks.append("new fails more often than legacy")
+    if month["p95_improvement"] is not None and month["p95_improvement"] < 0:
+        risks.append("new is slower than legacy at p95")
+    step = month["next"]
+    stuck = step is not None and step["status"] in ("rolled_back", "aborted")
+    if stuck:
+        risks.append(f"the rollout is {step['status'].replace('_', ' ')}")
+    if found["open"] or stuck:
+        headline = "off track"
+    elif month["state"] == "new":
+        headline = "complete"
+    elif risks or found["total"]:
+        headline = "at risk"
+    else:
+        headline = "on track"
+    return {
+        "kind": "monthly",
+        "migration": name,
+        "since": month["since"],
+        "until": until,
+        "headline": headline,
+        "state": month["state"],
+        "state_at_start": month["state_at_start"],
+        "share_history": month["share_history"],
+        "month": month["week"],
+        "cumulative": month["cumulative"],
+        "p95_improvement": month["p95_improvement"],
+        "incidents": found,
+        "rollbacks": rollbacks,
+        "decisions": [d for d in month["decisions"] if d["changed"]],
+        "decisions_total": len(month["decisions"]),
+        "risks": risks,
+        "next": step,
+    }
