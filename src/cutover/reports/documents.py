@@ -288,6 +288,25 @@ def _others(name: str, state: State) -> str:
     return f"other tenants: {write} / {read}"
 
 
+def cohort_rows(store: Store, name: str, until: float) -> list[dict[str, Any]]:
+    """``name``'s cohorts by wave: tenants, status, dates, and whether each promoted one's
+    rollback window has closed by ``until``."""
+    return [
+        {
+            "name": c.name,
+            "wave": c.wave,
+            "status": str(c.status),
+            "tenants": list(c.tenants),
+            "promoted_at": c.promoted_at,
+            "rolled_back_at": c.rolled_back_at,
+            "window_seconds": c.window,
+            "rollback_until": c.rollback_until,
+            "window_closed": c.rollback_until is not None and c.rollback_until <= until,
+        }
+        for c in sorted(store.cohorts(name), key=lambda c: (c.wave, c.name))
+    ]
+
+
 def audit_summary(audit: Mapping[str, Any], audit_file: str | None) -> dict[str, Any]:
     """What a change board reads of an audit report: its file, result, counts and tenants."""
     tenants = audit.get("tenants") or {}
@@ -319,17 +338,7 @@ def cab_pack(
     drift of the period, the latest audit's summary with its file, and the flag matrix."""
     week = operations.stats(store, name, until - since, until, until)
     decisions = decisions_between(store, name, since, until)
-    cohorts = [
-        {
-            "name": c.name,
-            "wave": c.wave,
-            "status": str(c.status),
-            "tenants": list(c.tenants),
-            "promoted_at": c.promoted_at,
-            "rolled_back_at": c.rolled_back_at,
-        }
-        for c in sorted(store.cohorts(name), key=lambda c: (c.wave, c.name))
-    ]
+    cohorts = cohort_rows(store, name, until)
     by_status: dict[str, int] = {}
     for cohort in cohorts:
         by_status[cohort["status"]] = by_status.get(cohort["status"], 0) + len(cohort["tenants"])
@@ -367,21 +376,7 @@ def closure_report(store: Store, name: str, *, since: float, until: float) -> di
 
     state = store.state(name)
     decisions = decisions_between(store, name, since, until)
-    cohorts = sorted(store.cohorts(name), key=lambda c: (c.wave, c.name))
-    rows = [
-        {
-            "name": c.name,
-            "wave": c.wave,
-            "status": str(c.status),
-            "tenants": list(c.tenants),
-            "promoted_at": c.promoted_at,
-            "rolled_back_at": c.rolled_back_at,
-            "window_seconds": c.window,
-            "rollback_until": c.rollback_until,
-            "window_closed": c.rollback_until is not None and c.rollback_until <= until,
-        }
-        for c in cohorts
-    ]
+    rows = cohort_rows(store, name, until)
     migrated = [t for row in rows if row["status"] == "promoted" for t in row["tenants"]]
     waiting = [t for row in rows if row["status"] != "promoted" for t in row["tenants"]]
     audits = [_read_audit(path) for path in dict.fromkeys(filter(None, map(_audit_of, decisions)))]
