@@ -47,6 +47,8 @@ def test_the_controller_walks_the_plan_and_rolls_back_the_drift(tmp_path: Path) 
     assert weekly.startswith("# Weekly Cutover Report: codec")
     assert "rolled back from canary 50% to canary 25%" in weekly
     assert "### Error Budget: codec-success" in (reports / "codec-slo.md").read_text()
+    monthly = (reports / "codec-monthly.md").read_text()
+    assert monthly.startswith("# Monthly Executive Summary: codec") and "1 rollback(s)" in monthly
     assert "alert: ParityDrift" in (reports / "codec-rules.yaml").read_text()
     assert '"title": "Cutover Health"' in (reports / "codec-dashboard.json").read_text()
 
@@ -87,6 +89,8 @@ def test_the_tenant_move_follows_the_playbook(tmp_path: Path) -> None:
     assert pack.startswith("# CAB Pack: orders") and "- Result: clean" in pack
     assert "| wave-2 | 2 | promoted | initech, umbrella |" in pack
     assert "cohort-promote" in (reports / "cab_decision_log.md").read_text()
+    closure = (reports / "closure-orders.md").read_text()
+    assert "| new serves alone | yes |" in closure and "| every tenant migrated | yes |" in closure
     assert sorted(p.name for p in (reports / "messages").iterdir()) == ["acme.txt", "globex.txt"]
 
 

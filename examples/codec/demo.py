@@ -175,6 +175,7 @@ def main() -> None:
     for args in (
         ["report", "weekly", "codec", *span, "-o", str(REPORTS / "codec-weekly.md")],
         ["report", "slo", "codec", *span, "-o", str(REPORTS / "codec-slo.md")],
+        ["report", "monthly", "codec", *span, "-o", str(REPORTS / "codec-monthly.md")],
         ["generate", "prometheus-rules", "codec", "-o", str(REPORTS / "codec-rules.yaml")],
         ["generate", "grafana-dashboard", "codec", "-o", str(REPORTS / "codec-dashboard.json")],
     ):

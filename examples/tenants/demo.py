@@ -276,6 +276,7 @@ def main() -> None:
     REPORTS.mkdir(parents=True, exist_ok=True)
     run("report", "cab", "orders", "--audit", str(FOLDER / "final.json"),
         "-o", str(REPORTS / "cab-pack-orders.md"))  # fmt: skip
+    run("report", "closure", "orders", "-o", str(REPORTS / "closure-orders.md"))
     console.print("[dim]$ cutover history orders --format markdown > cab_decision_log.md[/dim]")
     log = subprocess.run(
         [sys.executable, "-m", "cutover", "--store", STORE, "history", "orders", "--format",

@@ -57,3 +57,10 @@ def test_bad_input_is_one_sentence(sqlite_url: str, tmp_path: Path) -> None:
         "--store", sqlite_url, "generate", "prometheus-rules", "--file", str(orphan)
     )
     assert unowned.returncode == 2 and "name its migration" in unowned.stderr
+    short = tmp_path / "short.yaml"
+    short.write_text(yaml.safe_dump({**SLOS, "slos": [{**SLOS["slos"][0], "window": "4d"}]}))
+    too_short = cutover_cli(
+        "--store", sqlite_url, "generate", "prometheus-rules", "--file", str(short)
+    )
+    assert too_short.returncode == 2 and "give at least 5d" in too_short.stderr
+    assert "Traceback" not in too_short.stderr

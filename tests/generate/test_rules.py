@@ -162,19 +162,27 @@ RATIO = 'cutover:slo_error_ratio:rate{}{{migration="transport",slo="success"}}'
 
 
 @pytest.mark.parametrize(
-    ("alert", "severity", "factor", "long", "short"),
+    ("window", "alert", "severity", "factor", "long", "short"),
     [
-        ("CutoverSLOBurnRatePage", "critical", 14.4, "1h", "5m"),
-        ("CutoverSLOBurnRatePage", "critical", 6, "6h", "30m"),
-        ("CutoverSLOBurnRateTicket", "warning", 3, "1d", "2h"),
-        ("CutoverSLOBurnRateTicket", "warning", 1, "3d", "6h"),
+        ("30d", "CutoverSLOBurnRatePage", "critical", 14.4, "1h", "5m"),
+        ("30d", "CutoverSLOBurnRatePage", "critical", 6, "6h", "30m"),
+        ("30d", "CutoverSLOBurnRateTicket", "warning", 3, "1d", "2h"),
+        ("30d", "CutoverSLOBurnRateTicket", "warning", 1, "3d", "6h"),
+        # 2% of a week's budget in an hour, 5% in six: 0.02 x 168 and 0.05 x 28.
+        ("7d", "CutoverSLOBurnRatePage", "critical", 3.36, "1h", "5m"),
+        ("7d", "CutoverSLOBurnRatePage", "critical", 1.4, "6h", "30m"),
+        # The same shares of 28 days, as sloth writes them: 0.02 x 672 and 0.05 x 112.
+        ("28d", "CutoverSLOBurnRatePage", "critical", 13.44, "1h", "5m"),
+        ("28d", "CutoverSLOBurnRatePage", "critical", 5.6, "6h", "30m"),
     ],
 )
 def test_each_burn_rate_alert_fires_at_its_threshold(
-    tmp_path: Path, alert: str, severity: str, factor: float, long: str, short: str
+    tmp_path: Path, window: str, alert: str, severity: str, factor: float, long: str, short: str
 ) -> None:
     """Both windows of a pair just above factor x the 0.1% budget fire; just below, not."""
-    text, data = generated()
+    slo = SLO.model_validate({**SUCCESS.model_dump(mode="json"), "window": window})
+    text = to_yaml(rules((), [("transport", slo)]))
+    data = yaml.safe_load(text)
     above, below = factor * 0.001 * 1.01, factor * 0.001 * 0.99
     expected = [
         {
@@ -182,7 +190,7 @@ def test_each_burn_rate_alert_fires_at_its_threshold(
             "exp_annotations": annotations(
                 data,
                 alert,
-                f"{percent(above)} of events fail; the SLO allows 0.1% over 30d",
+                f"{percent(above)} of events fail; the SLO allows 0.1% over {window}",
             ),
         }
     ]
@@ -321,3 +329,12 @@ def test_for_overrides_name_known_alerts() -> None:
     group = yaml.safe_load(text)["groups"][0]
     assert group["interval"] == "1s"
     assert [r["for"] for r in group["rules"] if r.get("alert") == "ParityDrift"] == ["10s"]
+
+
+def test_a_window_too_short_for_a_page_is_refused_in_one_sentence() -> None:
+    """Under five days, 5% of the budget in six hours is less than the allowed rate."""
+    four_days = SLO.model_validate({**SUCCESS.model_dump(mode="json"), "window": "4d"})
+    with pytest.raises(InvalidInput, match=r"^SLO success: over a window of 4d the page .* 0\.8 "):
+        rules((), [("transport", four_days)])
+    five_days = SLO.model_validate({**SUCCESS.model_dump(mode="json"), "window": "5d"})
+    assert "(1 * 0.001" in to_yaml(rules((), [("transport", five_days)]))

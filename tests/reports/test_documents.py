@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ..helpers import cutover_cli
-from .fixture import END, SLOS, build
+from .fixture import DAY, END, SLOS, START, build
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("CUTOVER_UPDATE_GOLDEN") == "1"
@@ -47,6 +47,8 @@ REPORTS = [
     ("weekly.md", ("report", "weekly", "codec")),
     ("cab.md", ("report", "cab", "orders")),
     ("history.md", ("history", "codec", "--format", "markdown")),
+    ("closure.md", ("report", "closure", "orders")),
+    ("monthly.md", ("report", "monthly", "codec")),
 ]
 
 
@@ -108,3 +110,43 @@ def test_the_decision_log_of_a_period(folder: Path) -> None:
                "--until", "2026-11-27")  # fmt: skip
     rows = [line for line in text.splitlines() if line.startswith("| ") and "2026-" in line]
     assert [row.split(" | ")[0] for row in rows] == ["| 3", "| 4"]
+
+
+def test_the_closure_report_says_what_stands_between_the_move_and_decommissioning(
+    folder: Path,
+) -> None:
+    data = json.loads(cli(folder, "report", "closure", "orders", "--format", "json"))
+    assert (data["tenants_migrated"], data["tenants_waiting"]) == (["acme", "initech"], ["globex"])
+    unmet = [item["name"] for item in data["readiness"] if not item["ok"]]
+    assert unmet == ["every tenant migrated", "latest audit clean", "new serves alone"]
+    assert data["ready"] is False and data["since"] == START
+
+    # The last wave on a clean audit, new alone: ready once its rollback window has closed.
+    report = json.loads((folder / "audit-wave-1.json").read_text())
+    report["clean"] = True
+    report["counts"] = {kind: 0 for kind in report["counts"]}
+    report["tenants"] = {tenant: {kind: 0 for kind in c} for tenant, c in report["tenants"].items()}
+    (folder / "audit-wave-2.json").write_text(json.dumps(report))
+    (folder / "clock").write_text(repr(END + DAY / 24))
+    cli(folder, "cohort", "promote", "wave-2", "--migration", "orders",
+        "--audit", "audit-wave-2.json", "--reason", "CAB approved wave 2")  # fmt: skip
+    cli(folder, "set", "orders", "--mode", "new", "--no-fallback", "--reason", "legacy retired")
+    (folder / "clock").write_text(repr(END + DAY / 12))  # the period [since, now) holds them
+    data = json.loads(cli(folder, "report", "closure", "orders", "--format", "json"))
+    assert [i["name"] for i in data["readiness"] if not i["ok"]] == ["every rollback window closed"]
+    (folder / "clock").write_text(repr(END + 3 * DAY))
+    data = json.loads(cli(folder, "report", "closure", "orders", "--format", "json"))
+    assert data["ready"] is True
+    assert [a["file"] for a in data["audits"]] == ["audit-wave-1.json", "audit-wave-2.json"]
+
+
+def test_the_monthly_summary_has_the_month_of_cutover_stats_and_a_headline(folder: Path) -> None:
+    data = json.loads(cli(folder, "report", "monthly", "codec", "--format", "json"))
+    stats = json.loads(cli(folder, "stats", "codec", "--window", "30d", "--json"))
+    for arm in ("legacy", "new"):
+        assert data["month"][arm]["p95_ms"] == stats[arm]["p95_ms"]
+    assert (data["month"]["comparisons"], data["month"]["drifts"]) == (20_000, stats["drifts"])
+    assert (data["headline"], data["rollbacks"], data["incidents"]["open"]) == ("at risk", 1, 0)
+    quiet = json.loads(cli(folder, "report", "monthly", "codec", "--since", "2026-11-02",
+                           "--until", "2026-11-04", "--format", "json"))  # fmt: skip
+    assert (quiet["headline"], quiet["risks"], quiet["decisions"]) == ("on track", [], [])

@@ -1,4 +1,5 @@
-"""``cutover report``: the SLO report, the weekly report and the change board's pack."""
+"""``cutover report``: the SLO, weekly and monthly reports, the change board's pack and its
+closure report."""
 
 from __future__ import annotations
 
@@ -18,20 +19,24 @@ from cutover.errors import InvalidInput
 class Output:
     """What every report's options ask for: the period, the form and where it goes."""
 
-    days: float
+    days: float | None  # None: from the ``first`` given to period()
     since: str | None
     until: str | None
     form: str
     template: str | None
     output: str | None
 
-    def period(self, session: Session) -> tuple[float, float]:
-        """[since, until) from --days, --since and --until (until defaults to now)."""
+    def period(self, session: Session, first: float | None = None) -> tuple[float, float]:
+        """[since, until) from --days, --since and --until (until defaults to now); without
+        --days or --since, from ``first`` when a report starts at the migration's beginning."""
         now = session.now()
         end = now if self.until is None else moment(self.until, now, "--until")
-        start = (
-            end - self.days * 86400 if self.since is None else moment(self.since, now, "--since")
-        )
+        if self.since is not None:
+            start = moment(self.since, now, "--since")
+        elif self.days is None and first is not None:
+            start = first
+        else:
+            start = end - (self.days or 30) * 86400  # 30 days when nothing was ever decided
         if start >= end:
             raise InvalidInput("--since must be before --until (or before now)")
         return start, end
@@ -53,9 +58,9 @@ class Output:
             write_file(self.output, text, "--output")
 
 
-def report_options(days: int) -> Callable[[Any], Any]:
+def report_options(days: int | None) -> Callable[[Any], Any]:
     """--days, --since, --until, --format, --template and --output, given to the command as one
-    ``out`` argument."""
+    ``out`` argument; ``days`` None starts the period where the command says."""
 
     def decorate(command: Any) -> Any:
         @functools.wraps(command)
@@ -66,7 +71,8 @@ def report_options(days: int) -> Callable[[Any], Any]:
         for option in reversed(
             [
                 click.option("--days", type=click.FloatRange(min=0, min_open=True), default=days,
-                             show_default=True, help="The period: this many days to --until."),
+                             show_default=days is not None,
+                             help="The period: this many days to --until."),
                 click.option("--since", default=None, metavar="WHEN",
                              help="Start of the period (2026-11-01, or 10d); overrides --days."),
                 click.option("--until", default=None, metavar="WHEN",
@@ -128,6 +134,22 @@ def weekly(session: Session, name: str, out: Output) -> None:
     out.emit(weekly_report(session.store, name, since=start, until=end))
 
 
+@report.command("monthly")
+@click.argument("name")
+@report_options(30)
+@pass_session
+def monthly(session: Session, name: str, out: Output) -> None:
+    """The monthly executive summary: headline status, traffic share and its history, parity,
+    performance, incidents and rollbacks, the decisions that changed the state, risks and the
+    next step."""
+    from cutover import operations
+    from cutover.reports.documents import monthly_summary
+
+    operations.require_known(session.store, name)
+    start, end = out.period(session)
+    out.emit(monthly_summary(session.store, name, since=start, until=end))
+
+
 @report.command("cab")
 @click.argument("name")
 @report_options(7)
@@ -151,3 +173,19 @@ def cab(session: Session, name: str, out: Output, audit_path: str | None) -> Non
     out.emit(
         cab_pack(session.store, name, since=start, until=end, audit=audit, audit_file=audit_path)
     )
+
+
+@report.command("closure")
+@click.argument("name")
+@report_options(None)
+@pass_session
+def closure(session: Session, name: str, out: Output) -> None:
+    """The change board's closure report: tenants migrated, every audit, drift, incidents and
+    decisions, the cohorts' rollback windows, and whether legacy can be decommissioned. The
+    period starts at the migration's first decision unless --days or --since says."""
+    from cutover import operations
+    from cutover.reports.documents import closure_report, first_decision
+
+    operations.require_known(session.store, name)
+    start, end = out.period(session, first_decision(session.store, name))
+    out.emit(closure_report(session.store, name, since=start, until=end))

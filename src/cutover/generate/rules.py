@@ -14,15 +14,43 @@ from cutover.reports.slo import SLO
 from cutover.reports.slo import allowed as allowed_share
 
 BURN_ALERTS = (
-    # (alert, severity, factor, long window, short window), after the SRE workbook and sloth:
-    # a page when 2% of a 30-day budget goes in an hour or 5% in six, a ticket when 10% goes
-    # in a day or in three.
-    ("CutoverSLOBurnRatePage", "critical", 14.4, "1h", "5m"),
-    ("CutoverSLOBurnRatePage", "critical", 6.0, "6h", "30m"),
-    ("CutoverSLOBurnRateTicket", "warning", 3.0, "1d", "2h"),
-    ("CutoverSLOBurnRateTicket", "warning", 1.0, "3d", "6h"),
+    # (alert, severity, percent of the budget, long window, short window), after the SRE
+    # workbook and sloth: a page when 2% of the budget goes in an hour or 5% in six, a ticket
+    # when 10% goes in a day or in three.
+    ("CutoverSLOBurnRatePage", "critical", 2, "1h", "5m"),
+    ("CutoverSLOBurnRatePage", "critical", 5, "6h", "30m"),
+    ("CutoverSLOBurnRateTicket", "warning", 10, "1d", "2h"),
+    ("CutoverSLOBurnRateTicket", "warning", 10, "3d", "6h"),
 )
-"""The multi-window multi-burn-rate alerts of every SLO."""
+"""The multi-window multi-burn-rate alerts of every SLO, by the share of budget each stands for."""
+
+PAGE = "CutoverSLOBurnRatePage"
+
+
+def burn_factor(percent: int, window: float, long: str) -> float:
+    """How many times the allowed error ratio spends ``percent`` of a ``window``'s budget in the
+    ``long`` alert window: 14.4, 6, 3 and 1 for 30 days, 13.44, 5.6, 2.8 and 0.933 for 28."""
+    # Integers first and one division last, so that 30 days gives 14.4 and 6 exactly.
+    return percent * window / (100 * parse_duration(long, "alert window"))
+
+
+def burn_factors(slo: SLO) -> list[tuple[str, str, float, str, str]]:
+    """(alert, severity, factor, long, short) of each burn-rate alert of ``slo``. A window under
+    five days is bad input: a page would fire at less than the allowed rate, while the budget
+    lasts the window. Tickets may go below 1 (0.933 for 28 days, as sloth writes them): they
+    stand for 10% of the budget in a day or three, which a slow burn still spends."""
+    out = []
+    for alert, severity, percent, long, short in BURN_ALERTS:
+        factor = burn_factor(percent, slo.window, long)
+        if alert == PAGE and factor < 1:
+            raise InvalidInput(
+                f"SLO {slo.name}: over a window of {format_duration(slo.window)} the page for"
+                f" {percent}% of the budget in {long} would fire at {factor:.3g} times the"
+                " allowed error rate, while the budget lasts the window; give at least 5d"
+            )
+        out.append((alert, severity, factor, long, short))
+    return out
+
 
 RATIO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 """The spans each SLO's error ratio is recorded over, for its burn-rate alerts."""
@@ -216,7 +244,7 @@ def slo_rules(migration: str, slo: SLO, options: Options) -> dict[str, Any]:
         },
     ]
     by_alert: dict[str, list[tuple[str, float, str, str]]] = {}
-    for name, severity, factor, long, short in BURN_ALERTS:
+    for name, severity, factor, long, short in burn_factors(slo):
         by_alert.setdefault(name, []).append((severity, factor, long, short))
     for name, pairs in by_alert.items():
         expr = " or ".join(
@@ -282,6 +310,8 @@ __all__ = [
     "ALERTS",
     "BURN_ALERTS",
     "Options",
+    "burn_factor",
+    "burn_factors",
     "parse_for",
     "prometheus_duration",
     "rules",

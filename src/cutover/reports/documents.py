@@ -3,7 +3,7 @@ change board's pack and its decision log; rendered by :mod:`cutover.reports.rend
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cutover import operations
@@ -63,6 +63,11 @@ def decisions_between(store: Store, name: str, since: float, until: float) -> li
     """``name``'s decisions in [since, until), oldest first."""
     found = [d for d in store.decisions(name, 100_000) if since <= d.at < until]
     return sorted(found, key=lambda d: (d.at, d.id))
+
+
+def first_decision(store: Store, name: str) -> float | None:
+    """When ``name``'s first decision was recorded: where its whole story starts."""
+    return min((d.at for d in store.decisions(name, 100_000)), default=None)
 
 
 def incidents(decisions: Sequence[Decision]) -> dict[str, Any]:
@@ -283,6 +288,43 @@ def _others(name: str, state: State) -> str:
     return f"other tenants: {write} / {read}"
 
 
+def cohort_rows(store: Store, name: str, until: float) -> list[dict[str, Any]]:
+    """``name``'s cohorts by wave: tenants, status, dates, and whether each promoted one's
+    rollback window has closed by ``until``."""
+    return [
+        {
+            "name": c.name,
+            "wave": c.wave,
+            "status": str(c.status),
+            "tenants": list(c.tenants),
+            "promoted_at": c.promoted_at,
+            "rolled_back_at": c.rolled_back_at,
+            "window_seconds": c.window,
+            "rollback_until": c.rollback_until,
+            "window_closed": c.rollback_until is not None and c.rollback_until <= until,
+        }
+        for c in sorted(store.cohorts(name), key=lambda c: (c.wave, c.name))
+    ]
+
+
+def audit_summary(audit: Mapping[str, Any], audit_file: str | None) -> dict[str, Any]:
+    """What a change board reads of an audit report: its file, result, counts and tenants."""
+    tenants = audit.get("tenants") or {}
+    return {
+        "file": audit_file,
+        "clean": audit.get("clean"),
+        "counts": dict(audit.get("counts") or {}),
+        "finished_at": audit.get("finished_at"),
+        "tables": [
+            (audit.get("source") or {}).get("table"),
+            (audit.get("target") or {}).get("table"),
+        ],
+        "tenants_with_drift": sorted(
+            t for t, c in tenants.items() if any(c.get(k) for k in ("missing", "extra", "changed"))
+        ),
+    }
+
+
 def cab_pack(
     store: Store,
     name: str,
@@ -296,38 +338,11 @@ def cab_pack(
     drift of the period, the latest audit's summary with its file, and the flag matrix."""
     week = operations.stats(store, name, until - since, until, until)
     decisions = decisions_between(store, name, since, until)
-    cohorts = [
-        {
-            "name": c.name,
-            "wave": c.wave,
-            "status": str(c.status),
-            "tenants": list(c.tenants),
-            "promoted_at": c.promoted_at,
-            "rolled_back_at": c.rolled_back_at,
-        }
-        for c in sorted(store.cohorts(name), key=lambda c: (c.wave, c.name))
-    ]
+    cohorts = cohort_rows(store, name, until)
     by_status: dict[str, int] = {}
     for cohort in cohorts:
         by_status[cohort["status"]] = by_status.get(cohort["status"], 0) + len(cohort["tenants"])
-    summary = None
-    if audit is not None:
-        tenants = audit.get("tenants") or {}
-        summary = {
-            "file": audit_file,
-            "clean": audit.get("clean"),
-            "counts": dict(audit.get("counts") or {}),
-            "finished_at": audit.get("finished_at"),
-            "tables": [
-                (audit.get("source") or {}).get("table"),
-                (audit.get("target") or {}).get("table"),
-            ],
-            "tenants_with_drift": sorted(
-                t
-                for t, c in tenants.items()
-                if any(c.get(k) for k in ("missing", "extra", "changed"))
-            ),
-        }
+    summary = None if audit is None else audit_summary(audit, audit_file)
     return {
         "kind": "cab",
         "migration": name,
@@ -350,4 +365,187 @@ def cab_pack(
         "audit_file": audit_file,
         "matrix": flag_matrix(store, name),
         "decisions": [_decision(d) for d in decisions],
+    }
+
+
+def closure_report(store: Store, name: str, *, since: float, until: float) -> dict[str, Any]:
+    """The data move's closure report for the change board: the tenants migrated, every audit
+    the period's decisions rest on, the drift, the decisions and incidents, each cohort's
+    rollback window, and whether legacy can be decommissioned, criterion by criterion."""
+    from cutover.routing import env_override
+
+    state = store.state(name)
+    decisions = decisions_between(store, name, since, until)
+    rows = cohort_rows(store, name, until)
+    migrated = [t for row in rows if row["status"] == "promoted" for t in row["tenants"]]
+    waiting = [t for row in rows if row["status"] != "promoted" for t in row["tenants"]]
+    audits = [_read_audit(path) for path in dict.fromkeys(filter(None, map(_audit_of, decisions)))]
+    period = operations.stats(store, name, until - since, until, until)
+    promotions = [row["promoted_at"] for row in rows if row["promoted_at"] is not None]
+    settled_since = max(promotions) if promotions else since
+    settled = operations.stats(store, name, until - settled_since, until, until)
+    found = incidents(decisions)
+    override = env_override(name)
+    readiness = _readiness(rows, migrated, waiting, audits, settled.drifts, found, state, override)
+    return {
+        "kind": "closure",
+        "migration": name,
+        "since": since,
+        "until": until,
+        "state": describe_state(state),
+        "tenants_migrated": migrated,
+        "tenants_waiting": waiting,
+        "cohorts": rows,
+        "audits": audits,
+        "drift": {
+            "comparisons": period.comparisons,
+            "drifts": period.drifts,
+            "drift_rate": period.drift_rate,
+            "since_last_promotion": {"since": settled_since, "drifts": settled.drifts},
+            "groups": [
+                {"fingerprint": g.fingerprint, "drifts": g.count}
+                for g in store.drift_groups(name, since)
+            ],
+        },
+        "incidents": found,
+        "decisions": [_decision(d) for d in decisions],
+        "readiness": readiness,
+        "ready": all(item["ok"] for item in readiness),
+    }
+
+
+def _read_audit(path: str) -> dict[str, Any]:
+    """An audit report a decision names, summarized; one that cannot be read says why."""
+    from cutover.data.cohorts import load_audit
+    from cutover.errors import InvalidInput
+
+    try:
+        audit, _ = load_audit(path)
+    except InvalidInput as error:
+        return {"file": path, "error": str(error)}
+    return {**audit_summary(audit, path), "error": None}
+
+
+def _readiness(
+    cohorts: Sequence[dict[str, Any]],
+    migrated: Sequence[str],
+    waiting: Sequence[str],
+    audits: Sequence[dict[str, Any]],
+    drifts_since_promotion: int,
+    found: dict[str, Any],
+    state: State | None,
+    override: Mode | None,
+) -> list[dict[str, Any]]:
+    """The runbook's conditions for decommissioning legacy, each with what it found."""
+    open_windows = [c for c in cohorts if c["status"] == "promoted" and not c["window_closed"]]
+    latest = audits[-1] if audits else None
+    new_only = (
+        state is not None
+        and state.mode is Mode.NEW
+        and not state.fallback
+        and not state.pins_legacy
+        and override is None
+    )
+
+    def item(name: str, ok: bool, detail: str) -> dict[str, Any]:
+        return {"name": name, "ok": ok, "detail": detail}
+
+    waiting_cohorts = [f"{c['name']} ({c['status']})" for c in cohorts if c["status"] != "promoted"]
+    return [
+        item(
+            "every tenant migrated",
+            bool(cohorts) and not waiting,
+            f"{len(migrated)} of {len(migrated) + len(waiting)} tenants in promoted cohorts"
+            + (f"; not yet: {', '.join(waiting_cohorts)}" if waiting_cohorts else ""),
+        ),
+        item(
+            "every rollback window closed",
+            bool(cohorts) and not open_windows,
+            "open: " + ", ".join(c["name"] for c in open_windows) if open_windows else "all closed",
+        ),
+        item(
+            "latest audit clean",
+            bool(latest and latest["error"] is None and latest["clean"]),
+            "no audit report in the period"
+            if latest is None
+            else latest["error"]
+            if latest["error"]
+            else f"{latest['file']}: " + ("clean" if latest["clean"] else "drift found"),
+        ),
+        item(
+            "no drift since the last promotion",
+            drifts_since_promotion == 0,
+            f"{drifts_since_promotion} drifts",
+        ),
+        item(
+            "no open incident",
+            not found["open"],
+            f"{found['open']} open of {found['total']}",
+        ),
+        item(
+            "new serves alone",
+            new_only,
+            "mode new without fallback or legacy pins: dual writes can stop"
+            if new_only
+            else f"state is {describe_state(state)}"
+            + (f", forced {override.value} by the environment" if override else "")
+            + ": set mode new without fallback, then remove the dual writes",
+        ),
+    ]
+
+
+HEADLINES = ("complete", "on track", "at risk", "off track")
+"""The monthly summary's one-word status, from best to worst."""
+
+
+def monthly_summary(store: Store, name: str, *, since: float, until: float) -> dict[str, Any]:
+    """The codec runbook's monthly executive summary: a headline status and why, traffic share
+    and its history, parity, performance, incidents and rollbacks, the decisions that changed
+    the state, the risks and the next step; the weekly report's figures over a month."""
+    month = weekly_report(store, name, since=since, until=until)
+    found = incidents(decisions_between(store, name, since, until))
+    rollbacks = sum(1 for d in month["decisions"] if d["kind"] == "rollback")
+    legacy, new = month["week"]["legacy"], month["week"]["new"]
+    risks = []
+    if found["open"]:
+        risks.append(f"{found['open']} incident(s) still open")
+    if month["week"]["drifts"]:
+        causes = len(month["drift_groups"])
+        risks.append(
+            f"{month['week']['drifts']} drifts between legacy and new in {causes} cause(s)"
+        )
+    if (new["error_rate"] or 0) > (legacy["error_rate"] or 0):
+        risks.append("new fails more often than legacy")
+    if month["p95_improvement"] is not None and month["p95_improvement"] < 0:
+        risks.append("new is slower than legacy at p95")
+    step = month["next"]
+    stuck = step is not None and step["status"] in ("rolled_back", "aborted")
+    if stuck:
+        risks.append(f"the rollout is {step['status'].replace('_', ' ')}")
+    if found["open"] or stuck:
+        headline = "off track"
+    elif month["state"] == "new":
+        headline = "complete"
+    elif risks or found["total"]:
+        headline = "at risk"
+    else:
+        headline = "on track"
+    return {
+        "kind": "monthly",
+        "migration": name,
+        "since": month["since"],
+        "until": until,
+        "headline": headline,
+        "state": month["state"],
+        "state_at_start": month["state_at_start"],
+        "share_history": month["share_history"],
+        "month": month["week"],
+        "cumulative": month["cumulative"],
+        "p95_improvement": month["p95_improvement"],
+        "incidents": found,
+        "rollbacks": rollbacks,
+        "decisions": [d for d in month["decisions"] if d["changed"]],
+        "decisions_total": len(month["decisions"]),
+        "risks": risks,
+        "next": step,
     }

@@ -11,7 +11,7 @@ from cutover.durations import format_duration
 from cutover.errors import InvalidInput
 
 TEMPLATES = Path(__file__).parent / "templates"
-KINDS = ("slo", "weekly", "cab", "history")
+KINDS = ("slo", "weekly", "cab", "history", "closure", "monthly")
 
 
 def _percent(value: float | None, digits: int = 4) -> str:
