@@ -22,7 +22,8 @@ from cutover.control.controller import Controller
 from cutover.control.plan import Plan, load_plan, parse_plan
 from cutover.durations import parse_duration
 from cutover.errors import InvalidInput
-from cutover.http._app import (
+from cutover.http._auth import Role
+from cutover.http._deps import (
     ApiError,
     Operator,
     Settings,
@@ -30,7 +31,6 @@ from cutover.http._app import (
     controller_of,
     settings_of,
 )
-from cutover.http._auth import Role
 from cutover.http._names import Name
 from cutover.model import Decision, Mode, State
 from cutover.text import check_text

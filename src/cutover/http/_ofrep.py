@@ -22,7 +22,7 @@ from cutover import runtime as rt
 from cutover.errors import UnknownMigration
 from cutover.flags import Evaluation, evaluate
 from cutover.http._api import ErrorOut
-from cutover.http._app import Viewer
+from cutover.http._deps import Viewer
 from cutover.http._names import Segment
 
 # -- shapes, as the OFREP OpenAPI document gives them -----------------------------------------
