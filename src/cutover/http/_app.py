@@ -40,6 +40,7 @@ from cutover.http._deps import (
     settings_of,
 )
 from cutover.http._names import routable_path
+from cutover.http._reads import Reads
 from cutover.model import Mode
 from cutover.runtime import __version__
 from cutover.store import Store
@@ -496,6 +497,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.reads = Reads(settings)
     app.state.controller = Controller(  # for operator actions: it never takes the lease
         settings.store,
         clock=settings.clock,

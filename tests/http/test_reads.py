@@ -1,0 +1,139 @@
+"""Reads from memory: a change made elsewhere reaches the API within the propagation bound, a
+write through the API is read back at once, ETags change exactly with the body, 304s, and the
+dashboard's series is answered again until its newest bucket turns."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cutover import operations
+from cutover.clock import FileClock
+from cutover.store import open_store
+
+from .conftest import Server
+
+REFRESH_INTERVAL = 1.0
+"""The runtime's default refresh interval: the bound without LISTEN/NOTIFY (SQLite)."""
+
+ALLOWANCE = 4.0
+"""Room for one reload of the states on a machine that other work shares."""
+
+
+def get(server: Server, path: str, etag: str | None = None) -> httpx.Response:
+    headers = {"If-None-Match": etag} if etag else {}
+    with server.client("viewer") as client:
+        return client.get(path, headers=headers)
+
+
+def set_state(server: Server, version: int, **change: Any) -> httpx.Response:
+    body = {"reason": "test", "expected_version": version, **change}
+    with server.client("operator") as client:
+        return client.post("/api/v1/migrations/pay/state", json=body)
+
+
+def write_elsewhere(url: str, **change: Any) -> int:
+    """Change the state on a store connection of this process (not the server's); its version."""
+    store = open_store(url)
+    try:
+        decision = operations.set_state(
+            store,
+            "pay",
+            operations.Change(**change),
+            reason="elsewhere",
+            actor="bob",
+            clock=time.time,
+        )
+    finally:
+        store.close()
+    assert decision is not None
+    return decision.new.version
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cutover.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def test_a_change_made_elsewhere_reaches_the_api_within_the_bound(
+    serve: Callable[..., Server], store_url: str
+) -> None:
+    server = serve(store_url)
+    assert set_state(server, 0, mode="shadow").is_success
+    for percent in (5.0, 25.0):
+        version = write_elsewhere(store_url, mode="canary", percent=percent)
+        written = time.monotonic()
+        while (seen := get(server, "/api/v1/migrations/pay/state").json())["version"] != version:
+            assert time.monotonic() - written < REFRESH_INTERVAL + ALLOWANCE, seen
+            time.sleep(0.02)
+        assert seen["mode"] == "canary" and seen["percent"] == percent
+
+
+def test_a_write_through_the_api_is_read_back_at_once_with_a_new_etag(
+    serve: Callable[..., Server], pg_url: str
+) -> None:
+    server = serve(pg_url)
+    assert set_state(server, 0, mode="shadow").is_success
+    first = get(server, "/api/v1/migrations/pay/state")
+    etag = first.headers["etag"]
+    assert get(server, "/api/v1/migrations/pay/state").headers["etag"] == etag
+    unchanged = get(server, "/api/v1/migrations/pay/state", etag)
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    assert unchanged.headers["etag"] == etag
+    # Settings the state already has: no decision, no new version, the same ETag.
+    assert set_state(server, 1, mode="shadow").json() == {"decision": None}
+    assert get(server, "/api/v1/migrations/pay/state", etag).status_code == 304
+    # A change: the very next read shows it, under another ETag.
+    assert set_state(server, 1, mode="canary", percent=5.0).is_success
+    changed = get(server, "/api/v1/migrations/pay/state", etag)
+    assert changed.status_code == 200
+    assert changed.json()["version"] == 2 and changed.json()["percent"] == 5.0
+    assert changed.headers["etag"] != etag
+    assert get(server, "/api/v1/migrations/pay/state", "*").status_code == 304
+
+
+def test_the_list_shows_a_write_through_the_api_at_once(
+    serve: Callable[..., Server], pg_url: str
+) -> None:
+    server = serve(pg_url)
+    assert set_state(server, 0, mode="shadow").is_success
+    listed = get(server, "/api/v1/migrations")
+    assert get(server, "/api/v1/migrations", listed.headers["etag"]).status_code == 304
+    assert set_state(server, 1, mode="new").is_success
+    again = get(server, "/api/v1/migrations", listed.headers["etag"])
+    assert again.status_code == 200
+    assert [row["state"]["mode"] for row in again.json()["migrations"]] == ["new"]
+
+
+def test_a_name_nothing_knows_is_404(serve: Callable[..., Server], pg_url: str) -> None:
+    server = serve(pg_url)
+    assert get(server, "/api/v1/migrations/nobody/state").status_code == 404
+
+
+def test_the_series_is_answered_again_until_its_newest_bucket_turns(
+    serve: Callable[..., Server], pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FileClock(tmp_path / "clock")
+    clock.set(1_749_999_990.0)  # half a minute into a one-minute bucket
+    monkeypatch.setenv("CUTOVER_CLOCK", f"file:{tmp_path / 'clock'}")
+    server = serve(pg_url)
+    assert set_state(server, 0, mode="shadow").is_success
+    path = "/api/v1/migrations/pay/series?window=1h"
+    first = get(server, path)
+    assert first.status_code == 200 and first.json()["until"] == 1_749_999_990.0
+    clock.advance(20)  # the same newest bucket: the answer computed before
+    polled = get(server, path)
+    assert polled.json() == first.json() and polled.headers["etag"] == first.headers["etag"]
+    assert get(server, path, first.headers["etag"]).status_code == 304
+    clock.advance(20)  # a new bucket: computed again
+    turned = get(server, path, first.headers["etag"])
+    assert turned.status_code == 200 and turned.json()["until"] == 1_750_000_030.0
+    assert turned.headers["etag"] != first.headers["etag"]
+    assert get(server, "/api/v1/migrations/nobody/series").status_code == 404
