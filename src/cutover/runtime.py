@@ -595,6 +595,16 @@ class Runtime:
                 total[name] = total.get(name, 0) + count
         return total
 
+    @property
+    def states_loaded_at(self) -> float | None:
+        """Clock time of the last successful refresh; None before the first."""
+        return self._loaded_at
+
+    @property
+    def states_reachable(self) -> bool | None:
+        """Whether the last refresh could read the store; None before the first attempt."""
+        return self._reachable
+
     def health(self) -> StoreHealth:
         return StoreHealth(
             url=redact_url(self.settings.store),

@@ -379,10 +379,11 @@ async def series(
     key = ("series", name, span, width, until, first, last)
     found = reads.cached(key)
     if found is None:
+        known = reads.known(name)
 
         def compute() -> dict[str, Any]:
             points = operations.time_series(
-                settings.store, name, since=end - span, until=end, step=width
+                settings.store, name, since=end - span, until=end, step=width, known=known
             )
             return {
                 "migration": name,

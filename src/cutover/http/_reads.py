@@ -97,7 +97,7 @@ class Reads:
         """The configured runtime when it serves this server's store and has loaded its states
         at least once; None otherwise (every read then goes to the store)."""
         runtime = rt.configured()
-        if runtime is None or runtime.health().states_loaded_at is None:
+        if runtime is None or runtime.states_loaded_at is None:
             return None
         if getattr(runtime.store, "url", None) != getattr(self.settings.store, "url", ()):
             return None
@@ -105,10 +105,10 @@ class Reads:
 
     def stale(self, runtime: rt.Runtime) -> float | None:
         """Seconds since the snapshot was loaded, when the last attempt to reload it failed."""
-        health = runtime.health()
-        if health.reachable is not False or health.states_loaded_at is None:
+        loaded_at = runtime.states_loaded_at
+        if runtime.states_reachable is not False or loaded_at is None:
             return None
-        return max(0.0, runtime.clock() - health.states_loaded_at)
+        return max(0.0, runtime.clock() - loaded_at)
 
     def state(self, name: str) -> Answer | None:
         """The stored state of ``name`` from the snapshot; None when the snapshot cannot say
@@ -145,6 +145,12 @@ class Reads:
                 return None
             self._remember(key, _Computed(kept.answer, kept.expires, states))  # compare less
         return kept.answer
+
+    def known(self, name: str) -> bool:
+        """Whether the snapshot holds a stored state for ``name`` (then no store round trip
+        is needed to know the migration exists)."""
+        runtime = self.runtime()
+        return runtime is not None and name in runtime.states
 
     def snapshot(self) -> dict[str, State] | None:
         """The states in memory now (None without a runtime on this store): take it before
