@@ -73,6 +73,12 @@ def _server_extra() -> None:
     help="How long the controller's leadership lasts without a renewal (at least 1s).",
 )
 @click.option("--refresh", default="5s", show_default=True, help="Dashboard refresh interval.")
+@click.option(
+    "--read-cache",
+    default="1m",
+    show_default=True,
+    help="How long a computed list or series is answered again (never past its newest bucket).",
+)
 @click.option("--secure-cookie", is_flag=True, help="Mark the sign-in cookie Secure (HTTPS).")
 @click.option(
     "--allowed-host",
@@ -95,6 +101,7 @@ def serve(
     interval: str,
     lease: str,
     refresh: str,
+    read_cache: str,
     secure_cookie: bool,
     allowed_hosts: tuple[str, ...],
 ) -> None:
@@ -115,6 +122,7 @@ def serve(
         plans_dir=Path(plans_dir) if plans_dir else None,
         four_eyes=four_eyes,
         refresh_seconds=seconds(refresh, "--refresh"),
+        read_cache_seconds=seconds(read_cache, "--read-cache"),
         run_controller=run_controller,
         controller_interval=every,
         controller_lease=seconds(lease, "--lease"),
