@@ -117,23 +117,28 @@ def test_a_name_nothing_knows_is_404(serve: Callable[..., Server], pg_url: str) 
     assert get(server, "/api/v1/migrations/nobody/state").status_code == 404
 
 
-def test_the_series_is_answered_again_until_its_newest_bucket_turns(
+def test_a_live_series_is_answered_again_until_its_newest_bucket_is_a_poll_old(
     serve: Callable[..., Server], pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = FileClock(tmp_path / "clock")
     clock.set(1_749_999_990.0)  # half a minute into a one-minute bucket
     monkeypatch.setenv("CUTOVER_CLOCK", f"file:{tmp_path / 'clock'}")
-    server = serve(pg_url)
+    server = serve(pg_url, "--refresh", "5s")
     assert set_state(server, 0, mode="shadow").is_success
     path = "/api/v1/migrations/pay/series?window=1h"
     first = get(server, path)
     assert first.status_code == 200 and first.json()["until"] == 1_749_999_990.0
-    clock.advance(20)  # the same newest bucket: the answer computed before
+    clock.advance(3)  # younger than a poll: the answer computed before
     polled = get(server, path)
     assert polled.json() == first.json() and polled.headers["etag"] == first.headers["etag"]
     assert get(server, path, first.headers["etag"]).status_code == 304
-    clock.advance(20)  # a new bucket: computed again
-    turned = get(server, path, first.headers["etag"])
-    assert turned.status_code == 200 and turned.json()["until"] == 1_750_000_030.0
-    assert turned.headers["etag"] != first.headers["etag"]
+    clock.advance(3)  # a poll old: its newest bucket is computed again
+    again = get(server, path, first.headers["etag"])
+    assert again.status_code == 200 and again.json()["until"] == 1_749_999_996.0
+    assert again.json()["points"] == first.json()["points"]
+    clock.advance(34)  # a new bucket: the span moves on by one
+    turned = get(server, path).json()
+    assert turned["until"] == 1_750_000_030.0 and len(turned["points"]) == 61
+    assert turned["points"][:-1] == first.json()["points"][1:]
+    assert turned["since"] == first.json()["since"] + 60
     assert get(server, "/api/v1/migrations/nobody/series").status_code == 404

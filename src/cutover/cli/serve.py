@@ -75,9 +75,10 @@ def _server_extra() -> None:
 @click.option("--refresh", default="5s", show_default=True, help="Dashboard refresh interval.")
 @click.option(
     "--read-cache",
-    default="1m",
+    default="5m",
     show_default=True,
-    help="How long a computed list or series is answered again (never past its newest bucket).",
+    help="How long a live series keeps its older buckets (its newest is computed again after"
+    " --refresh): they change only when instances write what they buffered through an outage.",
 )
 @click.option("--secure-cookie", is_flag=True, help="Mark the sign-in cookie Secure (HTTPS).")
 @click.option(

@@ -261,7 +261,13 @@ async def migrations(
                 "migrations": [row.to_json() for row in rows],
             }
 
-        found = reads.keep(key, await run_in_threadpool(overview), with_states=True, states=basis)
+        found = reads.keep(
+            key,
+            await run_in_threadpool(overview),
+            seconds=settings.refresh_seconds,
+            with_states=True,
+            states=basis,
+        )
     return found.response(if_none_match)
 
 
@@ -372,29 +378,31 @@ async def series(
         _seconds(step, "step") if step else max(60.0, span / 60),
         float(math.ceil(span / (operations.MAX_POINTS - 1))),  # whole seconds: readable starts
     )
-    end = settings.clock() if until is None else until
-    # Kept until either end of the span enters a new bucket (a live series), or for
-    # read_cache_seconds: an answer never outlives the buckets it was computed over.
-    first, last = (end - span) // width, end // width
-    key = ("series", name, span, width, until, first, last)
-    found = reads.cached(key)
-    if found is None:
-        known = reads.known(name)
+    known = reads.known(name)
 
-        def compute() -> dict[str, Any]:
-            points = operations.time_series(
-                settings.store, name, since=end - span, until=end, step=width, known=known
+    def points(since: float, end: float) -> list[dict[str, Any]]:
+        found = operations.time_series(
+            settings.store, name, since=since, until=end, step=width, known=known
+        )
+        return [point.to_json() for point in found]
+
+    if until is None:
+        end = settings.clock()
+        key: tuple[Any, ...] = ("series", name, span, width)
+        found = await run_in_threadpool(
+            reads.live_series, key, name, end=end, span=span, width=width, points=points
+        )
+    else:
+        key = ("series", name, span, width, until)
+        found = reads.cached(key)
+        if found is None:
+            shown = await run_in_threadpool(points, until - span, until)
+            body = {"migration": name, "since": shown[0]["start"], "until": until}
+            found = reads.keep(
+                key,
+                {**body, "step_seconds": width, "points": shown},
+                seconds=settings.refresh_seconds,
             )
-            return {
-                "migration": name,
-                "since": points[0].start,  # the first bucket's start, aligned down to the step
-                "until": end,
-                "step_seconds": width,
-                "points": [point.to_json() for point in points],
-            }
-
-        turns = min((first + 1) * width + span, (last + 1) * width) if until is None else None
-        found = reads.keep(key, await run_in_threadpool(compute), until=turns)
     return found.response(if_none_match)
 
 

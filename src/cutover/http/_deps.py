@@ -51,9 +51,9 @@ class Settings:
     # Host headers answered (``host`` or ``host:port``; "*" answers any): a page on another
     # site whose name an attacker points at this server (DNS rebinding) sends its own name.
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
-    # How long a computed list or series is answered again before it is recomputed; a series
-    # also never past the end of its newest bucket, so a one-minute chart moves every minute.
-    read_cache_seconds: float = 60.0
+    # How long a live series keeps its older buckets; its newest, the list and a series with
+    # an end are computed again after refresh_seconds.
+    read_cache_seconds: float = 300.0
 
 
 class ApiError(Exception):

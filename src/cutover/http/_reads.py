@@ -5,8 +5,10 @@ state in memory, reloaded at once when PostgreSQL announces a change (LISTEN/NOT
 least every ``refresh_interval`` otherwise. A state read answers from that snapshot, encoded
 once per state; a write through this API reloads the snapshot before it answers, so its caller
 reads it back at once. The list and series read telemetry, which instances write only every
-flush: a computed answer is kept for ``Settings.read_cache_seconds`` at most and never past the
-end of its newest bucket (a new bucket is computed at once). Every answer carries an ETag; a
+flush: a computed list is answered again for ``Settings.refresh_seconds`` (the dashboard's
+poll) unless a state changes, and a live series computes again only its newest bucket once
+that is ``refresh_seconds`` old, keeping the older ones for ``read_cache_seconds`` (they change
+only when an instance writes what it buffered through an outage). Every answer carries an ETag; a
 matching ``If-None-Match`` gets 304. While the store cannot be read the snapshot is still
 served, with a ``Cutover-Stale`` header giving its age in seconds.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +86,14 @@ class _Computed:
     states: dict[str, State] | None  # the snapshot the answer agrees with, when it shows states
 
 
+@dataclass(frozen=True, slots=True)
+class _Chart:
+    points: list[dict[str, Any]]  # each bucket's JSON, oldest first
+    tail_at: float  # clock time its newest bucket was computed
+    whole_until: float  # monotonic time until which its older buckets are answered again
+    answer: Answer
+
+
 class Reads:
     """The answers of one server's read endpoints, from memory where it holds them."""
 
@@ -91,6 +101,7 @@ class Reads:
         self.settings = settings
         self._encoded: dict[str, tuple[State, Answer]] = {}
         self._computed: dict[Hashable, _Computed] = {}
+        self._charts: dict[Hashable, _Chart] = {}
         self._lock = threading.Lock()
 
     def runtime(self) -> rt.Runtime | None:
@@ -163,31 +174,65 @@ class Reads:
         key: Hashable,
         content: Any,
         *,
-        until: float | None = None,
+        seconds: float,
         with_states: bool = False,
         states: dict[str, State] | None = None,
     ) -> Answer:
-        """``content`` as an answer, kept under ``key`` for ``read_cache_seconds`` and never
-        past the clock time ``until`` (when its newest bucket ends). One that shows states is
-        kept only with the :meth:`snapshot` taken before it was computed."""
+        """``content`` as an answer, kept under ``key`` for ``seconds``. One that shows states
+        is kept only with the :meth:`snapshot` taken before it was computed."""
         fresh = answer(content)
-        keep = self.settings.read_cache_seconds
-        if until is not None:
-            keep = min(keep, until - self.settings.clock())
+        keep = seconds
         if keep > 0 and (states is not None or not with_states):
             basis = states if with_states else None
             self._remember(key, _Computed(fresh, time.monotonic() + keep, basis))
         return fresh
 
+    def live_series(
+        self,
+        key: Hashable,
+        name: str,
+        *,
+        end: float,
+        span: float,
+        width: float,
+        points: Callable[[float, float], list[dict[str, Any]]],
+    ) -> Answer:
+        """A series ending now, whose points ``points(since, until)`` computes bucket by
+        bucket. Its newest bucket is computed again once it is ``refresh_seconds`` old (the
+        dashboard's poll): instances keep adding to it. Its older buckets change only when an
+        instance writes what it buffered through an outage, so they are kept for
+        ``read_cache_seconds``, and a poll computes only the buckets from the newest kept one
+        on (most often one)."""
+        first = (end - span) // width * width
+        kept = self._charts.get(key)
+        now = time.monotonic()
+        if (
+            kept is not None
+            and kept.whole_until > now
+            and kept.points[0]["start"] <= first <= kept.points[-1]["start"]
+        ):
+            newest = kept.points[-1]["start"]
+            if end - kept.tail_at < self.settings.refresh_seconds and end < newest + width:
+                return kept.answer
+            fresh = [p for p in kept.points if first <= p["start"] < newest] + points(newest, end)
+            whole_until = kept.whole_until
+        else:
+            fresh = points(end - span, end)
+            whole_until = now + self.settings.read_cache_seconds
+        body = {"migration": name, "since": fresh[0]["start"], "until": end}
+        found = answer({**body, "step_seconds": width, "points": fresh})
+        self._bounded(self._charts, key, _Chart(fresh, end, whole_until, found))
+        return found
+
     def _remember(self, key: Hashable, computed: _Computed) -> None:
+        self._bounded(self._computed, key, computed)
+
+    def _bounded(self, kept: dict[Hashable, Any], key: Hashable, value: Any) -> None:
+        """Keep ``value`` under ``key``; past MAX_CACHED entries the oldest go."""
         with self._lock:
-            self._computed[key] = computed
-            if len(self._computed) > MAX_CACHED:
-                now = time.monotonic()
-                for old in [k for k, v in self._computed.items() if v.expires <= now]:
-                    del self._computed[old]
-                while len(self._computed) > MAX_CACHED:
-                    del self._computed[next(iter(self._computed))]
+            kept[key] = value
+            while len(kept) > MAX_CACHED:
+                del kept[next(iter(kept))]
 
     def wrote(self) -> None:
         """After a write through this server: reload the snapshot (its caller reads its own
