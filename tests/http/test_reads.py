@@ -14,7 +14,10 @@ import pytest
 
 from cutover import operations
 from cutover.clock import FileClock
-from cutover.store import open_store
+from cutover.model import Arm
+from cutover.store import FlushBatch, open_store
+from cutover.telemetry.histogram import index_of
+from cutover.telemetry.windows import COUNTERS, ArmCounts, WindowDelta
 
 from .conftest import Server
 
@@ -53,6 +56,21 @@ def write_elsewhere(url: str, **change: Any) -> int:
         store.close()
     assert decision is not None
     return decision.new.version
+
+
+def flush_elsewhere(url: str, *, start: int, calls: int) -> None:
+    """An instance's flush of ``calls`` legacy calls to ``pay`` in the window at ``start``."""
+    legacy = ArmCounts()
+    legacy.counts[COUNTERS.index("calls")] = calls
+    legacy.histogram.add(index_of(2_000_000), calls)
+    delta = WindowDelta("pay", {Arm.LEGACY: legacy, Arm.NEW: ArmCounts()})
+    store = open_store(url)
+    try:
+        assert store.write_flush(
+            FlushBatch("elsewhere", 1, start, windows=[(start, delta)], run="r")
+        )
+    finally:
+        store.close()
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -136,9 +154,14 @@ def test_a_live_series_is_answered_again_until_its_newest_bucket_is_a_poll_old(
     again = get(server, path, first.headers["etag"])
     assert again.status_code == 200 and again.json()["until"] == 1_749_999_996.0
     assert again.json()["points"] == first.json()["points"]
-    clock.advance(34)  # a new bucket: the span moves on by one
+    # An instance flushes into the newest bucket: the next poll a refresh later shows it.
+    flush_elsewhere(pg_url, start=1_749_999_960, calls=7)
+    clock.advance(6)
+    flushed = get(server, path).json()["points"]
+    assert flushed[-1]["legacy"]["calls"] == 7 and flushed[:-1] == first.json()["points"][:-1]
+    clock.advance(28)  # a new bucket: the span moves on by one
     turned = get(server, path).json()
     assert turned["until"] == 1_750_000_030.0 and len(turned["points"]) == 61
-    assert turned["points"][:-1] == first.json()["points"][1:]
+    assert turned["points"][:-1] == flushed[1:]
     assert turned["since"] == first.json()["since"] + 60
     assert get(server, "/api/v1/migrations/nobody/series").status_code == 404
