@@ -32,7 +32,16 @@ import psycopg
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 
-COUNTERS = ("calls", "errors", "expected", "timeouts", "fallbacks", "comparisons", "drifts")
+COUNTERS = (
+    "calls",
+    "errors",
+    "expected",
+    "exposures",
+    "timeouts",
+    "fallbacks",
+    "comparisons",
+    "drifts",
+)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -102,6 +111,7 @@ def arm_json(counts: dict[str, int], buckets: dict[int, int]) -> dict[str, Any]:
         "errors": errors,
         "error_rate": errors / calls if calls else None,
         "expected": counts.get("expected", 0),
+        "exposures": counts.get("exposures", 0),
         "p50_ms": p50,
         "p95_ms": p95,
         "p99_ms": p99,

@@ -233,6 +233,9 @@ class Runtime:
         self._store_errors = 0
         self._rejected_flushes = 0
         self._loaded_at: float | None = None
+        self._refresh_lock = threading.Lock()
+        self._refresh_tickets = itertools.count(1)
+        self._refresh_applied = 0
         # Reports to the store (heartbeats) start with the first counts: a pre-forking master
         # that only imported the app serves nothing and is not listed as an instance.
         self._served = False
@@ -344,7 +347,13 @@ class Runtime:
         return self._loaded.wait(timeout)
 
     def refresh(self) -> bool:
-        """Reload every state from the store and recompile the routes that changed."""
+        """Reload every state from the store and recompile the routes that changed.
+
+        Refreshes may run at once (the background thread, and a caller that has just written a
+        state and must read it back): the snapshot of a read that began later is never replaced
+        by that of one that began earlier."""
+        with self._refresh_lock:
+            ticket = next(self._refresh_tickets)
         try:
             states = self.store.states()
         except StoreError as error:
@@ -353,10 +362,14 @@ class Runtime:
         finally:
             self._loaded.set()
         self._store_ok()
-        previous, self.states = self.states, states
-        self._loaded_at = self.clock()
-        for migration in self.migrations:
-            migration._apply(states.get(migration.name))
+        with self._refresh_lock:
+            if ticket < self._refresh_applied:
+                return True  # a read that began after this one is already in place
+            self._refresh_applied = ticket
+            previous, self.states = self.states, states
+            self._loaded_at = self.clock()
+            for migration in self.migrations:
+                migration._apply(states.get(migration.name))
         if _watchers:
             changed = sorted(
                 n for n in previous.keys() | states.keys() if previous.get(n) != states.get(n)
@@ -584,8 +597,13 @@ class Runtime:
 
     @property
     def states_loaded_at(self) -> float | None:
-        """Clock time of the last successful refresh; None until states were read once."""
+        """Clock time of the last successful refresh; None before the first."""
         return self._loaded_at
+
+    @property
+    def states_reachable(self) -> bool | None:
+        """Whether the last refresh could read the store; None before the first attempt."""
+        return self._reachable
 
     def health(self) -> StoreHealth:
         return StoreHealth(
@@ -654,6 +672,11 @@ def current() -> Runtime:
         if _runtime is None:
             configure()
     assert _runtime is not None
+    return _runtime
+
+
+def configured() -> Runtime | None:
+    """The configured runtime, if there is one; unlike :func:`current`, never creates one."""
     return _runtime
 
 

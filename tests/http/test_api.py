@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from cutover.http._app import COOKIE, CSRF_HEADER, MAX_BODY
+from cutover.http._app import MAX_BODY
+from cutover.http._deps import COOKIE, CSRF_HEADER
 from cutover.store import open_store
 
 from .conftest import Server
@@ -402,7 +403,7 @@ def test_health_says_degraded_when_no_controller_ticks(server: Server) -> None:
     assert health.json()["controller_lag_seconds"] is None
 
 
-def test_a_store_outage_is_503_and_the_server_recovers(
+def test_a_store_outage_serves_the_last_known_state_and_the_server_recovers(
     serve: Callable[..., Server], pg_proxy: Any
 ) -> None:
     proxy, url = pg_proxy
@@ -410,13 +411,31 @@ def test_a_store_outage_is_503_and_the_server_recovers(
     body = {"reason": "shadow", "expected_version": 0, "mode": "shadow"}
     assert call(server, "operator", "POST", "/api/v1/migrations/pay/state", body).is_success
     proxy.cut()
-    down = call(server, "viewer", "GET", "/api/v1/migrations/pay/state")
-    assert down.status_code == 503
-    assert down.json() == {"error": "the store is unavailable; try again shortly"}
-    assert down.headers["retry-after"] == "5"
+    # The state read answers from memory: once the server has failed to reload its states,
+    # it says so, with the age of what it serves.
+    deadline = time.monotonic() + 30
+    while True:
+        down = call(server, "viewer", "GET", "/api/v1/migrations/pay/state")
+        assert down.status_code == 200 and down.json()["version"] == 1
+        if "cutover-stale" in down.headers or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert float(down.headers["cutover-stale"]) >= 0
+    # A read that needs the store refuses clearly.
+    detail = call(server, "viewer", "GET", "/api/v1/migrations/pay")
+    assert detail.status_code == 503
+    assert detail.json() == {"error": "the store is unavailable; try again shortly"}
+    assert detail.headers["retry-after"] == "5"
     assert call(server, NONE, "GET", "/healthz").status_code == 503
     proxy.restore()
-    assert call(server, "viewer", "GET", "/api/v1/migrations/pay/state").json()["version"] == 1
+    deadline = time.monotonic() + 30
+    while (
+        "cutover-stale"
+        in (up := call(server, "viewer", "GET", "/api/v1/migrations/pay/state")).headers
+    ):
+        assert time.monotonic() < deadline, "the server never noticed the store was back"
+        time.sleep(0.2)
+    assert up.json()["version"] == 1
 
 
 def test_a_rollout_waiting_for_its_first_approval_is_known(server: Server, plans: Path) -> None:

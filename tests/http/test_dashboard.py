@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from cutover.http._app import COOKIE, CSRF_HEADER
+from cutover.http._deps import COOKIE, CSRF_HEADER
 
 from .browser import (
     Console,

@@ -73,6 +73,13 @@ def _server_extra() -> None:
     help="How long the controller's leadership lasts without a renewal (at least 1s).",
 )
 @click.option("--refresh", default="5s", show_default=True, help="Dashboard refresh interval.")
+@click.option(
+    "--read-cache",
+    default="5m",
+    show_default=True,
+    help="How long a live series keeps its older buckets (its newest is computed again after"
+    " --refresh): they change only when instances write what they buffered through an outage.",
+)
 @click.option("--secure-cookie", is_flag=True, help="Mark the sign-in cookie Secure (HTTPS).")
 @click.option(
     "--allowed-host",
@@ -104,6 +111,7 @@ def serve(
     interval: str,
     lease: str,
     refresh: str,
+    read_cache: str,
     secure_cookie: bool,
     allowed_hosts: tuple[str, ...],
     ofrep_rate: str,
@@ -127,6 +135,7 @@ def serve(
         plans_dir=Path(plans_dir) if plans_dir else None,
         four_eyes=four_eyes,
         refresh_seconds=seconds(refresh, "--refresh"),
+        read_cache_seconds=seconds(read_cache, "--read-cache"),
         run_controller=run_controller,
         controller_interval=every,
         controller_lease=seconds(lease, "--lease"),

@@ -6,7 +6,9 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -22,7 +24,8 @@ from cutover.control.controller import Controller
 from cutover.control.plan import Plan, load_plan, parse_plan
 from cutover.durations import parse_duration
 from cutover.errors import InvalidInput
-from cutover.http._app import (
+from cutover.http._auth import Role
+from cutover.http._deps import (
     ApiError,
     Operator,
     Settings,
@@ -30,9 +33,9 @@ from cutover.http._app import (
     controller_of,
     settings_of,
 )
-from cutover.http._auth import Role
 from cutover.http._names import Name
-from cutover.model import Decision, Mode, State
+from cutover.http._reads import Answer, answer, reads_of, state_json
+from cutover.model import Decision, Mode
 from cutover.text import check_text
 
 # -- shapes ---------------------------------------------------------------------------------
@@ -78,6 +81,23 @@ Until = Annotated[
     Query(ge=0, le=4102444800, description="End of the span, Unix seconds (default: now)"),
 ]
 Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many")]
+IfNoneMatch = Annotated[
+    str | None,
+    Header(description="An ETag this endpoint sent: 304 without a body while it still holds"),
+]
+CACHED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            "ETag": {"schema": {"type": "string"}, "description": "Changes with the body"},
+            "Cutover-Stale": {
+                "schema": {"type": "string"},
+                "description": "Only while the store cannot be read: the answer is the last"
+                " known one, this many seconds old",
+            },
+        }
+    },
+    304: {"description": "Unchanged since the ETag sent in If-None-Match"},
+}
 
 
 def _storable(text: str | None) -> str | None:
@@ -220,13 +240,35 @@ def whoami(who: Viewer) -> dict[str, Any]:
     return {"name": who.name, "role": who.role.label, "approval_roles": sorted(who.approval_roles)}
 
 
-@router.get("/migrations", tags=["read"], summary="Every migration at a glance")
-def migrations(request: Request, _who: Viewer, window: Window = "5m") -> dict[str, Any]:
+@router.get("/migrations", tags=["read"], summary="Every migration at a glance", responses=CACHED)
+async def migrations(
+    request: Request, _who: Viewer, window: Window = "5m", if_none_match: IfNoneMatch = None
+) -> Response:
     settings = settings_of(request)
+    reads = reads_of(request)
     span = _seconds(window, "window")
-    now = settings.clock()
-    rows = operations.overview(settings.store, now, span)
-    return {"at": now, "window_seconds": span, "migrations": [row.to_json() for row in rows]}
+    key = ("migrations", span)
+    found = reads.cached(key, with_states=True)
+    if found is None:
+        basis = reads.snapshot()
+
+        def overview() -> dict[str, Any]:
+            now = settings.clock()
+            rows = operations.overview(settings.store, now, span)
+            return {
+                "at": now,
+                "window_seconds": span,
+                "migrations": [row.to_json() for row in rows],
+            }
+
+        found = reads.keep(
+            key,
+            await run_in_threadpool(overview),
+            seconds=settings.refresh_seconds,
+            with_states=True,
+            states=basis,
+        )
+    return found.response(if_none_match)
 
 
 @router.get("/migrations/{name}", tags=["read"], summary="One migration: state, rollout, stats")
@@ -255,25 +297,24 @@ def migration_detail(request: Request, name: str, window_seconds: float) -> dict
     }
 
 
-def _state(name: str, state: State | None) -> dict[str, Any]:
-    current = state or State()
-    return {
-        "name": name,
-        "stored": state is not None,
-        **current.to_dict(),
-        "effective_percent": current.effective_percent,
-    }
-
-
 @router.get(
     "/migrations/{name}/state",
     response_model=StateOut,
+    responses=CACHED,
     tags=["read"],
     summary="The stored state: mode, percent, sample, fallback, pins, version",
 )
-def state(request: Request, name: Name, _who: Viewer) -> dict[str, Any]:
-    store = settings_of(request).store
-    return _state(name, operations.require_known(store, name))
+async def state(
+    request: Request, name: Name, _who: Viewer, if_none_match: IfNoneMatch = None
+) -> Response:
+    found = reads_of(request).state(name)
+    if found is None:  # not in memory: only telemetry or a rollout, unknown, or no runtime here
+        found = await run_in_threadpool(_stored_state, request, name)
+    return found.response(if_none_match)
+
+
+def _stored_state(request: Request, name: str) -> Answer:
+    return answer(state_json(name, operations.require_known(settings_of(request).store, name)))
 
 
 @router.get("/migrations/{name}/stats", tags=["read"], summary="Both arms over a window")
@@ -310,8 +351,10 @@ def route_stats(
     return {"migration": name, "routes": [row.to_json() for row in rows]}
 
 
-@router.get("/migrations/{name}/series", tags=["read"], summary="Both arms over time")
-def series(
+@router.get(
+    "/migrations/{name}/series", tags=["read"], summary="Both arms over time", responses=CACHED
+)
+async def series(
     request: Request,
     name: Name,
     _who: Viewer,
@@ -325,23 +368,42 @@ def series(
         ),
     ] = None,
     until: Until = None,
-) -> dict[str, Any]:
+    if_none_match: IfNoneMatch = None,
+) -> Response:
     settings = settings_of(request)
+    reads = reads_of(request)
     span = _seconds(window, "window")
     # One bucket more than span / step when the first is aligned down: leave room for it.
     width = max(
         _seconds(step, "step") if step else max(60.0, span / 60),
         float(math.ceil(span / (operations.MAX_POINTS - 1))),  # whole seconds: readable starts
     )
-    end = settings.clock() if until is None else until
-    points = operations.time_series(settings.store, name, since=end - span, until=end, step=width)
-    return {
-        "migration": name,
-        "since": points[0].start,  # the first bucket's start, aligned down to the step
-        "until": end,
-        "step_seconds": width,
-        "points": [point.to_json() for point in points],
-    }
+    known = reads.known(name)
+
+    def points(since: float, end: float) -> list[dict[str, Any]]:
+        found = operations.time_series(
+            settings.store, name, since=since, until=end, step=width, known=known
+        )
+        return [point.to_json() for point in found]
+
+    if until is None:
+        end = settings.clock()
+        key: tuple[Any, ...] = ("series", name, span, width)
+        found = await run_in_threadpool(
+            reads.live_series, key, name, end=end, span=span, width=width, points=points
+        )
+    else:
+        key = ("series", name, span, width, until)
+        found = reads.cached(key)
+        if found is None:
+            shown = await run_in_threadpool(points, until - span, until)
+            body = {"migration": name, "since": shown[0]["start"], "until": until}
+            found = reads.keep(
+                key,
+                {**body, "step_seconds": width, "points": shown},
+                seconds=settings.refresh_seconds,
+            )
+    return found.response(if_none_match)
 
 
 @router.get("/migrations/{name}/drifts", tags=["read"], summary="Drifts grouped by root cause")
@@ -390,7 +452,7 @@ def _noise_change(request: Request, name: str, body: NoiseChange, who: Any, remo
         clock=settings.clock,
         evidence={"via": "api", "role": who.role.label},
     )
-    return _decided(decision)
+    return _decided(request, decision)
 
 
 @router.post(
@@ -479,8 +541,10 @@ def plan_files(settings: Settings) -> list[Path]:
 # -- actions --------------------------------------------------------------------------------
 
 
-def _decided(decision: Decision) -> dict[str, Any]:
-    return {"decision": decision.to_dict()}
+def _decided(request: Request, decision: Decision | None) -> dict[str, Any]:
+    """The answer to a write, once this server's reads show it (read-your-writes)."""
+    reads_of(request).wrote()
+    return {"decision": None if decision is None else decision.to_dict()}
 
 
 @router.post(
@@ -520,7 +584,7 @@ def set_state(request: Request, name: Name, body: SetState, who: Operator) -> di
         expected_version=body.expected_version,
         evidence={"via": "api", "role": who.role.label},
     )
-    return {"decision": None} if decision is None else _decided(decision)
+    return _decided(request, decision)
 
 
 @router.post(
@@ -556,7 +620,7 @@ def start(request: Request, body: StartRollout, who: Operator) -> dict[str, Any]
         replace=body.replace,
         expected_version=body.expected_version,
     )
-    return _decided(decision)
+    return _decided(request, decision)
 
 
 Steering = Annotated[Controller, Depends(controller_of)]
@@ -572,32 +636,43 @@ def _action(path: str, summary: str) -> Any:
     )
 
 
-def _steer(action: Any, name: str, body: Versioned, **arguments: Any) -> dict[str, Any]:
+def _steer(
+    request: Request, action: Any, name: str, body: Versioned, **arguments: Any
+) -> dict[str, Any]:
     """Run one controller action with the body's reason and expected version."""
     decision = action(name, reason=body.reason, expected_version=body.expected_version, **arguments)
-    return _decided(decision)
+    return _decided(request, decision)
 
 
 @_action("promote", "Move to the next step now (operator; force: admin)")
-def promote(name: Name, body: Promote, who: Operator, controller: Steering) -> dict[str, Any]:
+def promote(
+    request: Request, name: Name, body: Promote, who: Operator, controller: Steering
+) -> dict[str, Any]:
     if body.force and who.role < Role.ADMIN:
         raise ApiError(403, f"force needs the admin role; the token of {who.name} has operator")
-    return _steer(controller.promote, name, body, actor=who.name, force=body.force)
+    return _steer(request, controller.promote, name, body, actor=who.name, force=body.force)
 
 
 @_action("pause", "Hand the rollout to people: nothing automatic until resumed (operator)")
-def pause(name: Name, body: Versioned, who: Operator, controller: Steering) -> dict[str, Any]:
-    return _steer(controller.pause, name, body, actor=who.name)
+def pause(
+    request: Request, name: Name, body: Versioned, who: Operator, controller: Steering
+) -> dict[str, Any]:
+    return _steer(request, controller.pause, name, body, actor=who.name)
 
 
 @_action("resume", "Hand a paused or rolled-back rollout back to the controller (operator)")
-def resume(name: Name, body: Resume, who: Operator, controller: Steering) -> dict[str, Any]:
-    return _steer(controller.resume, name, body, actor=who.name)
+def resume(
+    request: Request, name: Name, body: Resume, who: Operator, controller: Steering
+) -> dict[str, Any]:
+    return _steer(request, controller.resume, name, body, actor=who.name)
 
 
 @_action("approve", "Approve entering a step that asks for it (operator; four-eyes)")
-def approve(name: Name, body: Approve, who: Operator, controller: Steering) -> dict[str, Any]:
+def approve(
+    request: Request, name: Name, body: Approve, who: Operator, controller: Steering
+) -> dict[str, Any]:
     return _steer(
+        request,
         controller.approve,
         name,
         body,
@@ -609,10 +684,14 @@ def approve(name: Name, body: Approve, who: Operator, controller: Steering) -> d
 
 
 @_action("abort", "Return to legacy now and stop the rollout (operator)")
-def abort(name: Name, body: Versioned, who: Operator, controller: Steering) -> dict[str, Any]:
-    return _steer(controller.abort, name, body, actor=who.name)
+def abort(
+    request: Request, name: Name, body: Versioned, who: Operator, controller: Steering
+) -> dict[str, Any]:
+    return _steer(request, controller.abort, name, body, actor=who.name)
 
 
 @_action("retry", "Walk the plan again from a step (operator)")
-def retry(name: Name, body: Retry, who: Operator, controller: Steering) -> dict[str, Any]:
-    return _steer(controller.retry, name, body, actor=who.name, step=body.step)
+def retry(
+    request: Request, name: Name, body: Retry, who: Operator, controller: Steering
+) -> dict[str, Any]:
+    return _steer(request, controller.retry, name, body, actor=who.name, step=body.step)

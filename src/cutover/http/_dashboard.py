@@ -24,8 +24,8 @@ from cutover.control.plan import load_plan, parse_plan
 from cutover.durations import format_duration, parse_duration
 from cutover.errors import CutoverError, InvalidInput, StoreError, UnknownMigration
 from cutover.http._api import migration_detail, plan_files
-from cutover.http._app import COOKIE, CSRF_HEADER, Settings, settings_of
 from cutover.http._auth import Principal, Role
+from cutover.http._deps import COOKIE, CSRF_HEADER, Settings, settings_of
 from cutover.http._names import Segment, segment
 from cutover.model import Mode, Rollout, RolloutStatus
 from cutover.runtime import __version__

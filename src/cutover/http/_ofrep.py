@@ -25,8 +25,8 @@ from cutover import runtime as rt
 from cutover.errors import UnknownMigration
 from cutover.flags import Evaluation, evaluate
 from cutover.http._api import ErrorOut
-from cutover.http._app import ANONYMOUS, Viewer
 from cutover.http._auth import Principal
+from cutover.http._deps import ANONYMOUS, Viewer
 from cutover.http._names import Segment
 from cutover.http._ratelimit import RateLimiter, retry_after
 
