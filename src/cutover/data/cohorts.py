@@ -423,11 +423,17 @@ def load_audit(
 
 
 def judge_drift(
-    report: Mapping[str, Any], cohort: Cohort, max_drift: int, source: str | None = None
+    report: Mapping[str, Any],
+    cohort: Cohort,
+    max_drift: int,
+    source: str | None = None,
+    *,
+    allow: str = "with --max-drift",
 ) -> dict[str, Any]:
     """The audit evidence for promoting ``cohort``: each of its tenants' counts. InvalidInput
     naming the first tenant whose drift (missing + extra + changed rows) exceeds
-    ``max_drift``. A tenant the report does not list had no differences."""
+    ``max_drift``; ``allow`` says where more is allowed. A tenant the report does not list
+    had no differences."""
     listed: Mapping[str, Any] = report["tenants"]
     counts = {}
     for tenant in cohort.tenants:
@@ -443,7 +449,7 @@ def judge_drift(
             f"tenant {tenant!r} of cohort {cohort.name!r} has {row['drift']} rows of drift"
             f" ({row['missing']} missing, {row['extra']} extra, {row['changed']} changed){others},"
             f" more than the {max_drift} allowed; reconcile and audit again, or allow more"
-            " with --max-drift"
+            f" {allow}"
         )
     side = report.get("source") or {}
     target = report.get("target") or {}
