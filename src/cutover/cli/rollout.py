@@ -1,4 +1,5 @@
-"""``cutover rollout``: start a plan, follow it, and steer it (promote, pause, approve, abort)."""
+"""``cutover rollout``: start a plan, follow it, and steer it (promote, pause, approve, audit,
+abort)."""
 
 from __future__ import annotations
 
@@ -199,6 +200,7 @@ _MARK = {
 
 def render(e: Any) -> None:
     """A rollout's evaluation as `cutover rollout status NAME` prints it."""
+    from cutover.control.audits import given as given_audit
     from cutover.control.controller import missing_roles, step_hold, step_label
 
     r = e.rollout
@@ -227,6 +229,9 @@ def render(e: Any) -> None:
             gate += f" [window {step.window.calendar.describe()}]"
         if step.cohort is not None:
             gate += f" [cohort {step.cohort}]"
+        if step.audit is not None:
+            audited = given_audit(r, index)
+            gate += f" [audited by {audited['by']}]" if audited else " [audit]"
         steps.append(f"{mark} {step.label}{gate}")
     console.print("steps: " + "  ".join(steps), markup=False)
     p = e.progress
@@ -318,6 +323,32 @@ def approve(
         session,
         as_json,
         lambda c: c.approve(name, by=by or _actor(actor), reason=reason, step=step, role=role),
+    )
+
+
+@rollout.command()
+@_steer
+@click.argument("report", metavar="FILE")
+@click.option("--by", "by", default=None, help="Who gives the audit (default: the actor).")
+@click.option("--reason", default="", help="Why: recorded in the decision log.")
+@click.option("--step", type=int, default=None, help="The step number it is for (1-based).")
+@pass_session
+def audit(
+    session: Session,
+    name: str,
+    actor: str | None,
+    as_json: bool,
+    report: str,
+    by: str | None,
+    reason: str,
+    step: int | None,
+) -> None:
+    """Give the audit report (FILE, from `cutover audit --json`) that the next cohort step of
+    NAME waits for; refused when a tenant of its cohort has more drift than the step allows."""
+    _steer_with(
+        session,
+        as_json,
+        lambda c: c.audit(name, report, by=by or _actor(actor), reason=reason, step=step),
     )
 
 
