@@ -129,6 +129,10 @@ def validate(plan_file: str, as_json: bool) -> None:
             extra.append(f"entered only {step.window.calendar.describe()}")
         if step.cohort is not None:
             extra.append(f"pins cohort {step.cohort} to new")
+        if step.audit is not None:
+            extra.append(
+                f"after an audit with at most {step.audit.max_drift} rows of drift a tenant"
+            )
         console.print(f"  {number}. {step.label}  {', '.join(extra)}", markup=False)
         # The checks in force at each step, the plan's with this step's overrides and
         # additions, so a reviewer reads what will be judged where.
