@@ -5,7 +5,6 @@ stops counting when the cohort is rolled back."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from cutover.control.plan import parse_plan
 from cutover.data import cohorts
 from cutover.errors import InvalidInput
 from cutover.model import Mode, State
-from cutover.store import CohortStatus, Store, open_store
+from cutover.store import CohortStatus, Store
 
 WAIT = "waiting for an audit of cohort wave-1: cutover rollout audit orders FILE --by WHO"
 
@@ -40,13 +39,6 @@ def _plan(**gate: Any) -> dict[str, Any]:
             {"mode": "new", "hold": "1d"},
         ],
     }
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -1285,19 +1285,7 @@ class Controller:
             for index, candidate in enumerate(plan.steps)
             if index > after and not approved(candidate, rollout, index)
         ]
-        if step is not None:
-            index = step - 1
-            if not 0 <= index < len(plan.steps):
-                raise InvalidInput(f"step must be from 1 to {len(plan.steps)}, got {step}")
-            if index not in waiting:
-                raise InvalidInput(
-                    f"{step_label(plan, index)} does not wait for an approval"
-                    f" (steps waiting: {', '.join(str(i + 1) for i in waiting) or 'none'})"
-                )
-        elif not waiting:
-            raise InvalidInput(f"no step of the plan for {name!r} waits for an approval")
-        else:
-            index = waiting[0]
+        index = _waiting_step(e, waiting, step, "an approval")
         rule = plan.steps[index].approval_rule
         if (
             rule.distinct_from_starter or rule.roles or self.four_eyes
@@ -1394,19 +1382,7 @@ class Controller:
             raise InvalidInput(f"the rollout of {name!r} is completed; no step waits for an audit")
         after = BEFORE_FIRST if rollout.status is RolloutStatus.ABORTED else rollout.step
         waiting = [i for i in range(after + 1, len(plan.steps)) if self._unaudited(e, i)]
-        if step is not None:
-            index = step - 1
-            if not 0 <= index < len(plan.steps):
-                raise InvalidInput(f"step must be from 1 to {len(plan.steps)}, got {step}")
-            if index not in waiting:
-                raise InvalidInput(
-                    f"{step_label(plan, index)} does not wait for an audit"
-                    f" (steps waiting: {', '.join(str(i + 1) for i in waiting) or 'none'})"
-                )
-        elif not waiting:
-            raise InvalidInput(f"no step of the plan for {name!r} waits for an audit")
-        else:
-            index = waiting[0]
+        index = _waiting_step(e, waiting, step, "an audit")
         cohort = self._cohort(e, plan.steps[index].cohort or "")
         evidence = audits.judge(plan, index, cohort, report, e.now)
         accepted = {**evidence, "by": by.strip(), "reason": reason.strip(), "at": e.now}
@@ -1506,6 +1482,25 @@ def _sum(first: w.ArmCounts, second: w.ArmCounts) -> w.ArmCounts:
     total.add(first)
     total.add(second)
     return total
+
+
+def _waiting_step(e: Evaluation, waiting: list[int], step: int | None, what: str) -> int:
+    """The index of the step an approval or audit is for: ``step`` (1-based) when given, which
+    must be one of ``waiting``, else the first of them."""
+    plan = e.plan
+    if step is None:
+        if not waiting:
+            raise InvalidInput(f"no step of the plan for {e.rollout.migration!r} waits for {what}")
+        return waiting[0]
+    index = step - 1
+    if not 0 <= index < len(plan.steps):
+        raise InvalidInput(f"step must be from 1 to {len(plan.steps)}, got {step}")
+    if index not in waiting:
+        raise InvalidInput(
+            f"{step_label(plan, index)} does not wait for {what}"
+            f" (steps waiting: {', '.join(str(i + 1) for i in waiting) or 'none'})"
+        )
+    return index
 
 
 def _approvals_up_to(rollout: Rollout, index: int) -> dict[str, Any]:
