@@ -91,9 +91,9 @@ def test_a_cohort_step_waits_for_its_audit_and_refuses_drift(
     with pytest.raises(InvalidInput) as refused:
         controller.audit("orders", drifted, by="dana")
     assert str(refused.value) == (
-        "tenant 'acme' of cohort 'wave-1' has 2 rows of drift (1 missing, 0 extra, 1 changed)"
-        " (and 1 more tenants), more than the 1 allowed; reconcile and audit again, or allow"
-        " more in steps[1].audit.max_drift of the plan"
+        "tenants 'acme' (2: 1 missing, 0 extra, 1 changed) and 'globex' (3: 0 missing, 3 extra,"
+        " 0 changed) of cohort 'wave-1' have more rows of drift than the 1 allowed; reconcile"
+        " and audit again, or allow more in steps[1].audit.max_drift of the plan"
     )
     assert controller.tick() == [] and _step(store) == 0
 

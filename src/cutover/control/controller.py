@@ -1173,8 +1173,8 @@ class Controller:
                 " first:"
                 f" cutover rollout approve {name} --by WHO --reason ..."
             )
-        for unaudited in self._unaudited(e, index):  # not even forced: it judges the data
-            raise InvalidInput(f"{step_label(plan, index)} is {unaudited}")
+        if unaudited := self._unaudited(e, index):  # not even forced: it judges the data
+            raise InvalidInput(f"{step_label(plan, index)} is {unaudited[0]}")
         closed = self._window_closed(e, index)
         if closed and not force:
             raise InvalidInput(
@@ -1447,8 +1447,8 @@ class Controller:
                 " first:"
                 f" cutover rollout approve {name} --step {index + 1} --by WHO --reason ..."
             )
-        for unaudited in self._unaudited(e, index):
-            raise InvalidInput(f"{step_label(plan, index)} is {unaudited}")
+        if unaudited := self._unaudited(e, index):
+            raise InvalidInput(f"{step_label(plan, index)} is {unaudited[0]}")
         why = reason.strip() or "retry"
         planned = self._enter(
             e,
