@@ -4,7 +4,6 @@ state and the rollout; other waves stay where they are."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from cutover.control.plan import parse_plan
 from cutover.data import cohorts
 from cutover.errors import InvalidInput
 from cutover.model import Mode, State
-from cutover.store import CohortStatus, Store, open_store
+from cutover.store import CohortStatus, Store
 
 from .traffic import Traffic
 
@@ -38,13 +37,6 @@ PLAN: dict[str, Any] = {
         }
     ],
 }
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

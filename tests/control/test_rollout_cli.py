@@ -88,3 +88,50 @@ def test_bad_input_exits_2_with_one_sentence(sqlite_url: str, tmp_path: Path) ->
     assert run(sqlite_url, "rollout", "validate", str(bad)).returncode == 2
     no_plan = run(sqlite_url, "rollout", "pause", "ghost", "--reason", "x")
     assert no_plan.returncode == 2
+
+
+def test_an_audit_report_is_given_from_the_shell(sqlite_url: str, tmp_path: Path) -> None:
+    assert run(sqlite_url, "set", "orders", "--mode", "legacy", "--reason", "begin").returncode == 0
+    added = run(
+        sqlite_url,
+        "cohort",
+        "add",
+        "wave-1",
+        "--migration",
+        "orders",
+        "--tenants",
+        "acme",
+        "--wave",
+        "1",
+    )
+    assert added.returncode == 0, added.stderr
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "migration: orders\nsteps:\n  - {mode: canary, percent: 0, hold: 1h}\n"
+        "  - {mode: canary, percent: 0, cohort: wave-1, audit: {max_drift: 0}}\n"
+    )
+    assert run(sqlite_url, "rollout", "start", str(plan)).returncode == 0
+    status = run(sqlite_url, "rollout", "status", "orders")
+    assert "[cohort wave-1] [audit]" in status.stdout
+    assert "waiting for an audit of cohort wave-1" in status.stdout
+
+    report = tmp_path / "audit.json"
+    tenants: dict[str, object] = {"acme": {"changed": 1}}
+    report.write_text(
+        json.dumps({"format": "cutover-audit/1", "tenant_column": "t", "tenants": tenants})
+    )
+    refused = run(sqlite_url, "rollout", "audit", "orders", str(report), "--by", "dana")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "tenant 'acme' of cohort 'wave-1' has 1 rows of drift" in refused.stderr
+    missing = run(sqlite_url, "rollout", "audit", "orders", str(tmp_path / "none.json"))
+    assert missing.returncode == 2 and "no audit report at" in missing.stderr
+
+    tenants["acme"] = {"pending": 3}
+    report.write_text(
+        json.dumps({"format": "cutover-audit/1", "tenant_column": "t", "tenants": tenants})
+    )
+    given = run(sqlite_url, "rollout", "audit", "orders", str(report), "--by", "dana", "--json")
+    assert given.returncode == 0, given.stderr
+    evidence = json.loads(given.stdout)["decision"]["evidence"]["audit"]
+    assert evidence["file"] == str(report) and evidence["tenants"]["acme"]["pending"] == 3
+    assert "[audited by dana]" in run(sqlite_url, "rollout", "status", "orders").stdout

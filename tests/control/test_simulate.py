@@ -288,6 +288,7 @@ def test_roles_cohorts_and_slo_budgets_are_simulated_as_a_live_rollout_has_them(
                 "mode": "canary",
                 "percent": 0,
                 "cohort": "pilot",
+                "audit": {"max_drift": 0},  # no report of the time: not replayed
                 "hold": "1h",
                 "approval": {"roles": ["sre", "product"]},
             },
@@ -305,6 +306,7 @@ def test_roles_cohorts_and_slo_budgets_are_simulated_as_a_live_rollout_has_them(
     assert result.decisions[4].reason.endswith("; cohort pilot (2 tenants) pinned to new")
     assert result.earlier == 7 * 24 * 60, "the SLO's week before the start, read first"
     assert any(f"read the {7 * 24 * 60} windows of the 7d before" in n for n in result.notes)
+    assert "audit gates are not replayed" in " ".join(result.notes)
 
 
 def test_roles_windows_and_cohorts_replay_too(stores: dict[str, Path]) -> None:
@@ -314,6 +316,7 @@ def test_roles_windows_and_cohorts_replay_too(stores: dict[str, Path]) -> None:
         approval={"roles": ["sre", "product"]},
         window={"days": "Thu", "hours": "02:00-04:00", "tz": "UTC"},
         cohort="pilot",  # pins change no recorded telemetry: left out of the replay
+        audit={"max_drift": 0},  # goes with its cohort
     )
     result = replay(stores["healthy"], plan=plan, until=T0 + 5 * DAY)
     kinds = [d.kind for d in result.decisions]

@@ -504,3 +504,19 @@ def test_bad_input_exits_2_with_one_sentence(
     code, _, err = cutover("cohort", *args)
     assert code == 2, err
     assert message in err and "Traceback" not in err
+
+
+def test_a_drift_refusal_names_the_tenants_and_their_counts() -> None:
+    tenants = [f"t{n}" for n in range(8)]
+    cohort = Cohort("orders", "big", 1, tuple(tenants))
+    report = {"tenants": {tenant: {"missing": n + 1} for n, tenant in enumerate(tenants)}}
+    with pytest.raises(InvalidInput) as refused:
+        cohorts.judge_drift(report, cohort, 1)
+    assert str(refused.value) == (
+        "tenants 't1' (2: 2 missing, 0 extra, 0 changed), 't2' (3: 3 missing, 0 extra, 0"
+        " changed), 't3' (4: 4 missing, 0 extra, 0 changed), 't4' (5: 5 missing, 0 extra, 0"
+        " changed), 't5' (6: 6 missing, 0 extra, 0 changed) and 2 more of cohort 'big' have"
+        " more rows of drift than the 1 allowed; reconcile and audit again, or allow more with"
+        " --max-drift"
+    )
+    assert cohorts.judge_drift(report, cohort, 8)["tenants"]["t7"]["drift"] == 8

@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from cutover.data import cohorts
 from cutover.http._app import MAX_BODY
 from cutover.http._deps import COOKIE, CSRF_HEADER
+from cutover.model import State
 from cutover.store import open_store
 
 from .conftest import Server
@@ -449,6 +451,41 @@ def test_a_rollout_waiting_for_its_first_approval_is_known(server: Server, plans
     approve = {"reason": "CAB-1", "expected_version": rollout.json()["version"]}
     given = call(server, "olga", "POST", "/api/v1/migrations/gated/rollout/approve", approve)
     assert given.status_code == 200, given.text
+
+
+def test_an_audit_report_is_judged_and_a_bad_one_is_refused(server: Server, plans: Path) -> None:
+    store = open_store(server.store_url)
+    store.write_state("moved", State(), expected_version=0, actor="ops", reason="r", at=time.time())
+    cohorts.add(store, "moved", "wave-1", tenants=["acme"], wave=1, actor="ana", clock=time.time)
+    store.close()
+    (plans / "moved.yaml").write_text(
+        "migration: moved\nsteps:\n  - {mode: shadow}\n"
+        "  - {mode: new, cohort: wave-1, audit: {max_drift: 0}}\n"
+    )
+    assert start(server, plan="moved.yaml").is_success
+    path = "/api/v1/migrations/moved/rollout/audit"
+    report = {"format": "cutover-audit/1", "tenant_column": "tenant", "tenants": {}}
+    body = {"reason": "nightly", "expected_version": rollout_version(server, "moved")}
+
+    flat = call(server, "operator", "POST", path, {**body, "report": {"format": "x"}})
+    assert flat.status_code == 422
+    assert flat.json()["error"] == (
+        "the report is not an audit report (format 'x'); give the file that `cutover audit"
+        " --json` wrote"
+    )
+    drifted = {**report, "tenants": {"acme": {"missing": 2}}}
+    refused = call(server, "operator", "POST", path, {**body, "report": drifted})
+    assert refused.status_code == 422
+    assert refused.json()["error"].startswith("tenant 'acme' of cohort 'wave-1' has 2 rows")
+    assert call(server, "viewer", "POST", path, {**body, "report": report}).status_code == 403
+
+    given = call(server, "operator", "POST", path, {**body, "report": report})
+    assert given.status_code == 200, given.text
+    decision = given.json()["decision"]
+    assert decision["kind"] == "audit"
+    assert decision["evidence"]["audit"]["tenants"]["acme"]["drift"] == 0
+    rollout = call(server, "viewer", "GET", "/api/v1/migrations/moved/rollout").json()
+    assert rollout["steps"][1]["audited"]["by"] == "operator"
 
 
 def test_a_plan_starts_again_after_an_abort(server: Server) -> None:

@@ -1,4 +1,5 @@
-"""``cutover rollout``: start a plan, follow it, and steer it (promote, pause, approve, abort)."""
+"""``cutover rollout``: start a plan, follow it, and steer it (promote, pause, approve, audit,
+abort)."""
 
 from __future__ import annotations
 
@@ -128,6 +129,10 @@ def validate(plan_file: str, as_json: bool) -> None:
             extra.append(f"entered only {step.window.calendar.describe()}")
         if step.cohort is not None:
             extra.append(f"pins cohort {step.cohort} to new")
+        if step.audit is not None:
+            extra.append(
+                f"after an audit with at most {step.audit.max_drift} rows of drift a tenant"
+            )
         console.print(f"  {number}. {step.label}  {', '.join(extra)}", markup=False)
         # The checks in force at each step, the plan's with this step's overrides and
         # additions, so a reviewer reads what will be judged where.
@@ -199,6 +204,7 @@ _MARK = {
 
 def render(e: Any) -> None:
     """A rollout's evaluation as `cutover rollout status NAME` prints it."""
+    from cutover.control.audits import given as given_audit
     from cutover.control.controller import missing_roles, step_hold, step_label
 
     r = e.rollout
@@ -227,6 +233,9 @@ def render(e: Any) -> None:
             gate += f" [window {step.window.calendar.describe()}]"
         if step.cohort is not None:
             gate += f" [cohort {step.cohort}]"
+        if step.audit is not None:
+            audited = given_audit(r, index)
+            gate += f" [audited by {audited['by']}]" if audited else " [audit]"
         steps.append(f"{mark} {step.label}{gate}")
     console.print("steps: " + "  ".join(steps), markup=False)
     p = e.progress
@@ -318,6 +327,32 @@ def approve(
         session,
         as_json,
         lambda c: c.approve(name, by=by or _actor(actor), reason=reason, step=step, role=role),
+    )
+
+
+@rollout.command()
+@_steer
+@click.argument("report", metavar="FILE")
+@click.option("--by", "by", default=None, help="Who gives the audit (default: the actor).")
+@click.option("--reason", default="", help="Why: recorded in the decision log.")
+@click.option("--step", type=int, default=None, help="The step number it is for (1-based).")
+@pass_session
+def audit(
+    session: Session,
+    name: str,
+    actor: str | None,
+    as_json: bool,
+    report: str,
+    by: str | None,
+    reason: str,
+    step: int | None,
+) -> None:
+    """Give the audit report (FILE, from `cutover audit --json`) that the next cohort step of
+    NAME waits for; refused when a tenant of its cohort has more drift than the step allows."""
+    _steer_with(
+        session,
+        as_json,
+        lambda c: c.audit(name, report, by=by or _actor(actor), reason=reason, step=step),
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cutover.clock import Clock
+from cutover.control import audits
 from cutover.control.calendar import format_utc
 from cutover.control.checks import (
     CheckResult,
@@ -113,6 +114,8 @@ class Evaluation:
                     "roles_missing": missing_roles(step, rollout, index),
                     "window": step.window.calendar.describe() if step.window else None,
                     "cohort": step.cohort,
+                    "audit": step.audit.model_dump() if step.audit else None,
+                    "audited": audits.given(rollout, index),
                 }
                 for index, step in enumerate(self.plan.steps)
             ],
@@ -453,16 +456,17 @@ class Controller:
         index = rollout.step + 1
         approval_missing = following is not None and not approved(following, rollout, index)
         closed = self._window_closed(e, index)
+        unaudited = self._unaudited(e, index)
         if blockers:
             return None, blockers + (
                 [_waiting_for_approval(plan, rollout, index)] if approval_missing else []
-            ) + ([closed] if closed else [])
+            ) + unaudited + ([closed] if closed else [])
         if approval_missing:
             assert following is not None
             notes = dict(rollout.notes)
             waiting = _waiting_for_approval(plan, rollout, index)
             if notes.get("approval_requested") == index:
-                return None, [waiting]
+                return None, [waiting, *unaudited]
             notes["approval_requested"] = index
             return (
                 _Planned(
@@ -471,8 +475,10 @@ class Controller:
                     f" cutover rollout approve {rollout.migration} --by WHO --reason ...",
                     rollout=rollout.evolve(notes=notes),
                 ),
-                [waiting],
+                [waiting, *unaudited],
             )
+        if unaudited:
+            return None, unaudited  # the audit is given by a command, like an approval
         if closed:
             return None, [closed]  # nothing is recorded while the window is closed
         if following is None:
@@ -653,6 +659,14 @@ class Controller:
         planned = self._to_legacy(e, "abort", f"returned to legacy from {where}: {why}")
         planned.rollout = planned.rollout.evolve(notes=notes)
         return planned
+
+    def _unaudited(self, e: Evaluation, index: int) -> list[str]:
+        """What entering step ``index`` waits for as far as its cohort's audit goes."""
+        if not 0 <= index < len(e.plan.steps) or e.plan.steps[index].audit is None:
+            return []
+        cohort = self._cohort(e, e.plan.steps[index].cohort or "")
+        waiting = audits.waiting(e.plan, e.rollout, index, cohort)
+        return [waiting] if waiting else []
 
     def _cohort(self, e: Evaluation, name: str) -> Cohort:
         found = self.store.cohort(e.rollout.migration, name)
@@ -1078,11 +1092,14 @@ class Controller:
         first = plan.steps[0]
         why = reason.strip() or f"rollout started from {rollout.source}"
         closed = self._window_closed(e, 0)
-        if first.needs_approval:
+        if first.needs_approval or first.audit is not None:
+            wait = "an approval" if first.needs_approval else f"an audit of cohort {first.cohort}"
             planned = _Planned(
                 "start",
-                f"{why}; {first.label} waits for an approval",
-                rollout=rollout.evolve(notes={"approval_requested": 0}),
+                f"{why}; {first.label} waits for {wait}",
+                rollout=rollout.evolve(
+                    notes={"approval_requested": 0} if first.needs_approval else {}
+                ),
             )
         elif closed:
             planned = _Planned("start", f"{why}; {closed}", rollout=rollout)
@@ -1156,6 +1173,8 @@ class Controller:
                 " first:"
                 f" cutover rollout approve {name} --by WHO --reason ..."
             )
+        if unaudited := self._unaudited(e, index):  # not even forced: it judges the data
+            raise InvalidInput(f"{step_label(plan, index)} is {unaudited[0]}")
         closed = self._window_closed(e, index)
         if closed and not force:
             raise InvalidInput(
@@ -1266,19 +1285,7 @@ class Controller:
             for index, candidate in enumerate(plan.steps)
             if index > after and not approved(candidate, rollout, index)
         ]
-        if step is not None:
-            index = step - 1
-            if not 0 <= index < len(plan.steps):
-                raise InvalidInput(f"step must be from 1 to {len(plan.steps)}, got {step}")
-            if index not in waiting:
-                raise InvalidInput(
-                    f"{step_label(plan, index)} does not wait for an approval"
-                    f" (steps waiting: {', '.join(str(i + 1) for i in waiting) or 'none'})"
-                )
-        elif not waiting:
-            raise InvalidInput(f"no step of the plan for {name!r} waits for an approval")
-        else:
-            index = waiting[0]
+        index = _waiting_step(e, waiting, step, "an approval")
         rule = plan.steps[index].approval_rule
         if (
             rule.distinct_from_starter or rule.roles or self.four_eyes
@@ -1352,6 +1359,46 @@ class Controller:
         )
         return {**given, "role": role, "roles": roles}, text
 
+    def audit(
+        self,
+        name: str,
+        report: Mapping[str, Any] | str | os.PathLike[str],
+        *,
+        by: str,
+        reason: str = "",
+        step: int | None = None,
+        expected_version: int | None = None,
+    ) -> Decision:
+        """Give the audit report (its JSON, or the path of the file ``cutover audit --json``
+        wrote) that a cohort step waits for: the next one waiting, unless ``step`` (1-based)
+        says which. Refused when a tenant of the step's cohort has more drift than its
+        ``audit.max_drift``; a report that passes is kept with the rollout, counts per tenant
+        and all, and holds until the cohort is rolled back."""
+        e = self._operator(name, "audit", expected_version=expected_version)
+        rollout, plan = e.rollout, e.plan
+        if not by.strip():
+            raise InvalidInput("say who gives the audit with --by NAME")
+        if rollout.status is RolloutStatus.COMPLETED:
+            raise InvalidInput(f"the rollout of {name!r} is completed; no step waits for an audit")
+        after = BEFORE_FIRST if rollout.status is RolloutStatus.ABORTED else rollout.step
+        waiting = [i for i in range(after + 1, len(plan.steps)) if self._unaudited(e, i)]
+        index = _waiting_step(e, waiting, step, "an audit")
+        cohort = self._cohort(e, plan.steps[index].cohort or "")
+        evidence = audits.judge(plan, index, cohort, report, e.now)
+        accepted = {**evidence, "by": by.strip(), "reason": reason.strip(), "at": e.now}
+        kept = {**(rollout.notes.get(audits.NOTE) or {}), str(index): accepted}
+        worst = max((row["drift"] for row in evidence["tenants"].values()), default=0)
+        text = (
+            f"{by.strip()} gave the audit of cohort {cohort.name} for {step_label(plan, index)}:"
+            f" {_tenants(cohort)}, at most {worst} rows of drift each"
+            f" ({evidence['max_drift']} allowed)"
+        ) + (f": {reason.strip()}" if reason.strip() else "")
+        planned = _Planned(
+            "audit", text, rollout=rollout.evolve(notes={**rollout.notes, audits.NOTE: kept})
+        )
+        planned.evidence["audit"] = accepted
+        return self._record(e, planned, by.strip())
+
     def abort(
         self, name: str, *, actor: str, reason: str, expected_version: int | None = None
     ) -> Decision:
@@ -1400,6 +1447,8 @@ class Controller:
                 " first:"
                 f" cutover rollout approve {name} --step {index + 1} --by WHO --reason ..."
             )
+        if unaudited := self._unaudited(e, index):
+            raise InvalidInput(f"{step_label(plan, index)} is {unaudited[0]}")
         why = reason.strip() or "retry"
         planned = self._enter(
             e,
@@ -1409,7 +1458,7 @@ class Controller:
             # Baselines describe the time before the rollout began, which a retry leaves as it
             # was; the step it enters holds its hold_on_retry.
             notes={
-                **{k: v for k, v in rollout.notes.items() if k == "baselines"},
+                **{k: v for k, v in rollout.notes.items() if k in ("baselines", audits.NOTE)},
                 "retried_step": index,
             },
             approvals=_approvals_up_to(rollout, index),  # the steps ahead are approved again
@@ -1433,6 +1482,25 @@ def _sum(first: w.ArmCounts, second: w.ArmCounts) -> w.ArmCounts:
     total.add(first)
     total.add(second)
     return total
+
+
+def _waiting_step(e: Evaluation, waiting: list[int], step: int | None, what: str) -> int:
+    """The index of the step an approval or audit is for: ``step`` (1-based) when given, which
+    must be one of ``waiting``, else the first of them."""
+    plan = e.plan
+    if step is None:
+        if not waiting:
+            raise InvalidInput(f"no step of the plan for {e.rollout.migration!r} waits for {what}")
+        return waiting[0]
+    index = step - 1
+    if not 0 <= index < len(plan.steps):
+        raise InvalidInput(f"step must be from 1 to {len(plan.steps)}, got {step}")
+    if index not in waiting:
+        raise InvalidInput(
+            f"{step_label(plan, index)} does not wait for {what}"
+            f" (steps waiting: {', '.join(str(i + 1) for i in waiting) or 'none'})"
+        )
+    return index
 
 
 def _approvals_up_to(rollout: Rollout, index: int) -> dict[str, Any]:

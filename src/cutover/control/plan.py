@@ -441,6 +441,18 @@ class Approval(_Strict):
         return value
 
 
+class Audit(_Strict):
+    """The data audit entering a cohort step waits for: a report of `cutover audit --json` in
+    which no tenant of the step's cohort has more drift than allowed."""
+
+    max_drift: int = Field(
+        0,
+        ge=0,
+        le=10**12,
+        description="the rows of drift (missing, extra and changed) allowed per tenant",
+    )
+
+
 ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
 
@@ -506,6 +518,11 @@ class Step(_Strict):
         description="a cohort of `cutover cohort` whose tenants entering the step pins to new;"
         " leaving it by a rollback or an abort pins them to legacy",
     )
+    audit: Audit | None = Field(
+        None,
+        description="enter the step only once an audit report judges its cohort's data"
+        " (`cutover rollout audit`); needs a cohort",
+    )
 
     @field_validator("cohort")
     @classmethod
@@ -542,6 +559,11 @@ class Step(_Strict):
             )
         if self.min_calls and self.mode is Mode.LEGACY:
             raise ValueError("new makes no calls in legacy mode; remove min_calls")
+        if self.audit is not None and self.cohort is None:
+            raise ValueError(
+                "an audit judges the data of the step's cohort; name one with cohort: NAME"
+                " or remove audit"
+            )
         return self
 
     def hold_for(self, retried: bool) -> float:
@@ -591,6 +613,7 @@ EVENTS = (
     "retry",
     "approve",
     "approval_needed",
+    "audit",
     "warning",
     "warning_cleared",
     "failing",
@@ -909,6 +932,8 @@ def _known_fields(data: Any, loc: tuple[Any, ...]) -> str:
         model = RankTest
     elif len(loc) > 3 and loc[2] == "approval":
         model = Approval
+    elif len(loc) > 3 and loc[2] == "audit":
+        model = Audit
     elif len(loc) > 3 and loc[2] == "window":
         model = Window
     return f"the fields are {_field_names(model)}"

@@ -133,7 +133,8 @@ def replayable(plan: Plan, cohorts: Collection[str] = ()) -> tuple[Plan, tuple[s
     query answers for now, not for last month), and so are budget checks of an SLO measured by
     Prometheus, and ``notify``: a simulation sends no webhooks. A step's override of a check
     left out goes with it. A step's cohort that is not one of ``cohorts`` (the source's) is
-    left out too: its pins change no telemetry already recorded.
+    left out too: its pins change no telemetry already recorded. Audit gates are left out:
+    an audit judges the data of its day, which no recorded telemetry holds.
     """
 
     def external(check: Check) -> bool:
@@ -149,6 +150,7 @@ def replayable(plan: Plan, cohorts: Collection[str] = ()) -> tuple[Plan, tuple[s
     data["checks"] = [c for c in data.get("checks", ()) if c["name"] not in skipped]
     for step in data["steps"]:
         step["checks"] = [c for c in step.get("checks", ()) if c["name"] not in skipped]
+        step.pop("audit", None)
         if step.get("cohort") not in cohorts:
             step.pop("cohort", None)
     data.pop("notify", None)
@@ -357,6 +359,10 @@ def simulate(
         notes.append(
             f"the store holds no cohort {', '.join(missing)} of {name!r}: the steps naming"
             " them run without their cohort (its pins would change no recorded telemetry)"
+        )
+    if any(s.audit is not None for s in plan.steps):
+        notes.append(
+            "audit gates are not replayed: a cohort step is entered as if its audit had passed"
         )
     if skipped:
         notes.append(

@@ -37,6 +37,7 @@ process holds in memory and reads on every call."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _TENANT_CHARS = 400
 _DRIFT_KINDS = ("missing", "extra", "changed")
+_NAMED = 5  # tenants a drift refusal names, the rest counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,11 +424,17 @@ def load_audit(
 
 
 def judge_drift(
-    report: Mapping[str, Any], cohort: Cohort, max_drift: int, source: str | None = None
+    report: Mapping[str, Any],
+    cohort: Cohort,
+    max_drift: int,
+    source: str | None = None,
+    *,
+    allow: str = "with --max-drift",
 ) -> dict[str, Any]:
     """The audit evidence for promoting ``cohort``: each of its tenants' counts. InvalidInput
     naming the first tenant whose drift (missing + extra + changed rows) exceeds
-    ``max_drift``. A tenant the report does not list had no differences."""
+    ``max_drift``; ``allow`` says where more is allowed. A tenant the report does not list
+    had no differences."""
     listed: Mapping[str, Any] = report["tenants"]
     counts = {}
     for tenant in cohort.tenants:
@@ -436,14 +443,26 @@ def judge_drift(
         row["drift"] = sum(row[kind] for kind in _DRIFT_KINDS)
         counts[tenant] = row
     worst = [tenant for tenant in cohort.tenants if counts[tenant]["drift"] > max_drift]
-    if worst:
+    if len(worst) == 1:
         tenant, row = worst[0], counts[worst[0]]
-        others = f" (and {len(worst) - 1} more tenants)" if len(worst) > 1 else ""
         raise InvalidInput(
             f"tenant {tenant!r} of cohort {cohort.name!r} has {row['drift']} rows of drift"
-            f" ({row['missing']} missing, {row['extra']} extra, {row['changed']} changed){others},"
+            f" ({row['missing']} missing, {row['extra']} extra, {row['changed']} changed),"
             f" more than the {max_drift} allowed; reconcile and audit again, or allow more"
-            " with --max-drift"
+            f" {allow}"
+        )
+    if worst:
+        named = [
+            f"{tenant!r} ({row['drift']}: {row['missing']} missing, {row['extra']} extra,"
+            f" {row['changed']} changed)"
+            for tenant, row in ((t, counts[t]) for t in worst[:_NAMED])
+        ]
+        more = len(worst) - len(named)
+        listing = ", ".join(named[:-1]) + f" and {named[-1]}" if not more else ", ".join(named)
+        raise InvalidInput(
+            f"tenants {listing}{f' and {more} more' if more else ''} of cohort {cohort.name!r}"
+            f" have more rows of drift than the {max_drift} allowed; reconcile and audit again,"
+            f" or allow more {allow}"
         )
     side = report.get("source") or {}
     target = report.get("target") or {}

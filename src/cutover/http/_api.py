@@ -192,6 +192,16 @@ class Approve(Versioned):
     )
 
 
+class GiveAudit(Versioned):
+    reason: str = Field("", max_length=2000, description="Why (optional)")
+    report: dict[str, Any] = Field(
+        description="The audit report as `cutover audit --json` wrote it, with counts per tenant"
+    )
+    step: StrictInt | None = Field(
+        None, ge=1, le=1000, description="1-based step (default: the next waiting for an audit)"
+    )
+
+
 class Retry(Versioned):
     reason: str = Field("", max_length=2000, description="Why (optional)")
     step: StrictInt | None = Field(None, ge=1, le=1000, description="1-based step to retry from")
@@ -681,6 +691,11 @@ def approve(
         role=body.role,
         token_roles=who.approval_roles,
     )
+
+
+@_action("audit", "Give the audit report a cohort step waits for (operator)")
+def give_audit(name: Name, body: GiveAudit, who: Operator, controller: Steering) -> dict[str, Any]:
+    return _steer(controller.audit, name, body, report=body.report, by=who.name, step=body.step)
 
 
 @_action("abort", "Return to legacy now and stop the rollout (operator)")
