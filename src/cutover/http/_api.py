@@ -694,8 +694,12 @@ def approve(
 
 
 @_action("audit", "Give the audit report a cohort step waits for (operator)")
-def give_audit(name: Name, body: GiveAudit, who: Operator, controller: Steering) -> dict[str, Any]:
-    return _steer(controller.audit, name, body, report=body.report, by=who.name, step=body.step)
+def give_audit(
+    request: Request, name: Name, body: GiveAudit, who: Operator, controller: Steering
+) -> dict[str, Any]:
+    return _steer(
+        request, controller.audit, name, body, report=body.report, by=who.name, step=body.step
+    )
 
 
 @_action("abort", "Return to legacy now and stop the rollout (operator)")
