@@ -90,6 +90,9 @@ class Telemetry:
     ``before`` holds the step's totals up to the first window of ``series`` (the controller
     keeps them between passes), so a sequential check sees the whole step without the whole
     step being read again on every pass.
+
+    Each sum is made once per span and shared by every check that reads it: what
+    :meth:`total` and :meth:`step_total` return is not to be changed.
     """
 
     def __init__(
@@ -99,15 +102,25 @@ class Telemetry:
     ) -> None:
         self._series = series
         self._before = before
+        self._totals: dict[float, dict[Arm, ArmCounts]] = {}
+        self._step_totals: dict[float, dict[Arm, ArmCounts]] = {}
 
     def step_total(self, step_started_at: float) -> dict[Arm, ArmCounts]:
         """Everything counted since the step began."""
-        out = self.total(step_started_at)
-        for arm, counts in (self._before or {}).items():
-            out[arm].add(counts)
+        out = self._step_totals.get(step_started_at)
+        if out is None:
+            out = self._step_totals[step_started_at] = self._sum(step_started_at)
+            for arm, counts in (self._before or {}).items():
+                out[arm].add(counts)
         return out
 
     def total(self, since: float) -> dict[Arm, ArmCounts]:
+        out = self._totals.get(since)
+        if out is None:
+            out = self._totals[since] = self._sum(since)
+        return out
+
+    def _sum(self, since: float) -> dict[Arm, ArmCounts]:
         out = {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()}
         for start, arms in self._series.items():
             if start >= since:

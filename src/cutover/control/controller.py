@@ -20,6 +20,7 @@ from cutover.control.checks import (
     CheckResult,
     Outcome,
     RangeQuery,
+    Span,
     Telemetry,
     evaluate,
     window_span,
@@ -45,6 +46,10 @@ log = logging.getLogger("cutover.controller")
 
 CONTROLLER = "controller"
 BEFORE_FIRST = -1  # a rollout whose first step waits for its approval
+
+
+_Gathered = tuple[Telemetry, int, int]
+"""A migration's telemetry for one pass, with its step's comparisons and calls on new."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +264,9 @@ class Controller:
         self._renewed = -math.inf
         self._instance = f"{CONTROLLER}:{socket.gethostname()}:{os.getpid()}"
         self._started_at = clock()
-        self._totals: dict[tuple[str, float, bool], tuple[float, dict[Arm, w.ArmCounts]]] = {}
+        # Per migration: (its step's start, with histograms), counted up to, the totals.
+        self._totals: dict[str, tuple[tuple[float, bool], float, dict[Arm, w.ArmCounts]]] = {}
+        self._plans: dict[str, tuple[Mapping[str, Any], Plan]] = {}  # the stored plan, parsed
         self.standby = False  # the last tick found another controller holding the lease
         self.interval: float | None = None  # seconds between ticks, while run() loops
         self.queries = 0  # store reads made by ticks, for benchmarks
@@ -267,9 +274,16 @@ class Controller:
     # -- evaluation ----------------------------------------------------------------------
 
     def evaluate(
-        self, name: str, *, rollout: Rollout | None = None, state: State | None = None
+        self,
+        name: str,
+        *,
+        rollout: Rollout | None = None,
+        state: State | None = None,
+        gathered: _Gathered | None = None,
     ) -> Evaluation:
-        """Where ``name``'s rollout stands and what the controller would do now."""
+        """Where ``name``'s rollout stands and what the controller would do now. ``gathered``
+        is its telemetry as :meth:`_gather` read it for a whole tick; without, it is read here
+        the same way, for this migration alone."""
         if rollout is None:
             rollout = self.store.rollout(name)
             if rollout is None:
@@ -277,15 +291,18 @@ class Controller:
                     f"no rollout for {name!r}; start one with `cutover rollout start PLAN`"
                 )
             state = self.store.state(name)
-        plan = parse_plan(rollout.plan, f"the stored plan of {name!r}")
+        plan = self._plan(rollout)
         now = self.clock()
+        if gathered is None and rollout.step >= 0:
+            gathered = self._gather({name: (rollout, plan)}, now)[name]
         step = plan.steps[rollout.step] if rollout.step >= 0 else None
         checks: tuple[CheckResult, ...] = ()
         comparisons = new_calls = 0
         measured: dict[str, dict[str, Any]] = {}
         if step is not None:
+            assert gathered is not None
             in_force = plan.checks_for(rollout.step)
-            telemetry, comparisons, new_calls = self._telemetry(name, plan, in_force, rollout, now)
+            telemetry, comparisons, new_calls = gathered
             mode = (state or State()).mode
             kept = rollout.notes.get("baselines", {})
             tried: dict[str, dict[str, Any]] = {}
@@ -364,47 +381,112 @@ class Controller:
             evidence={**planned.evidence, "baselines": dict(measured)},
         )
 
-    def _telemetry(
-        self, name: str, plan: Plan, checks: Sequence[Check], rollout: Rollout, now: float
-    ) -> tuple[Telemetry, int, int]:
-        """The windows the checks read, and the step's totals of comparisons and new calls."""
-        span = window_span(plan, checks)
-        start = rollout.step_started_at
-        since = max(start, now - span.longest)  # no check looks further back than its window
-        histograms_since = None if span.latency is None else max(start, now - span.latency)
-        series = self.store.series(name, since, histograms_since=histograms_since)
-        self.queries += 1 if span.latency is None else 2
-        before = (
-            self._earlier(name, start, since, histograms=span.step_histograms)
-            if since > start
-            else None
+    def _plan(self, rollout: Rollout) -> Plan:
+        """The rollout's stored plan, parsed once for as long as it stays the same."""
+        kept = self._plans.get(rollout.migration)
+        if kept is not None and kept[0] == rollout.plan:
+            return kept[1]
+        plan = parse_plan(rollout.plan, f"the stored plan of {rollout.migration!r}")
+        self._plans[rollout.migration] = (rollout.plan, plan)
+        return plan
+
+    def _plans_of(self, rollouts: Mapping[str, Rollout]) -> dict[str, tuple[Rollout, Plan]]:
+        """The rollouts whose stored plan parses, with it (the others fail on evaluation,
+        one at a time, with the reason)."""
+        out = {}
+        for name, rollout in rollouts.items():
+            try:
+                out[name] = (rollout, self._plan(rollout))
+            except CutoverError:
+                continue
+        return out
+
+    def _gather(
+        self, rollouts: Mapping[str, tuple[Rollout, Plan]], now: float
+    ) -> dict[str, _Gathered]:
+        """For every rollout on a step: the windows its checks read, and the step's totals of
+        comparisons and new calls. Read for all of them at once, in a few statements however
+        many there are: the windows of each one's span in one, the step totals' catching up
+        in another (see :meth:`_earlier`).
+
+        Windows are read from the span's start as of ``now``; a rollout evaluated a moment
+        later judges from its own ``now``, whose spans start no earlier, so what it reads is
+        the same as if it had read alone."""
+        reads: dict[str, tuple[float, float, Span]] = {}
+        for name, (rollout, plan) in rollouts.items():
+            if rollout.step < 0:
+                continue
+            span = window_span(plan, plan.checks_for(rollout.step))
+            start = rollout.step_started_at
+            reads[name] = (start, max(start, now - span.longest), span)
+        if not reads:
+            return {}
+        series = self.store.series_of(
+            {
+                name: (
+                    since,
+                    None,
+                    None if span.latency is None else max(start, now - span.latency),
+                )
+                for name, (start, since, span) in reads.items()
+            }
         )
-        telemetry = Telemetry(series, before if span.step else None)
-        recent = telemetry.total(start)
-        earlier = before or {arm: w.ArmCounts() for arm in Arm}
-        comparisons = sum(
-            counts.counts[w.COMPARISONS] for part in (recent, earlier) for counts in part.values()
+        self.queries += 1 + any(span.latency is not None for _, _, span in reads.values())
+        earlier = self._earlier(
+            {
+                name: (start, since, span.step_histograms)
+                for name, (start, since, span) in reads.items()
+                if since > start
+            }
         )
-        new_calls = recent[Arm.NEW].counts[w.CALLS] + earlier[Arm.NEW].counts[w.CALLS]
-        return telemetry, comparisons, new_calls
+        out = {}
+        for name, (start, _, span) in reads.items():
+            before = earlier.get(name)
+            telemetry = Telemetry(series[name], before if span.step else None)
+            recent = telemetry.total(start)
+            prior = before or {arm: w.ArmCounts() for arm in Arm}
+            comparisons = sum(
+                counts.counts[w.COMPARISONS] for part in (recent, prior) for counts in part.values()
+            )
+            new_calls = recent[Arm.NEW].counts[w.CALLS] + prior[Arm.NEW].counts[w.CALLS]
+            out[name] = (telemetry, comparisons, new_calls)
+        return out
 
     def _earlier(
-        self, name: str, start: float, until: float, *, histograms: bool
-    ) -> dict[Arm, w.ArmCounts]:
-        """Each arm's totals from the step's start to ``until``. Summed once per step and then
-        extended by what the checks' windows have left behind since the last tick, so a
-        14-day step costs one long read, not one per tick."""
-        key = (name, start, histograms)
-        counted_to, arms = self._totals.get(key, (start, None))
-        if arms is None:
-            arms = {arm: w.ArmCounts() for arm in Arm}
-        if until > counted_to:
-            more = self.store.windows(name, counted_to, until, histograms=histograms)
+        self, spans: Mapping[str, tuple[float, float, bool]]
+    ) -> dict[str, dict[Arm, w.ArmCounts]]:
+        """Each migration's totals per arm from its step's start to its ``until``, ``spans``
+        giving (step start, until, with histograms). Summed once per step and then extended
+        by what the checks' windows have left behind since the last tick, so a 14-day step
+        costs one long read, not one per tick; and every migration's extension is read in
+        one statement (two with histograms).
+
+        A minute already folded is not read again: telemetry flushed into it later (an
+        instance flushing after a long store outage, more than the checks' span late) is not
+        in these totals until the step changes or the controller restarts."""
+        out: dict[str, dict[Arm, w.ArmCounts]] = {}
+        wanted: dict[str, tuple[float, float | None]] = {}
+        base: dict[str, dict[Arm, w.ArmCounts]] = {}
+        for name, (start, until, histograms) in spans.items():
+            kept = self._totals.get(name)
+            if kept is None or kept[0] != (start, histograms):
+                kept = ((start, histograms), start, {arm: w.ArmCounts() for arm in Arm})
+            if until > kept[1]:
+                wanted[name] = (kept[1], until)
+                base[name] = kept[2]
+            else:
+                out[name] = kept[2]
+        if wanted:
+            more = self.store.windows_of(
+                wanted, histograms=[name for name in wanted if spans[name][2]]
+            )
             self.queries += 1
-            arms = {arm: _sum(arms[arm], more[arm]) for arm in Arm}
-            self._totals = {k: v for k, v in self._totals.items() if k[0] != name}
-            self._totals[key] = (until, arms)
-        return arms
+            for name in wanted:
+                start, until, histograms = spans[name]
+                arms = {arm: _sum(base[name][arm], more[name][arm]) for arm in Arm}
+                self._totals[name] = ((start, histograms), until, arms)
+                out[name] = arms
+        return out
 
     def _decide(self, e: Evaluation) -> tuple[_Planned | None, list[str]]:
         """The decision to take now (if any) and what stands in the way of promotion."""
@@ -807,14 +889,22 @@ class Controller:
         rollouts = self.store.rollouts()
         states = self.store.states()
         self.queries += 2
+        active = {
+            name: rollout
+            for name, rollout in rollouts.items()
+            if (wanted is None or name in wanted) and rollout.status.active
+        }
+        gathered = self._gather(self._plans_of(active), self.clock())
+        if wanted is None:  # the totals of rollouts no longer active are not needed again
+            self._totals = {name: kept for name, kept in self._totals.items() if name in active}
         taken = []
-        for name, rollout in rollouts.items():
-            if (wanted is not None and name not in wanted) or not rollout.status.active:
-                continue
+        for name, rollout in active.items():
             if not self.dry_run and self._renewal_due() and not self._lead():
                 break  # a pass longer than a third of the lease lost it: act no further
             try:
-                evaluation = self.evaluate(name, rollout=rollout, state=states.get(name))
+                evaluation = self.evaluate(
+                    name, rollout=rollout, state=states.get(name), gathered=gathered.get(name)
+                )
                 if evaluation.planned is not None:
                     taken.append(
                         self._record(evaluation, evaluation.planned, self.actor, self._fence)

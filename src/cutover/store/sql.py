@@ -13,7 +13,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -84,18 +84,37 @@ def _route_histogram(stored: Any) -> Histogram:
     return Histogram(stored or (), COARSE_BITS)
 
 
-def _span(table: sa.Table, name: str, since: float, until: float | None) -> list[Any]:
-    """The rows of ``name`` whose window starts in [since, until). ``arm IN ('legacy', 'new')``
-    lets the (migration, arm, start) key be read as two bounded ranges of ``start``, not as
-    every row the migration ever stored."""
-    conditions = [
-        table.c.migration == name,
-        table.c.arm.in_([arm.value for arm in Arm]),
-        table.c.start >= int(since),
+_FOREVER = 2**62
+"""The end of a span without one: past every window start."""
+
+
+def _spans_cte(spans: Mapping[str, tuple[float, float | None]]) -> Any:
+    """Each migration's [since, until) as rows of a CTE, to join windows with: one statement
+    reads the spans of every migration, however many."""
+    rows = [
+        (name, int(since), _FOREVER if until is None else int(until))
+        for name, (since, until) in spans.items()
     ]
-    if until is not None:
-        conditions.append(table.c.start < int(until))
-    return conditions
+    values = sa.values(
+        sa.column("migration", sa.String),
+        sa.column("since", sa.BigInteger),
+        sa.column("until", sa.BigInteger),
+        name="spans",
+    ).data(rows)
+    return values.cte("spans")
+
+
+def _in_span(table: sa.Table, bounds: Any) -> Any:
+    """The join of ``table``'s windows with the spans of their migration. ``arm IN ('legacy',
+    'new')`` lets the (migration, arm, start) key be read as two bounded ranges of ``start``
+    per migration, not as every row the migration ever stored."""
+    c = table.c
+    return sa.and_(
+        c.migration == bounds.c.migration,
+        c.arm.in_([arm.value for arm in Arm]),
+        c.start >= bounds.c.since,
+        c.start < bounds.c.until,
+    )
 
 
 _ARMS = {arm.value: arm for arm in Arm}
@@ -858,32 +877,49 @@ class SqlStore:
     ) -> dict[Arm, ArmCounts]:
         """Every instance's windows of ``name`` that start in [since, until), summed per arm
         (with their latency histograms unless ``histograms`` is False)."""
-        conditions = _span(t.windows, name, since, until)
+        found = self.windows_of({name: (since, until)}, histograms={name} if histograms else ())
+        return found[name]
+
+    def windows_of(
+        self,
+        spans: Mapping[str, tuple[float, float | None]],
+        *,
+        histograms: Collection[str] = (),
+    ) -> dict[str, dict[Arm, ArmCounts]]:
+        """For each migration of ``spans``, its windows that start in its [since, until) summed
+        per arm, with latency histograms for those named in ``histograms``: one statement for
+        the counters and one per latency table, whatever the number of migrations."""
+        out = {name: {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()} for name in spans}
+        if not spans:
+            return out
+        w = t.windows.c
+        bounds = _spans_cte(spans)
         counters = (
             sa.select(
-                t.windows.c.arm,
-                *(sa.func.coalesce(sa.func.sum(t.windows.c[n]), 0) for n in COUNTERS),
+                w.migration, w.arm, *(sa.func.coalesce(sa.func.sum(w[n]), 0) for n in COUNTERS)
             )
-            .where(*conditions)
-            .group_by(t.windows.c.arm)
+            .join(bounds, _in_span(t.windows, bounds))
+            .group_by(w.migration, w.arm)
         )
-        out = {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()}
         with self._connect() as conn:
-            for row in conn.execute(counters):
-                out[Arm(row[0])].counts = [int(value) for value in row[1:]]
-            if histograms:
-                for table, bits in self._latency_tables(conn):
-                    c = table.c
-                    buckets = (
-                        sa.select(c.arm, c.bucket, sa.func.sum(c.count))
-                        .where(*_span(table, name, since, until))
-                        .group_by(c.arm, c.bucket)
-                    )
-                    found: dict[Arm, dict[int, int]] = {}
-                    for arm, bucket, count in conn.execute(buckets):
-                        found.setdefault(Arm(arm), {})[int(bucket)] = int(count)
-                    for arm, counts in found.items():
-                        out[arm].histogram.merge(Histogram.of_counts(counts, bits))
+            for row in conn.execute(counters).all():
+                out[row[0]][_ARMS[row[1]]].counts = [int(value) for value in row[2:]]
+            wanted = {name: spans[name] for name in histograms if name in spans}
+            if not wanted:
+                return out
+            bounds = _spans_cte(wanted)
+            for table, bits in self._latency_tables(conn):
+                c = table.c
+                buckets = (
+                    sa.select(c.migration, c.arm, c.bucket, sa.func.sum(c.count))
+                    .join(bounds, _in_span(table, bounds))
+                    .group_by(c.migration, c.arm, c.bucket)
+                )
+                found: dict[tuple[str, str], dict[int, int]] = {}
+                for name, arm, bucket, count in conn.execute(buckets).all():
+                    found.setdefault((name, arm), {})[int(bucket)] = int(count)
+                for (name, arm), counts in found.items():
+                    out[name][_ARMS[arm]].histogram.merge(Histogram.of_counts(counts, bits))
         return out
 
     def totals(self, since: float, until: float | None = None) -> dict[str, dict[Arm, ArmCounts]]:
@@ -918,36 +954,49 @@ class SqlStore:
         """Every instance's windows of ``name`` that start in [since, until), summed per window
         start and arm, oldest first. Latency histograms are read only for the windows from
         ``histograms_since`` on (none when it is None): they are the larger part."""
-        conditions = _span(t.windows, name, since, until)
-        counters = (
-            sa.select(
-                t.windows.c.start,
-                t.windows.c.arm,
-                *(sa.func.sum(t.windows.c[n]) for n in COUNTERS),
-            )
-            .where(*conditions)
-            .group_by(t.windows.c.start, t.windows.c.arm)
-            .order_by(t.windows.c.start)
-        )
-        out: dict[int, dict[Arm, ArmCounts]] = {}
+        return self.series_of({name: (since, until, histograms_since)})[name]
 
-        def slot(start: int) -> dict[Arm, ArmCounts]:
-            found = out.get(start)
+    def series_of(
+        self, spans: Mapping[str, tuple[float, float | None, float | None]]
+    ) -> dict[str, dict[int, dict[Arm, ArmCounts]]]:
+        """:meth:`series` of many migrations at once, ``spans`` giving each its (since, until,
+        histograms_since): one statement for the counters and one per latency table."""
+        out: dict[str, dict[int, dict[Arm, ArmCounts]]] = {name: {} for name in spans}
+        if not spans:
+            return out
+
+        def slot(name: str, start: int) -> dict[Arm, ArmCounts]:
+            windows = out[name]
+            found = windows.get(start)
             if found is None:
-                found = out[start] = {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()}
+                found = windows[start] = {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()}
             return found
 
+        w = t.windows.c
+        bounds = _spans_cte({name: (since, until) for name, (since, until, _) in spans.items()})
+        counters = (
+            sa.select(w.migration, w.start, w.arm, *(sa.func.sum(w[n]) for n in COUNTERS))
+            .join(bounds, _in_span(t.windows, bounds))
+            .group_by(w.migration, w.start, w.arm)
+            .order_by(w.migration, w.start)
+        )
+        histograms = {
+            name: (max(since, later), until)
+            for name, (since, until, later) in spans.items()
+            if later is not None
+        }
         with self._connect() as conn:
             for row in conn.execute(counters).all():
-                slot(int(row[0]))[_ARMS[row[1]]].counts = [int(value) for value in row[2:]]
-            if histograms_since is not None:
+                slot(row[0], int(row[1]))[_ARMS[row[2]]].counts = [int(v) for v in row[3:]]
+            if histograms:
+                bounds = _spans_cte(histograms)
                 for table, bits in self._latency_tables(conn):
-                    per_window = self._buckets_per_window(
-                        conn, table, _span(table, name, max(since, histograms_since), until)
-                    )
-                    for (start, arm), counts in per_window.items():
-                        slot(start)[_ARMS[arm]].histogram.merge(Histogram.of_counts(counts, bits))
-        return dict(sorted(out.items()))
+                    per_window = self._buckets_per_window(conn, table, bounds)
+                    for (name, start, arm), counts in per_window.items():
+                        slot(name, start)[_ARMS[arm]].histogram.merge(
+                            Histogram.of_counts(counts, bits)
+                        )
+        return {name: dict(sorted(windows.items())) for name, windows in out.items()}
 
     def _latency_tables(self, conn: Connection) -> tuple[tuple[sa.Table, int], ...]:
         """Where to read latency from: the coarse table too while it holds any row. Whether it
@@ -961,27 +1010,38 @@ class SqlStore:
         return _LATENCY_TABLES if self._coarse_any else _LATENCY_TABLES[:1]
 
     def _buckets_per_window(
-        self, conn: Connection, table: sa.Table, conditions: list[Any]
-    ) -> dict[tuple[int, str], dict[int, int]]:
-        """(start, arm) -> bucket -> count of one latency table's rows."""
+        self, conn: Connection, table: sa.Table, bounds: Any
+    ) -> dict[tuple[str, int, str], dict[int, int]]:
+        """(migration, start, arm) -> bucket -> count of one latency table's rows in the spans
+        of ``bounds`` (:func:`_spans_cte`)."""
         h = table.c
-        out: dict[tuple[int, str], dict[int, int]] = {}
+        out: dict[tuple[str, int, str], dict[int, int]] = {}
         if self.dialect == "postgresql":
             # The key holds one row per (start, arm, bucket) of a migration: one row per
             # window and arm, with its buckets and counts as two arrays.
             per_window = (
-                sa.select(h.start, h.arm, sa.func.array_agg(h.bucket), sa.func.array_agg(h.count))
-                .where(*conditions)
-                .group_by(h.start, h.arm)
+                sa.select(
+                    h.migration,
+                    h.start,
+                    h.arm,
+                    sa.func.array_agg(h.bucket),
+                    sa.func.array_agg(h.count),
+                )
+                .join(bounds, _in_span(table, bounds))
+                .group_by(h.migration, h.start, h.arm)
             )
-            for start, arm, indexes, counts in conn.execute(per_window).all():
-                out[int(start), arm] = dict(zip(indexes, counts, strict=True))
+            for name, start, arm, indexes, counts in conn.execute(per_window).all():
+                out[name, int(start), arm] = dict(zip(indexes, counts, strict=True))
             return out
-        rows = conn.execute(sa.select(h.start, h.arm, h.bucket, h.count).where(*conditions))
-        for start, arm, bucket, count in rows.all():
-            found = out.get((int(start), arm))
+        rows = conn.execute(
+            sa.select(h.migration, h.start, h.arm, h.bucket, h.count).join(
+                bounds, _in_span(table, bounds)
+            )
+        )
+        for name, start, arm, bucket, count in rows.all():
+            found = out.get((name, int(start), arm))
             if found is None:
-                found = out[int(start), arm] = {}
+                found = out[name, int(start), arm] = {}
             found[bucket] = count  # the key holds one row per (start, arm, bucket)
         return out
 
