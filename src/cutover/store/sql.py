@@ -84,37 +84,29 @@ def _route_histogram(stored: Any) -> Histogram:
     return Histogram(stored or (), COARSE_BITS)
 
 
-_FOREVER = 2**62
-"""The end of a span without one: past every window start."""
+def _by_span(
+    spans: Mapping[str, tuple[float, float | None]],
+) -> dict[tuple[int, int | None], list[str]]:
+    """The migrations of ``spans`` grouped by their [since, until): a tick's spans mostly
+    share their bounds (the checks' windows back from now), so one statement reads a group."""
+    groups: dict[tuple[int, int | None], list[str]] = {}
+    for name, (since, until) in spans.items():
+        groups.setdefault((int(since), None if until is None else int(until)), []).append(name)
+    return groups
 
 
-def _spans_cte(spans: Mapping[str, tuple[float, float | None]]) -> Any:
-    """Each migration's [since, until) as rows of a CTE, to join windows with: one statement
-    reads the spans of every migration, however many."""
-    rows = [
-        (name, int(since), _FOREVER if until is None else int(until))
-        for name, (since, until) in spans.items()
-    ]
-    values = sa.values(
-        sa.column("migration", sa.String),
-        sa.column("since", sa.BigInteger),
-        sa.column("until", sa.BigInteger),
-        name="spans",
-    ).data(rows)
-    return values.cte("spans")
-
-
-def _in_span(table: sa.Table, bounds: Any) -> Any:
-    """The join of ``table``'s windows with the spans of their migration. ``arm IN ('legacy',
+def _span(table: sa.Table, names: Sequence[str], since: int, until: int | None) -> list[Any]:
+    """The rows of ``names`` whose window starts in [since, until). ``arm IN ('legacy',
     'new')`` lets the (migration, arm, start) key be read as two bounded ranges of ``start``
-    per migration, not as every row the migration ever stored."""
-    c = table.c
-    return sa.and_(
-        c.migration == bounds.c.migration,
-        c.arm.in_([arm.value for arm in Arm]),
-        c.start >= bounds.c.since,
-        c.start < bounds.c.until,
-    )
+    per migration, not as every row the migrations ever stored."""
+    conditions = [
+        table.c.migration.in_(names),
+        table.c.arm.in_([arm.value for arm in Arm]),
+        table.c.start >= since,
+    ]
+    if until is not None:
+        conditions.append(table.c.start < until)
+    return conditions
 
 
 _ARMS = {arm.value: arm for arm in Arm}
@@ -888,36 +880,36 @@ class SqlStore:
     ) -> dict[str, dict[Arm, ArmCounts]]:
         """For each migration of ``spans``, its windows that start in its [since, until) summed
         per arm, with latency histograms for those named in ``histograms``: one statement for
-        the counters and one per latency table, whatever the number of migrations."""
+        the counters and one per latency table for all the migrations of the same span."""
         out = {name: {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()} for name in spans}
+        w = t.windows.c
+        wanted = {name: spans[name] for name in histograms if name in spans}
         if not spans:
             return out
-        w = t.windows.c
-        bounds = _spans_cte(spans)
-        counters = (
-            sa.select(
-                w.migration, w.arm, *(sa.func.coalesce(sa.func.sum(w[n]), 0) for n in COUNTERS)
-            )
-            .join(bounds, _in_span(t.windows, bounds))
-            .group_by(w.migration, w.arm)
-        )
         with self._connect() as conn:
-            for row in conn.execute(counters).all():
-                out[row[0]][_ARMS[row[1]]].counts = [int(value) for value in row[2:]]
-            wanted = {name: spans[name] for name in histograms if name in spans}
-            if not wanted:
-                return out
-            bounds = _spans_cte(wanted)
-            for table, bits in self._latency_tables(conn):
-                c = table.c
-                buckets = (
-                    sa.select(c.migration, c.arm, c.bucket, sa.func.sum(c.count))
-                    .join(bounds, _in_span(table, bounds))
-                    .group_by(c.migration, c.arm, c.bucket)
+            for (since, until), names in _by_span(spans).items():
+                counters = (
+                    sa.select(
+                        w.migration,
+                        w.arm,
+                        *(sa.func.coalesce(sa.func.sum(w[n]), 0) for n in COUNTERS),
+                    )
+                    .where(*_span(t.windows, names, since, until))
+                    .group_by(w.migration, w.arm)
                 )
+                for row in conn.execute(counters).all():
+                    out[row[0]][_ARMS[row[1]]].counts = [int(value) for value in row[2:]]
+            for table, bits in self._latency_tables(conn) if wanted else ():
+                c = table.c
                 found: dict[tuple[str, str], dict[int, int]] = {}
-                for name, arm, bucket, count in conn.execute(buckets).all():
-                    found.setdefault((name, arm), {})[int(bucket)] = int(count)
+                for (since, until), names in _by_span(wanted).items():
+                    buckets = (
+                        sa.select(c.migration, c.arm, c.bucket, sa.func.sum(c.count))
+                        .where(*_span(table, names, since, until))
+                        .group_by(c.migration, c.arm, c.bucket)
+                    )
+                    for name, arm, bucket, count in conn.execute(buckets).all():
+                        found.setdefault((name, arm), {})[int(bucket)] = int(count)
                 for (name, arm), counts in found.items():
                     out[name][_ARMS[arm]].histogram.merge(Histogram.of_counts(counts, bits))
         return out
@@ -960,10 +952,9 @@ class SqlStore:
         self, spans: Mapping[str, tuple[float, float | None, float | None]]
     ) -> dict[str, dict[int, dict[Arm, ArmCounts]]]:
         """:meth:`series` of many migrations at once, ``spans`` giving each its (since, until,
-        histograms_since): one statement for the counters and one per latency table."""
+        histograms_since): one statement for the counters and one per latency table for all
+        the migrations of the same span."""
         out: dict[str, dict[int, dict[Arm, ArmCounts]]] = {name: {} for name in spans}
-        if not spans:
-            return out
 
         def slot(name: str, start: int) -> dict[Arm, ArmCounts]:
             windows = out[name]
@@ -973,25 +964,28 @@ class SqlStore:
             return found
 
         w = t.windows.c
-        bounds = _spans_cte({name: (since, until) for name, (since, until, _) in spans.items()})
-        counters = (
-            sa.select(w.migration, w.start, w.arm, *(sa.func.sum(w[n]) for n in COUNTERS))
-            .join(bounds, _in_span(t.windows, bounds))
-            .group_by(w.migration, w.start, w.arm)
-            .order_by(w.migration, w.start)
-        )
+        counted = {name: (since, until) for name, (since, until, _) in spans.items()}
         histograms = {
             name: (max(since, later), until)
             for name, (since, until, later) in spans.items()
             if later is not None
         }
+        if not spans:
+            return out
         with self._connect() as conn:
-            for row in conn.execute(counters).all():
-                slot(row[0], int(row[1]))[_ARMS[row[2]]].counts = [int(v) for v in row[3:]]
-            if histograms:
-                bounds = _spans_cte(histograms)
-                for table, bits in self._latency_tables(conn):
-                    per_window = self._buckets_per_window(conn, table, bounds)
+            for (since, until), names in _by_span(counted).items():
+                counters = (
+                    sa.select(w.migration, w.start, w.arm, *(sa.func.sum(w[n]) for n in COUNTERS))
+                    .where(*_span(t.windows, names, since, until))
+                    .group_by(w.migration, w.start, w.arm)
+                )
+                for row in conn.execute(counters).all():
+                    slot(row[0], int(row[1]))[_ARMS[row[2]]].counts = [int(v) for v in row[3:]]
+            for table, bits in self._latency_tables(conn) if histograms else ():
+                for (since, until), names in _by_span(histograms).items():
+                    per_window = self._buckets_per_window(
+                        conn, table, _span(table, names, since, until)
+                    )
                     for (name, start, arm), counts in per_window.items():
                         slot(name, start)[_ARMS[arm]].histogram.merge(
                             Histogram.of_counts(counts, bits)
@@ -1010,10 +1004,9 @@ class SqlStore:
         return _LATENCY_TABLES if self._coarse_any else _LATENCY_TABLES[:1]
 
     def _buckets_per_window(
-        self, conn: Connection, table: sa.Table, bounds: Any
+        self, conn: Connection, table: sa.Table, conditions: list[Any]
     ) -> dict[tuple[str, int, str], dict[int, int]]:
-        """(migration, start, arm) -> bucket -> count of one latency table's rows in the spans
-        of ``bounds`` (:func:`_spans_cte`)."""
+        """(migration, start, arm) -> bucket -> count of one latency table's rows."""
         h = table.c
         out: dict[tuple[str, int, str], dict[int, int]] = {}
         if self.dialect == "postgresql":
@@ -1027,16 +1020,14 @@ class SqlStore:
                     sa.func.array_agg(h.bucket),
                     sa.func.array_agg(h.count),
                 )
-                .join(bounds, _in_span(table, bounds))
+                .where(*conditions)
                 .group_by(h.migration, h.start, h.arm)
             )
             for name, start, arm, indexes, counts in conn.execute(per_window).all():
                 out[name, int(start), arm] = dict(zip(indexes, counts, strict=True))
             return out
         rows = conn.execute(
-            sa.select(h.migration, h.start, h.arm, h.bucket, h.count).join(
-                bounds, _in_span(table, bounds)
-            )
+            sa.select(h.migration, h.start, h.arm, h.bucket, h.count).where(*conditions)
         )
         for name, start, arm, bucket, count in rows.all():
             found = out.get((name, int(start), arm))
