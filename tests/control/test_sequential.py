@@ -69,6 +69,25 @@ def test_the_vectorised_form_equals_the_scalar_one() -> None:
         sequential_rate_interval(5, 3)
 
 
+def test_one_rate_is_bounded_to_the_last_bit_as_the_vectorised_form_does() -> None:
+    """The controller's single rates take a plain-float path: it must not move a decision."""
+    rng = np.random.default_rng(7)
+    sizes = [1, 2, 3, 57, 1000, 4105, 3_000_000, 10**9, 2**60]
+    for _ in range(400):
+        trials = int(rng.choice(sizes))
+        events = int(
+            rng.choice([0, 1, trials - 1, trials, rng.integers(0, trials + 1), trials // 1000])
+        )
+        events = min(max(events, 0), trials)
+        confidence = float(rng.choice([0.9, 0.95, 0.975, 0.9995]))
+        centre = float(rng.choice([1e-12, 0.001, 0.01, 0.5, 0.999]))
+        low, high = rate_bounds(events, trials, confidence, centre)
+        assert sequential_rate_interval(events, trials, confidence, centre) == (
+            float(low),
+            float(high),
+        ), (events, trials, confidence, centre)
+
+
 def test_a_sequence_is_wider_than_the_fixed_interval_but_not_by_much() -> None:
     fixed = stats.binomtest(50, 10_000).proportion_ci(0.95, method="exact")
     low, high = sequential_rate_interval(50, 10_000, 0.95, 0.005)  # type: ignore[misc]

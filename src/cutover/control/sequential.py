@@ -166,8 +166,62 @@ def sequential_rate_interval(
         raise ValueError(f"need 0 <= events <= trials, got {events} of {trials}")
     if trials == 0:
         return None
-    low, high = rate_bounds(events, trials, confidence, centre)
-    return float(low), float(high)
+    return _one_rate_bounds(float(events), float(trials), confidence, centre)
+
+
+def _one_rate_bounds(s: float, n: float, confidence: float, centre: float) -> tuple[float, float]:
+    """:func:`rate_bounds` of one rate (n > 0) in plain floats, the same operations in the same
+    order, so the same ends to the last bit: numpy's overhead on single values made this
+    most of a controller pass's time. Only the ends ``rate_bounds`` keeps are computed."""
+    special = _special()
+    a, b = mixture_prior(centre)
+    level = (
+        float(special.betaln(a + s, b + n - s))
+        - float(special.betaln(a, b))
+        + _log_alpha(confidence)
+    )
+    p_hat = s / n
+
+    def gap(p: float) -> float:
+        return float(special.xlogy(s, p)) + float(special.xlog1py(n - s, -p)) - level
+
+    def slope(p: float) -> float:
+        return _divide(s, p) - _divide(n - s, 1.0 - p)
+
+    found = gap(p_hat)
+    reach = math.sqrt((found if found >= 0.0 or math.isnan(found) else 0.0) / (2.0 * n))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        high = 1.0 if s >= n else _one_root(gap, slope, p_hat, 1.0, min(p_hat + reach, 1.0))
+        low = 0.0 if s <= 0 else _one_root(gap, slope, 0.0, p_hat, max(p_hat - reach, 0.0))
+    return low, high
+
+
+def _one_root(gap: Any, slope: Any, left: float, right: float, guess: float) -> float:
+    """:func:`_root` of one function, in plain floats."""
+    rising = gap(left) < gap(right)
+    x = min(max(guess, left), right)
+    for _ in range(_ITERATIONS):
+        g = gap(x)
+        if (g > 0) == rising:
+            right = x
+        else:
+            left = x
+        width = right - left
+        if width <= 1e-15 + 1e-12 * abs(x) or abs(g) < 1e-10:
+            break
+        step = x - _divide(g, slope(x))
+        bisect = not math.isfinite(step) or step <= left or step >= right
+        x = 0.5 * (left + right) if bisect else step
+    return x
+
+
+def _divide(x: float, y: float) -> float:
+    """x / y as numpy divides: by zero gives an infinity (or NaN for 0 / 0), not an error."""
+    if y != 0.0:
+        return x / y
+    if x == 0.0 or math.isnan(x):
+        return math.nan
+    return math.copysign(math.inf, x) * math.copysign(1.0, y)
 
 
 def rank_bounds(n: int, q: float, confidence: float) -> tuple[int, int]:
