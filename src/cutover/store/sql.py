@@ -248,11 +248,15 @@ class SqlStore:
         }
 
     @contextlib.contextmanager
-    def _connect(self, *, write: bool = False, stall: float | None = None) -> Iterator[Connection]:
+    def _connect(
+        self, *, write: bool = False, stall: float | None = None, many: bool = False
+    ) -> Iterator[Connection]:
         """A transaction; errors of the database become StoreError naming the store. On
         PostgreSQL, ``stall`` bounds how long the transaction may sit idle between statements
         before the server ends the session (undoing it and freeing its locks): for writes whose
-        client may be frozen (SIGSTOP, a paused VM) while others wait on their row locks."""
+        client may be frozen (SIGSTOP, a paused VM) while others wait on their row locks.
+        ``many`` is for reads of many migrations' windows at once: their estimated cost passes
+        the server's JIT threshold, and compiling took longer (up to 0.6 s) than the read."""
         self._ensure_schema()
         try:
             with self._gate(), self._engine.connect() as conn:
@@ -267,6 +271,8 @@ class SqlStore:
                                 "; SET LOCAL idle_in_transaction_session_timeout"
                                 f" = {max(1, round(stall * 1000))}"
                             )
+                        if many:
+                            timeouts += "; SET LOCAL jit = off"
                         conn.exec_driver_sql(timeouts)
                     yield conn
         except (ConflictError, InvalidInput, LeaseLost, _Lost):
@@ -886,7 +892,7 @@ class SqlStore:
         wanted = {name: spans[name] for name in histograms if name in spans}
         if not spans:
             return out
-        with self._connect() as conn:
+        with self._connect(many=True) as conn:
             for (since, until), names in _by_span(spans).items():
                 counters = (
                     sa.select(
@@ -972,7 +978,7 @@ class SqlStore:
         }
         if not spans:
             return out
-        with self._connect() as conn:
+        with self._connect(many=True) as conn:
             for (since, until), names in _by_span(counted).items():
                 counters = (
                     sa.select(w.migration, w.start, w.arm, *(sa.func.sum(w[n]) for n in COUNTERS))
