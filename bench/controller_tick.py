@@ -23,9 +23,15 @@ lease and the term check of each decision among them. The anchor is what a hand-
 job would do: per migration, one aggregate over each check's window (``store.windows``),
 without the step totals, the statistics or any decision.
 
+With ``--anchor-src DIR`` (a source tree of an earlier cutover, e.g. ``git archive COMMIT |
+tar -x -C DIR``), the ticks end with ``--rounds`` alternating dry-run ticks of this cutover
+and of that one (in a process of its own) on the same windows at the same clock: their
+medians, the ratio, and whether both would take the same decisions to the last byte of their
+evidence.
+
     python bench/controller_tick.py [--server postgresql://postgres@127.0.0.1/test]
                                     [--migrations 200] [--days 30] [--histogram-hours 24]
-                                    [--ticks 5]
+                                    [--ticks 5] [--anchor-src DIR] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -34,18 +40,24 @@ import argparse
 import collections
 import concurrent.futures
 import contextlib
+import hashlib
 import json
 import math
+import os
 import random
 import secrets
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from sqlalchemy import event
 
+import cutover
 from _harness import emit, scratch_schema
 from cutover.clock import ManualClock
 from cutover.control.controller import Controller
@@ -406,11 +418,12 @@ def write_minute(store: SqlStore, migrations: list[str], start: int, seq: int, r
 
 
 KINDS = (
-    ("SELECT cutover_windows.arm,", "step total: store.windows(name, step start)"),
-    ("SELECT cutover_windows.start,", "series counters: store.series, longest window"),
-    ("SELECT cutover_latency.start,", "series histograms: store.series, latency window"),
-    ("SELECT cutover_histograms.start,", "coarse histograms of schema 6: store.series"),
-    ("SET LOCAL", "per-transaction timeouts"),
+    ("SELECT cutover_windows.migration, cutover_windows.arm,", "step totals: store.windows_of"),
+    ("SELECT cutover_latency.migration, cutover_latency.arm,", "step histograms: windows_of"),
+    ("SELECT cutover_windows.migration, cutover_windows.start,", "series counters: series_of"),
+    ("SELECT cutover_latency.migration, cutover_latency.start,", "series histograms: series_of"),
+    ("SELECT cutover_histograms.", "coarse histograms of schema 6"),
+    ("SET LOCAL", "per-transaction settings"),
 )
 
 
@@ -612,6 +625,73 @@ def measure(
     }
 
 
+def digest(decisions: list[Any]) -> str:
+    """The decisions a tick took, to the last byte of their reasons and evidence."""
+    text = json.dumps(
+        [[d.migration, d.kind, d.reason, d.evidence] for d in decisions],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def worker(url: str, now: float) -> None:
+    """The anchor's side of the comparison: a dry-run tick at ``now`` for each line read, its
+    milliseconds and digest written back."""
+    store = SqlStore(url)
+    controller = Controller(store, clock=ManualClock(now), dry_run=True)
+    controller.tick()  # the step totals' first, long read
+    print(json.dumps({"ready": True, "cutover": cutover.__file__}), flush=True)
+    for _ in sys.stdin:
+        began = time.perf_counter()
+        taken = controller.tick()
+        took = (time.perf_counter() - began) * 1000
+        print(json.dumps({"ms": took, "digest": digest(taken)}), flush=True)
+    store.close()
+
+
+def compare(url: str, now: float, anchor_src: str, rounds: int) -> dict[str, Any]:
+    """Alternating dry-run ticks of this cutover and the anchor's on the same store and clock."""
+    env = {**os.environ, "PYTHONPATH": f"{anchor_src}/src{os.pathsep}{Path(__file__).parent}"}
+    command = [sys.executable, __file__, "--worker", url, str(now)]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    ) as anchor:
+        assert anchor.stdin is not None and anchor.stdout is not None
+        store = SqlStore(url)
+        controller = Controller(store, clock=ManualClock(now), dry_run=True)
+        controller.tick()
+        ready = json.loads(anchor.stdout.readline())
+        mine: list[float] = []
+        theirs: list[float] = []
+        digests: set[tuple[str, str]] = set()
+        for number in range(rounds):
+            for side in ("anchor", "this") if number % 2 else ("this", "anchor"):
+                if side == "this":
+                    began = time.perf_counter()
+                    taken = controller.tick()
+                    mine.append((time.perf_counter() - began) * 1000)
+                    ours = digest(taken)
+                else:
+                    anchor.stdin.write("tick\n")
+                    anchor.stdin.flush()
+                    answer = json.loads(anchor.stdout.readline())
+                    theirs.append(answer["ms"])
+            digests.add((ours, answer["digest"]))
+        anchor.stdin.close()
+        store.close()
+    return {
+        "anchor_src": anchor_src,
+        "anchor_imported": ready["cutover"],
+        "rounds": rounds,
+        "dry_run_tick_median_ms": round(statistics.median(mine), 1),
+        "anchor_dry_run_tick_median_ms": round(statistics.median(theirs), 1),
+        "ratio_anchor_to_this": round(statistics.median(theirs) / statistics.median(mine), 2),
+        "same_decisions": all(a == b for a, b in digests),
+        "load_average": os.getloadavg(),
+    }
+
+
 def naive_pass(store: SqlStore, migrations: list[str], now: float) -> None:
     checks = plan_for("x").checks
     for name in migrations:
@@ -629,6 +709,8 @@ def run(
     days: float = 30,
     histogram_hours: float = 24,
     ticks: int = 5,
+    anchor_src: str | None = None,
+    rounds: int = 5,
 ) -> dict[str, Any]:
     now = int(time.time()) // MINUTE * MINUTE
     named = names(migrations)
@@ -646,6 +728,8 @@ def run(
         tables = table_figures(url)
         loading["setup_s"] = round(time.perf_counter() - began, 1)
         figures = measure(url, named, now, ticks, placed)
+        if anchor_src is not None:
+            figures["anchor"] = compare(url, now + ticks * MINUTE, anchor_src, rounds)
     slow, erring = troubled(migrations)
     return {
         "parameters": {
@@ -677,6 +761,14 @@ def main() -> None:
         help="hours of latency histograms to load (the latency check reads the last 10 minutes)",
     )
     parser.add_argument("--ticks", type=int, default=5)
+    parser.add_argument(
+        "--anchor-src",
+        help="a source tree of an earlier cutover to compare dry-run ticks with, same run",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of it")
+    if sys.argv[1:2] == ["--worker"]:
+        worker(sys.argv[2], float(sys.argv[3]))
+        return
     arguments = parser.parse_args()
     emit(
         "controller_tick",
@@ -686,6 +778,8 @@ def main() -> None:
             arguments.days,
             arguments.histogram_hours,
             arguments.ticks,
+            arguments.anchor_src,
+            arguments.rounds,
         ),
     )
 
