@@ -443,12 +443,12 @@ class Controller:
         for name, (start, _, span) in reads.items():
             before = earlier.get(name)
             telemetry = Telemetry(series[name], before if span.step else None)
-            recent = telemetry.total(start)
-            prior = before or {arm: w.ArmCounts() for arm in Arm}
+            recent = telemetry.counters(start)
+            prior = {arm: counts.counts for arm, counts in (before or {}).items()}
             comparisons = sum(
-                counts.counts[w.COMPARISONS] for part in (recent, prior) for counts in part.values()
+                counts[w.COMPARISONS] for part in (recent, prior) for counts in part.values()
             )
-            new_calls = recent[Arm.NEW].counts[w.CALLS] + prior[Arm.NEW].counts[w.CALLS]
+            new_calls = recent[Arm.NEW][w.CALLS] + (prior[Arm.NEW][w.CALLS] if prior else 0)
             out[name] = (telemetry, comparisons, new_calls)
         return out
 

@@ -993,9 +993,11 @@ class SqlStore:
                         conn, table, _span(table, names, since, until)
                     )
                     for (name, start, arm), counts in per_window.items():
-                        slot(name, start)[_ARMS[arm]].histogram.merge(
-                            Histogram.of_counts(counts, bits)
-                        )
+                        found = slot(name, start)[_ARMS[arm]]
+                        if found.histogram.buckets:
+                            found.histogram.merge(Histogram.of_counts(counts, bits))
+                        else:  # the first table read for this window: nothing to add to
+                            found.histogram = Histogram.of_counts(counts, bits)
         return {name: dict(sorted(windows.items())) for name, windows in out.items()}
 
     def _latency_tables(self, conn: Connection) -> tuple[tuple[sa.Table, int], ...]:
