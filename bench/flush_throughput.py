@@ -95,7 +95,7 @@ def cutover_flushes(url: str, instances: int, seconds: float, staged: bool) -> d
                 )
 
     elapsed = in_threads(instance, instances)
-    stored = sum(arms[arm].calls for arms in store.totals(0).values() for arm in arms)
+    stored = sum(arms[arm]["calls"] for arms in store.totals(0).values() for arm in arms)
     store.close()
     if stored != calls:
         raise SystemExit(f"stored {stored} calls for {calls} written: the flush path is wrong")
