@@ -5,10 +5,12 @@ flushing once per ``--interval`` seconds (5 s, cutover's default) at a random ph
 flush shaped like bench/flush_throughput.py's (10 migrations, ~413 rows, all in the same
 minute). Instances are lightweight: a scheduler hands each due flush to a pool of writer
 threads sharing ``--stores`` stores (6 connections each), as many machines' flushers would
-reach one server. Per step: offered and achieved flushes a second, the flush's own time
-(p50, p99) and its lag (from when it was due to when it committed: waiting for a writer, a
-connection or the server). The path saturates where achieved falls short of offered and the
-lag grows with the step instead of staying near the flush's own time.
+reach one server. Flushes still waiting for a writer when a step ends are counted, not
+written (a saturated step would otherwise drain its backlog for minutes). Per step: offered
+and achieved flushes a second, the flush's own time (p50, p99) and its lag (from when it was
+due to when it committed: waiting for a writer, a connection or the server). The path
+saturates where achieved falls short of offered and the lag grows with the step instead of
+staying near the flush's own time.
 
 Exposition: one process holding N migrations in shadow (both arms counted), the bytes and the
 time of rendering its /metrics (``prometheus_client.generate_latest``), and its series.
@@ -54,12 +56,18 @@ def flush_step(
     took: list[float] = []
     lags: list[float] = []
     failed = 0
+    unwritten = 0
+    stop = time.monotonic() + seconds
 
     def writer(number: int) -> None:
-        nonlocal failed
+        nonlocal failed, unwritten
         store = stores[number % len(stores)]
         while (item := due.get()) is not None:
             at, instance, seq = item
+            if time.monotonic() >= stop:  # past the step: the backlog is counted, not written
+                with lock:
+                    unwritten += 1
+                continue
             template = templates[instance % TEMPLATES]
             flush = FlushBatch(
                 f"fleet-{instance}",
@@ -84,10 +92,9 @@ def flush_step(
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
     for thread in threads:
         thread.start()
-    began = time.monotonic()
+    began = stop - seconds
     schedule = [(began + rng.uniform(0, interval), instance, 1) for instance in range(instances)]
     heapq.heapify(schedule)
-    stop = began + seconds
     offered = 0
     while schedule[0][0] < stop:
         at, instance, seq = heapq.heappop(schedule)
@@ -101,13 +108,14 @@ def flush_step(
         due.put(None)
     for thread in threads:
         thread.join()
-    elapsed = time.monotonic() - began
+    elapsed = seconds
     return {
         "instances": instances,
         "offered_flushes_per_second": round(instances / interval, 1),
         "achieved_flushes_per_second": round(len(took) / elapsed, 1),
         "completed_of_offered": round(len(took) / offered, 3),
         "failed": failed,
+        "unwritten_at_the_end": unwritten,
         "flush_p50_ms": round(percentile(took, 0.5) * 1000, 1),
         "flush_p99_ms": round(percentile(took, 0.99) * 1000, 1),
         "lag_p50_ms": round(percentile(lags, 0.5) * 1000, 1),
