@@ -2,18 +2,23 @@
 
 Each instance is a thread with its own run id, flushing batches shaped like a real process's:
 10 migrations x 2 arms of counters, about 20 latency buckets per arm, a few drift
-fingerprints. The reference in the same run is the database's raw speed for as many rows: COPY
-into an unlogged table with no keys (what a flusher with no idempotency and no merging could
-reach at best). A second phase paces every instance at one flush per 5 s, as in production,
-and reports the flush latency.
+fingerprints, all in the same minute. Two methods alternate in rounds of the same run, each
+round in a fresh schema: ``staged`` (each flush claims its (run, seq) and appends one row;
+whoever gets the fold lock sums every staged row into the window tables) and ``upsert`` (each
+flush upserts its rows into the window tables itself, the method before staging). After every
+round the stored calls are compared with the calls written: a flush lost or counted twice
+fails the benchmark. The reference in the same run is the database's raw speed for as many
+rows: COPY into an unlogged table with no keys. A last phase paces every instance at one
+flush per 5 s, as in production, and reports the flush latency of both methods.
 
     python bench/flush_throughput.py [--server postgresql://postgres@127.0.0.1/test]
-                                     [--instances 50] [--seconds 10]
+                                     [--instances 50] [--seconds 10] [--rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import secrets
 import threading
@@ -57,16 +62,18 @@ def rows_in(flush: FlushBatch) -> int:
     ) + len(flush.fingerprints)
 
 
-def cutover_flushes(url: str, instances: int, seconds: float) -> dict[str, Any]:
+def cutover_flushes(url: str, instances: int, seconds: float, staged: bool) -> dict[str, Any]:
     store = SqlStore(url)
+    store.stage_flushes = staged
     store.states()  # create the schema before the clock starts
     latencies: list[float] = []
     rows = 0
+    calls = 0
     lock = threading.Lock()
     stop = time.monotonic() + seconds
 
     def instance(number: int) -> None:
-        nonlocal rows
+        nonlocal rows, calls
         rng = random.Random(number)
         run = secrets.token_hex(8)
         seq = 0
@@ -77,12 +84,21 @@ def cutover_flushes(url: str, instances: int, seconds: float) -> dict[str, Any]:
             began = time.perf_counter()
             assert store.write_flush(flush)
             took = time.perf_counter() - began
+            assert not store.write_flush(flush), "a retried flush was applied twice"
             with lock:
                 latencies.append(took)
                 rows += rows_in(flush)
+                calls += sum(
+                    counts.counts[0]
+                    for _, delta in flush.windows.items()
+                    for counts in delta.arms.values()
+                )
 
     elapsed = in_threads(instance, instances)
+    stored = sum(arms[arm]["calls"] for arms in store.totals(0).values() for arm in arms)
     store.close()
+    if stored != calls:
+        raise SystemExit(f"stored {stored} calls for {calls} written: the flush path is wrong")
     return {**throughput(latencies, rows, elapsed), "flushes": len(latencies)}
 
 
@@ -116,9 +132,12 @@ def raw_copies(url: str, instances: int, seconds: float) -> dict[str, Any]:
     }
 
 
-def paced(url: str, instances: int, seconds: float, interval: float) -> dict[str, Any]:
+def paced(
+    url: str, instances: int, seconds: float, interval: float, staged: bool
+) -> dict[str, Any]:
     """Latency of flushes when every instance flushes once per ``interval``, as in production."""
     store = SqlStore(url)
+    store.stage_flushes = staged
     store.states()
     latencies: list[float] = []
     lock = threading.Lock()
@@ -150,21 +169,41 @@ def paced(url: str, instances: int, seconds: float, interval: float) -> dict[str
     }
 
 
-def run(server: str, instances: int, seconds: float) -> dict[str, Any]:
+def run(server: str, instances: int, seconds: float, rounds: int) -> dict[str, Any]:
+    saturated: dict[str, list[dict[str, Any]]] = {"upsert": [], "staged": []}
+    for _ in range(rounds):  # alternating, so both methods share the machine's load
+        for method, results in saturated.items():
+            with scratch_schema(server) as url:
+                results.append(cutover_flushes(url, instances, seconds, method == "staged"))
     with scratch_schema(server) as url:
-        saturated = cutover_flushes(url, instances, seconds)
         raw = raw_copies(url, instances, seconds)
-        production = paced(url, instances, max(seconds, 20.0), 5.0)
+    production = {}
+    for method in saturated:
+        with scratch_schema(server) as url:
+            production[method] = paced(url, instances, max(seconds, 20.0), 5.0, method == "staged")
+    best = {
+        method: max(results, key=lambda r: r["flushes_per_second"])
+        for method, results in saturated.items()
+    }
+    ratios = [
+        round(new["flushes_per_second"] / old["flushes_per_second"], 2)
+        for old, new in zip(saturated["upsert"], saturated["staged"], strict=True)
+    ]
     return {
         "instances": instances,
         "migrations_per_flush": MIGRATIONS,
         "saturated": saturated,
+        "staged_to_upsert_flushes_per_second_per_round": ratios,
         "raw_copy_reference": raw,
-        "ratio_rows_per_second_to_raw_copy": round(
-            saturated["rows_per_second"] / raw["rows_per_second"], 3
-        ),
-        "instances_sustainable_at_5s": int(saturated["flushes_per_second"] * 5),
+        "ratio_rows_per_second_to_raw_copy": {
+            method: round(result["rows_per_second"] / raw["rows_per_second"], 3)
+            for method, result in best.items()
+        },
+        "instances_sustainable_at_5s": {
+            method: int(result["flushes_per_second"] * 5) for method, result in best.items()
+        },
         "paced_every_5s": production,
+        "load_average": [round(value, 2) for value in os.getloadavg()],
     }
 
 
@@ -173,8 +212,12 @@ def main() -> None:
     parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--instances", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=2)
     arguments = parser.parse_args()
-    emit("flush_throughput", run(arguments.server, arguments.instances, arguments.seconds))
+    emit(
+        "flush_throughput",
+        run(arguments.server, arguments.instances, arguments.seconds, arguments.rounds),
+    )
 
 
 if __name__ == "__main__":

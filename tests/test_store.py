@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from cutover.errors import ConflictError, InvalidInput, StoreError
 from cutover.model import Arm, Mode, State
 from cutover.store import FlushBatch, InstanceInfo, normalize_url, open_store, redact_url
-from cutover.store.sql import SqlStore
+from cutover.store.sql import _FOLD_KEY, SqlStore
 from cutover.telemetry.drift import DriftSample
 from cutover.telemetry.histogram import Histogram
 from cutover.telemetry.windows import COUNTERS, ArmCounts, WindowDelta
@@ -124,6 +124,32 @@ def test_a_flush_is_applied_once_even_when_retried(store_url: str) -> None:
     assert store.write_flush(batch) is False  # the retry after an unknown outcome
     totals = store.windows("codec", 0)
     assert totals[Arm.LEGACY]["calls"] == 10 and totals[Arm.NEW]["drifts"] == 2
+    store.close()
+
+
+def test_a_flush_staged_during_anothers_fold_is_seen_by_the_next_read(pg_url: str) -> None:
+    store = SqlStore(pg_url)
+    store.states()
+    folding = store.engine.connect()
+    folding.begin()
+    folding.execute(sa.text(f"SELECT pg_advisory_xact_lock({_FOLD_KEY})"))  # a fold under way
+    assert store.write_flush(FlushBatch("host:1", 1, NOW, [(1_749_999_960, delta("codec", 4))]))
+    staged = folding.execute(sa.text("SELECT count(*) FROM cutover_staged")).scalar()
+    assert staged == 1, "the writer left it staged, not waiting for the fold lock"
+    threading.Timer(0.2, folding.rollback).start()
+    assert store.windows("codec", 0)[Arm.LEGACY]["calls"] == 4  # the read waited, then folded
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM cutover_staged")).scalar() == 0
+    folding.close()
+    store.close()
+
+
+def test_a_name_too_long_to_fold_is_refused_when_staged_and_folds_go_on(pg_url: str) -> None:
+    store = SqlStore(pg_url)
+    with pytest.raises(StoreError, match="refused the operation"):
+        store.write_flush(FlushBatch("host:1", 1, NOW, [(1_749_999_960, delta("x" * 201, 1))]))
+    assert store.write_flush(FlushBatch("host:1", 2, NOW, [(1_749_999_960, delta("codec", 3))]))
+    assert store.windows("codec", 0)[Arm.NEW]["calls"] == 3
     store.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from cutover.telemetry.windows import COUNTERS
 
@@ -232,3 +233,24 @@ route_windows = sa.Table(
 sa.Index("cutover_decisions_by_migration", decisions.c.migration, decisions.c.id)
 sa.Index("cutover_windows_by_start", windows.c.start)
 sa.Index("cutover_flushes_by_time", flushes.c.at)
+
+
+STAGED_PREFIXES = {"w": windows, "l": latency, "d": drift_counts}
+"""Where each prefix of a staged column is folded to: ``w_calls`` holds calls for windows."""
+
+postgres_metadata = sa.MetaData()
+"""Tables of PostgreSQL alone (arrays): created beside ``metadata`` on that dialect."""
+
+staged = sa.Table(
+    "cutover_staged",
+    postgres_metadata,
+    # One row per applied flush, append-only and keyless so concurrent flushes never wait on
+    # one another: its windows, latency buckets and drift counts as one array per column of
+    # the table they are folded into (sql.SqlStore._fold sums them there in batches). The
+    # element types are the tables' own, so whatever was staged can always be folded.
+    *(
+        sa.Column(f"{prefix}_{column.name}", postgresql.ARRAY(column.type), nullable=False)
+        for prefix, table in STAGED_PREFIXES.items()
+        for column in table.columns
+    ),
+)

@@ -57,18 +57,73 @@ def _unnest_upsert(
     table: sa.Table, columns: tuple[str, ...], keys: tuple[str, ...], counters: tuple[str, ...]
 ) -> str:
     """``INSERT ... SELECT * FROM unnest(arrays) ON CONFLICT DO UPDATE`` adding ``counters``."""
-    kinds = {sa.BigInteger: "bigint", sa.Integer: "integer", sa.Float: "double precision"}
-
-    def array_type(name: str) -> str:
-        column_type = type(table.c[name].type)
-        return next((kind for base, kind in kinds.items() if issubclass(column_type, base)), "text")
-
-    arrays = ", ".join(f"CAST(:p{i} AS {array_type(name)}[])" for i, name in enumerate(columns))
+    arrays = ", ".join(
+        f"CAST(:p{i} AS {_array_type(table.c[name])}[])" for i, name in enumerate(columns)
+    )
     updates = ", ".join(f"{name} = {table.name}.{name} + excluded.{name}" for name in counters)
     return (
         f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
         f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
     )
+
+
+def _array_type(column: sa.Column[Any]) -> str:
+    """The PostgreSQL array type a column's values are sent as."""
+    kinds = {sa.BigInteger: "bigint", sa.Integer: "integer", sa.Float: "double precision"}
+    column_type = type(column.type)
+    return next((kind for base, kind in kinds.items() if issubclass(column_type, base)), "text")
+
+
+_FOLD_LOCK = 0x63757431  # "cut1", with the schema's hash: one folder of staged flushes at a time
+
+_FOLD_KEY = f"{_FOLD_LOCK}, hashtext(current_schema())"
+
+
+@functools.cache
+def _stage_statement() -> str:
+    """Claim a flush's (run, seq) and stage its rows, in one statement: no row is staged when
+    the claim finds the flush applied before, and no row is returned."""
+    columns = [column.name for column in t.staged.columns]
+    arrays = ", ".join(
+        f"CAST(:{name} AS {_array_type(t.STAGED_PREFIXES[name[0]].c[name[2:]])}[])"
+        for name in columns
+    )
+    return (
+        "WITH claimed AS (INSERT INTO cutover_flushes (run, seq, instance, at)"
+        " VALUES (:run, :seq, :instance, :at) ON CONFLICT (run, seq) DO NOTHING RETURNING 1)"
+        f" INSERT INTO {t.staged.name} ({', '.join(columns)}) SELECT {arrays} FROM claimed"
+        " RETURNING 1"
+    )
+
+
+@functools.cache
+def _fold_statement() -> str:
+    """Move every staged row into the window tables, summed per key, in one statement that
+    runs only while it holds the fold lock (taken here without waiting; a reader takes it
+    first, waiting). Rows are upserted in key order, the order every writer locks them in."""
+    keys = {"w": ("migration", "arm", "start"), "l": ("migration", "arm", "start", "bucket")}
+    keys["d"] = ("migration", "start", "key")
+    parts = [
+        f"go AS (SELECT pg_try_advisory_xact_lock({_FOLD_KEY}) AS held)",
+        f"taken AS (DELETE FROM {t.staged.name} WHERE (SELECT held FROM go) RETURNING *)",
+    ]
+    for prefix, table in t.STAGED_PREFIXES.items():
+        names = [column.name for column in table.columns]
+        counters = [name for name in names if name not in keys[prefix] and name != "fingerprint"]
+        chosen = ", ".join(
+            name if name in keys[prefix] else f"sum({name})" if name in counters else f"min({name})"
+            for name in names
+        )
+        order = ", ".join(keys[prefix])
+        unnested = ", ".join(f"taken.{prefix}_{name}" for name in names)
+        updates = ", ".join(f"{name} = {table.name}.{name} + excluded.{name}" for name in counters)
+        parts.append(
+            f"{prefix} AS (INSERT INTO {table.name} ({', '.join(names)})"
+            f" SELECT {chosen} FROM taken, unnest({unnested}) AS u({', '.join(names)})"
+            f" GROUP BY {order} ORDER BY {order}"
+            f" ON CONFLICT ({order}) DO UPDATE SET {updates})"
+        )
+    return f"WITH {', '.join(parts)} SELECT count(*) FROM taken"
 
 
 _LATENCY_TABLES = ((t.latency, SUB_BITS), (t.histograms, COARSE_BITS))
@@ -179,6 +234,11 @@ def _sample_from_row(row: Any) -> DriftSample:
 
 class SqlStore:
     """A :class:`cutover.store.Store` on one SQLAlchemy engine. Thread-safe; fork-aware."""
+
+    stage_flushes = True
+    """PostgreSQL: stage each flush and fold staged flushes in batches (see _stage_flush).
+    False upserts each flush into the window tables itself, as SQLite always does: the
+    method before staging, kept to measure against (bench/flush_throughput.py)."""
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
         self.url = url
@@ -312,6 +372,8 @@ class SqlStore:
                                 {"key": _SCHEMA_LOCK_KEY},
                             )
                         t.metadata.create_all(conn, checkfirst=True)
+                        if conn.dialect.name == "postgresql":
+                            t.postgres_metadata.create_all(conn, checkfirst=True)
                         found = conn.execute(
                             sa.select(t.meta.c.value).where(t.meta.c.key == "schema_version")
                         ).scalar()
@@ -749,8 +811,16 @@ class SqlStore:
         for rows in histogram_rows.values():
             rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"], r["bucket"]))
         fingerprint_rows.sort(key=lambda r: (r["migration"], r["start"], r["key"]))
+        empty = not window_rows and not batch.samples and not fingerprint_rows
+        if (
+            self.stage_flushes
+            and self.dialect == "postgresql"
+            and not empty
+            and not histogram_rows[COARSE_BITS]  # a backtest's copy of old windows: rare
+        ):
+            return self._stage_flush(batch, window_rows, histogram_rows[SUB_BITS], fingerprint_rows)
         with self._connect(write=True) as conn:
-            if not window_rows and not batch.samples and not fingerprint_rows:
+            if empty:
                 self._heartbeat(conn, batch.heartbeat)  # idempotent on its own
                 return True
             claimed = conn.execute(
@@ -781,28 +851,80 @@ class SqlStore:
             self._add(
                 conn, t.drift_counts, ["migration", "start", "key"], ["count"], fingerprint_rows
             )
-            if batch.samples:
-                conn.execute(
-                    sa.insert(t.drift_samples),
-                    [
-                        {
-                            "migration": sample.migration,
-                            "at": sample.at,
-                            "unit": None if sample.unit is None else sample.unit[:400],
-                            "fingerprint": sample.fingerprint,
-                            "payload": {
-                                "input": sample.input,
-                                "legacy": sample.legacy,
-                                "new": sample.new,
-                                "diff": sample.diff,
-                                "truncated": sample.truncated,
-                            },
-                        }
-                        for sample in batch.samples
-                    ],
-                )
+            self._add_samples(conn, batch)
             self._heartbeat(conn, batch.heartbeat)
         return True
+
+    def _stage_flush(
+        self,
+        batch: FlushBatch,
+        window_rows: list[dict[str, Any]],
+        latency_rows: list[dict[str, Any]],
+        fingerprint_rows: list[dict[str, Any]],
+    ) -> bool:
+        """PostgreSQL: claim the flush and stage its rows as one append-only row, which waits
+        on no other flush's row locks, then fold what is staged unless another process is
+        folding already. Every read folds first, so it sees every flush committed before it."""
+        staged: dict[str, list[Any]] = {}
+        for prefix, rows in (("w", window_rows), ("l", latency_rows), ("d", fingerprint_rows)):
+            for column in t.STAGED_PREFIXES[prefix].columns:
+                staged[f"{prefix}_{column.name}"] = [row[column.name] for row in rows]
+        claim = {
+            "run": batch.run or batch.instance,
+            "seq": batch.seq,
+            "instance": batch.instance,
+            "at": batch.at,
+        }
+        with self._connect(write=True) as conn:
+            claimed = conn.execute(sa.text(_stage_statement()), {**claim, **staged}).first()
+            if claimed is not None:
+                self._add_samples(conn, batch)
+            self._heartbeat(conn, batch.heartbeat)
+        if claimed is None:
+            return False
+        try:
+            with self._connect(write=True) as conn:
+                conn.execute(sa.text(_fold_statement()))
+        except StoreError as error:  # the flush is applied: the next flush or read folds it
+            log.warning("cutover could not fold staged flushes yet: %s", error)
+        return True
+
+    def _settle(self, conn: Connection) -> None:
+        """Fold every flush staged before this read, waiting for a fold under way: what a
+        read of windows or drift counts does first on PostgreSQL, in the read's transaction."""
+        if self.dialect != "postgresql":
+            return
+        locked = conn.execute(
+            sa.text(
+                f"SELECT pg_advisory_xact_lock({_FOLD_KEY})"
+                f" WHERE EXISTS (SELECT FROM {t.staged.name})"
+            )
+        ).first()
+        if locked is not None:
+            conn.execute(sa.text(_fold_statement()))
+
+    def _add_samples(self, conn: Connection, batch: FlushBatch) -> None:
+        if not batch.samples:
+            return
+        conn.execute(
+            sa.insert(t.drift_samples),
+            [
+                {
+                    "migration": sample.migration,
+                    "at": sample.at,
+                    "unit": None if sample.unit is None else sample.unit[:400],
+                    "fingerprint": sample.fingerprint,
+                    "payload": {
+                        "input": sample.input,
+                        "legacy": sample.legacy,
+                        "new": sample.new,
+                        "diff": sample.diff,
+                        "truncated": sample.truncated,
+                    },
+                }
+                for sample in batch.samples
+            ],
+        )
 
     def _add(
         self,
@@ -893,6 +1015,7 @@ class SqlStore:
         if not spans:
             return out
         with self._connect(many=True) as conn:
+            self._settle(conn)
             for (since, until), names in _by_span(spans).items():
                 counters = (
                     sa.select(
@@ -934,6 +1057,7 @@ class SqlStore:
         )
         out: dict[str, dict[Arm, ArmCounts]] = {}
         with self._connect() as conn:
+            self._settle(conn)
             for row in conn.execute(query):
                 arms = out.get(row[0])
                 if arms is None:
@@ -979,6 +1103,7 @@ class SqlStore:
         if not spans:
             return out
         with self._connect(many=True) as conn:
+            self._settle(conn)
             for (since, until), names in _by_span(counted).items():
                 counters = (
                     sa.select(w.migration, w.start, w.arm, *(sa.func.sum(w[n]) for n in COUNTERS))
@@ -1047,6 +1172,7 @@ class SqlStore:
     def migrations(self) -> list[str]:
         """Names with a stored state or any recorded window, sorted."""
         with self._connect() as conn:
+            self._settle(conn)
             named = set(conn.execute(sa.select(t.states.c.name)).scalars())
             named.update(conn.execute(_DISTINCT_WINDOW_MIGRATIONS).scalars())
         return sorted(named)
@@ -1095,6 +1221,7 @@ class SqlStore:
             .group_by(samples.c.fingerprint)
         )
         with self._connect() as conn:
+            self._settle(conn)
             rows = conn.execute(grouped).all()
             kept_by_fingerprint = {row[0]: (int(row[1]), row[2]) for row in conn.execute(kept)}
             latest = [example for _, example in kept_by_fingerprint.values()]
@@ -1250,6 +1377,7 @@ class SqlStore:
         than ``before``. Decisions and states are never deleted."""
         removed = {}
         with self._connect(write=True) as conn:
+            self._settle(conn)
             for label, table, column in (
                 ("windows", t.windows, t.windows.c.start),
                 ("histogram_buckets", t.latency, t.latency.c.start),
