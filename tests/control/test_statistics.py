@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import stats
+from scipy import special, stats
 
 from cutover.control.statistics import (
     RankTest,
@@ -408,3 +408,23 @@ def test_exact_interval_agrees_with_scipy(events: int, trials: int) -> None:
     low, high = exact_rate_interval(events, trials)  # type: ignore[misc]
     assert low == pytest.approx(expected.low, abs=1e-12)
     assert high == pytest.approx(expected.high, abs=1e-12)
+
+
+def test_the_exact_interval_and_the_rank_test_are_scipys_to_the_last_bit() -> None:
+    """They call SciPy's special functions without its per-call argument handling: a decision
+    must not move by a bit for it."""
+    from cutover.control.statistics import exact_rate_interval
+
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        trials = int(rng.choice([1, 7, 176, 5000, 10**6, 10**9]))
+        events = int(rng.choice([0, 1, trials, rng.integers(0, trials + 1)]))
+        confidence = float(rng.choice([0.9, 0.95, 0.99]))
+        alpha = 1 - confidence
+        low = 0.0 if events == 0 else stats.beta.ppf(alpha / 2, events, trials - events + 1)
+        high = (
+            1.0 if events == trials else stats.beta.ppf(1 - alpha / 2, events + 1, trials - events)
+        )
+        assert exact_rate_interval(events, trials, confidence) == (float(low), float(high))
+    for z in [*rng.normal(0, 3, 300), 0.0, -38.5, 38.5]:
+        assert float(special.ndtr(-z)) == float(stats.norm.sf(z))

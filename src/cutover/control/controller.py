@@ -391,13 +391,13 @@ class Controller:
         return plan
 
     def _plans_of(self, rollouts: Mapping[str, Rollout]) -> dict[str, tuple[Rollout, Plan]]:
-        """The rollouts whose stored plan parses, with it (the others fail on evaluation,
-        one at a time, with the reason)."""
+        """The rollouts whose stored plan parses, with it: the others fail on evaluation,
+        one at a time, with the reason logged, and do not stop the others."""
         out = {}
         for name, rollout in rollouts.items():
             try:
                 out[name] = (rollout, self._plan(rollout))
-            except CutoverError:
+            except Exception:  # noqa: BLE001 - reported by the rollout's own evaluation
                 continue
         return out
 

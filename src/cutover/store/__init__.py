@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -394,6 +394,13 @@ class Store(Protocol):
         self, name: str, since: float, until: float | None = None, *, histograms: bool = True
     ) -> dict[Arm, ArmCounts]: ...
 
+    def windows_of(
+        self,
+        spans: Mapping[str, tuple[float, float | None]],
+        *,
+        histograms: Collection[str] = (),
+    ) -> dict[str, dict[Arm, ArmCounts]]: ...
+
     def totals(
         self, since: float, until: float | None = None
     ) -> dict[str, dict[Arm, ArmCounts]]: ...
@@ -406,6 +413,10 @@ class Store(Protocol):
         *,
         histograms_since: float | None = None,
     ) -> dict[int, dict[Arm, ArmCounts]]: ...
+
+    def series_of(
+        self, spans: Mapping[str, tuple[float, float | None, float | None]]
+    ) -> dict[str, dict[int, dict[Arm, ArmCounts]]]: ...
 
     def migrations(self) -> list[str]: ...
 

@@ -316,7 +316,9 @@ class SqlStore:
         before the server ends the session (undoing it and freeing its locks): for writes whose
         client may be frozen (SIGSTOP, a paused VM) while others wait on their row locks.
         ``many`` is for reads of many migrations' windows at once: their estimated cost passes
-        the server's JIT threshold, and compiling took longer (up to 0.6 s) than the read."""
+        the server's JIT threshold, and compiling took longer (up to 0.6 s) than the read; and
+        sorting their rows into windows (160,000 histogram rows for 200 migrations) spilled to
+        disk at the default work_mem of 4 MB."""
         self._ensure_schema()
         try:
             with self._gate(), self._engine.connect() as conn:
@@ -332,7 +334,7 @@ class SqlStore:
                                 f" = {max(1, round(stall * 1000))}"
                             )
                         if many:
-                            timeouts += "; SET LOCAL jit = off"
+                            timeouts += "; SET LOCAL jit = off; SET LOCAL work_mem = '64MB'"
                         conn.exec_driver_sql(timeouts)
                     yield conn
         except (ConflictError, InvalidInput, LeaseLost, _Lost):
