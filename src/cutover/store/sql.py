@@ -789,11 +789,6 @@ class SqlStore:
             }
             for (start, migration, fingerprint), count in batch.fingerprints.items()
         ]
-        # A fixed order of row locks keeps concurrent flushes from deadlocking on PostgreSQL.
-        window_rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"]))
-        for rows in histogram_rows.values():
-            rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"], r["bucket"]))
-        fingerprint_rows.sort(key=lambda r: (r["migration"], r["start"], r["key"]))
         empty = not window_rows and not batch.samples and not fingerprint_rows
         if (
             self.stage_flushes
@@ -802,6 +797,11 @@ class SqlStore:
             and not histogram_rows[COARSE_BITS]  # a backtest's copy of old windows: rare
         ):
             return self._stage_flush(batch, window_rows, histogram_rows[SUB_BITS], fingerprint_rows)
+        # A fixed order of row locks keeps concurrent flushes from deadlocking on PostgreSQL.
+        window_rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"]))
+        for rows in histogram_rows.values():
+            rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"], r["bucket"]))
+        fingerprint_rows.sort(key=lambda r: (r["migration"], r["start"], r["key"]))
         with self._connect(write=True) as conn:
             if empty:
                 self._heartbeat(conn, batch.heartbeat)  # idempotent on its own
@@ -847,7 +847,8 @@ class SqlStore:
     ) -> bool:
         """PostgreSQL: claim the flush and stage its rows as one append-only row, which waits
         on no other flush's row locks, then fold what is staged unless another process is
-        folding already. Every read folds first, so it sees every flush committed before it."""
+        folding already, in one transaction of four round trips. Every read folds first, so
+        it sees every flush committed before it."""
         staged: dict[str, list[Any]] = {}
         for prefix, rows in (("w", window_rows), ("l", latency_rows), ("d", fingerprint_rows)):
             for column in t.STAGED_PREFIXES[prefix].columns:
@@ -860,16 +861,18 @@ class SqlStore:
         }
         with self._connect(write=True) as conn:
             claimed = conn.execute(sa.text(_stage_statement()), {**claim, **staged}).first()
-            if claimed is not None:
-                self._add_samples(conn, batch)
+            if claimed is None:
+                self._heartbeat(conn, batch.heartbeat)
+                return False
+            self._add_samples(conn, batch)
             self._heartbeat(conn, batch.heartbeat)
-        if claimed is None:
-            return False
-        try:
-            with self._connect(write=True) as conn:
-                conn.execute(sa.text(_fold_statement()))
-        except StoreError as error:  # the flush is applied: the next flush or read folds it
-            log.warning("cutover could not fold staged flushes yet: %s", error)
+            # In the same round trip as its savepoint: a fold that fails leaves the flush
+            # applied (staged), and the next flush or read folds it.
+            try:
+                conn.exec_driver_sql(f"SAVEPOINT cutover_fold; {_fold_statement()}")
+            except sa.exc.DBAPIError as error:
+                conn.exec_driver_sql("ROLLBACK TO SAVEPOINT cutover_fold")
+                log.warning("cutover could not fold staged flushes yet: %s", self._reason(error))
         return True
 
     def _settle(self, conn: Connection) -> None:
