@@ -847,8 +847,7 @@ class SqlStore:
     ) -> bool:
         """PostgreSQL: claim the flush and stage its rows as one append-only row, which waits
         on no other flush's row locks, then fold what is staged unless another process is
-        folding already, in one transaction of four round trips. Every read folds first, so
-        it sees every flush committed before it."""
+        folding already. Every read folds first, so it sees every flush committed before it."""
         staged: dict[str, list[Any]] = {}
         for prefix, rows in (("w", window_rows), ("l", latency_rows), ("d", fingerprint_rows)):
             for column in t.STAGED_PREFIXES[prefix].columns:
@@ -866,13 +865,13 @@ class SqlStore:
                 return False
             self._add_samples(conn, batch)
             self._heartbeat(conn, batch.heartbeat)
-            # In the same round trip as its savepoint: a fold that fails leaves the flush
-            # applied (staged), and the next flush or read folds it.
-            try:
-                conn.exec_driver_sql(f"SAVEPOINT cutover_fold; {_fold_statement()}")
-            except sa.exc.DBAPIError as error:
-                conn.exec_driver_sql("ROLLBACK TO SAVEPOINT cutover_fold")
-                log.warning("cutover could not fold staged flushes yet: %s", self._reason(error))
+        # Its own transaction: a fold that fails (a connection lost midway) leaves the flush
+        # applied and staged, and the next flush or read folds it.
+        try:
+            with self._connect(write=True) as conn:
+                conn.execute(sa.text(_fold_statement()))
+        except StoreError as error:
+            log.warning("cutover could not fold staged flushes yet: %s", error)
         return True
 
     def _settle(self, conn: Connection) -> None:
