@@ -144,6 +144,21 @@ def test_a_flush_staged_during_anothers_fold_is_seen_by_the_next_read(pg_url: st
     store.close()
 
 
+def test_a_fold_that_fails_leaves_the_flush_applied_for_the_next_fold(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cutover.store import sql
+
+    store = SqlStore(pg_url)
+    fold = sql._fold_statement
+    monkeypatch.setattr(sql, "_fold_statement", lambda: "SELECT 1 / 0")
+    assert store.write_flush(FlushBatch("host:1", 1, NOW, [(1_749_999_960, delta("codec", 5))]))
+    assert not store.write_flush(FlushBatch("host:1", 1, NOW, [(1_749_999_960, delta("codec", 5))]))
+    monkeypatch.setattr(sql, "_fold_statement", fold)
+    assert store.windows("codec", 0)[Arm.LEGACY]["calls"] == 5
+    store.close()
+
+
 def test_a_name_too_long_to_fold_is_refused_when_staged_and_folds_go_on(pg_url: str) -> None:
     store = SqlStore(pg_url)
     with pytest.raises(StoreError, match="refused the operation"):

@@ -808,11 +808,6 @@ class SqlStore:
             }
             for (start, migration, fingerprint), count in batch.fingerprints.items()
         ]
-        # A fixed order of row locks keeps concurrent flushes from deadlocking on PostgreSQL.
-        window_rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"]))
-        for rows in histogram_rows.values():
-            rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"], r["bucket"]))
-        fingerprint_rows.sort(key=lambda r: (r["migration"], r["start"], r["key"]))
         empty = not window_rows and not batch.samples and not fingerprint_rows
         if (
             self.stage_flushes
@@ -821,6 +816,11 @@ class SqlStore:
             and not histogram_rows[COARSE_BITS]  # a backtest's copy of old windows: rare
         ):
             return self._stage_flush(batch, window_rows, histogram_rows[SUB_BITS], fingerprint_rows)
+        # A fixed order of row locks keeps concurrent flushes from deadlocking on PostgreSQL.
+        window_rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"]))
+        for rows in histogram_rows.values():
+            rows.sort(key=lambda r: (r["migration"], r["arm"], r["start"], r["bucket"]))
+        fingerprint_rows.sort(key=lambda r: (r["migration"], r["start"], r["key"]))
         with self._connect(write=True) as conn:
             if empty:
                 self._heartbeat(conn, batch.heartbeat)  # idempotent on its own
@@ -879,15 +879,17 @@ class SqlStore:
         }
         with self._connect(write=True) as conn:
             claimed = conn.execute(sa.text(_stage_statement()), {**claim, **staged}).first()
-            if claimed is not None:
-                self._add_samples(conn, batch)
+            if claimed is None:
+                self._heartbeat(conn, batch.heartbeat)
+                return False
+            self._add_samples(conn, batch)
             self._heartbeat(conn, batch.heartbeat)
-        if claimed is None:
-            return False
+        # Its own transaction: a fold that fails (a connection lost midway) leaves the flush
+        # applied and staged, and the next flush or read folds it.
         try:
             with self._connect(write=True) as conn:
                 conn.execute(sa.text(_fold_statement()))
-        except StoreError as error:  # the flush is applied: the next flush or read folds it
+        except StoreError as error:
             log.warning("cutover could not fold staged flushes yet: %s", error)
         return True
 
