@@ -38,7 +38,7 @@ def wait_for(condition: object, what: str) -> None:
 def main() -> None:
     store, directory, calls = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     pid = os.getpid()
-    cutover.configure(store, refresh_interval=0.1, flush_interval=0.2, wait=0)
+    cutover.configure(store, refresh_interval=0.1, flush_interval=0.5, wait=0)
     sound = cutover.Migration("tsound", legacy=lambda x: x, new=lambda x: x)
     broken = cutover.Migration("tbroken", legacy=lambda x: x, new=flawed)
     server, _ = start_http_server(0, addr="127.0.0.1")

@@ -142,12 +142,13 @@ def wait_for_files(directory: Path, prefix: str, apps: list[Any], seconds: float
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_checks_judge_prometheus_windows_as_they_judge_the_store(
     tmp_path: Path, sqlite_url: str, instances: list[Any]
 ) -> None:
     wait_for_files(tmp_path, "port", instances)
     targets = [f"127.0.0.1:{port.read_text()}" for port in tmp_path.glob("port-*")]
-    with running_prometheus(targets, "1s") as url:
+    with running_prometheus(targets, "500ms") as url:
         sql = open_store(sqlite_url)
         prometheus = open_store(sqlite_url, telemetry_url=url)
         clock = Clock()
@@ -170,12 +171,13 @@ def test_checks_judge_prometheus_windows_as_they_judge_the_store(
         wait_for_files(tmp_path, "done", instances)
         expected = INSTANCES * CALLS
         deadline = time.monotonic() + 10
-        while sum(
-            v for _, v in source._instant("cutover_calls_total{arm='legacy'}", None)
-        ) < 2 * expected:
+        while (
+            sum(v for _, v in source._instant("cutover_calls_total{arm='legacy'}", None))
+            < 2 * expected
+        ):
             assert time.monotonic() < deadline, "Prometheus never scraped the last counts"
             time.sleep(0.2)
-        time.sleep(1.2)  # one more scrape: the counters are flat at the end of the span
+        time.sleep(0.6)  # one more scrape: the counters are flat at the end of the span
 
         for name in ("tsound", "tbroken"):
             verdicts = []

@@ -29,9 +29,9 @@ from cutover.telemetry.histogram import COARSE_BITS, edges
 
 DURATION_EDGES_NS = tuple(edges(COARSE_BITS, (1 << 7) - 1, (1 << 34) - 1))
 """The ``le`` bounds of ``cutover_duration_seconds`` in nanoseconds: the edges of the store's
-coarse buckets (8 per power of two, 12.5% wide) from 128ns to 17.2s (217 bounds). Every fine bucket falls
-wholly under one of them, so the exposed counts are exact sums of the store's buckets and a
-reader rebuilds the store's coarse histogram from them (see cutover.telemetry.source)."""
+coarse buckets (8 per power of two, 12.5% wide) from 128ns to 17.2s, 217 bounds. Every fine
+bucket falls wholly under one of them, so the exposed counts are exact sums of the store's
+buckets and a reader rebuilds the store's coarse histogram from them (cutover.telemetry.source)."""
 
 DURATION_BUCKETS = tuple(edge / 1e9 for edge in DURATION_EDGES_NS)
 """The same bounds in seconds, as the ``le`` labels spell them (``repr``)."""

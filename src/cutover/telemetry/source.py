@@ -74,7 +74,6 @@ _SINGLE = {
     "offpath": w.OFFPATH,
     "hook_errors": w.HOOK_ERRORS,
 }
-_EDGE_OF_LE = {repr(bound): edge for bound, edge in zip(DURATION_BUCKETS, DURATION_EDGES_NS)}
 
 
 def telemetry_url(url: str) -> str:
@@ -288,8 +287,8 @@ def _histogram(cumulative: Mapping[str, float]) -> Histogram:
         return Histogram(bits=COARSE_BITS)
     counts: dict[int, int] = {}
     seen = 0
-    for edge in DURATION_EDGES_NS:
-        total = max(seen, round(cumulative.get(repr(edge / 1e9), seen)))
+    for bound, edge in zip(DURATION_BUCKETS, DURATION_EDGES_NS, strict=True):
+        total = max(seen, round(cumulative.get(repr(bound), seen)))
         if total > seen:
             index = index_of(edge - 1, COARSE_BITS)
             counts[index] = counts.get(index, 0) + total - seen
