@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import cutover
 from cutover import operations
+from cutover import runtime as rt
 from cutover.control.controller import Controller
 from cutover.control.plan import parse_plan
 from cutover.errors import InvalidInput
@@ -30,7 +31,7 @@ from cutover.telemetry import source as s
 from cutover.telemetry.histogram import COARSE_BITS, Histogram
 from cutover.telemetry.prometheus import DURATION_BUCKETS
 
-from .helpers import cutover_cli, put
+from .helpers import cutover_cli, put, quiet
 from .prometheus_server import running_prometheus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +81,28 @@ def test_the_exposed_buckets_are_the_store_coarse_buckets(durations: list[int]) 
     le = {repr(b): float(n) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)}
     le["+Inf"] = float(fine.count)
     assert s._histogram(le) == fine.coarsened(COARSE_BITS)
+
+
+def test_instances_with_telemetry_in_prometheus_write_no_windows(
+    sqlite_url: str, clock: cutover.ManualClock
+) -> None:
+    runtime = quiet(sqlite_url, clock=clock, telemetry_url="http://127.0.0.1:9")
+    try:
+        codec = cutover.Migration("unwindowed", lambda x: x, lambda x: -x, unit=str)
+        put(runtime, "unwindowed", mode="shadow", sample=1.0)
+        for i in range(1, 6):
+            codec(i)
+        assert runtime.flush()
+    finally:
+        rt.shutdown()
+    store = open_store(sqlite_url)
+    try:
+        assert store.totals(0) == {}
+        assert [group.count for group in store.drift_groups("unwindowed")] == [5]
+        assert store.drift_samples("unwindowed")
+        assert [info.instance for info in store.instances()] == [runtime.instance]
+    finally:
+        store.close()
 
 
 def test_a_telemetry_url_that_is_not_http_is_refused_with_the_fix(sqlite_url: str) -> None:
