@@ -130,20 +130,22 @@ class PrometheusTelemetry:
     def windows(
         self, name: str, since: float, until: float | None = None, *, histograms: bool = True
     ) -> dict[Arm, ArmCounts]:
-        """Every instance's counts of ``name`` over [since, until) summed per arm: one
-        ``increase()`` over the span, evaluated at its end."""
-        end = self._end(until)
-        if end - since < 1:
+        """Every instance's counts of ``name`` in the windows that start in [since, until),
+        summed per arm: one ``increase()`` from the first such window's start to the last
+        one's end (or now), evaluated there."""
+        first, end = self._whole(since, until)
+        if end - first < 1:
             return _empty_arms()
-        promql = self._promql(f"migration={_quote(name)}", end - since, histograms, by=())
+        promql = self._promql(f"migration={_quote(name)}", end - first, histograms, by=())
         return self._arms(self._instant(promql, end)).get("", _empty_arms())
 
     def totals(self, since: float, until: float | None = None) -> dict[str, dict[Arm, ArmCounts]]:
-        """Every migration's counts over [since, until), summed per arm (no histograms)."""
-        end = self._end(until)
-        if end - since < 1:
+        """Every migration's counts in the windows that start in [since, until), summed per
+        arm (no histograms)."""
+        first, end = self._whole(since, until)
+        if end - first < 1:
             return {}
-        promql = self._promql("", end - since, False, by=("migration",))
+        promql = self._promql("", end - first, False, by=("migration",))
         found = self._arms(self._instant(promql, end), key="migration")
         return {name: arms for name, arms in found.items() if not _idle(arms)}
 
@@ -203,6 +205,14 @@ class PrometheusTelemetry:
     def _end(self, until: float | None) -> float:
         now = float(self.clock())
         return now if until is None else min(float(until), now)
+
+    def _whole(self, since: float, until: float | None) -> tuple[float, float]:
+        """The span of the windows that start in [since, until), up to now: as the store
+        counts whole windows, so that reads of adjacent spans (the controller extends a
+        step's totals tick by tick) add up without a gap or an overlap."""
+        width = self.window_seconds
+        first = math.ceil(since / width) * width
+        return first, self._end(None if until is None else math.ceil(until / width) * width)
 
     def _promql(self, selector: str, span: float, histograms: bool, by: tuple[str, ...]) -> str:
         """One query for every family, each tagged with a ``family`` label: a single
