@@ -186,7 +186,7 @@ def test_checks_judge_prometheus_windows_as_they_judge_the_store(
         sql = open_store(sqlite_url)
         prometheus = open_store(sqlite_url, telemetry_url=url)
         clock = Clock()
-        clock.fixed = time.time() // 60 * 60
+        clock.fixed = started = time.time() // 60 * 60
         starter = Controller(sql, clock=clock)
         for name in ("tsound", "tbroken"):
             starter.start(parse_plan(plan(name)), actor="test", reason="compare")
@@ -226,6 +226,12 @@ def test_checks_judge_prometheus_windows_as_they_judge_the_store(
                     )
                 )
                 assert report.legacy.calls == pytest.approx(expected, rel=0.15), store
+                # the dashboard's series: the same calls, per minute
+                points = operations.time_series(
+                    store, name, since=started, until=time.time(), step=60
+                )
+                charted = sum(point.legacy.calls for point in points)
+                assert charted == pytest.approx(expected, rel=0.15), store
             assert verdicts[0] == verdicts[1], name
             failing = name == "tbroken"
             assert all(breached is failing for breached in verdicts[0][1]), verdicts
