@@ -2,7 +2,7 @@
 reads from PostgreSQL, for many instances and migrations.
 
 One process counts calls of ``--migrations`` migrations and exposes cutover's /metrics on
-``--instances`` ports, so a real Prometheus (scraping every second) holds the series of that
+``--instances`` ports, so a real Prometheus (scraping every 2 s) holds the series of that
 many instances. PostgreSQL holds the same instances' windows (each writes every minute of the
 span). Rounds alternate: the read of a migration's totals over 10 minutes (``cutover stats``,
 ``cutover check``) and of its per-minute series with histograms (the controller, the dashboard),
@@ -63,7 +63,7 @@ def main() -> None:
                 while not stop.is_set():
                     for migration in migrations:
                         migration(random.randrange(1000))
-                    time.sleep(0.002)
+                    time.sleep(0.01)
 
             thread = threading.Thread(target=traffic, daemon=True)
             thread.start()
@@ -75,7 +75,7 @@ def main() -> None:
             config.write_text(
                 json.dumps(
                     {
-                        "global": {"scrape_interval": "1s"},
+                        "global": {"scrape_interval": "2s", "scrape_timeout": "2s"},
                         "scrape_configs": [
                             {"job_name": "app", "static_configs": [{"targets": targets}]}
                         ],
