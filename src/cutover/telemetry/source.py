@@ -54,10 +54,15 @@ class TelemetrySource(Protocol):
     ) -> dict[int, dict[Arm, ArmCounts]]: ...
 
 
-# (family label of the query, metric, what each series adds to which counter of which arm)
+# The counters (besides calls) each outcome of cutover_calls_total adds to, and each result
+# of cutover_comparisons_total: the inverse of what CutoverCollector exposes.
 _OUTCOMES = {"error": (w.ERRORS,), "expected": (w.EXPECTED,), "timeout": (w.TIMEOUTS,), "ok": ()}
-_RESULTS = {"match": (w.COMPARISONS,), "drift": (w.COMPARISONS, w.DRIFTS)}
-_RESULTS["error"] = (w.COMPARATOR_ERRORS,)
+_RESULTS = {
+    "match": (w.COMPARISONS,),
+    "drift": (w.COMPARISONS, w.DRIFTS),
+    "error": (w.COMPARATOR_ERRORS,),
+}
+# (the family label a query tags its part with, the metric, the labels it is summed by)
 _FAMILIES = (
     ("calls", "cutover_calls_total", ("arm", "outcome")),
     ("comparisons", "cutover_comparisons_total", ("arm", "result")),
@@ -68,6 +73,7 @@ _FAMILIES = (
     ("hook_errors", "cutover_hook_errors_total", ("arm",)),
     ("gone", "cutover_gone_total", ()),
 )
+# The families that are one counter of one arm.
 _SINGLE = {
     "dropped": w.DROPPED,
     "exposures": w.EXPOSURES,
