@@ -196,7 +196,10 @@ def runtime(sqlite_url: str, clock: cutover.ManualClock) -> Iterator[rt.Runtime]
 def _no_leftover_runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No test sees another's runtime or kill switches, or writes a store outside its tmp dir."""
     for key in list(os.environ):
-        if key.startswith(("CUTOVER_FORCE_", "CUTOVER_ACTOR")) or key == "CUTOVER_EVENTS":
+        if key.startswith(("CUTOVER_FORCE_", "CUTOVER_ACTOR")) or key in (
+            "CUTOVER_EVENTS",
+            "CUTOVER_TELEMETRY_URL",
+        ):
             monkeypatch.delenv(key)
     monkeypatch.setenv("CUTOVER_STORE", f"sqlite:///{tmp_path / 'default.db'}")
     yield

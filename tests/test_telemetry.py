@@ -93,13 +93,19 @@ def test_prometheus_metrics_match_the_counts(runtime: Runtime) -> None:
     }
     assert 'cutover_calls_total{arm="new",migration="promcodec",outcome="ok"} 10.0' in lines
     assert 'cutover_calls_total{arm="legacy",migration="promcodec",outcome="ok"} 10.0' in lines
-    assert 'cutover_comparisons_total{migration="promcodec",result="drift"} 1.0' in lines
-    assert 'cutover_comparisons_total{migration="promcodec",result="match"} 9.0' in lines
+    # new serves every unit, so legacy is the arm that ran off-path and was compared
+    compared = 'cutover_comparisons_total{arm="legacy",migration="promcodec",result='
+    assert compared + '"drift"} 1.0' in lines
+    assert compared + '"match"} 9.0' in lines
+    assert 'cutover_offpath_runs_total{arm="legacy",migration="promcodec"} 10.0' in lines
+    assert 'cutover_offpath_runs_total{arm="new",migration="promcodec"} 0.0' in lines
+    drifted = [line for line in lines if line.startswith("cutover_drifts_total{")]
+    assert len(drifted) == 1 and drifted[0].endswith(" 1.0")
     assert 'cutover_percent{migration="promcodec"} 100.0' in lines
     assert 'cutover_mode{migration="promcodec",mode="canary"} 1.0' in lines
     assert 'cutover_mode{migration="promcodec",mode="shadow"} 0.0' in lines
     assert 'cutover_fallbacks_total{migration="promcodec"} 0.0' in lines
-    assert 'cutover_offpath_dropped_total{migration="promcodec"} 0.0' in lines
+    assert 'cutover_offpath_dropped_total{arm="new",migration="promcodec"} 0.0' in lines
     assert any(
         line.startswith('cutover_duration_seconds_count{arm="new",migration="promcodec"} 10.0')
         for line in lines

@@ -96,6 +96,11 @@ class Settings(BaseModel):
         1440, ge=1, description="window slots kept in memory while the store is away"
     )
     prometheus: bool = True
+    telemetry_url: str | None = Field(
+        default_factory=lambda: os.environ.get("CUTOVER_TELEMETRY_URL") or None,
+        description="a Prometheus server scraping every instance: windows stay in /metrics,"
+        " only states, decisions, drift samples and heartbeats go to the store",
+    )
     instance: str | None = Field(None, min_length=1, max_length=100)
 
     @field_validator("store")
@@ -103,6 +108,15 @@ class Settings(BaseModel):
     def _store_url(cls, value: str) -> str:
         normalize_url(value)  # raises InvalidInput with the fix
         return value
+
+    @field_validator("telemetry_url")
+    @classmethod
+    def _telemetry_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from cutover.telemetry.source import telemetry_url
+
+        return telemetry_url(value)  # raises InvalidInput with the fix
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +201,11 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.clock: Clock = settings.clock
-        self.store: Store = open_store(settings.store)
+        self.store: Store = open_store(
+            settings.store,
+            telemetry_url=settings.telemetry_url,
+            window_seconds=settings.window_seconds,
+        )
         self.instance = _instance_name(settings.instance)
         limits = {
             "lane_limit": settings.abandoned_per_migration,

@@ -30,13 +30,14 @@ class Session:
     """What every command shares: the store it talks to, opened on first use."""
 
     store_url: str | None = field(repr=False)  # may hold a password
+    telemetry_url: str | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
     _clock: Clock | None = field(default=None, repr=False)
 
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = open_store(self.store_url)
+            self._store = open_store(self.store_url, telemetry_url=self.telemetry_url)
         return self._store
 
     @property
@@ -104,11 +105,18 @@ class _Commands(click.Group):
     help="sqlite:///path.db or postgresql://user@host/db"
     " (default: $CUTOVER_STORE, else ./cutover.db).",
 )
+@click.option(
+    "--telemetry-url",
+    envvar="CUTOVER_TELEMETRY_URL",
+    metavar="URL",
+    help="Read windows from this Prometheus (http://127.0.0.1:9090), which scrapes every"
+    " instance's /metrics, instead of the store (default: $CUTOVER_TELEMETRY_URL).",
+)
 @click.version_option(__version__, prog_name="cutover")
 @click.pass_context
-def cli(ctx: click.Context, store: str | None) -> None:
+def cli(ctx: click.Context, store: str | None, telemetry_url: str | None) -> None:
     """Replace a legacy implementation with a new one without behaviour drift."""
-    ctx.obj = Session(store)
+    ctx.obj = Session(store, telemetry_url)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

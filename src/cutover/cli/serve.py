@@ -145,8 +145,8 @@ def serve(
     )
     app = create_app(settings)
     # OFREP answers from the states a runtime keeps in memory: one on the served store, which
-    # also flushes the exposures it counts.
-    configure(session.store.url, instance="cutover-serve")
+    # also flushes the exposures it counts (to the store, or leaves them on /metrics).
+    configure(session.store.url, instance="cutover-serve", telemetry_url=session.telemetry_url)
     if not len(tokens):
         errors.print(
             "cutover serve: no tokens configured, so every action is refused"

@@ -500,13 +500,26 @@ def normalize_url(url: str | os.PathLike[str]) -> str:
     )
 
 
-def open_store(url: str | os.PathLike[str] | None = None) -> Store:
+def open_store(
+    url: str | os.PathLike[str] | None = None,
+    *,
+    telemetry_url: str | None = None,
+    window_seconds: int = 60,
+) -> Store:
     """The store at ``url``, else ``$CUTOVER_STORE``, else ``./cutover.db``; the schema is created
-    on first use."""
+    on first use. With ``telemetry_url`` (else ``$CUTOVER_TELEMETRY_URL``), a Prometheus server
+    scraping every instance, windows are read from it and never written to the store
+    (see :mod:`cutover.telemetry.source`); ``window_seconds`` is the instances' window."""
     from cutover.store.sql import SqlStore
 
     chosen = url if url is not None else os.environ.get("CUTOVER_STORE") or DEFAULT_STORE
-    return SqlStore(os.fspath(chosen))
+    prometheus = telemetry_url or os.environ.get("CUTOVER_TELEMETRY_URL") or ""
+    if not prometheus.strip():
+        return SqlStore(os.fspath(chosen))
+    from cutover.telemetry.source import PrometheusTelemetry, PrometheusTelemetryStore
+
+    source = PrometheusTelemetry(prometheus, window_seconds=window_seconds)
+    return PrometheusTelemetryStore(SqlStore(os.fspath(chosen)), source)  # type: ignore[return-value]
 
 
 __all__: Sequence[str] = [

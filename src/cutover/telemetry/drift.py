@@ -147,6 +147,10 @@ MAX_FINGERPRINTS = 200
 """Distinct fingerprints counted apart per migration per flush (and per window while the store
 is away); more are counted together under OTHER_FINGERPRINTS."""
 
+EXPOSED_FINGERPRINTS = 20
+"""Distinct fingerprints per migration a process exposes to Prometheus as series of their own,
+the first seen; later ones are counted under OTHER_FINGERPRINTS (bounded cardinality)."""
+
 OTHER_FINGERPRINTS = "(other fingerprints)"
 """Where drifts are counted once a migration has shown too many distinct fingerprints in one
 flush (a diff keyed by user ids, say): the count stays exact, only the split is cut."""
@@ -173,13 +177,26 @@ class DriftSampler:
         self._taken: dict[str, int] = {}
         self._taken_by_cause: dict[tuple[str, str], int] = {}
         self._counts: dict[str, dict[str, int]] = {}
+        self._exposed: dict[str, dict[str, int]] = {}
 
     def count(self, migration: str, fingerprint: str) -> None:
         with self._lock:
             counts = self._counts.setdefault(migration, {})
-            if fingerprint not in counts and len(counts) >= self.max_fingerprints:
+            flushed = fingerprint
+            if flushed not in counts and len(counts) >= self.max_fingerprints:
+                flushed = OTHER_FINGERPRINTS
+            counts[flushed] = counts.get(flushed, 0) + 1
+            exposed = self._exposed.setdefault(migration, {})
+            if fingerprint not in exposed and len(exposed) >= EXPOSED_FINGERPRINTS:
                 fingerprint = OTHER_FINGERPRINTS
-            counts[fingerprint] = counts.get(fingerprint, 0) + 1
+            exposed[fingerprint] = exposed.get(fingerprint, 0) + 1
+
+    def exposed(self) -> dict[str, dict[str, int]]:
+        """Drift counts per migration and fingerprint since the process started, for
+        Prometheus: the first EXPOSED_FINGERPRINTS fingerprints of each migration apart, the
+        rest under OTHER_FINGERPRINTS, so a series once exposed keeps counting."""
+        with self._lock:
+            return {migration: dict(counts) for migration, counts in self._exposed.items()}
 
     def take_counts(self) -> dict[str, dict[str, int]]:
         """The drift counts per migration and fingerprint since the previous take."""
@@ -194,6 +211,7 @@ class DriftSampler:
             for migration in migrations:
                 self._minute.pop(migration, None)
                 self._taken.pop(migration, None)
+                self._exposed.pop(migration, None)
             gone = set(migrations)
             self._taken_by_cause = {
                 key: n for key, n in self._taken_by_cause.items() if key[0] not in gone

@@ -15,6 +15,8 @@ ever made to look finer than it was counted.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -51,6 +53,13 @@ def midpoint(index: int, bits: int = SUB_BITS) -> float:
 def coarsen(index: int, bits: int, to_bits: int) -> int:
     """The bucket at ``to_bits`` (<= ``bits``) that holds the whole of bucket ``index``."""
     return index_of(bounds(index, bits)[0], to_bits)
+
+
+def edges(bits: int, low_ns: int, high_ns: int) -> list[int]:
+    """The upper edges, in nanoseconds, of the buckets at resolution ``bits`` from the one
+    holding ``low_ns`` to the one holding ``high_ns``: each edge is an edge of the buckets at
+    every finer resolution too, so counts cut at these edges are sums of whole buckets."""
+    return [bounds(i, bits)[1] for i in range(index_of(low_ns, bits), index_of(high_ns, bits) + 1)]
 
 
 class Histogram:
@@ -164,19 +173,16 @@ class Histogram:
         return self.quantiles_ms((q,))[0]
 
     def cumulative(self, upper_bounds_seconds: Iterable[float]) -> list[int]:
-        """Counts at or below each bound, for Prometheus' ``le`` buckets.
+        """Counts at or below each bound (ascending), for Prometheus' ``le`` buckets.
 
         A bucket straddling a bound is counted above it, so the figures err on the slow side
-        by at most one bucket width.
+        by at most one bucket width; on the bounds of :func:`edges` no bucket straddles.
         """
-        limits = [bound * 1e9 for bound in upper_bounds_seconds]
-        out = [0] * len(limits)
+        limits = [bound * 1e9 + 1 for bound in upper_bounds_seconds]
+        first = [0] * (len(limits) + 1)  # counts whose first bound at or above is each limit
         for index, count in self._counts.items():
-            high = bounds(index, self.bits)[1]
-            for position, limit in enumerate(limits):
-                if high <= limit + 1:
-                    out[position] += count
-        return out
+            first[bisect.bisect_left(limits, bounds(index, self.bits)[1])] += count
+        return list(itertools.accumulate(first[:-1]))
 
     def sum_ns(self) -> float:
         """An estimate of the total time observed (midpoints times counts)."""

@@ -2,8 +2,10 @@
 
 Nothing is updated per call: a collector turns the in-process cumulative counters into
 ``cutover_calls_total``, ``cutover_comparisons_total``, ``cutover_fallbacks_total``,
-``cutover_offpath_dropped_total``, ``cutover_duration_seconds``, ``cutover_percent``,
-``cutover_abandoned_runs`` and ``cutover_store_errors_total`` whenever Prometheus scrapes.
+``cutover_offpath_dropped_total``, ``cutover_offpath_runs_total``, ``cutover_hook_errors_total``,
+``cutover_gone_total``, ``cutover_drifts_total``, ``cutover_duration_seconds``,
+``cutover_percent``, ``cutover_abandoned_runs`` and ``cutover_store_errors_total`` whenever
+Prometheus scrapes: every counter of a stored window, so a reader can rebuild windows from them.
 """
 
 from __future__ import annotations
@@ -21,30 +23,18 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from cutover.model import Mode
+from cutover.model import Arm, Mode
 from cutover.telemetry import windows as w
+from cutover.telemetry.histogram import COARSE_BITS, edges
 
-DURATION_BUCKETS = (
-    0.00001,
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+DURATION_EDGES_NS = tuple(edges(COARSE_BITS, (1 << 7) - 1, (1 << 34) - 1))
+"""The ``le`` bounds of ``cutover_duration_seconds`` in nanoseconds: the edges of the store's
+coarse buckets (8 per power of two, 12.5% wide) from 128ns to 17.2s, 217 bounds. Every fine
+bucket falls wholly under one of them, so the exposed counts are exact sums of the store's
+buckets and a reader rebuilds the store's coarse histogram from them (cutover.telemetry.source)."""
+
+DURATION_BUCKETS = tuple(edge / 1e9 for edge in DURATION_EDGES_NS)
+"""The same bounds in seconds, as the ``le`` labels spell them (``repr``)."""
 
 
 class CutoverCollector(Collector):
@@ -71,6 +61,10 @@ class CutoverCollector(Collector):
             dropped_windows,
             abandoned,
             modes,
+            offpath,
+            hook_errors,
+            gone,
+            drifts,
         ) = families
         if runtime is None:
             return iter(families)
@@ -79,30 +73,31 @@ class CutoverCollector(Collector):
         migrations = runtime.migrations
         for name, telemetry in sorted(telemetries.items()):
             totals = telemetry.totals()
-            compared = 0
-            drifts = 0
-            broken = 0
             for arm, counts in totals.items():
                 c = counts.counts
                 ok = c[w.CALLS] - c[w.ERRORS] - c[w.EXPECTED] - c[w.TIMEOUTS]
-                calls.add_metric([name, arm.value, "ok"], ok)
-                calls.add_metric([name, arm.value, "error"], c[w.ERRORS])
-                calls.add_metric([name, arm.value, "expected"], c[w.EXPECTED])
-                calls.add_metric([name, arm.value, "timeout"], c[w.TIMEOUTS])
-                exposures.add_metric([name, arm.value], c[w.EXPOSURES])
-                compared += c[w.COMPARISONS]
-                drifts += c[w.DRIFTS]
-                broken += c[w.COMPARATOR_ERRORS]
+                labels = [name, arm.value]
+                calls.add_metric([*labels, "ok"], ok)
+                calls.add_metric([*labels, "error"], c[w.ERRORS])
+                calls.add_metric([*labels, "expected"], c[w.EXPECTED])
+                calls.add_metric([*labels, "timeout"], c[w.TIMEOUTS])
+                exposures.add_metric(labels, c[w.EXPOSURES])
+                offpath.add_metric(labels, c[w.OFFPATH])
+                hook_errors.add_metric(labels, c[w.HOOK_ERRORS])
+                dropped.add_metric(labels, c[w.DROPPED])
+                comparisons.add_metric([*labels, "match"], c[w.COMPARISONS] - c[w.DRIFTS])
+                comparisons.add_metric([*labels, "drift"], c[w.DRIFTS])
+                comparisons.add_metric([*labels, "error"], c[w.COMPARATOR_ERRORS])
                 hist = counts.histogram
                 cumulative = hist.cumulative(DURATION_BUCKETS)
                 buckets = [(repr(b), n) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)]
                 buckets.append(("+Inf", hist.count))
-                duration.add_metric([name, arm.value], buckets, hist.sum_ns() / 1e9)
-            comparisons.add_metric([name, "match"], compared - drifts)
-            comparisons.add_metric([name, "drift"], drifts)
-            comparisons.add_metric([name, "error"], broken)
-            fallbacks.add_metric([name], totals[w.Arm.NEW].counts[w.FALLBACKS])
-            dropped.add_metric([name], sum(counts.counts[w.DROPPED] for counts in totals.values()))
+                duration.add_metric(labels, buckets, hist.sum_ns() / 1e9)
+            fallbacks.add_metric([name], totals[Arm.NEW].counts[w.FALLBACKS])
+            gone.add_metric([name], totals[Arm.LEGACY].counts[w.GONE])
+        for name, counts in sorted(runtime.sampler.exposed().items()):
+            for fingerprint, count in sorted(counts.items()):
+                drifts.add_metric([name, fingerprint], count)
         seen = set()
         for migration in migrations:
             if migration.name not in seen:
@@ -129,8 +124,9 @@ class CutoverCollector(Collector):
             ),
             CounterMetricFamily(
                 "cutover_comparisons",
-                "Comparisons of the two arms by result (match, drift, error).",
-                labels=["migration", "result"],
+                "Comparisons of the two arms by result (match, drift, error), by the arm that"
+                " ran off-path.",
+                labels=["migration", "arm", "result"],
             ),
             CounterMetricFamily(
                 "cutover_fallbacks",
@@ -139,8 +135,8 @@ class CutoverCollector(Collector):
             ),
             CounterMetricFamily(
                 "cutover_offpath_dropped",
-                "Off-path runs skipped because the off-path queue was full.",
-                labels=["migration"],
+                "Off-path runs of each arm skipped because the off-path queue was full.",
+                labels=["migration", "arm"],
             ),
             CounterMetricFamily(
                 "cutover_exposures",
@@ -149,7 +145,7 @@ class CutoverCollector(Collector):
             ),
             HistogramMetricFamily(
                 "cutover_duration_seconds",
-                "Duration of each arm's runs (from cutover's log-linear histogram).",
+                "Duration of each arm's runs, on the edges of the store's coarse buckets.",
                 labels=["migration", "arm"],
             ),
             GaugeMetricFamily(
@@ -182,6 +178,27 @@ class CutoverCollector(Collector):
                 "cutover_mode",
                 "1 for the mode each migration routes with in this process, 0 for the others.",
                 labels=["migration", "mode"],
+            ),
+            CounterMetricFamily(
+                "cutover_offpath_runs",
+                "Runs of each arm off the caller's path (to compare).",
+                labels=["migration", "arm"],
+            ),
+            CounterMetricFamily(
+                "cutover_hook_errors",
+                "Unit extractors, redactors and publishers that raised (caught, counted).",
+                labels=["migration", "arm"],
+            ),
+            CounterMetricFamily(
+                "cutover_gone",
+                "Requests on legacy routes the HTTP proxy answered 410 itself.",
+                labels=["migration"],
+            ),
+            CounterMetricFamily(
+                "cutover_drifts",
+                "Drifts by fingerprint (root cause): the first 20 of each migration apart,"
+                " the rest under '(other fingerprints)'.",
+                labels=["migration", "fingerprint"],
             ),
         ]
 
