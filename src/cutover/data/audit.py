@@ -410,21 +410,27 @@ class _Audit:
     def __init__(self, spec: AuditSpec, progress: Callable[[int, int], None] | None = None) -> None:
         self.spec = spec
         self.progress = progress
-        self.source = _Side("source", spec.source, spec.table, spec.where, spec.workers)
-        try:
-            target_where = spec.target_where
-            if target_where is None and spec.where:
-                target_where = renamed(spec.where, spec.column_map)
-            self.target = _Side(
-                "target",
-                spec.target,
-                spec.target_table or spec.table,
-                target_where,
-                spec.workers,
+        target_where = spec.target_where
+        if target_where is None and spec.where:
+            target_where = renamed(spec.where, spec.column_map)
+        target_table = spec.target_table or spec.table
+        # Both sides connect and read their table's definition at once; the source's error,
+        # if both fail, is the one raised.
+        with ThreadPoolExecutor(1, thread_name_prefix="cutover-audit-target") as pool:
+            theirs = pool.submit(
+                _Side, "target", spec.target, target_table, target_where, spec.workers
             )
-        except BaseException:
-            self.source.close()
-            raise
+            try:
+                self.source = _Side("source", spec.source, spec.table, spec.where, spec.workers)
+            except BaseException:
+                if theirs.exception() is None:
+                    theirs.result().close()
+                raise
+            try:
+                self.target = theirs.result()
+            except BaseException:
+                self.source.close()
+                raise
         self._bytewise = [True, True]
         self._tally = [0, 0]  # chunks finished, chunks that differed
         self._resolve()
