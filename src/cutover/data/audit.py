@@ -358,9 +358,18 @@ class _Side:
             conn.close()
         self.engine.dispose()
 
-    def run(self, query: sa.Executable, params: Mapping[str, Any] | None = None) -> list[Any]:
+    def run(
+        self, query: sa.Executable, params: Mapping[str, Any] | None = None, *, raw: bool = False
+    ) -> list[Any]:
+        """The query's rows in one fetch; ``raw``, as the driver's tuples (for queries of
+        numbers and keys read as stored, which no result processing would change: building
+        SQLAlchemy's rows cost more than reading them)."""
         try:
-            return self.connection().execute(query, params or {}).fetchall()  # one fetch
+            result = self.connection().execute(query, params or {})
+            if raw:
+                with result:
+                    return list(result.cursor.fetchall())
+            return result.fetchall()
         except sa.exc.DBAPIError as error:
             first = first_line(error)
             # With a condition of the user's, any refusal of the database is about it (a
@@ -376,6 +385,13 @@ class _Side:
 def _as_stored(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
     """The column compared with values bound as it stores them."""
     return sa.type_coerce(column, raw_type(column.type))
+
+
+def _int_array(values: Sequence[int]) -> sa.BindParameter[Any]:
+    """Whole numbers bound as one PostgreSQL ``bigint[]``."""
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return sa.bindparam(None, list(values), ARRAY(sa.BigInteger()))
 
 
 def _bound_type(column_type: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
@@ -593,7 +609,8 @@ class _Audit:
             .where(*self._range(index, side, chunk))
             .group_by(bucket)
         )
-        return {int(b): (int(n), int(total or 0) & _MASK) for b, n, total in side.run(query)}
+        rows = side.run(query, raw=True)
+        return {int(b): (int(n), int(total or 0) & _MASK) for b, n, total in rows}
 
     def _hashes(
         self, index: int, side: _Side, chunk: _Chunk, buckets: Sequence[int] = ()
@@ -601,14 +618,14 @@ class _Audit:
         """The chunk's rows (of ``buckets`` only, if given) as key -> 64-bit hash."""
         own = self._own(index, self.key)
         conditions = self._range(index, side, chunk)
-        if buckets:
+        if buckets:  # a list of constants, which PostgreSQL looks up in a hash table
             conditions.append(self._bucket(index, side).in_(buckets))
         query = side.filtered(
             sa.select(*(side.stored(c.own) for c in own), sa.literal_column(self._row_hash[index]))
             .select_from(side.table)
             .where(*conditions)
         )
-        rows = side.run(query)
+        rows = side.run(query, raw=True)
         if len(own) == 1 and own[0].kind is Kind.INTEGER:  # the common case, at full speed
             hashes = {(int(key),): value for key, value in rows}
         else:
@@ -689,12 +706,9 @@ class _Audit:
         ):
             # The common case: the keys as one array, many thousands in a query (a list of
             # parameters costs the client as much to render as the server to read).
-            from sqlalchemy.dialects.postgresql import ARRAY
-
-            array = ARRAY(sa.BigInteger())
             for start in range(0, len(keys), _ARRAY_KEYS):
                 batch = [k[0] for k in keys[start : start + _ARRAY_KEYS]]
-                condition = side.column(own[0].own) == sa.any_(sa.bindparam(None, batch, array))
+                condition = side.column(own[0].own) == sa.any_(_int_array(batch))
                 found.update(self._rows(index, side, [condition], filtered=False, outside=outside))
             return found, outside
         for start in range(0, len(keys), 500):
