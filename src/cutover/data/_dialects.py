@@ -303,8 +303,9 @@ class TypedPostgresPushdown(PostgresPushdown):
     def row_hash(self, columns: Sequence[Hashed]) -> str:
         # Each column hashed with a seed of its own (its position), NULL as a token of its own
         # (hash functions give NULL for NULL), the columns' hashes combined by XOR and the
-        # result mixed once more through all 64 bits (a hash of the seed), so that a chunk's
-        # sum changes with any change of any row.
+        # result mixed once more, given as the seed of a hash of 0: a seed enters whole, where
+        # hashint8extended folds its first argument to 32 bits. So a chunk's sum changes with
+        # any change of any row, values swapped between rows included.
         parts = [
             f"coalesce({self.column_hash(column, _seed(2 * i + 1))}, {_seed(2 * i + 2)})"
             for i, column in enumerate(columns)
