@@ -33,7 +33,10 @@ rotating order, and the median is reported (with every run):
 - the anchor: one query a database summing a 64-bit hash of every row's text,
   ``SELECT sum(('x' || substr(md5(items::text), 1, 16))::bit(64)::bigint) FROM items``,
   on A then B (``hashscan_sequential``) and on both at once (``hashscan_parallel``). It says
-  whether the tables differ, not where.
+  whether the tables differ, not where;
+- with ``--baseline DIR``, the same command line importing cutover from ``DIR`` (another
+  version's ``src``, e.g. ``git archive REV src | tar -x -C /tmp/before``), in the same rounds,
+  so that a change is measured against what it replaces under the same load.
 
 Both tools must find exactly the seeded keys (cutover: its JSON report's counts, and its
 listed keys when the report is not truncated; reladiff: its ``--json`` lines, a key seen only
@@ -47,7 +50,7 @@ on the machine slows all three alike, but not by the same amount.
 
     python bench/audit.py [--server postgresql://postgres@127.0.0.1:5432/test] [--rows 1000000]
                           [--repeat 3] [--cases none,16,1pct] [--skip-reladiff]
-                          [--reladiff-threads 2] [--reuse] [--keep]
+                          [--reladiff-threads 2] [--reuse] [--keep] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -325,7 +328,10 @@ def cutover_command() -> str:
     return str(local) if local.exists() else "cutover"
 
 
-def run_cutover(server: str, server_cpu: ServerCpu, folder: str) -> dict[str, Any]:
+def run_cutover(
+    server: str, server_cpu: ServerCpu, folder: str, source: str | None = None
+) -> dict[str, Any]:
+    """The command line; with ``source``, importing cutover from that folder instead."""
     report_path = Path(folder, "report.json")
     report_path.unlink(missing_ok=True)
     argv = [cutover_command(), "audit"]
@@ -337,7 +343,8 @@ def run_cutover(server: str, server_cpu: ServerCpu, folder: str) -> dict[str, An
     ]
     argv += ["--table", TABLE, "--key", KEY, "--columns", ",".join(COLUMNS)]
     argv += ["--json", str(report_path)]
-    done, figures = timed_process(argv, server_cpu)
+    env = None if source is None else {**os.environ, "PYTHONPATH": source}
+    done, figures = timed_process(argv, server_cpu, env)
     if done.returncode != 0 or not report_path.exists():
         figures["error"] = f"exit status {done.returncode}: {(done.stderr or done.stdout)[-2000:]}"
         return figures
@@ -455,6 +462,7 @@ def measure_case(
     threads: int | None,
     server_cpu: ServerCpu,
     folder: str,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
     seeded = differences(case, rows)
     expected = seeded_keys(seeded)
@@ -468,6 +476,8 @@ def measure_case(
         }
         if threads is not None:
             tools["reladiff"] = lambda: run_reladiff(server, server_cpu, threads)
+        if baseline is not None:
+            tools["cutover_baseline"] = lambda: run_cutover(server, server_cpu, folder, baseline)
         names = list(tools)
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
         for r in range(repeat):
@@ -515,6 +525,14 @@ def measure_case(
         meets = (
             meets and ratio["reladiff_over_cutover"] >= TARGETS["reladiff_over_cutover_at_least"]
         )
+    if "cutover_baseline" in result:
+        before = result["cutover_baseline"]["seconds"]
+        ratio["baseline_over_cutover"] = round(before / cutover, 2)
+        ratio["baseline_over_hashscan"] = round(
+            before / result["hashscan_sequential"]["seconds"], 2
+        )
+        if "reladiff" in result:
+            ratio["reladiff_over_baseline"] = round(result["reladiff"]["seconds"] / before, 2)
     result["ratio"] = ratio
     result["meets_targets"] = meets
     result["correct"] = correct
@@ -535,8 +553,10 @@ def run(
     reladiff_threads: int | None = 2,
     reuse: bool = False,
     keep: bool = False,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
-    """Seed (or reuse) both databases, measure every case, drop them unless kept."""
+    """Seed (or reuse) both databases, measure every case, drop them unless kept; with
+    ``baseline``, a folder holding another version's ``cutover`` package, that version too."""
     for case in cases:
         differences(case, rows)  # rejects unknown cases before anything is created
     versions: dict[str, Any] = {"postgresql": postgresql_settings(server)}
@@ -559,7 +579,7 @@ def run(
             for case in cases:
                 print(f"case {case} ...", file=sys.stderr, flush=True)
                 results[case] = measure_case(
-                    server, case, rows, repeat, reladiff_threads, server_cpu, folder
+                    server, case, rows, repeat, reladiff_threads, server_cpu, folder, baseline
                 )
     finally:
         if not (keep or reuse):
@@ -577,6 +597,7 @@ def run(
         command.append(f"--reladiff-threads={reladiff_threads}")
     command += ["--reuse"] if reuse else []
     command += ["--keep"] if keep else []
+    command += [f"--baseline={baseline}"] if baseline else []
     columns = [f"{name} {kind}" for name, kind in zip(COLUMNS, TYPES, strict=True)]
     return {
         "parameters": {
@@ -617,6 +638,11 @@ def main() -> None:
         "--reuse", action="store_true", help="reuse the databases when they hold --rows rows"
     )
     parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
+    parser.add_argument(
+        "--baseline",
+        help="a folder with another version's cutover package (git archive REV src | tar -x):"
+        " timed in the same rounds as cutover_baseline",
+    )
     arguments = parser.parse_args()
     emit(
         "audit",
@@ -628,6 +654,7 @@ def main() -> None:
             None if arguments.skip_reladiff else arguments.reladiff_threads,
             arguments.reuse,
             arguments.keep,
+            arguments.baseline,
         ),
     )
 

@@ -269,6 +269,23 @@ def test_numeric_nan_on_both_sides_is_equal(fresh_pg: Callable[[], str], tmp_pat
     assert found(run(source, target)) == {changed(1, "note")}
 
 
+def test_numeric_nan_and_infinities_are_told_apart_by_the_server_hash(
+    fresh_pg: Callable[[], str],
+) -> None:
+    # PostgreSQL's numeric hash gives NaN, Infinity and -Infinity one hash: a row whose number
+    # turned from one into another must still make its chunk's sum differ.
+    source, target = fresh_pg(), fresh_pg()
+    rows = [(1, "NaN", "Infinity"), (2, "Infinity", "-Infinity"), (3, "-Infinity", "NaN")]
+    rows += [(4, "0", "0"), (5, "NaN", "NaN")]
+    for url, side in ((source, 1), (target, 2)):
+        values = ", ".join(f"({row[0]}, '{row[side]}')" for row in rows)
+        execute(
+            url, "CREATE TABLE t (id int PRIMARY KEY, n numeric)", f"INSERT INTO t VALUES {values}"
+        )
+
+    assert found(run(source, target)) == {changed(1, "n"), changed(2, "n"), changed(3, "n")}
+
+
 def test_timestamp_keys_at_infinity_across_chunks(
     fresh_pg: Callable[[], str], tmp_path: Path
 ) -> None:

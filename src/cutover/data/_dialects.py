@@ -276,29 +276,65 @@ class TypedPostgresPushdown(PostgresPushdown):
             return f'(({c})::text COLLATE "C")'
         return f"({c})::{_PG_TYPES.get(kind, 'text')}"
 
-    def row_hash(self, columns: Sequence[Hashed]) -> str:
-        # A NULL field hashes as 0, and so do a float zero and a numeric NaN (other types hash
-        # no value to 0): such columns, when nullable, carry their NULL-ness as a field too.
-        values = [
-            part
-            for column in columns
-            for part in (
-                (self.value(column), f"({column.sql}) IS NULL")
-                if column.nullable
-                and column.tolerance is None
-                and column.kind in (Kind.FLOAT, Kind.NUMERIC)
-                else (self.value(column),)
+    def column_hash(self, column: Hashed, seed: int) -> str:
+        """The column's value hashed by its type's hash function, called directly (a ROW
+        built and taken apart again for every row costs more than all the hashing)."""
+        c, kind = column.sql, column.kind
+        if column.tolerance is not None and kind in (Kind.NUMERIC, Kind.FLOAT, Kind.INTEGER):
+            return f"hashtextextended({self.value(column)}, {seed})"
+        if kind is Kind.TIMESTAMPTZ:
+            # The instant as the UTC wall clock (audit sessions speak UTC, see ``connect``):
+            # timestamptz hashes with timestamp's function, which SQL only calls on a timestamp.
+            instant = f"({c})" if column.own_kind is Kind.TIMESTAMP else f"(({c})::timestamptz)"
+            return f"timestamp_hash_extended({instant}::timestamp, {seed})"
+        if kind is Kind.NUMERIC:
+            # hash_numeric_extended gives NaN, Infinity and -Infinity the same hash (the seed):
+            # those, whose scale is NULL, hash as their text instead.
+            v = self.value(column)
+            return (
+                f"CASE WHEN scale({v}) IS NULL THEN hashtextextended(({v})::text, {seed})"
+                f" ELSE hash_numeric_extended({v}, {seed}) END"
             )
+        function = _PG_HASHES.get("bigint" if kind is Kind.BOOLEAN else _PG_TYPES.get(kind, "text"))
+        if function is None:  # no hash function SQL can call with this type: a ROW of one
+            return f"hash_record_extended(ROW({self.value(column)}), {seed})"
+        return f"{function}({self.value(column)}, {seed})"
+
+    def row_hash(self, columns: Sequence[Hashed]) -> str:
+        # Each column hashed with a seed of its own (its position), NULL as a token of its own
+        # (hash functions give NULL for NULL), the columns' hashes combined by XOR and the
+        # result mixed once more, given as the seed of a hash of 0: a seed enters whole, where
+        # hashint8extended folds its first argument to 32 bits. So a chunk's sum changes with
+        # any change of any row, values swapped between rows included.
+        parts = [
+            f"coalesce({self.column_hash(column, _seed(2 * i + 1))}, {_seed(2 * i + 2)})"
+            for i, column in enumerate(columns)
         ]
-        # hash_record_extended combines fields linearly (31 * h + field), so values swapped
-        # between two rows would leave a chunk's sum unchanged: mix each row's hash once more.
-        return f"hashint8extended(hash_record_extended(ROW({', '.join(values) or '0'}), 0), 0)"
+        return f"hashint8extended(0, {' # '.join(parts) or '0'})"
 
     def bucket(self, key: Sequence[Hashed], buckets: int) -> str:
         if len(key) == 1 and key[0].kind is Kind.INTEGER:
             return super().bucket(key, buckets)
         values = ", ".join(self.value(column) for column in key)
         return f"mod(hash_record_extended(ROW({values}), 1), {buckets})"
+
+
+def _seed(n: int) -> int:
+    """The ``n``-th of a sequence of well spread signed 64-bit numbers (a Weyl sequence)."""
+    value = (n * 0x9E3779B97F4A7C15) & ((1 << 64) - 1)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_PG_HASHES = {
+    "bigint": "hashint8extended",
+    "float8": "hashfloat8extended",
+    "text": "hashtextextended",
+    "timestamp": "timestamp_hash_extended",
+    "time": "time_hash_extended",
+    "uuid": "uuid_hash_extended",
+}
+"""The extended hash function of each type a value is cast to that SQL can call (date's takes
+an integer, bytea's an internal)."""
 
 
 _PG_TYPES = {

@@ -77,6 +77,7 @@ NULL_TENANT = "(null)"
 
 _MASK = (1 << 64) - 1
 _RECHECKS = 3
+_ARRAY_KEYS = 20_000  # keys a query reads rows of, given as one array parameter
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,9 +358,18 @@ class _Side:
             conn.close()
         self.engine.dispose()
 
-    def run(self, query: sa.Executable, params: Mapping[str, Any] | None = None) -> list[Any]:
+    def run(
+        self, query: sa.Executable, params: Mapping[str, Any] | None = None, *, raw: bool = False
+    ) -> list[Any]:
+        """The query's rows in one fetch; ``raw``, as the driver's tuples (for queries of
+        numbers and keys read as stored, which no result processing would change: building
+        SQLAlchemy's rows cost more than reading them)."""
         try:
-            return self.connection().execute(query, params or {}).fetchall()  # one fetch
+            result = self.connection().execute(query, params or {})
+            if raw:
+                with result:
+                    return list(result.cursor.fetchall())
+            return result.fetchall()
         except sa.exc.DBAPIError as error:
             first = first_line(error)
             # With a condition of the user's, any refusal of the database is about it (a
@@ -375,6 +385,13 @@ class _Side:
 def _as_stored(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
     """The column compared with values bound as it stores them."""
     return sa.type_coerce(column, raw_type(column.type))
+
+
+def _int_array(values: Sequence[int]) -> sa.BindParameter[Any]:
+    """Whole numbers bound as one PostgreSQL ``bigint[]``."""
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return sa.bindparam(None, list(values), ARRAY(sa.BigInteger()))
 
 
 def _bound_type(column_type: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
@@ -409,21 +426,27 @@ class _Audit:
     def __init__(self, spec: AuditSpec, progress: Callable[[int, int], None] | None = None) -> None:
         self.spec = spec
         self.progress = progress
-        self.source = _Side("source", spec.source, spec.table, spec.where, spec.workers)
-        try:
-            target_where = spec.target_where
-            if target_where is None and spec.where:
-                target_where = renamed(spec.where, spec.column_map)
-            self.target = _Side(
-                "target",
-                spec.target,
-                spec.target_table or spec.table,
-                target_where,
-                spec.workers,
+        target_where = spec.target_where
+        if target_where is None and spec.where:
+            target_where = renamed(spec.where, spec.column_map)
+        target_table = spec.target_table or spec.table
+        # Both sides connect and read their table's definition at once; the source's error,
+        # if both fail, is the one raised.
+        with ThreadPoolExecutor(1, thread_name_prefix="cutover-audit-target") as pool:
+            theirs = pool.submit(
+                _Side, "target", spec.target, target_table, target_where, spec.workers
             )
-        except BaseException:
-            self.source.close()
-            raise
+            try:
+                self.source = _Side("source", spec.source, spec.table, spec.where, spec.workers)
+            except BaseException:
+                if theirs.exception() is None:
+                    theirs.result().close()
+                raise
+            try:
+                self.target = theirs.result()
+            except BaseException:
+                self.source.close()
+                raise
         self._bytewise = [True, True]
         self._tally = [0, 0]  # chunks finished, chunks that differed
         self._resolve()
@@ -586,7 +609,8 @@ class _Audit:
             .where(*self._range(index, side, chunk))
             .group_by(bucket)
         )
-        return {int(b): (int(n), int(total or 0) & _MASK) for b, n, total in side.run(query)}
+        rows = side.run(query, raw=True)
+        return {int(b): (int(n), int(total or 0) & _MASK) for b, n, total in rows}
 
     def _hashes(
         self, index: int, side: _Side, chunk: _Chunk, buckets: Sequence[int] = ()
@@ -594,14 +618,14 @@ class _Audit:
         """The chunk's rows (of ``buckets`` only, if given) as key -> 64-bit hash."""
         own = self._own(index, self.key)
         conditions = self._range(index, side, chunk)
-        if buckets:
+        if buckets:  # a list of constants, which PostgreSQL looks up in a hash table
             conditions.append(self._bucket(index, side).in_(buckets))
         query = side.filtered(
             sa.select(*(side.stored(c.own) for c in own), sa.literal_column(self._row_hash[index]))
             .select_from(side.table)
             .where(*conditions)
         )
-        rows = side.run(query)
+        rows = side.run(query, raw=True)
         if len(own) == 1 and own[0].kind is Kind.INTEGER:  # the common case, at full speed
             hashes = {(int(key),): value for key, value in rows}
         else:
@@ -674,6 +698,19 @@ class _Audit:
         columns = [_as_stored(side.column(c.own)) for c in own]
         found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         outside: set[tuple[Any, ...]] = set()
+        if (
+            side.dialect == "postgresql"
+            and len(own) == 1
+            and own[0].own_kind is Kind.INTEGER
+            and all(type(k[0]) is int for k in keys)
+        ):
+            # The common case: the keys as one array, many thousands in a query (a list of
+            # parameters costs the client as much to render as the server to read).
+            for start in range(0, len(keys), _ARRAY_KEYS):
+                batch = [k[0] for k in keys[start : start + _ARRAY_KEYS]]
+                condition = side.column(own[0].own) == sa.any_(_int_array(batch))
+                found.update(self._rows(index, side, [condition], filtered=False, outside=outside))
+            return found, outside
         for start in range(0, len(keys), 500):
             batch = keys[start : start + 500]
             if len(columns) == 1:
@@ -1019,26 +1056,28 @@ class _Audit:
         settled = 0
         confirmed: dict[tuple[Any, ...], tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]] = {}
         pending = list(seen) + list(unread)
-        for round_ in range(_RECHECKS + 1):
-            if not pending:
-                break
-            if round_:
-                time.sleep(self.spec.recheck_delay)
-            ours_now, theirs_now = self._read_both(pending)
-            still: list[tuple[Any, ...]] = []
-            for key in pending:
-                now = (ours_now.get(key), theirs_now.get(key))
-                if self._same(now[0], now[1]):
-                    settled += 1 if key in seen else 0
-                    seen.pop(key, None)
-                    continue
-                before = seen.get(key)
-                if before is not None and self._stable(before, now):
-                    confirmed[key] = now
-                    continue
-                seen[key] = now
-                still.append(key)
-            pending = still
+        # Both sides read at once: the rows to read again can be a good part of the table.
+        with ThreadPoolExecutor(1, thread_name_prefix="cutover-audit-target") as pool:
+            for round_ in range(_RECHECKS + 1):
+                if not pending:
+                    break
+                if round_:
+                    time.sleep(self.spec.recheck_delay)
+                ours_now, theirs_now = self._read_both(pending, pool)
+                still: list[tuple[Any, ...]] = []
+                for key in pending:
+                    now = (ours_now.get(key), theirs_now.get(key))
+                    if self._same(now[0], now[1]):
+                        settled += 1 if key in seen else 0
+                        seen.pop(key, None)
+                        continue
+                    before = seen.get(key)
+                    if before is not None and self._stable(before, now):
+                        confirmed[key] = now
+                        continue
+                    seen[key] = now
+                    still.append(key)
+                pending = still
         diffs: list[Diff] = []
         for key, (ours, theirs) in confirmed.items():
             diffs.append(self._diff(key, ours, theirs, pending=False))
