@@ -38,6 +38,7 @@ from .prometheus_server import running_prometheus
 ROOT = Path(__file__).resolve().parents[1]
 INSTANCES = 2
 CALLS = 300  # of each migration, per instance
+SCRAPE = 0.25  # seconds between scrapes
 
 
 def exposed(name: str) -> list[tuple[dict[str, str], float]]:
@@ -182,7 +183,7 @@ def test_checks_judge_prometheus_windows_as_they_judge_the_store(
 ) -> None:
     wait_for_files(tmp_path, "port", instances)
     targets = [f"127.0.0.1:{port.read_text()}" for port in tmp_path.glob("port-*")]
-    with running_prometheus(targets, "500ms") as url:
+    with running_prometheus(targets, f"{round(SCRAPE * 1000)}ms") as url:
         sql = open_store(sqlite_url)
         prometheus = open_store(sqlite_url, telemetry_url=url)
         clock = Clock()
@@ -193,7 +194,10 @@ def test_checks_judge_prometheus_windows_as_they_judge_the_store(
         clock.fixed = None
         wait_for_files(tmp_path, "ready", instances)
         # Every instance's series must be scraped at zero before the calls: increase() counts
-        # from a series' first sample.
+        # from a series' first sample. And they must be scraped for a while: increase()
+        # extrapolates a series' average rate up to 1.1 scrape intervals past its last sample,
+        # so a burst in a series two scrapes old reads up to a third high; after 12 scrapes at
+        # zero it reads at most 1.1 / 12 = 9% high (the rate of a long-lived series is that).
         source = prometheus.telemetry  # type: ignore[attr-defined]
         deadline = time.monotonic() + 10
         while len(source._instant("cutover_calls_total{migration='tbroken'}", None)) < (
@@ -201,6 +205,7 @@ def test_checks_judge_prometheus_windows_as_they_judge_the_store(
         ):
             assert time.monotonic() < deadline, "Prometheus never scraped every instance"
             time.sleep(0.2)
+        time.sleep(12 * SCRAPE)
         (tmp_path / "go").write_text("")
         wait_for_files(tmp_path, "done", instances)
         expected = INSTANCES * CALLS
@@ -211,7 +216,7 @@ def test_checks_judge_prometheus_windows_as_they_judge_the_store(
         ):
             assert time.monotonic() < deadline, "Prometheus never scraped the last counts"
             time.sleep(0.2)
-        time.sleep(0.6)  # one more scrape: the counters are flat at the end of the span
+        time.sleep(1.2 * SCRAPE)  # one more scrape: the counters are flat at the end of the span
 
         for name in ("tsound", "tbroken"):
             verdicts = []
