@@ -724,7 +724,7 @@ def configure(store: str | os.PathLike[str] | None = None, **options: Any) -> Ru
     if settings.prometheus:
         from cutover.telemetry.prometheus import install_collector
 
-        install_collector()
+        install_collector(configured)
     runtime.ensure_started()
     if settings.wait:
         runtime.wait_until_loaded(settings.wait)

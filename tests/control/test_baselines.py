@@ -14,11 +14,11 @@ from cutover.clock import ManualClock
 from cutover.control.checks import Outcome, Telemetry, evaluate
 from cutover.control.controller import Controller
 from cutover.control.plan import Check, Plan, parse_plan
-from cutover.control.prometheus import PrometheusError
 from cutover.control.statistics import growth_interval
 from cutover.errors import InvalidInput
 from cutover.model import Mode
 from cutover.store import open_store
+from cutover.telemetry.prometheus_api import PrometheusError
 
 from .test_scenarios import plan
 

@@ -11,10 +11,10 @@ import pytest
 from cutover.clock import ManualClock
 from cutover.control.checks import Outcome, Telemetry, evaluate
 from cutover.control.controller import Controller, _prometheus_range
-from cutover.control.prometheus import query, query_range
 from cutover.control.statistics import growth_interval
 from cutover.model import Mode
 from cutover.store import open_store
+from cutover.telemetry.prometheus_api import query, query_range
 
 from ..prometheus_server import need_prometheus, running_prometheus, serving_gauge
 from .test_prometheus_server import Setup, eventually

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 from prometheus_client import Gauge
 
-from cutover.control.prometheus import PrometheusError, Sample, query, render
+from cutover.telemetry.prometheus_api import PrometheusError, Sample, query, render
 
 from ..prometheus_server import need_prometheus, running_prometheus, serving_gauge
 

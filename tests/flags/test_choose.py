@@ -15,7 +15,7 @@ from cutover.errors import InvalidInput
 from cutover.flags import _core
 from cutover.model import Arm, Verdict
 from cutover.routing import bucket, threshold
-from cutover.runtime import Runtime
+from cutover.runtime import Runtime, configured
 from cutover.telemetry.prometheus import CutoverCollector
 
 from ..helpers import put, stored
@@ -190,7 +190,7 @@ def test_exposures_reach_prometheus(runtime: Runtime) -> None:
     put(runtime, "pricing", mode="new")
     for _ in range(7):
         cutover.choose("pricing", unit="u")
-    families = {f.name: f for f in CutoverCollector().collect()}
+    families = {f.name: f for f in CutoverCollector(configured).collect()}
     samples = {
         tuple(s.labels.values()): s.value
         for s in families["cutover_exposures"].samples

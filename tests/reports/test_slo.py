@@ -286,7 +286,7 @@ def test_the_controller_promotes_while_the_budget_holds(tmp_path) -> None:
 
 
 def test_a_file_of_slos_for_several_migrations_gives_each_its_own(sqlite_url: str) -> None:
-    from cutover.reports.slo import declared, objectives
+    from cutover.reports.objectives import declared, objectives
 
     text = yaml_text(
         {

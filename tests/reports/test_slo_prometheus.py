@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cutover.control.prometheus import query
+from cutover.telemetry.prometheus_api import query
 
 from ..helpers import cutover_cli
 from ..prometheus_server import need_prometheus, running_prometheus, serving_gauge

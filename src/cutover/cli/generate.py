@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cutover.cli._app import Session, cli, pass_session, read_file, write_file
-from cutover.reports import slo as slos
+from cutover.reports import objectives
 
 
 @cli.group()
@@ -28,7 +28,7 @@ output_option = click.option(
 
 def _slos(session: Session, names: tuple[str, ...], paths: tuple[str, ...]) -> list:
     files = [(path, read_file(path, "--file")) for path in paths]
-    return slos.declared(session.store, names, files)
+    return objectives.declared(session.store, names, files)
 
 
 def _emit(text: str, output: str | None) -> None:

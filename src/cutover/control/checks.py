@@ -619,7 +619,7 @@ def _external(
     span: dict[str, float],
     baseline: Mapping[str, Any] | None,
 ) -> CheckResult:
-    from cutover.control.prometheus import PrometheusError
+    from cutover.telemetry.prometheus_api import PrometheusError
 
     if external is None:
         return CheckResult(
@@ -726,7 +726,7 @@ def _growth(
     """The least-squares trend of each series over the window, with its interval, against
     ``max_growth``: fail when some series surely grows faster, pass when every one surely
     does not, inconclusive otherwise."""
-    from cutover.control.prometheus import PrometheusError
+    from cutover.telemetry.prometheus_api import PrometheusError
 
     assert check.max_growth is not None
     limit = check.max_growth.fraction
@@ -787,8 +787,8 @@ def _growth(
 def _budget(
     check: Check, plan: Plan, budgets: Budgets | None, base: dict[str, Any], now: float
 ) -> CheckResult:
-    from cutover.control.prometheus import PrometheusError
     from cutover.errors import InvalidInput
+    from cutover.telemetry.prometheus_api import PrometheusError
 
     if budgets is None:
         return CheckResult(

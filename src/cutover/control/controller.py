@@ -337,7 +337,7 @@ class Controller:
     def _baseline(self, check: Check, plan: Plan, rollout: Rollout) -> dict[str, Any]:
         """The check's query as it stood when the rollout began, over the check's window:
         ``{"value": ...}`` with where it came from, or ``{"error": why}``."""
-        from cutover.control.prometheus import PrometheusError
+        from cutover.telemetry.prometheus_api import PrometheusError
 
         try:
             values = [
@@ -1625,7 +1625,7 @@ def _budget_reader(store: Store, name: str, plan: Plan) -> Callable[[SLO, float,
 
 
 def _prometheus_url(check: Check, plan: Plan) -> str:
-    from cutover.control import prometheus
+    from cutover.telemetry import prometheus_api as prometheus
 
     url = plan.prometheus_url(check)
     if not url:
@@ -1639,7 +1639,7 @@ def _prometheus_url(check: Check, plan: Plan) -> str:
 def _prometheus_values(
     check: Check, plan: Plan, window: float, at: float | None = None
 ) -> list[float]:
-    from cutover.control import prometheus
+    from cutover.telemetry import prometheus_api as prometheus
 
     source = plan.prometheus
     samples = prometheus.query(
@@ -1659,7 +1659,7 @@ GROWTH_POINTS = 120
 def _prometheus_range(
     check: Check, plan: Plan, since: float, until: float
 ) -> list[Sequence[tuple[float, float]]]:
-    from cutover.control import prometheus
+    from cutover.telemetry import prometheus_api as prometheus
 
     source = plan.prometheus
     series = prometheus.query_range(

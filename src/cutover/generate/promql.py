@@ -52,8 +52,8 @@ def slo_events(slo: SLO, migration: str, window: str) -> tuple[str, str]:
     the increase over 30d divided by the same span for both."""
     indicator = slo.indicator
     if indicator.external:
-        from cutover.control.prometheus import render
         from cutover.durations import parse_duration
+        from cutover.telemetry.prometheus_api import render
 
         def fill(query: str) -> str:
             return render(query, parse_duration(window))

@@ -343,11 +343,11 @@ def stats(
     summary="Each SLO of the rollout's plan: target, actual, error budget, burn rates",
 )
 def slos(request: Request, name: Name, _who: Viewer) -> dict[str, Any]:
-    from cutover.reports import slo
+    from cutover.reports.objectives import objectives, statuses
 
     settings = settings_of(request)
     operations.require_known(settings.store, name)
-    shown = slo.statuses(settings.store, slo.objectives(settings.store, name), settings.clock())
+    shown = statuses(settings.store, objectives(settings.store, name), settings.clock())
     return {**shown, "slos": [row.to_json() for row in shown["slos"]]}
 
 

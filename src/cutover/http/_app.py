@@ -43,7 +43,7 @@ from cutover.http._names import routable_path
 from cutover.http._ratelimit import RateLimiter
 from cutover.http._reads import Reads
 from cutover.model import Mode
-from cutover.runtime import __version__
+from cutover.runtime import __version__, configured
 from cutover.store import Store
 from cutover.telemetry.prometheus import install_collector
 
@@ -457,7 +457,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     registry.register(StoreCollector(settings))
     # This process's own telemetry: the exposures its OFREP answers counted, among others.
-    install_collector(registry)
+    install_collector(configured, registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import (
@@ -27,6 +28,9 @@ from cutover.model import Arm, Mode
 from cutover.telemetry import windows as w
 from cutover.telemetry.histogram import COARSE_BITS, edges
 
+if TYPE_CHECKING:
+    from cutover.runtime import Runtime
+
 DURATION_EDGES_NS = tuple(edges(COARSE_BITS, (1 << 7) - 1, (1 << 34) - 1))
 """The ``le`` bounds of ``cutover_duration_seconds`` in nanoseconds: the edges of the store's
 coarse buckets (8 per power of two, 12.5% wide) from 128ns to 17.2s, 217 bounds. Every fine
@@ -38,15 +42,18 @@ DURATION_BUCKETS = tuple(edge / 1e9 for edge in DURATION_EDGES_NS)
 
 
 class CutoverCollector(Collector):
-    """Exposes the configured runtime's telemetry; registered once per registry."""
+    """Exposes the telemetry of the runtime ``current()`` answers at each scrape (none: the
+    families without samples); registered once per registry. The runtime hands itself in
+    (``cutover.runtime.configured``), so this module never imports the runtime."""
+
+    def __init__(self, current: Callable[[], Runtime | None]) -> None:
+        self._current = current
 
     def describe(self) -> Iterator[Metric]:
         return iter(self._families())
 
     def collect(self) -> Iterator[Metric]:
-        from cutover import runtime as rt
-
-        runtime = rt._runtime
+        runtime = self._current()
         families = self._families()
         (
             calls,
@@ -216,10 +223,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def install_collector(registry: CollectorRegistry = REGISTRY) -> None:
-    """Register cutover's collector in ``registry`` (the default one unless told otherwise)."""
+def install_collector(
+    current: Callable[[], Runtime | None], registry: CollectorRegistry = REGISTRY
+) -> None:
+    """Register cutover's collector of the runtime ``current()`` answers in ``registry`` (the
+    default one unless told otherwise); once per registry."""
     with _lock:
         if id(registry) in _installed:
             return
-        registry.register(CutoverCollector())
+        registry.register(CutoverCollector(current))
         _installed.add(id(registry))

@@ -26,6 +26,7 @@ from cutover.model import Arm
 from cutover.telemetry import windows as w
 from cutover.telemetry.histogram import COARSE_BITS, Histogram, index_of
 from cutover.telemetry.prometheus import DURATION_BUCKETS, DURATION_EDGES_NS
+from cutover.telemetry.prometheus_api import query, query_range, render
 from cutover.telemetry.windows import ArmCounts
 from cutover.urls import redact_url
 
@@ -101,8 +102,6 @@ def _quote(value: str) -> str:
 
 
 def _duration(seconds: float) -> str:
-    from cutover.control.prometheus import render
-
     return render("$window", seconds)
 
 
@@ -175,8 +174,6 @@ class PrometheusTelemetry:
         selector = f"migration={_quote(name)}"
         wanted = histograms_since is not None and histograms_since < last + width
         promql = self._promql(selector, width, wanted, by=())
-        from cutover.control.prometheus import query_range
-
         self.queries += 1
         found = query_range(
             self.url,
@@ -240,8 +237,6 @@ class PrometheusTelemetry:
         return " or ".join(parts)
 
     def _instant(self, promql: str, at: float | None) -> list[tuple[Mapping[str, str], float]]:
-        from cutover.control.prometheus import query
-
         self.queries += 1
         samples = query(self.url, promql, timeout=self.timeout, headers=self.headers, at=at)
         return [(sample.labels, sample.value) for sample in samples]

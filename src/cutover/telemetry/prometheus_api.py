@@ -1,4 +1,5 @@
-"""Read an external metric for a health check from a Prometheus server's instant-query HTTP API."""
+"""A client of Prometheus' HTTP query API (instant and range queries), for health checks, SLO
+budgets and the windows rebuilt from Prometheus: every caller reads Prometheus through it."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cutover.control.prometheus import PrometheusError, Sample, query, render
+from cutover.telemetry.prometheus_api import PrometheusError, Sample, query, render
 
 
 @dataclass
