@@ -32,6 +32,7 @@ evidence.
     python bench/controller_tick.py [--server postgresql://postgres@127.0.0.1/test]
                                     [--migrations 200] [--days 30] [--histogram-hours 24]
                                     [--ticks 5] [--anchor-src DIR] [--rounds 5]
+                                    [--profile FILE]
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import argparse
 import collections
 import concurrent.futures
 import contextlib
+import cProfile
 import hashlib
 import json
 import math
@@ -510,13 +512,19 @@ def explain(store: SqlStore, statement: str, parameters: Any) -> dict[str, Any]:
 
 
 def measure(
-    url: str, migrations: list[str], now: int, ticks: int, placed: dict[str, Any]
+    url: str,
+    migrations: list[str],
+    now: int,
+    ticks: int,
+    placed: dict[str, Any],
+    profile: str | None = None,
 ) -> dict[str, Any]:
     store = SqlStore(url)
     statements = Statements(store)
     clock = ManualClock(now)
     controller = Controller(store, clock=clock)
     run = secrets.token_hex(8)
+    profiler = cProfile.Profile() if profile else None
     try:
         began = time.perf_counter()
         Controller(store, clock=clock, dry_run=True).tick()  # pool and caches, nothing written
@@ -531,9 +539,13 @@ def measure(
             statements.on = True
             count, transactions, in_sql = statements.count, statements.transactions, statements.ms
             queries = controller.queries
+            if profiler is not None and number > 0:  # the first extends every step's totals
+                profiler.enable()
             began = time.perf_counter()
             taken = controller.tick()
             took = (time.perf_counter() - began) * 1000
+            if profiler is not None:
+                profiler.disable()
             kinds.update(decision.kind for decision in taken)
             per_tick.append(
                 {
@@ -546,6 +558,8 @@ def measure(
                 }
             )
             clock.advance(MINUTE)
+        if profiler is not None and profile:
+            profiler.dump_stats(profile)
         by_kind = statements.top()
         slowest = dict(statements.slowest)
         statements.on = False
@@ -711,6 +725,7 @@ def run(
     ticks: int = 5,
     anchor_src: str | None = None,
     rounds: int = 5,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     now = int(time.time()) // MINUTE * MINUTE
     named = names(migrations)
@@ -727,7 +742,7 @@ def run(
             store.close()
         tables = table_figures(url)
         loading["setup_s"] = round(time.perf_counter() - began, 1)
-        figures = measure(url, named, now, ticks, placed)
+        figures = measure(url, named, now, ticks, placed, profile)
         if anchor_src is not None:
             figures["anchor"] = compare(url, now + ticks * MINUTE, anchor_src, rounds)
     slow, erring = troubled(migrations)
@@ -766,6 +781,10 @@ def main() -> None:
         help="a source tree of an earlier cutover to compare dry-run ticks with, same run",
     )
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of it")
+    parser.add_argument(
+        "--profile",
+        help="write cProfile statistics of the timed ticks after the first to this file (pstats)",
+    )
     if sys.argv[1:2] == ["--worker"]:
         worker(sys.argv[2], float(sys.argv[3]))
         return
@@ -780,6 +799,7 @@ def main() -> None:
             arguments.ticks,
             arguments.anchor_src,
             arguments.rounds,
+            arguments.profile,
         ),
     )
 
