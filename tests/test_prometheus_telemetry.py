@@ -27,10 +27,12 @@ from cutover.errors import InvalidInput
 from cutover.model import Arm
 from cutover.runtime import Runtime
 from cutover.stats import check
-from cutover.store import open_store
+from cutover.store import FlushBatch, open_store
 from cutover.telemetry import source as s
+from cutover.telemetry import windows
 from cutover.telemetry.histogram import COARSE_BITS, Histogram
 from cutover.telemetry.prometheus import DURATION_BUCKETS
+from cutover.telemetry.windows import ArmCounts, WindowDelta
 
 from .helpers import cutover_cli, put, quiet
 from .prometheus_server import running_prometheus
@@ -135,6 +137,48 @@ def plan(name: str) -> dict[str, Any]:
             {"name": "errors", "metric": "error_rate", "max": 0.05, "window": "10m"},
         ],
     }
+
+
+def test_every_read_of_windows_is_answered_by_the_source() -> None:
+    # The combined store forwards what it does not define to the store under it, which holds
+    # no windows: a read of windows it did not define would quietly read nothing.
+    reads = {name for name in vars(s.TelemetrySource) if not name.startswith("_")}
+    assert reads >= {"windows", "windows_of", "series", "series_of", "totals"}
+    assert reads <= set(vars(s.PrometheusTelemetryStore)), reads - set(
+        vars(s.PrometheusTelemetryStore)
+    )
+    assert reads <= set(vars(s.PrometheusTelemetry)), reads - set(vars(s.PrometheusTelemetry))
+
+
+def test_a_tick_judges_the_windows_of_the_source(tmp_path: Path) -> None:
+    """The controller reads every rollout's windows at once (``series_of``, ``windows_of``):
+    those reads too must reach the telemetry source. A store stands in for Prometheus here,
+    holding the windows the store of states and rollouts does not."""
+    states = open_store(f"sqlite:///{tmp_path / 'states.db'}")
+    source = open_store(f"sqlite:///{tmp_path / 'windows.db'}")
+    combined = s.PrometheusTelemetryStore(states, source)
+    clock = cutover.ManualClock(1_800_000_000)
+    try:
+        controller = Controller(combined, clock=clock)
+        controller.start(parse_plan(plan("sourced")), actor="test", reason="r")
+        for minute in range(3):  # new errs and drifts on half its calls
+            counts = {arm: [0] * windows.NC for arm in Arm}
+            for row in counts.values():
+                row[windows.CALLS] = 1_000
+            new = counts[Arm.NEW]
+            new[windows.ERRORS] = new[windows.COMPARISONS] = 500
+            new[windows.DRIFTS] = 500
+            start = int(clock()) // 60 * 60
+            delta = WindowDelta("sourced", {arm: ArmCounts(row) for arm, row in counts.items()})
+            assert source.write_flush(FlushBatch("app", minute + 1, start + 30, [(start, delta)]))
+            clock.advance(60)
+        assert states.windows("sourced", 0)[Arm.NEW].counts[windows.CALLS] == 0
+        taken = controller.tick()  # the first step fails: back to legacy
+        assert [decision.kind for decision in taken] == ["abort"], taken
+        assert "error rate" in taken[0].reason
+    finally:
+        states.close()
+        source.close()
 
 
 class Clock:
