@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import pytest
+
 from cutover.clock import ManualClock
 from cutover.control.controller import Controller
 from cutover.control.plan import Plan, parse_plan
 from cutover.model import Arm
 from cutover.store import FlushBatch, Store
 from cutover.telemetry import windows as w
+from cutover.telemetry.histogram import index_of
 from cutover.telemetry.windows import ArmCounts, WindowDelta
 
 from .traffic import Traffic
@@ -133,3 +136,46 @@ def test_a_late_flush_into_a_folded_minute_waits_for_the_step_or_a_restart(store
     assert restarted.progress.comparisons == running.progress.comparisons + 1000
     parity = next(c for c in again.checks if c.name == "parity")  # sequential: the whole step
     assert parity.sample == next(c for c in restarted.checks if c.name == "parity").sample - 500
+
+
+def test_histograms_are_read_again_where_counters_changed_and_a_late_one_is_seen(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass reads latency histograms only for the windows whose counters changed since it
+    last read them, and for the last two minutes; a late flush into an older minute of the
+    latency check's window changes that minute's counters, so the next pass sees it as a
+    fresh read does."""
+    clock = ManualClock(1_800_000_000)
+    controller = Controller(store, clock=clock)
+    controller.start(_plan("h"), actor="ops", reason="test")
+    traffic = Traffic(store, "h", clock, calls=600)
+    for _ in range(12):
+        traffic.minute()
+        controller.tick()
+    before = _every_way(store, controller, clock)["h"]
+    reads: list[dict[str, float | None]] = []
+    series_of = store.series_of
+
+    def counted(spans: Any) -> Any:
+        reads.append({name: span[2] for name, span in spans.items()})
+        return series_of(spans)
+
+    monkeypatch.setattr(store, "series_of", counted)
+    clock.advance(180)  # no traffic since: every window is older than two minutes
+    controller.tick()
+    assert reads == [{"h": None}]  # the counters alone
+
+    minute = int(clock()) // 60 * 60
+    slow = ArmCounts()
+    slow.counts[w.CALLS] = slow.counts[w.OFFPATH] = 400
+    slow.histogram.add(index_of(80_000_000), 400)  # 80 ms, against about 2 ms
+    late = [(minute - 7 * 60, WindowDelta("h", {Arm.NEW: slow}))]
+    assert store.write_flush(FlushBatch("late", 1, clock(), late, run="late"))
+    reads.clear()
+    after = _every_way(store, controller, clock)["h"]
+    assert reads[:2] == [{"h": None}, {"h": minute - 7 * 60}]  # from the late minute on
+
+    def latency(evaluation: dict[str, Any]) -> Any:
+        return next(c["value"] for c in evaluation["checks"] if c["name"] == "latency")
+
+    assert latency(after) > latency(before)

@@ -41,6 +41,7 @@ from cutover.model import Arm, Decision, Mode, Rollout, RolloutStatus, State, pi
 from cutover.reports.slo import SLO, Budget
 from cutover.store import DEFAULT_LEASE, Cohort, CohortStatus, Fence, InstanceInfo, Store
 from cutover.telemetry import windows as w
+from cutover.telemetry.histogram import Histogram
 
 log = logging.getLogger("cutover.controller")
 
@@ -267,6 +268,9 @@ class Controller:
         # Per migration: (its step's start, with histograms), counted up to, the totals.
         self._totals: dict[str, tuple[tuple[float, bool], float, dict[Arm, w.ArmCounts]]] = {}
         self._plans: dict[str, tuple[Mapping[str, Any], Plan]] = {}  # the stored plan, parsed
+        # Per migration: the latency histograms of the windows its checks read, each with the
+        # counters it was read with (see _series).
+        self._histograms: dict[str, dict[int, tuple[_Key, dict[Arm, Histogram]]]] = {}
         self.standby = False  # the last tick found another controller holding the lease
         self.interval: float | None = None  # seconds between ticks, while run() loops
         self.queries = 0  # store reads made by ticks, for benchmarks
@@ -421,17 +425,13 @@ class Controller:
             reads[name] = (start, max(start, now - span.longest), span)
         if not reads:
             return {}
-        series = self.store.series_of(
+        series = self._series(
+            now,
             {
-                name: (
-                    since,
-                    None,
-                    None if span.latency is None else max(start, now - span.latency),
-                )
+                name: (since, None if span.latency is None else max(start, now - span.latency))
                 for name, (start, since, span) in reads.items()
-            }
+            },
         )
-        self.queries += 1 + any(span.latency is not None for _, _, span in reads.values())
         earlier = self._earlier(
             {
                 name: (start, since, span.step_histograms)
@@ -450,6 +450,72 @@ class Controller:
             )
             new_calls = recent[Arm.NEW][w.CALLS] + (prior[Arm.NEW][w.CALLS] if prior else 0)
             out[name] = (telemetry, comparisons, new_calls)
+        return out
+
+    def _series(
+        self, now: float, spans: Mapping[str, tuple[float, float | None]]
+    ) -> dict[str, dict[int, dict[Arm, w.ArmCounts]]]:
+        """``store.series_of`` of every migration of ``spans`` (since, histograms_since), up to
+        now, with the histograms read again only for the windows whose counters changed since
+        the last pass, or that began less than two minutes ago.
+
+        Histograms are most of what a pass reads, and a window's histogram changes only with
+        its counters: every latency an instance records comes with a call it counts. Not
+        always in the same flush: the flusher may read a thread's counters between the call's
+        count and its latency, and the latency follows in the next flush, a flush interval
+        later; so the last two minutes are read whole on every pass. The counters of every
+        window are read (one statement per span, as before), and histograms only from the
+        oldest window whose counters are not those its kept histogram was read with. A flush
+        arriving late into an older minute (an instance back from a store outage) changes that
+        minute's counters and has it read again."""
+        counted = self.store.series_of(
+            {name: (since, None, None) for name, (since, _) in spans.items()}
+        )
+        self.queries += 1
+        stale: dict[str, float] = {}
+        for name, (_, later) in spans.items():
+            if later is None:
+                self._histograms.pop(name, None)
+                continue
+            kept = self._histograms.get(name, {})
+            changed = [
+                start
+                for start, arms in counted[name].items()
+                if start >= later
+                and (start >= now - RECENT or start not in kept or kept[start][0] != _key(arms))
+            ]
+            if changed:
+                stale[name] = min(changed)
+        fresh = {}
+        if stale:
+            fresh = self.store.series_of({name: (f, None, f) for name, f in stale.items()})
+            self.queries += 1
+        out = {}
+        for name, (_, later) in spans.items():
+            windows = counted[name]
+            if later is None:
+                out[name] = windows
+                continue
+            first = stale.get(name, math.inf)
+            kept = self._histograms.get(name, {})
+            merged: dict[int, dict[Arm, w.ArmCounts]] = {}
+            for start, arms in windows.items():
+                if start >= first:
+                    continue  # read again, below
+                if start >= later:
+                    histograms = kept[start][1]
+                    merged[start] = {
+                        arm: w.ArmCounts(c.counts, histograms[arm]) for arm, c in arms.items()
+                    }
+                else:
+                    merged[start] = arms
+            merged.update((fresh.get(name) or {}).items())
+            out[name] = dict(sorted(merged.items()))
+            self._histograms[name] = {
+                start: (_key(arms), {arm: c.histogram for arm, c in arms.items()})
+                for start, arms in out[name].items()
+                if start >= later
+            }
         return out
 
     def _earlier(
@@ -897,6 +963,7 @@ class Controller:
         gathered = self._gather(self._plans_of(active), self.clock())
         if wanted is None:  # the totals of rollouts no longer active are not needed again
             self._totals = {name: kept for name, kept in self._totals.items() if name in active}
+            self._histograms = {n: kept for n, kept in self._histograms.items() if n in active}
         taken = []
         for name, rollout in active.items():
             if not self.dry_run and self._renewal_due() and not self._lead():
@@ -1564,6 +1631,16 @@ def step_hold(step: Step, rollout: Rollout) -> float:
 def _tenants(cohort: Cohort) -> str:
     count = len(cohort.tenants)
     return f"{count} tenant{'' if count == 1 else 's'}"
+
+
+_Key = tuple[tuple[int, ...], ...]
+RECENT = 120.0
+"""Seconds: the windows that began this recently have their histograms read on every pass."""
+
+
+def _key(arms: Mapping[Arm, w.ArmCounts]) -> _Key:
+    """A window's counters, both arms: equal keys, equal histograms (see Controller._series)."""
+    return tuple(tuple(arms[arm].counts) if arm in arms else () for arm in Arm)
 
 
 def _sum(first: w.ArmCounts, second: w.ArmCounts) -> w.ArmCounts:
