@@ -167,6 +167,12 @@ def _span(table: sa.Table, names: Sequence[str], since: int, until: int | None) 
 _ARMS = {arm.value: arm for arm in Arm}
 
 
+def _summed(column: Any) -> Any:
+    """SUM of an integer column as an integer: PostgreSQL sums bigints as numeric, which the
+    driver turns into Decimals, several thousand of them in a controller pass."""
+    return sa.cast(sa.func.sum(column), sa.BigInteger)
+
+
 def _distinct_window_migrations() -> Any:
     """The migrations with windows, one index probe each (a loose index scan over the key's
     leading column): DISTINCT would read every window row, and the overview asks every few
@@ -1025,7 +1031,7 @@ class SqlStore:
                     sa.select(
                         w.migration,
                         w.arm,
-                        *(sa.func.coalesce(sa.func.sum(w[n]), 0) for n in COUNTERS),
+                        *(sa.func.coalesce(_summed(w[n]), 0) for n in COUNTERS),
                     )
                     .where(*_span(t.windows, names, since, until))
                     .group_by(w.migration, w.arm)
@@ -1037,7 +1043,7 @@ class SqlStore:
                 found: dict[tuple[str, str], dict[int, int]] = {}
                 for (since, until), names in _by_span(wanted).items():
                     buckets = (
-                        sa.select(c.migration, c.arm, c.bucket, sa.func.sum(c.count))
+                        sa.select(c.migration, c.arm, c.bucket, _summed(c.count))
                         .where(*_span(table, names, since, until))
                         .group_by(c.migration, c.arm, c.bucket)
                     )
@@ -1055,7 +1061,7 @@ class SqlStore:
         if until is not None:
             conditions.append(c.start < int(until))
         query = (
-            sa.select(c.migration, c.arm, *(sa.func.sum(c[n]) for n in COUNTERS))
+            sa.select(c.migration, c.arm, *(_summed(c[n]) for n in COUNTERS))
             .where(*conditions)
             .group_by(c.migration, c.arm)
         )
@@ -1110,7 +1116,7 @@ class SqlStore:
             self._settle(conn)
             for (since, until), names in _by_span(counted).items():
                 counters = (
-                    sa.select(w.migration, w.start, w.arm, *(sa.func.sum(w[n]) for n in COUNTERS))
+                    sa.select(w.migration, w.start, w.arm, *(_summed(w[n]) for n in COUNTERS))
                     .where(*_span(t.windows, names, since, until))
                     .group_by(w.migration, w.start, w.arm)
                 )
@@ -1154,8 +1160,9 @@ class SqlStore:
                     h.migration,
                     h.start,
                     h.arm,
-                    sa.func.array_agg(h.bucket),
-                    sa.func.array_agg(h.count),
+                    # as the driver returns them: lists of ints, no per-item processing
+                    sa.type_coerce(sa.func.array_agg(h.bucket), sa.types.NullType()),
+                    sa.type_coerce(sa.func.array_agg(h.count), sa.types.NullType()),
                 )
                 .where(*conditions)
                 .group_by(h.migration, h.start, h.arm)
