@@ -179,3 +179,35 @@ def test_histograms_are_read_again_where_counters_changed_and_a_late_one_is_seen
         return next(c["value"] for c in evaluation["checks"] if c["name"] == "latency")
 
     assert latency(after) > latency(before)
+
+
+def test_the_batched_reads_sum_what_the_windows_hold(store: Store) -> None:
+    """``windows_of`` (a span's totals, histograms summed by the server) and ``series_of``
+    (window by window) of several migrations at once agree with each other, whatever span."""
+    clock = ManualClock(1_800_000_000)
+    names = ("x", "y", "z")
+    controller = Controller(store, clock=clock)
+    for name in names:  # in shadow: both arms run every call
+        controller.start(_plan(name), actor="ops", reason="test")
+    traffic = [
+        Traffic(store, name, clock, calls=300 + 100 * i, seed=i, new_ms=lambda _, i=i: 2.0 + i)
+        for i, name in enumerate(names)
+    ]
+    begin = clock()
+    for _ in range(6):
+        _minute(traffic, clock)
+    spans = {"x": (begin, None), "y": (begin + 120, None), "z": (begin + 60, begin + 240)}
+    summed = store.windows_of(spans, histograms=["x", "y"])
+    series = store.series_of({n: (a, b, a) for n, (a, b) in spans.items()})
+    for name in names:
+        by_window = {arm: ArmCounts() for arm in Arm}
+        for arms in series[name].values():
+            for arm, counts in arms.items():
+                by_window[arm].add(counts)
+        for arm in Arm:
+            assert summed[name][arm].counts == by_window[arm].counts, (name, arm)
+            assert by_window[arm].histogram.count > 0
+            if name != "z":  # histograms were asked of x and y only
+                assert summed[name][arm].histogram == by_window[arm].histogram, (name, arm)
+            else:
+                assert summed[name][arm].histogram.count == 0

@@ -1043,10 +1043,24 @@ class SqlStore:
                 found: dict[tuple[str, str], dict[int, int]] = {}
                 for (since, until), names in _by_span(wanted).items():
                     buckets = (
-                        sa.select(c.migration, c.arm, c.bucket, _summed(c.count))
+                        sa.select(c.migration, c.arm, c.bucket, _summed(c.count).label("count"))
                         .where(*_span(table, names, since, until))
                         .group_by(c.migration, c.arm, c.bucket)
                     )
+                    if self.dialect == "postgresql":
+                        # One row per migration and arm, its buckets and sums as two arrays:
+                        # a day of a step's histograms is thousands of rows otherwise.
+                        summed = buckets.subquery()
+                        s = summed.c
+                        per_arm = sa.select(
+                            s.migration,
+                            s.arm,
+                            sa.type_coerce(sa.func.array_agg(s.bucket), sa.types.NullType()),
+                            sa.type_coerce(sa.func.array_agg(s["count"]), sa.types.NullType()),
+                        ).group_by(s.migration, s.arm)
+                        for name, arm, indexes, counts in conn.execute(per_arm).all():
+                            found[name, arm] = dict(zip(indexes, counts, strict=True))
+                        continue
                     for name, arm, bucket, count in conn.execute(buckets).all():
                         found.setdefault((name, arm), {})[int(bucket)] = int(count)
                 for (name, arm), counts in found.items():
