@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import threading
+from pathlib import Path
+
+_LOWEST = 20_000
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out to outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 class TcpProxy:
@@ -13,19 +25,29 @@ class TcpProxy:
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
+        # The port stays free while the proxy is cut, so it is taken below the kernel's
+        # ephemeral range: there no outgoing connection of another test can be given it.
+        low = _ephemeral_low()
+        for port in random.sample(range(_LOWEST, low), min(50, low - _LOWEST)):
+            self.port = port
+            with contextlib.suppress(OSError):
+                self.restore()
+                return
+        self.port = 0  # no such range here: any free port, as the kernel picks it
         self.restore()
 
     def restore(self) -> None:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        try:
+            listener.bind(("127.0.0.1", self.port))
+        except OSError:
+            listener.close()
+            raise
+        self.port = listener.getsockname()[1]
         listener.listen(64)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
@@ -35,6 +57,11 @@ class TcpProxy:
             listener, self._listener = self._listener, None
             sockets, self._sockets = self._sockets, set()
         if listener is not None:
+            # Closing alone leaves the socket listening while a thread is blocked in accept()
+            # on it (the kernel keeps it for that call), and restore() cannot bind the port
+            # again; shutting it down wakes the accept and stops the listening.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         for sock in sockets:
             with contextlib.suppress(OSError):

@@ -74,6 +74,19 @@ def _every_way(store: Store, controller: Controller, clock: ManualClock) -> dict
     return out
 
 
+def _running(store: Store, name: str, minutes: int) -> tuple[ManualClock, Controller]:
+    """A rollout of ``name`` after ``minutes`` minutes of traffic, a pass of its controller
+    after each."""
+    clock = ManualClock(1_800_000_000)
+    controller = Controller(store, clock=clock)
+    controller.start(_plan(name), actor="ops", reason="test")
+    traffic = Traffic(store, name, clock, calls=600)
+    for _ in range(minutes):
+        traffic.minute()
+        controller.tick()
+    return clock, controller
+
+
 def test_a_tick_judges_every_rollout_as_one_read_alone(store: Store) -> None:
     clock = ManualClock(1_800_000_000)
     controller = Controller(store, clock=clock)
@@ -108,13 +121,7 @@ def test_a_late_flush_into_a_folded_minute_waits_for_the_step_or_a_restart(store
     into one of them afterwards (an instance back from a long store outage) is in the checks'
     fixed windows while they cover it, and in the step totals (the sequential checks, the
     step's minimums) of a controller that starts afresh, not of the one already running."""
-    clock = ManualClock(1_800_000_000)
-    controller = Controller(store, clock=clock)
-    controller.start(_plan("m"), actor="ops", reason="test")
-    traffic = Traffic(store, "m", clock, calls=600)
-    for _ in range(15):
-        traffic.minute()
-        controller.tick()
+    clock, controller = _running(store, "m", minutes=15)
     running = controller.evaluate("m")
     minute = int(clock()) // 60 * 60
 
@@ -145,13 +152,7 @@ def test_histograms_are_read_again_where_counters_changed_and_a_late_one_is_seen
     last read them, and for the last two minutes; a late flush into an older minute of the
     latency check's window changes that minute's counters, so the next pass sees it as a
     fresh read does."""
-    clock = ManualClock(1_800_000_000)
-    controller = Controller(store, clock=clock)
-    controller.start(_plan("h"), actor="ops", reason="test")
-    traffic = Traffic(store, "h", clock, calls=600)
-    for _ in range(12):
-        traffic.minute()
-        controller.tick()
+    clock, controller = _running(store, "h", minutes=12)
     before = _every_way(store, controller, clock)["h"]
     reads: list[dict[str, float | None]] = []
     series_of = store.series_of

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 from rich.table import Table
 
@@ -17,8 +19,8 @@ from cutover.cli._app import (
     when,
 )
 from cutover.durations import format_duration
-from cutover.reports import objectives as declared
 from cutover.reports import slo as slos
+from cutover.reports.objectives import Objectives, objectives, statuses
 
 
 def slo_file_option(command: object) -> object:
@@ -44,12 +46,12 @@ def prometheus_option(command: object) -> object:
 
 def read_objectives(
     session: Session, name: str, path: str | None, prometheus_url: str | None
-) -> declared.Objectives:
+) -> Objectives:
     """The SLOs of ``name`` as the options give them."""
     text = None if path is None else read_file(path, "--file")
-    found = declared.objectives(session.store, name, text, path or "")
+    found = objectives(session.store, name, text, path or "")
     if prometheus_url:
-        found = declared.Objectives(found.migration, found.slos, found.source, prometheus_url)
+        found = dataclasses.replace(found, prometheus_url=prometheus_url)
     return found
 
 
@@ -71,7 +73,7 @@ def slo(
     """Each SLO of a migration: target, actual, status, error budget and burn rates."""
     found = read_objectives(session, name, path, prometheus_url)
     now = session.now()
-    shown = declared.statuses(session.store, found, now, slo_names)
+    shown = statuses(session.store, found, now, slo_names)
     rows: list[slos.Status] = shown["slos"]
     if as_json:
         print_json({**shown, "slos": [row.to_json() for row in rows]})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import os
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -14,7 +14,7 @@ from cutover.errors import InvalidInput
 from cutover.model import Arm, Decision, Rollout, State
 from cutover.telemetry.drift import MAX_FINGERPRINTS, OTHER_FINGERPRINTS, DriftSample
 from cutover.telemetry.histogram import Histogram
-from cutover.telemetry.windows import ArmCounts, WindowDelta
+from cutover.telemetry.windows import ArmCounts, TelemetrySource, WindowDelta
 from cutover.urls import as_url, redact_url
 
 DEFAULT_STORE = "sqlite:///cutover.db"
@@ -323,7 +323,7 @@ class Lease(Protocol):
         ...
 
 
-class Store(Protocol):
+class Store(TelemetrySource, Protocol):
     """What cutover needs from a store; :class:`cutover.store.sql.SqlStore` implements it."""
 
     url: str
@@ -389,34 +389,6 @@ class Store(Protocol):
         ...
 
     def write_flush(self, batch: FlushBatch) -> bool: ...
-
-    def windows(
-        self, name: str, since: float, until: float | None = None, *, histograms: bool = True
-    ) -> dict[Arm, ArmCounts]: ...
-
-    def windows_of(
-        self,
-        spans: Mapping[str, tuple[float, float | None]],
-        *,
-        histograms: Collection[str] = (),
-    ) -> dict[str, dict[Arm, ArmCounts]]: ...
-
-    def totals(
-        self, since: float, until: float | None = None
-    ) -> dict[str, dict[Arm, ArmCounts]]: ...
-
-    def series(
-        self,
-        name: str,
-        since: float,
-        until: float | None = None,
-        *,
-        histograms_since: float | None = None,
-    ) -> dict[int, dict[Arm, ArmCounts]]: ...
-
-    def series_of(
-        self, spans: Mapping[str, tuple[float, float | None, float | None]]
-    ) -> dict[str, dict[int, dict[Arm, ArmCounts]]]: ...
 
     def migrations(self) -> list[str]: ...
 

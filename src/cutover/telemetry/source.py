@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from cutover.errors import InvalidInput
 from cutover.model import Arm
@@ -27,43 +27,10 @@ from cutover.telemetry import windows as w
 from cutover.telemetry.histogram import COARSE_BITS, Histogram, index_of
 from cutover.telemetry.prometheus import DURATION_BUCKETS, DURATION_EDGES_NS
 from cutover.telemetry.prometheus_api import query, query_range, render
-from cutover.telemetry.windows import ArmCounts
+from cutover.telemetry.windows import ArmCounts, TelemetrySource
 from cutover.urls import redact_url
 
 __all__ = ["PrometheusTelemetry", "PrometheusTelemetryStore", "TelemetrySource"]
-
-
-class TelemetrySource(Protocol):
-    """The reads of windows the controller, ``cutover stats``/``check``, reports and the
-    dashboard make; :class:`cutover.store.Store` has them too."""
-
-    def windows(
-        self, name: str, since: float, until: float | None = None, *, histograms: bool = True
-    ) -> dict[Arm, ArmCounts]: ...
-
-    def totals(
-        self, since: float, until: float | None = None
-    ) -> dict[str, dict[Arm, ArmCounts]]: ...
-
-    def series(
-        self,
-        name: str,
-        since: float,
-        until: float | None = None,
-        *,
-        histograms_since: float | None = None,
-    ) -> dict[int, dict[Arm, ArmCounts]]: ...
-
-    def windows_of(
-        self,
-        spans: Mapping[str, tuple[float, float | None]],
-        *,
-        histograms: Collection[str] = (),
-    ) -> dict[str, dict[Arm, ArmCounts]]: ...
-
-    def series_of(
-        self, spans: Mapping[str, tuple[float, float | None, float | None]]
-    ) -> dict[str, dict[int, dict[Arm, ArmCounts]]]: ...
 
 
 # The counters (besides calls) each outcome of cutover_calls_total adds to, and each result

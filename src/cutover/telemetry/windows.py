@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cutover.model import Arm
 from cutover.telemetry.histogram import Histogram
@@ -284,3 +285,37 @@ class MigrationTelemetry:
                 entry.seen = 0
                 keep.append(entry)
         self._blocks = keep
+
+
+class TelemetrySource(Protocol):
+    """The reads of windows the controller, ``cutover stats``/``check``, reports and the
+    dashboard make: every :class:`cutover.store.Store` answers them, and so does
+    :class:`cutover.telemetry.source.PrometheusTelemetry`."""
+
+    def windows(
+        self, name: str, since: float, until: float | None = None, *, histograms: bool = True
+    ) -> dict[Arm, ArmCounts]: ...
+
+    def totals(
+        self, since: float, until: float | None = None
+    ) -> dict[str, dict[Arm, ArmCounts]]: ...
+
+    def series(
+        self,
+        name: str,
+        since: float,
+        until: float | None = None,
+        *,
+        histograms_since: float | None = None,
+    ) -> dict[int, dict[Arm, ArmCounts]]: ...
+
+    def windows_of(
+        self,
+        spans: Mapping[str, tuple[float, float | None]],
+        *,
+        histograms: Collection[str] = (),
+    ) -> dict[str, dict[Arm, ArmCounts]]: ...
+
+    def series_of(
+        self, spans: Mapping[str, tuple[float, float | None, float | None]]
+    ) -> dict[str, dict[int, dict[Arm, ArmCounts]]]: ...
