@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cutover._version import __version__
 from cutover.clock import Clock, configured_clock
 from cutover.errors import InvalidInput, StoreError
 from cutover.model import State
@@ -50,8 +51,6 @@ if TYPE_CHECKING:
     from cutover.migration import Migration
 
 log = logging.getLogger("cutover")
-
-__version__ = "0.1.0"
 
 
 class Settings(BaseModel):

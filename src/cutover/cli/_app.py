@@ -8,17 +8,19 @@ import os
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 from rich.console import Console
 
+from cutover._version import __version__
 from cutover.clock import Clock, configured_clock
 from cutover.data._files import replace_durably
 from cutover.durations import parse_duration
 from cutover.errors import CutoverError, InvalidInput, UnknownMigration
-from cutover.runtime import __version__
-from cutover.store import Store, open_store
+
+if TYPE_CHECKING:
+    from cutover.store import Store
 
 # Piped output is not cut to 80 columns: tables keep their full width.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -37,6 +39,8 @@ class Session:
     @property
     def store(self) -> Store:
         if self._store is None:
+            from cutover.store import open_store
+
             self._store = open_store(self.store_url, telemetry_url=self.telemetry_url)
         return self._store
 

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from cutover._version import __version__
 from cutover.control.controller import CONTROLLER, Controller
 from cutover.errors import (
     ConflictError,
@@ -43,7 +44,7 @@ from cutover.http._names import routable_path
 from cutover.http._ratelimit import RateLimiter
 from cutover.http._reads import Reads
 from cutover.model import Mode
-from cutover.runtime import __version__, configured
+from cutover.runtime import configured
 from cutover.store import Store
 from cutover.telemetry.prometheus import install_collector
 

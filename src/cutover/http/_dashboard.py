@@ -19,6 +19,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import escape
 
 from cutover import operations
+from cutover._version import __version__
 from cutover.control.controller import step_label
 from cutover.control.plan import load_plan, parse_plan
 from cutover.durations import format_duration, parse_duration
@@ -28,7 +29,6 @@ from cutover.http._auth import Principal, Role
 from cutover.http._deps import COOKIE, CSRF_HEADER, Settings, settings_of
 from cutover.http._names import Segment, segment
 from cutover.model import Mode, Rollout, RolloutStatus
-from cutover.runtime import __version__
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
