@@ -332,3 +332,66 @@ def test_numeric_keys_beyond_28_digits_round_trip_through_the_report(
     assert planned.counts.update == 3
     rec.apply(planned, undo_path=tmp_path / "undo.sql")
     assert run(source, target).clean
+
+
+def test_a_naive_timestamp_and_a_timestamptz_compare_as_the_same_instant(
+    fresh_pg: Callable[[], str],
+) -> None:
+    # The server hash takes an instant as its distance from 2000-01-01 UTC on both sides;
+    # ±infinity, which cannot be subtracted, hash as their text.
+    source, target = fresh_pg(), fresh_pg()
+    rows = [
+        (1, "2024-03-31 01:30:00", "2024-03-31 03:30:00+02", True),
+        (2, "1970-01-01 00:00:00", "1970-01-01 00:00:00.000001+00", False),
+        (3, "infinity", "infinity", True),
+        (4, "infinity", "-infinity", False),
+        (5, "-infinity", "-infinity", True),
+        (6, "4713-01-01 00:00:00 BC", "4713-01-01 00:00:00+00 BC", True),
+        (7, "294276-12-31 23:59:59", "294276-12-31 23:59:59+00", True),
+        (8, None, None, True),
+        (9, "2000-01-01 00:00:00", None, False),
+        (10, "2000-01-01 00:00:00", "2000-01-01 00:00:00+00", True),
+    ]
+    for url, kind, side in ((source, "timestamp", 1), (target, "timestamptz", 2)):
+        values = ", ".join(
+            f"({row[0]}, {'NULL' if row[side] is None else repr(row[side])})" for row in rows
+        )
+        execute(url, f"CREATE TABLE t (id int PRIMARY KEY, at {kind})")
+        execute(url, f"INSERT INTO t VALUES {values}")
+
+    expected = {changed(key, "at") for key, _, _, same in rows if not same}
+    got = found(run(source, target))
+    assert got == expected, show(got, expected)
+
+
+@pytest.mark.parametrize("target_type", ["numeric(12, 2)", "numeric"])
+def test_numbers_with_a_precision_hash_nan_apart_from_every_number(
+    fresh_pg: Callable[[], str], target_type: str
+) -> None:
+    # Without a precision on either side no Infinity can be stored, and NaN's own hash tells
+    # it from every number; with one side unconstrained both hash the specials as text.
+    source, target = fresh_pg(), fresh_pg()
+    rows = [(1, "NaN", "NaN"), (2, "NaN", "0"), (3, "1.10", "1.1"), (4, "0", "NaN")]
+    for url, kind, side in ((source, "numeric(12, 2)", 1), (target, target_type, 2)):
+        values = ", ".join(f"({row[0]}, '{row[side]}')" for row in rows)
+        execute(url, f"CREATE TABLE t (id int PRIMARY KEY, n {kind})")
+        execute(url, f"INSERT INTO t VALUES {values}")
+
+    assert found(run(source, target)) == {changed(2, "n"), changed(4, "n")}
+
+
+def test_an_integer_key_and_integer_values_swapped_within_and_between_rows(
+    fresh_pg: Callable[[], str],
+) -> None:
+    # The key enters the row hash as its value, the other integer columns as their hashes: a
+    # key's value moved into a column, or columns' values swapped, still change the sums.
+    source, target = fresh_pg(), fresh_pg()
+    left = "(1, 2, 3), (2, 1, 3), (3, 3, 4), (4, 5, 6)"
+    right = "(1, 1, 3), (2, 2, 3), (3, 4, 3), (4, 5, 6)"
+    for url, kind, values in ((source, "int", left), (target, "bigint", right)):
+        execute(url, f"CREATE TABLE t (id {kind} PRIMARY KEY, a int NOT NULL, b int NOT NULL)")
+        execute(url, f"INSERT INTO t VALUES {values}")
+
+    got = found(run(source, target))
+    expected = {changed(1, "a"), changed(2, "a"), changed(3, "a", "b")}
+    assert got == expected, show(got, expected)

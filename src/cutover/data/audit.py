@@ -64,7 +64,7 @@ from cutover.data._encoding import (
 )
 from cutover.data._encoding import to_json as value_json
 from cutover.errors import InvalidInput
-from cutover.store import redact_url
+from cutover.urls import redact_url
 
 FORMAT = "cutover-audit/1"
 """The report's format; readers refuse others."""
@@ -575,14 +575,35 @@ class _Audit:
         self, index: int, side: _Side, pairs: Iterable[tuple[_Column, _Column]]
     ) -> list[Hashed]:
         return [
-            Hashed(side.quoted(c.own), c.kind, c.tolerance, c.own_kind, self._nullable(c.name))
+            Hashed(
+                side.quoted(c.own),
+                c.kind,
+                c.tolerance,
+                c.own_kind,
+                self._nullable(c.name),
+                self._infinite(c.name),
+            )
             for c in self._own(index, pairs)
         ]
 
+    def _both(self, name: str) -> tuple[sa.Column[Any], sa.Column[Any]]:
+        return self.source.column(name), self.target.column(self.spec.column_map.get(name, name))
+
     def _nullable(self, name: str) -> bool:
         """Whether either side lets the column be NULL (both sides must hash it alike)."""
-        own = self.spec.column_map.get(name, name)
-        return bool(self.source.column(name).nullable or self.target.column(own).nullable)
+        return any(bool(column.nullable) for column in self._both(name))
+
+    def _infinite(self, name: str) -> bool:
+        """Whether either side may hold ±Infinity in the column: only a numeric without a
+        precision can (and a float, or a type not known here, such as a domain)."""
+
+        def bounded(kind: sa.types.TypeEngine[Any]) -> bool:
+            if isinstance(kind, sa.Integer):
+                return True
+            numeric = isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float)
+            return numeric and kind.precision is not None
+
+        return not all(bounded(column.type) for column in self._both(name))
 
     def _summary(self, index: int, side: _Side, chunk: _Chunk) -> tuple[int, int]:
         query = side.filtered(
