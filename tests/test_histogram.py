@@ -126,3 +126,30 @@ def test_quantiles_in_one_pass_are_the_nearest_ranks(
     expected = [midpoint(values[max(1, math.ceil(q * len(values))) - 1]) for q in sorted(qs)]
     assert histogram.quantiles(tuple(sorted(qs))) == expected
     assert histogram.quantiles_ms(tuple(sorted(qs))) == [round(v / 1e6, 6) for v in expected]
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["add", "merge", "read"]), st.integers(0, 10**9)),
+        max_size=40,
+    )
+)
+def test_reads_between_changes_see_every_change(steps: list[tuple[str, int]]) -> None:
+    # The buckets are sorted once and kept until the next change: no read may see a stale order.
+    kept, fresh = Histogram(), []
+    for step, ns in steps:
+        if step == "add":
+            kept.record(ns)
+            fresh.append(ns)
+        elif step == "merge":
+            other = Histogram()
+            other.record(ns)
+            other.record(ns // 3)
+            kept.merge(other)
+            fresh += [ns, ns // 3]
+        else:
+            rebuilt = Histogram()
+            for value in fresh:
+                rebuilt.record(value)
+            assert list(kept.items()) == list(rebuilt.items())
+            assert kept.quantiles((0.5, 0.99)) == rebuilt.quantiles((0.5, 0.99))

@@ -108,10 +108,8 @@ class Telemetry:
     def step_total(self, step_started_at: float) -> dict[Arm, ArmCounts]:
         """Everything counted since the step began."""
         out = self._step_totals.get(step_started_at)
-        if out is None:
-            out = self._step_totals[step_started_at] = self._sum(step_started_at)
-            for arm, counts in (self._before or {}).items():
-                out[arm].add(counts)
+        if out is None:  # the kept totals first: the largest histogram is copied, not merged
+            out = self._step_totals[step_started_at] = self._sum(step_started_at, self._before)
         return out
 
     def total(self, since: float) -> dict[Arm, ArmCounts]:
@@ -131,8 +129,12 @@ class Telemetry:
                         mine[position] += value
         return out
 
-    def _sum(self, since: float) -> dict[Arm, ArmCounts]:
+    def _sum(
+        self, since: float, first: Mapping[Arm, ArmCounts] | None = None
+    ) -> dict[Arm, ArmCounts]:
         out = {Arm.LEGACY: ArmCounts(), Arm.NEW: ArmCounts()}
+        for arm, counts in (first or {}).items():
+            out[arm].add(counts)
         for start, arms in self._series.items():
             if start >= since:
                 for arm, counts in arms.items():

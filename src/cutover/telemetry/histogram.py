@@ -69,7 +69,7 @@ class Histogram:
     counted now, :data:`COARSE_BITS` for windows stored before schema 7.
     """
 
-    __slots__ = ("_counts", "bits")
+    __slots__ = ("_counts", "_ordered", "bits")
 
     def __init__(
         self,
@@ -77,6 +77,7 @@ class Histogram:
         bits: int = SUB_BITS,
     ) -> None:
         self._counts: dict[int, int] = {}
+        self._ordered: list[tuple[int, int]] | None = None
         self.bits = bits
         items = counts.items() if isinstance(counts, Mapping) else counts
         for index, count in items:
@@ -87,12 +88,14 @@ class Histogram:
         """A histogram that takes ``counts`` (bucket -> count, as stored) as its own."""
         histogram = cls.__new__(cls)
         histogram._counts = {index: count for index, count in counts.items() if count}
+        histogram._ordered = None
         histogram.bits = bits
         return histogram
 
     def add(self, index: int, count: int = 1) -> None:
         if count:
             self._counts[index] = self._counts.get(index, 0) + count
+            self._ordered = None
 
     def record(self, ns: int) -> None:
         self.add(index_of(ns, self.bits))
@@ -110,6 +113,11 @@ class Histogram:
     def merge(self, other: Histogram) -> Histogram:
         """Add ``other``'s counts to this one, at the coarser of the two resolutions."""
         if not other._counts:
+            return self
+        self._ordered = None
+        if not self._counts and other.bits <= self.bits:  # the first of a sum: a copy, in C
+            self._counts = dict(other._counts)
+            self.bits = other.bits
             return self
         if other.bits < self.bits:
             self._counts = self.coarsened(other.bits)._counts
@@ -132,7 +140,14 @@ class Histogram:
 
     def items(self) -> Iterator[tuple[int, int]]:
         """(bucket, count) pairs in bucket order."""
-        return iter(sorted(self._counts.items()))
+        return iter(self._in_order())
+
+    def _in_order(self) -> list[tuple[int, int]]:
+        """The buckets sorted once until the next change: a check reads the same summed
+        histogram's quantiles, intervals and ranks several times over."""
+        if self._ordered is None:
+            self._ordered = sorted(self._counts.items())
+        return self._ordered
 
     def bounds(self, index: int) -> tuple[int, int]:
         """The range of nanoseconds one of this histogram's buckets counts."""
@@ -155,7 +170,7 @@ class Histogram:
         ranks = [max(1, math.ceil(q * total)) for q in qs]
         out: list[float | None] = []
         seen = 0
-        for index, count in sorted(self._counts.items()):
+        for index, count in self._in_order():
             seen += count
             while len(out) < len(ranks) and seen >= ranks[len(out)]:
                 out.append(midpoint(index, self.bits))
