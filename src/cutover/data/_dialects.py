@@ -283,33 +283,29 @@ class TypedPostgresPushdown(PostgresPushdown):
         if column.tolerance is not None and kind in (Kind.NUMERIC, Kind.FLOAT, Kind.INTEGER):
             return f"hashtextextended({self.value(column)}, {seed})"
         if kind is Kind.TIMESTAMPTZ:
-            # The instant as its distance from 2000-01-01 UTC, an interval that a timestamptz
-            # and a naive timestamp read as UTC give alike; three times cheaper than turning
-            # the timestamptz into a wall clock. ±infinity (which cannot be subtracted) hash
-            # as their text, the same on both.
-            naive = column.own_kind is Kind.TIMESTAMP
-            instant = f"({c})" if naive else f"(({c})::timestamptz)"
-            epoch = (
-                "'2000-01-01 00:00:00'::timestamp"
-                if naive
-                else "'2000-01-01 00:00:00+00'::timestamptz"
-            )
-            return (
-                f"CASE WHEN isfinite({instant})"
-                f" THEN interval_hash_extended({instant} - {epoch}, {seed})"
-                f" ELSE hashtextextended({instant}::text, {seed}) END"
-            )
+            # The instant as the UTC wall clock (audit sessions speak UTC, see ``connect``):
+            # timestamptz hashes with timestamp's function, which SQL only calls on a timestamp.
+            instant = f"({c})" if column.own_kind is Kind.TIMESTAMP else f"(({c})::timestamptz)"
+            return f"timestamp_hash_extended({instant}::timestamp, {seed})"
         if kind is Kind.NUMERIC:
+            # hash_numeric_extended is not mixed enough to be XORed with other columns: it
+            # gives NaN, Infinity and -Infinity the seed and zero the seed minus one, and XORs
+            # the weight into a hash of the digits (1 and 10000 differ in a few low bits). Its
+            # result is mixed once more, as a seed. NaN, Infinity and -Infinity, whose scale is
+            # NULL, hash as their text where either side can hold an infinity.
             v = self.value(column)
-            if not column.infinite:  # NaN alone hashes as the seed, apart from every number
-                return f"hash_numeric_extended({v}, {seed})"
-            # hash_numeric_extended gives NaN, Infinity and -Infinity the same hash (the seed):
-            # those, whose scale is NULL, hash as their text instead.
-            return (
-                f"CASE WHEN scale({v}) IS NULL THEN hashtextextended(({v})::text, {seed})"
-                f" ELSE hash_numeric_extended({v}, {seed}) END"
-            )
-        function = _PG_HASHES.get("bigint" if kind is Kind.BOOLEAN else _PG_TYPES.get(kind, "text"))
+            numeric = f"hash_numeric_extended({v}, {seed})"
+            if column.infinite:
+                numeric = (
+                    f"CASE WHEN scale({v}) IS NULL THEN hashtextextended(({v})::text, {seed})"
+                    f" ELSE {numeric} END"
+                )
+            return f"hashint8extended(0, {numeric})"
+        if kind in (Kind.INTEGER, Kind.BOOLEAN):
+            # The value as the seed of a hash of 0, which mixes all 64 bits: hashint8extended
+            # folds its first argument to 32, so 1 and 4294967296 would hash alike.
+            return f"hashint8extended(0, {self.value(column)} # {seed})"
+        function = _PG_HASHES.get(_PG_TYPES.get(kind, "text"))
         if function is None:  # no hash function SQL can call with this type: a ROW of one
             return f"hash_record_extended(ROW({self.value(column)}), {seed})"
         return f"{function}({self.value(column)}, {seed})"
@@ -320,22 +316,8 @@ class TypedPostgresPushdown(PostgresPushdown):
         # result mixed once more, given as the seed of a hash of 0: a seed enters whole, where
         # hashint8extended folds its first argument to 32 bits. So a chunk's sum changes with
         # any change of any row, values swapped between rows included.
-        #
-        # One integer column that cannot be NULL (the key, usually) enters as its value
-        # instead of its hash: the final mix spreads it, and a value XORed with hashes of the
-        # other columns cannot cancel out (two integer columns as values could, swapped).
-        plain = next(
-            (
-                i
-                for i, column in enumerate(columns)
-                if column.kind is Kind.INTEGER and column.tolerance is None and not column.nullable
-            ),
-            None,
-        )
         parts = [
-            f"({self.value(column)})"
-            if i == plain
-            else f"coalesce({self.column_hash(column, _seed(2 * i + 1))}, {_seed(2 * i + 2)})"
+            f"coalesce({self.column_hash(column, _seed(2 * i + 1))}, {_seed(2 * i + 2)})"
             for i, column in enumerate(columns)
         ]
         return f"hashint8extended(0, {' # '.join(parts) or '0'})"
@@ -354,7 +336,6 @@ def _seed(n: int) -> int:
 
 
 _PG_HASHES = {
-    "bigint": "hashint8extended",
     "float8": "hashfloat8extended",
     "text": "hashtextextended",
     "timestamp": "timestamp_hash_extended",
