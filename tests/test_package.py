@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import cutover
 
@@ -23,11 +25,17 @@ def test_importing_the_package_loads_neither_the_runtime_nor_its_libraries() -> 
     assert loaded == "[]"
 
 
-def test_the_audit_command_loads_no_runtime() -> None:
+def test_an_audit_loads_no_runtime(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        with sqlite3.connect(tmp_path / f"{name}.db") as db:
+            db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+            db.execute("INSERT INTO t VALUES (1, 'x'), (2, 'y')")
+    argv = ["cutover", "audit", "--source", str(tmp_path / "a.db"), "--target"]
+    argv += [str(tmp_path / "b.db"), "--table", "t", "--key", "id"]
     code = (
-        "import sys; sys.argv = ['cutover', 'audit', '--help']\n"
+        f"import sys; sys.argv = {argv!r}\n"
         "from cutover.cli import main\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "try:\n    main()\nexcept SystemExit as end:\n    assert not end.code, end.code\n"
         "print([m for m in ('cutover.runtime', 'pydantic', 'cutover.store') if m in sys.modules])"
     )
     assert _fresh(code).splitlines()[-1] == "[]"
