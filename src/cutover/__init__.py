@@ -25,58 +25,34 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors
     from cutover.routing import bucket
     from cutover.runtime import aflush, configure, current, flush
 
-_HOMES = {
-    "compare": "cutover.compare",
-    "errors": "cutover.errors",
-    "FileClock": "cutover.clock",
-    "ManualClock": "cutover.clock",
-    "Controller": "cutover.control.controller",  # the `rollout` extra (SciPy, httpx, PyYAML)
-    "Plan": "cutover.control.plan",
-    "load_plan": "cutover.control.plan",
-    "parse_plan": "cutover.control.plan",
-    "Call": "cutover.flags",
-    "achoose": "cutover.flags",
-    "choose": "cutover.flags",
-    "flag": "cutover.flags",
-    "observe": "cutover.flags",
-    "AsyncMigration": "cutover.migration",
-    "Migration": "cutover.migration",
-    "migration": "cutover.migration",
-    "unit_scope": "cutover.migration",
-    "Arm": "cutover.model",
-    "Comparison": "cutover.model",
-    "Decision": "cutover.model",
-    "Mode": "cutover.model",
-    "Observation": "cutover.model",
-    "State": "cutover.model",
-    "Verdict": "cutover.model",
-    "bucket": "cutover.routing",
-    "__version__": "cutover._version",
-    "aflush": "cutover.runtime",
-    "configure": "cutover.runtime",
-    "current": "cutover.runtime",
-    "flush": "cutover.runtime",
+_FROM = {
+    "cutover._version": ("__version__",),
+    "cutover.clock": ("FileClock", "ManualClock"),
+    "cutover.control.controller": ("Controller",),  # the `rollout` extra (SciPy, httpx, ...)
+    "cutover.control.plan": ("Plan", "load_plan", "parse_plan"),
+    "cutover.flags": ("Call", "achoose", "choose", "flag", "observe"),
+    "cutover.migration": ("AsyncMigration", "Migration", "migration", "unit_scope"),
+    "cutover.model": ("Arm", "Comparison", "Decision", "Mode", "Observation", "State", "Verdict"),
+    "cutover.routing": ("bucket",),
+    "cutover.runtime": ("aflush", "configure", "current", "flush"),
 }
-"""Each public name and the module it comes from (a module's own name: the module itself).
-Any other submodule is reached as an attribute too, loaded on first use."""
+"""The public names each module gives the package (as the block above imports them)."""
+
+_HOMES = {name: module for module, names in _FROM.items() for name in names}
 
 
 def __getattr__(name: str) -> object:
     home = _HOMES.get(name)
-    if home is None:  # a submodule, such as `cutover.runtime` after a bare `import cutover`
+    if home is None:  # a submodule: `cutover.compare`, or `cutover.runtime` after `import cutover`
         if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
             raise AttributeError(f"module 'cutover' has no attribute {name!r}")
         return importlib.import_module(f"{__name__}.{name}")
-    module = importlib.import_module(home)
-    value = (
-        module if home == f"{__name__}.{name}" and name != "migration" else getattr(module, name)
-    )
-    globals()[name] = value
+    value = globals()[name] = getattr(importlib.import_module(home), name)
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES})
+    return sorted({*globals(), *_HOMES, "compare", "errors"})
 
 
 class _Package(types.ModuleType):

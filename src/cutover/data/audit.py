@@ -597,11 +597,11 @@ class _Audit:
         """Whether either side may hold ±Infinity in the column: only a numeric without a
         precision can (and a float, or a type not known here, such as a domain)."""
 
-        def bounded(kind: sa.types.TypeEngine[Any]) -> bool:
-            if isinstance(kind, sa.Integer):
+        def bounded(type_: sa.types.TypeEngine[Any]) -> bool:
+            if isinstance(type_, sa.Integer):
                 return True
-            numeric = isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float)
-            return numeric and kind.precision is not None
+            numeric = isinstance(type_, sa.Numeric) and not isinstance(type_, sa.Float)
+            return numeric and type_.precision is not None
 
         return not all(bounded(column.type) for column in self._both(name))
 
