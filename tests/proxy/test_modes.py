@@ -316,9 +316,15 @@ def test_stats_by_route(legacy: Service, new: Service, start_proxy: Any, tmp_pat
         assert shown.returncode == 0, shown.stderr
         return {row["route"]: row for row in json.loads(shown.stdout)["routes"]}
 
-    wait_until(
-        lambda: by_route().get("GET /users/{id}", {}).get("new", {}).get("calls") == 6, "routes"
-    )
+    def counted(rows: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            rows.get(route, {}).get(arm, {}).get("calls")
+            for route in ("GET /users/{id}", "*")
+            for arm in ("legacy", "new")
+        )
+
+    # Each count reaches the store at the proxy's next write: wait for every one of them.
+    wait_until(lambda: counted(by_route()) == (6, 6, 3, 3), "every call counted per route")
     rows = by_route()
     users, other = rows["GET /users/{id}"], rows["*"]
     assert users["legacy"]["calls"] == 6 and users["legacy"]["errors"] == 0

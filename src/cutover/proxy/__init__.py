@@ -142,10 +142,10 @@ def _sync_noise(proxy: Proxy, runtime: Any) -> None:
     counts per route."""
     store = runtime.store
     try:
-        windows, keys = proxy.routes_tally.take()
+        windows, taken = proxy.routes_tally.take()
         for name, rows in windows.items():
             store.write_route_windows(name, runtime.instance, rows)
-        proxy.routes_tally.settle(keys)
+        proxy.routes_tally.settle(taken)
         for name in list(proxy.migrations):
             proxy.rules[name] = tuple(rule.prefix for rule in store.noise_rules(name))
             model = proxy.noise.get(name)

@@ -166,14 +166,18 @@ class Proxy:
         }
 
 
+_RouteKey = tuple[str, str, Arm, int]
+"""A route's window: its migration, route, arm and start."""
+
+
 class RouteTally:
     """This process's counts per migration, route, arm and window: `stats --by route` reads
     them from the store, where they are written whole while their window lasts."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._windows: dict[tuple[str, str, Arm, int], list[Any]] = {}
-        self._touched: set[tuple[str, str, Arm, int]] = set()
+        self._windows: dict[_RouteKey, list[Any]] = {}
+        self._touched: set[_RouteKey] = set()
 
     def count(
         self, migration: str, route: str, arm: Arm, elapsed: int, counters: tuple[int, ...]
@@ -192,13 +196,13 @@ class RouteTally:
             found[5].add(index_of(elapsed))
             self._touched.add(key)
 
-    def take(self) -> tuple[dict[str, list[RouteWindow]], set[tuple[str, str, Arm, int]]]:
-        """The windows counted into since the last :meth:`settle`, per migration, and their
-        keys to settle once written."""
+    def take(self) -> tuple[dict[str, list[RouteWindow]], dict[_RouteKey, int]]:
+        """The windows counted into since they were last settled, per migration, and the
+        calls each held, to :meth:`settle` once written."""
         out: dict[str, list[RouteWindow]] = {}
+        taken: dict[_RouteKey, int] = {}
         with self._lock:
-            keys = set(self._touched)
-            for key in keys:
+            for key in self._touched:
                 migration, route, arm, start = key
                 calls, errors, timeouts, fallbacks, offpath, histogram = self._windows[key]
                 row = RouteWindow(
@@ -206,14 +210,18 @@ class RouteTally:
                     Histogram(histogram.items()),
                 )  # fmt: skip
                 out.setdefault(migration, []).append(row)
-        return out, keys
+                taken[key] = calls
+        return out, taken
 
-    def settle(self, keys: set[tuple[str, str, Arm, int]]) -> None:
-        """``keys`` are written: forget them until counted again, and forget windows that
-        are no longer current (their counts are final and written)."""
+    def settle(self, taken: dict[_RouteKey, int]) -> None:
+        """The windows ``taken`` are written: forget those not counted into since (a call
+        counted while they were being written keeps its window to write again), and forget
+        windows that are no longer current (their counts are final and written)."""
         current = rt.current().window_start(rt.current().clock())
         with self._lock:
-            self._touched -= keys
+            for key, calls in taken.items():
+                if self._windows[key][0] == calls:
+                    self._touched.discard(key)
             for key in [k for k in self._windows if k[3] < current and k not in self._touched]:
                 del self._windows[key]
 
