@@ -13,6 +13,7 @@ import pytest
 
 import cutover
 from cutover import operations
+from cutover import runtime as rt
 from cutover.model import Mode
 from cutover.store import open_store
 
@@ -70,11 +71,14 @@ def test_preloaded_children_follow_a_change_and_flush(store_url: str, tmp_path: 
     marks = tmp_path / "marks"
     marks.mkdir()
 
+    listens = store_url.startswith("postgresql")
+
     def child(number: int) -> None:
-        deadline = time.monotonic() + 10
-        calls = 0
+        deadline = time.monotonic() + 20
+        ready = marks / f"ready-{number}"
         while time.monotonic() < deadline:
-            calls += 1
+            if not ready.exists() and (not listens or rt.current().health().listening):
+                ready.touch()
             if codec() == "new":
                 (marks / f"{number}").write_text(repr(time.time()))
                 break
@@ -92,7 +96,10 @@ def test_preloaded_children_follow_a_change_and_flush(store_url: str, tmp_path: 
             finally:
                 os._exit(code)
         pids.append(pid)
-    time.sleep(1.0)  # the children are up, serving legacy, listening where the store can announce
+    # The children are up, serving legacy, and listening where the store can announce.
+    deadline = time.monotonic() + 15
+    while len(list(marks.glob("ready-*"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
     decision = operations.set_state(
         runtime.store,
         "codec",
@@ -103,9 +110,9 @@ def test_preloaded_children_follow_a_change_and_flush(store_url: str, tmp_path: 
     )
     codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
     assert codes == [0, 0, 0]
-    assert sorted(p.name for p in marks.iterdir()) == ["0", "1", "2"]
+    assert sorted(p.name for p in marks.glob("[0-9]")) == ["0", "1", "2"]
     assert decision is not None
-    delays = [float(p.read_text()) - decision.at for p in marks.iterdir()]
+    delays = [float(p.read_text()) - decision.at for p in marks.glob("[0-9]")]
     assert max(delays) < 1.0, delays
     report = stored(runtime, "codec")
     assert report.new.served == 3, "each child served new exactly once, then flushed"
