@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from cutover.telemetry.windows import COUNTERS
 
@@ -249,7 +248,7 @@ staged = sa.Table(
     # the table they are folded into (sql.SqlStore._fold sums them there in batches). The
     # element types are the tables' own, so whatever was staged can always be folded.
     *(
-        sa.Column(f"{prefix}_{column.name}", postgresql.ARRAY(column.type), nullable=False)
+        sa.Column(f"{prefix}_{column.name}", sa.ARRAY(column.type), nullable=False)
         for prefix, table in STAGED_PREFIXES.items()
         for column in table.columns
     ),

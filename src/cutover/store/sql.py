@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib
 import logging
 import math
 import os
@@ -18,8 +19,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
 from cutover.compare._noise import NoiseCount
@@ -497,7 +496,8 @@ class SqlStore:
         return params
 
     def _insert(self, table: sa.Table) -> Any:
-        module = pg_dialect if self.dialect == "postgresql" else sqlite_dialect
+        # The dialect's own insert (ON CONFLICT); a SQLite store never loads PostgreSQL's.
+        module = importlib.import_module(f"sqlalchemy.dialects.{self.dialect}")
         return module.insert(table)
 
     # -- states and decisions ------------------------------------------------------------
