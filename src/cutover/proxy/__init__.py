@@ -141,18 +141,19 @@ def _sync_noise(proxy: Proxy, runtime: Any) -> None:
     """Read the declared noise of each migration; write what this process learned and its
     counts per route."""
     store = runtime.store
-    try:
-        windows, taken = proxy.routes_tally.take()
-        for name, rows in windows.items():
-            store.write_route_windows(name, runtime.instance, rows)
-        proxy.routes_tally.settle(taken)
-        for name in list(proxy.migrations):
-            proxy.rules[name] = tuple(rule.prefix for rule in store.noise_rules(name))
-            model = proxy.noise.get(name)
-            if model is not None:
-                store.write_noise(name, runtime.instance, model.counts(), runtime.clock())
-    except StoreError as error:  # the last known rules stay; learned counts are written later
-        log.warning("cutover proxy cannot sync its noise with the store: %s", error)
+    with proxy.syncing:
+        try:
+            windows, taken = proxy.routes_tally.take()
+            for name, rows in windows.items():
+                store.write_route_windows(name, runtime.instance, rows)
+            proxy.routes_tally.settle(taken)
+            for name in list(proxy.migrations):
+                proxy.rules[name] = tuple(rule.prefix for rule in store.noise_rules(name))
+                model = proxy.noise.get(name)
+                if model is not None:
+                    store.write_noise(name, runtime.instance, model.counts(), runtime.clock())
+        except StoreError as error:  # the last known rules stay; learned counts come later
+            log.warning("cutover proxy cannot sync its noise with the store: %s", error)
 
 
 async def _keep_noise(proxy: Proxy, runtime: Any, every: float) -> None:

@@ -117,6 +117,9 @@ class Proxy:
         self.noise: dict[str, NoiseModel] = {}
         self.recorder: Recorder | None = None  # --record DIR
         self.routes_tally = RouteTally()
+        # One sync with the store at a time: the last, at shutdown, may start while a
+        # cancelled periodic one is still writing, and an older count written last would win.
+        self.syncing = threading.Lock()
         self.rules: dict[str, tuple[str, ...]] = {}  # declared noise prefixes per migration
         self.migrations: dict[str, HttpMigration] = {}
         self.comparators: dict[int, AnswerComparator] = {}
