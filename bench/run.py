@@ -31,6 +31,7 @@ import proxy
 import replay
 import sequential
 import shadow_latency
+import tick_cli
 from _harness import machine
 
 
@@ -67,6 +68,9 @@ def main() -> None:
     # 50 runs at a log-spread of 0.3 (latency_resolution.py's default: 200 runs, about a
     # minute); the full runs at 0.2, 0.3 and 0.5 are recorded in docs/performance.md.
     results["latency_resolution"] = quietly(latency_resolution.run, 50, 10_000, 500, 0.3)
+    # Five cron runs of `cutover rollout tick` on SQLite (tick_cli.py's default: seven, and
+    # beside an earlier cutover with --anchor-src, as recorded in docs/performance.md).
+    results["tick_cli"] = quietly(tick_cli.run, None, 5, 30)
     try:
         psycopg.connect(server, connect_timeout=3).close()
     except psycopg.OperationalError as error:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -307,3 +309,34 @@ def test_retry_asks_again_for_the_approvals_ahead(store: Store, clock: ManualClo
     evaluation = controller.evaluate("codec")
     assert evaluation.rollout.approval(4) is None
     assert evaluation.to_json()["steps"][4]["approved"] is None
+
+
+def test_passes_with_the_default_methods_load_scipy_special_not_scipy_stats(
+    tmp_path: Path,
+) -> None:
+    """The always-valid bounds and the rank test need SciPy's special functions alone: a
+    `cutover rollout tick` from cron does not load scipy.stats (about a second) on every run."""
+    code = f"""
+import sys
+from cutover.clock import ManualClock
+from cutover.control.controller import Controller
+from cutover.store import open_store
+from tests.control.test_scenarios import drive, kinds, plan
+from tests.control.traffic import Traffic
+clock = ManualClock()
+controller = Controller(open_store({f"sqlite:///{tmp_path / 'r.db'}"!r}), clock=clock)
+controller.start(plan(), actor="alice")
+taken = kinds(drive(controller, Traffic(controller.store, "codec", clock), 25))
+print(taken.count("promote"), "scipy.special" in sys.modules, "scipy.stats" in sys.modules)
+"""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "True", "False"]

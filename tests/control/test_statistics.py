@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import numpy as np
@@ -13,11 +14,14 @@ from scipy import special, stats
 
 from cutover.control.statistics import (
     RankTest,
+    exact_rate_interval,
+    order_statistic_ranks,
     quantile_interval,
     rank_test,
     rate_interval,
     ratio_interval,
 )
+from cutover.errors import InvalidInput
 from cutover.telemetry.histogram import Histogram, bounds, index_of
 
 
@@ -428,3 +432,15 @@ def test_the_exact_interval_and_the_rank_test_are_scipys_to_the_last_bit() -> No
         assert exact_rate_interval(events, trials, confidence) == (float(low), float(high))
     for z in [*rng.normal(0, 3, 300), 0.0, -38.5, 38.5]:
         assert float(special.ndtr(-z)) == float(stats.norm.sf(z))
+
+
+@pytest.mark.parametrize("module", ["scipy.special", "scipy.stats"])
+def test_without_scipy_a_check_says_which_extra_to_install(
+    module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # `import` of it now raises ImportError
+    with pytest.raises(InvalidInput, match=r"needs SciPy: pip install 'cutover\[rollout\]'"):
+        if module == "scipy.special":
+            exact_rate_interval(1, 10)  # the always-valid bounds and the rank test too
+        else:
+            order_statistic_ranks(10, 0.5)

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from cutover.control.statistics import _scipy_special
 from cutover.telemetry.histogram import Histogram
 
 __all__ = [
@@ -52,16 +53,6 @@ REFERENCE = (
 
 _SMALLEST_CENTRE = 1e-9
 _ITERATIONS = 100  # safeguarded Newton converges in under 20; the cap only bounds a bad case
-
-
-def _special() -> Any:
-    """scipy.special, imported on first use like the rest of the rollout statistics."""
-    from cutover.control.statistics import _scipy_stats
-
-    _scipy_stats()  # the one place that turns a missing SciPy into a sentence
-    import scipy.special
-
-    return scipy.special
 
 
 def mixture_prior(centre: float) -> tuple[float, float]:
@@ -94,7 +85,7 @@ def rate_bounds(
     such point on each side of S / n, found by Newton steps kept inside a shrinking bracket
     (a bisection step whenever Newton would leave it). No trials gives [0, 1].
     """
-    special = _special()
+    special = _scipy_special()
     s = np.asarray(events, dtype=np.float64)
     n = np.asarray(trials, dtype=np.float64)
     s, n = np.broadcast_arrays(s, n)
@@ -173,7 +164,7 @@ def _one_rate_bounds(s: float, n: float, confidence: float, centre: float) -> tu
     """:func:`rate_bounds` of one rate (n > 0) in plain floats, the same operations in the same
     order, so the same ends to the last bit: numpy's overhead on single values made this
     most of a controller pass's time. Only the ends ``rate_bounds`` keeps are computed."""
-    special = _special()
+    special = _scipy_special()
     a, b = mixture_prior(centre)
     level = (
         float(special.betaln(a + s, b + n - s))
@@ -233,7 +224,7 @@ def rank_bounds(n: int, q: float, confidence: float) -> tuple[int, int]:
     """
     if not 0.0 < q < 1.0:
         raise ValueError(f"q must be strictly between 0 and 1, got {q!r}")
-    special = _special()
+    special = _scipy_special()
     a, b = mixture_prior(q)
     limit = -_log_alpha(confidence) + float(special.betaln(a, b))
 
