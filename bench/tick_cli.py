@@ -1,8 +1,9 @@
 """`cutover rollout tick` as cron runs it: a whole process, started, judging one rollout, ended.
 
 A SQLite store holds one rollout in its canary step with half an hour of per-minute windows
-(2,000 calls a minute, comparisons, latency histograms), judged by a drift check, an error-rate
-check and a p99 ratio check with its rank test, all on the default (always-valid) methods.
+(2,000 calls a minute, comparisons, latency histograms), judged by controller_tick.py's checks
+(drift, two error rates, a p99 ratio with its rank test), all on the default (always-valid)
+methods.
 Each run is ``python -m cutover --store URL rollout tick --dry-run`` in a process of its own:
 start-up, imports, the pass, exit. With ``--anchor-src DIR`` (an earlier cutover's source tree,
 ``git archive COMMIT src | tar -x -C DIR``), runs of that tree alternate with runs of this one
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from _harness import emit
+from controller_tick import CHECKS
 from cutover.clock import ManualClock
 from cutover.control.controller import Controller
 from cutover.control.plan import parse_plan
@@ -42,18 +44,7 @@ HERE = Path(__file__).resolve().parent
 PLAN = {
     "migration": "codec",
     "steps": [{"mode": "canary", "percent": 25, "hold": "20m", "sample": 0.5}, {"mode": "new"}],
-    "checks": [
-        {"name": "parity", "metric": "drift_rate", "max": 0.001, "window": "10m"},
-        {"name": "errors", "metric": "error_rate", "arm": "new", "max": 0.05, "window": "5m"},
-        {
-            "name": "latency",
-            "metric": "p99_ms",
-            "arm": "new",
-            "max_ratio_to": "legacy",
-            "max": 2.0,
-            "window": "10m",
-        },
-    ],
+    "checks": CHECKS,  # controller_tick.py's
 }
 
 
